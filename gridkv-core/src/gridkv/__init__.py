@@ -1,0 +1,80 @@
+"""GridKV for Python: a distributed in-memory key-value cache that Python programs embed.
+
+Start with :class:`AsyncGridKV` (asyncio) or :class:`GridKV` (blocking); configure with
+keyword options, an :class:`Options`, or :func:`load_config`. Every error is a
+:class:`GridKVError`.
+"""
+
+from __future__ import annotations
+
+from gridkv.client import TTL, AsyncGridKV, GridKV
+from gridkv.config import load_config
+from gridkv.errors import (
+    AuthenticationError,
+    BackendNotInstalled,
+    ClockDriftExceeded,
+    ConfigError,
+    EmptyKey,
+    GridKVError,
+    InvalidArgument,
+    InvalidKey,
+    InvalidValue,
+    KeyTooLarge,
+    MemoryLimitExceeded,
+    NotReady,
+    PeerTimeout,
+    PeerUnavailable,
+    ProtocolError,
+    QuorumNotReached,
+    ShuttingDown,
+    ValueTooLarge,
+    VersionMismatch,
+)
+from gridkv.hookspecs import hookimpl
+from gridkv.node import version
+from gridkv.options import LogOptions, NetworkOptions, Options, StorageOptions
+from gridkv.stats import ClusterStats, MemberInfo, NetworkStats, Stats, StorageStats
+
+__version__ = version()
+
+__all__ = [
+    # API
+    "AsyncGridKV",
+    "GridKV",
+    "TTL",
+    # configuration
+    "Options",
+    "NetworkOptions",
+    "StorageOptions",
+    "LogOptions",
+    "load_config",
+    # figures
+    "Stats",
+    "ClusterStats",
+    "MemberInfo",
+    "NetworkStats",
+    "StorageStats",
+    # plugins
+    "hookimpl",
+    # errors
+    "GridKVError",
+    "InvalidKey",
+    "EmptyKey",
+    "KeyTooLarge",
+    "InvalidValue",
+    "InvalidArgument",
+    "ValueTooLarge",
+    "MemoryLimitExceeded",
+    "ShuttingDown",
+    "NotReady",
+    "QuorumNotReached",
+    "VersionMismatch",
+    "PeerUnavailable",
+    "PeerTimeout",
+    "AuthenticationError",
+    "ProtocolError",
+    "ClockDriftExceeded",
+    "ConfigError",
+    "BackendNotInstalled",
+    "__version__",
+]

@@ -1,0 +1,119 @@
+"""The hooks GridKV plugins implement.
+
+A plugin is a module (or object) with functions marked ``@gridkv.hookimpl`` whose names are the
+hooks below. Installed plugins are found through the ``gridkv.plugins`` entry-point group; the
+entry point's name is the plugin's name. GridKV's own backends (the memory transport, the memory
+storage, the "none" authenticator) register through these same hooks.
+
+Hooks are synchronous. Registration hooks are called once when the plugin manager is set up
+and receive a ``register`` callback; they register *factories* and must not do I/O or import
+heavy dependencies (import those inside the factory). Lifecycle hooks are called on the node's
+event loop thread and must return quickly; start background work with ``asyncio.create_task``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from gridkv.node import Node
+    from gridkv.storage.base import StorageFactory
+    from gridkv.transport.base import TransportFactory
+
+__all__ = [
+    "PROJECT_NAME",
+    "hookspec",
+    "hookimpl",
+    "gridkv_register_transports",
+    "gridkv_register_storage",
+    "gridkv_register_authenticators",
+    "gridkv_register_membership",
+    "gridkv_node_started",
+    "gridkv_node_stopping",
+    "gridkv_member_changed",
+]
+
+PROJECT_NAME = "gridkv"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# -- registration: called once, when the plugin manager loads ---------------------------------
+
+
+@hookspec
+def gridkv_register_transports(register: Callable[[str, TransportFactory], None]) -> None:
+    """Register transports.
+
+    Call ``register(name, factory)`` once per transport. ``factory(options)`` returns a new,
+    unstarted object implementing :class:`gridkv.transport.Transport`. ``network.type = name``
+    selects it. Registering a name twice raises :class:`~gridkv.errors.ConfigError`.
+
+    :param register: the registration callback.
+    """
+
+
+@hookspec
+def gridkv_register_storage(register: Callable[[str, StorageFactory], None]) -> None:
+    """Register storage backends.
+
+    Call ``register(name, factory)``; ``factory(options)`` returns an object implementing
+    :class:`gridkv.storage.Storage`. ``storage.backend = name`` selects it.
+
+    :param register: the registration callback.
+    """
+
+
+@hookspec
+def gridkv_register_authenticators(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register peer authenticators.
+
+    Call ``register(name, factory)``. The built-in ``"none"`` authenticator is what
+    ``disable_auth = True`` selects; signed identities arrive with the authentication issue.
+
+    :param register: the registration callback.
+    """
+
+
+@hookspec
+def gridkv_register_membership(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register membership protocols (failure detection and dissemination).
+
+    Call ``register(name, factory)``. SWIM with Lifeguard becomes the built-in default with the
+    membership issue; until then a node's view holds itself only.
+
+    :param register: the registration callback.
+    """
+
+
+# -- lifecycle: called on the node's event loop -------------------------------------------
+
+
+@hookspec
+def gridkv_node_started(node: Node) -> None:
+    """Called once a node has started (transport listening, storage open).
+
+    :param node: the node; read-only use of its public attributes.
+    """
+
+
+@hookspec
+def gridkv_node_stopping(node: Node) -> None:
+    """Called when a node begins to close, before its transport stops.
+
+    :param node: the node.
+    """
+
+
+@hookspec
+def gridkv_member_changed(node: Node, member: Any, old: str | None, new: str) -> None:
+    """Called on every change of a member's state in this node's view.
+
+    :param node: the node whose view changed.
+    :param member: the member (id, address, incarnation).
+    :param old: the previous state, ``None`` for a member seen for the first time.
+    :param new: the new state ("alive", "suspect", "dead", "left").
+    """

@@ -1,0 +1,370 @@
+"""The node: owns the components, their start and stop order, and routes inbound messages.
+
+A :class:`Node` is what every GridKV instance runs. It builds its storage and transport from
+the plugins the options name, keeps the hybrid logical clock and the partition table, answers
+peers' messages, and runs the background expiry sweep. The public API in :mod:`gridkv.client`
+is a thin layer over it.
+
+Start order: storage (built at construction), transport, sweep task, plugins' ``node_started``,
+then contact with the seeds. Close order is the reverse: plugins' ``node_stopping``, background
+tasks, transport, storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from importlib import metadata
+from typing import Literal
+
+from gridkv.errors import (
+    ConfigError,
+    GridKVError,
+    NotReady,
+    PeerUnavailable,
+    ProtocolError,
+    ShuttingDown,
+)
+from gridkv.hlc import HLC
+from gridkv.log import LOGGER_NAME, configure_logging
+from gridkv.options import Options
+from gridkv.plugins import Plugins, get_plugins
+from gridkv.ring import PartitionTable
+from gridkv.stats import ClusterStats, MemberInfo, Stats
+from gridkv.storage.base import Entry, Storage
+from gridkv.transport.base import Transport
+from gridkv.wire import codec
+from gridkv.wire.messages import ErrorReply, GetReply, GetRequest, Message, Ping, Pong
+
+__all__ = ["Node", "NodeState", "version"]
+
+log = logging.getLogger(LOGGER_NAME)
+
+NodeState = Literal["new", "starting", "running", "closing", "closed"]
+#: Entries the expiry sweep examines per round.
+SWEEP_BUDGET = 20_000
+
+
+def version() -> str:
+    """The installed gridkv-core version."""
+    try:
+        return metadata.version("gridkv-core")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+class Node:
+    """One GridKV node.
+
+    :param options: the configuration.
+    :param transport: a transport to use instead of the one ``network.type`` names (for
+        example a :class:`~gridkv.transport.MemoryTransport` on a network of a test's own).
+    :param storage: a storage backend to use instead of the one ``storage.backend`` names.
+    :param plugins: the plugin manager; the process-wide one by default.
+    :param clock: wall time in seconds; simulations pass a virtual clock.
+    :raises ConfigError: the configuration cannot run (see :meth:`_check_security`).
+    :raises BackendNotInstalled: a transport or storage named in the options is not installed.
+    """
+
+    def __init__(
+        self,
+        options: Options,
+        *,
+        transport: Transport | None = None,
+        storage: Storage | None = None,
+        plugins: Plugins | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.options = options
+        self.node_id = options.local_node_id
+        self._check_security(options)
+        self.plugins = plugins or get_plugins()
+        self.authenticator = self.plugins.authenticator("none")(options)
+        self.transport_name = options.network.type or (
+            "tcp" if "tcp" in self.plugins.transports() else "memory"
+        )
+        self.storage: Storage = storage or self.plugins.storage(options.storage.backend)(options)
+        self.transport: Transport = transport or self.plugins.transport(self.transport_name)(
+            options
+        )
+        self._clock = clock
+        self.hlc = HLC(clock, options.max_clock_drift)
+        self.table = PartitionTable.build(
+            [self.node_id], options.partition_count, options.replica_count, options.virtual_nodes
+        )
+        #: ``owned[p]`` is 1 when this node is a replica of partition ``p``.
+        self.owned = self.table.owned_mask(self.node_id)
+        self.state: NodeState = "new"
+        #: True while the node accepts operations; read without a lock on the fast paths.
+        self.running = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ready: asyncio.Event | None = None
+        self._seed_status: dict[str, str] = {}
+        self._started_at = 0.0
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    @staticmethod
+    def _check_security(options: Options) -> None:
+        """Refuse to talk to peers without authentication unless that is asked for explicitly.
+
+        Peer authentication arrives with a later issue. Until then a node that has seeds can
+        only run with ``disable_auth = True``, so GridKV never claims a protection it does
+        not have.
+        """
+        if options.seed_addrs and not options.disable_auth:
+            raise ConfigError(
+                "config key 'disable_auth': a node with seed_addrs "
+                f"{options.seed_addrs!r} talks to peers, and peer authentication is not "
+                "available in this version; set disable_auth = true to run without it, on a "
+                "network you trust"
+            )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start listening, begin background work and contact the seeds.
+
+        :raises ShuttingDown: the node was closed.
+        :raises PeerUnavailable: the transport cannot listen on its address.
+        """
+        if self.state != "new":
+            if self.state in ("closing", "closed"):
+                raise ShuttingDown(f"node {self.node_id!r} is closed; create a new one")
+            return
+        self.state = "starting"
+        self.loop = asyncio.get_running_loop()
+        self._ready = asyncio.Event()
+        configure_logging(self.options.log)
+        try:
+            await self.transport.start(self._on_frame)
+        except BaseException:
+            self.state = "closed"
+            raise
+        self._started_at = self._clock()
+        self.state = "running"
+        self.running = True
+        self._spawn(self._sweep_loop(), "expiry sweep")
+        self.plugins.node_started(self)
+        seeds = [s for s in self.options.seed_addrs if s != self.transport.local_address]
+        if seeds:
+            self._seed_status = dict.fromkeys(seeds, "not contacted yet")
+            self._spawn(self._contact_seeds(seeds), "seed contact")
+        else:
+            self._ready.set()
+        log.info(
+            "node started",
+            extra={
+                "node_id": self.node_id,
+                "address": self.transport.local_address,
+                "transport": self.transport_name,
+            },
+        )
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Stop the node; idempotent. Later operations raise :class:`ShuttingDown`.
+
+        :param timeout: seconds allowed for background work to finish before it is cancelled.
+        """
+        if self.state in ("closing", "closed"):
+            return
+        was_started = self.state != "new"
+        self.state = "closing"
+        self.running = False
+        if was_started:
+            with contextlib.suppress(Exception):
+                self.plugins.node_stopping(self)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.transport.close(), timeout)
+        self.storage.close()
+        self.state = "closed"
+        if was_started:
+            log.info("node closed", extra={"node_id": self.node_id})
+
+    def _spawn(self, coro: object, what: str) -> None:
+        assert self.loop is not None
+        task: asyncio.Task[None] = self.loop.create_task(coro, name=f"gridkv {what}")  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "background task failed",
+                exc_info=task.exception(),
+                extra={"node_id": self.node_id, "task": task.get_name()},
+            )
+
+    async def _sweep_loop(self) -> None:
+        interval = self.options.storage.expiry_interval
+        while True:
+            await asyncio.sleep(interval)
+            self.storage.sweep(int(self._clock() * 1000), SWEEP_BUDGET)
+
+    async def _contact_seeds(self, seeds: list[str]) -> None:
+        """Ping the seeds with back-off until one answers; record why the others did not."""
+        assert self._ready is not None
+        delay = 0.1
+        while not self._ready.is_set():
+            for seed in seeds:
+                try:
+                    reply = await self.request(seed, Ping(0, self.node_id))
+                except GridKVError as exc:
+                    self._seed_status[seed] = f"{type(exc).__name__}: {exc}"
+                    continue
+                if isinstance(reply, Pong):
+                    self._seed_status[seed] = "answered"
+                    self._ready.set()
+            if not self._ready.is_set():
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def check_open(self) -> None:
+        """Raise unless the node accepts operations.
+
+        :raises ShuttingDown: the node is closing or closed.
+        :raises NotReady: the node has not been started.
+        """
+        if self.running:
+            return
+        if self.state in ("closing", "closed"):
+            raise ShuttingDown(f"node {self.node_id!r} is closed")
+        raise NotReady(
+            f"node {self.node_id!r} is not started; use 'async with AsyncGridKV(...)' or "
+            "'await kv.start()'"
+        )
+
+    @property
+    def ready(self) -> bool:
+        """Whether the node is running and its seeds answered (or it has none)."""
+        return self.running and self._ready is not None and self._ready.is_set()
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until the node is ready.
+
+        :raises NotReady: not ready within ``timeout``; names the seeds that did not answer.
+        """
+        self.check_open()
+        assert self._ready is not None
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            waiting = "; ".join(f"{s}: {why}" for s, why in self._seed_status.items())
+            raise NotReady(
+                f"node {self.node_id!r} not ready after {timeout:g}s: no seed answered "
+                f"({waiting}); check seed_addrs and that those nodes run"
+            ) from None
+
+    def health_check(self) -> None:
+        """Raise when the node cannot serve.
+
+        :raises ShuttingDown: the node is closed.
+        :raises NotReady: not started, or past ``startup_grace_period`` with no seed answered.
+        """
+        self.check_open()
+        if self.ready:
+            return
+        elapsed = self._clock() - self._started_at
+        if elapsed > self.options.startup_grace_period:
+            waiting = ", ".join(self._seed_status)
+            raise NotReady(
+                f"node {self.node_id!r} has no healthy view of the cluster after {elapsed:.1f}s: "
+                f"no seed answered ({waiting})"
+            )
+
+    # -- data path -----------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        """Current wall time in milliseconds."""
+        return int(self._clock() * 1000)
+
+    def write_local(self, partition: int, key: str, value: bytes | None, expires_at: int) -> Entry:
+        """Write a new version of ``key`` (``None`` writes a tombstone) to local storage.
+
+        Thread-safe. Returns the entry written.
+
+        :raises MemoryLimitExceeded: the storage is full.
+        """
+        if value is None:
+            expires_at = self.now_ms() + int(self.options.tombstone_ttl * 1000)
+        entry = Entry(key, value, self.hlc.now(), self.node_id, expires_at)
+        self.storage.apply(partition, entry)
+        return entry
+
+    def require_owner(self, partition: int, key: str) -> None:
+        """Raise when this node holds no replica of ``partition``.
+
+        :raises PeerUnavailable: the key's replicas are elsewhere; routing to them arrives
+            with replication.
+        """
+        if not self.owned[partition]:
+            owners = ", ".join(self.table.owners(partition)) or "none"
+            raise PeerUnavailable(f"key {key!r} lives on {owners}, not on {self.node_id!r}")
+
+    # -- messages ------------------------------------------------------------------------
+
+    async def request(self, address: str, message: Message, timeout: float | None = None) -> Message:
+        """Send ``message`` to ``address`` and return the decoded answer.
+
+        :raises PeerUnavailable: unreachable, or the peer answered with an error.
+        :raises PeerTimeout: no answer in time.
+        :raises ProtocolError: the answer is malformed.
+        """
+        max_frame = self.options.network.max_frame_bytes
+        payload = self.authenticator.wrap(codec.encode(message, max_frame))
+        answer = await self.transport.request(address, payload, timeout)
+        reply = codec.decode(self.authenticator.unwrap(address, answer), max_frame)
+        if isinstance(reply, ErrorReply):
+            raise PeerUnavailable(f"{address!r} answered {reply.code}: {reply.message}")
+        return reply
+
+    async def _on_frame(self, peer: str, payload: bytes) -> bytes | None:
+        max_frame = self.options.network.max_frame_bytes
+        try:
+            message = codec.decode(self.authenticator.unwrap(peer, payload), max_frame)
+        except ProtocolError as exc:
+            log.warning("dropped a malformed frame", extra={"peer": peer, "error": str(exc)})
+            return codec.encode(ErrorReply("ProtocolError", str(exc)))
+        try:
+            answer = self._dispatch(message)
+        except GridKVError as exc:
+            answer = ErrorReply(type(exc).__name__, str(exc))
+        return None if answer is None else self.authenticator.wrap(codec.encode(answer, max_frame))
+
+    def _dispatch(self, message: Message) -> Message | None:
+        if isinstance(message, Ping):
+            return Pong(message.seq, self.node_id)
+        if isinstance(message, GetRequest):
+            if message.partition >= self.options.partition_count:
+                raise ProtocolError(f"partition {message.partition} out of range")
+            entry = self.storage.get_entry(message.partition, message.key)
+            return GetReply(None if entry is None else (message.partition, entry))
+        return ErrorReply(
+            "ProtocolError", f"{type(message).__name__} is not handled by this node version"
+        )
+
+    # -- figures -------------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        """A snapshot of the node's figures."""
+        me = MemberInfo(self.node_id, self.transport.local_address, "alive", 0)
+        cluster = ClusterStats(
+            ready=self.ready,
+            cluster_size=1,
+            healthy_nodes=1 if self.running else 0,
+            replica_factor=self.options.replica_count,
+            local_node_id=self.node_id,
+            pubkeys_ready=self.options.disable_auth or not self.options.seed_addrs,
+            pubkey_count=0,
+            peer_count=0,
+            members=(me,),
+        )
+        return Stats(cluster, self.transport.stats(), self.storage.stats(), version())

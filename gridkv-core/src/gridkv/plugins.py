@@ -1,0 +1,183 @@
+"""The plugin manager and the typed facade the rest of GridKV calls.
+
+Nothing outside this module calls ``pm.hook``: node code asks :class:`Plugins` for
+``transports()``, ``storage_backends()`` and so on, and calls its lifecycle methods. Plugins are
+found through the ``gridkv.plugins`` entry-point group; ``GRIDKV_DISABLE_PLUGINS=name,...``
+keeps the named ones from loading, and :meth:`Plugins.check_pending` rejects hook
+implementations whose names match no hook (a typo would otherwise be ignored silently).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pluggy
+
+from gridkv import _builtin, hookspecs
+from gridkv.errors import BackendNotInstalled, ConfigError
+
+if TYPE_CHECKING:
+    from gridkv.node import Node
+    from gridkv.storage.base import StorageFactory
+    from gridkv.transport.base import TransportFactory
+
+__all__ = ["ENTRY_POINT_GROUP", "DISABLE_ENV", "Plugins", "get_plugins", "distribution_for"]
+
+ENTRY_POINT_GROUP = "gridkv.plugins"
+DISABLE_ENV = "GRIDKV_DISABLE_PLUGINS"
+BUILTIN_NAME = "gridkv.builtin"
+
+_F = TypeVar("_F")
+
+
+def distribution_for(kind: str, name: str) -> str:
+    """The distribution that provides backend ``name`` of ``kind`` by GridKV's naming rule."""
+    return f"gridkv-{kind}-{name}"
+
+
+class Plugins:
+    """A plugin manager with GridKV's hooks, and typed access to what plugins registered.
+
+    :param load_entry_points: discover installed plugins (tests may pass ``False``).
+    """
+
+    def __init__(self, *, load_entry_points: bool = True) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.pm.register(_builtin, name=BUILTIN_NAME)
+        for name in _disabled():
+            self.pm.set_blocked(name)
+        if load_entry_points:
+            self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        self.check_pending()
+        self._cache: dict[str, dict[str, Any]] = {}
+
+    def register(self, plugin: object, name: str | None = None) -> str:
+        """Register a plugin object or module (tests and embedders); returns its name."""
+        registered = self.pm.register(plugin, name=name)
+        if registered is None:
+            raise ConfigError(f"plugin {name or plugin!r} is blocked or already registered")
+        self.check_pending()
+        self._cache.clear()
+        return registered
+
+    def unregister(self, name: str) -> None:
+        """Remove the plugin registered under ``name``."""
+        self.pm.unregister(name=name)
+        self._cache.clear()
+
+    def check_pending(self) -> None:
+        """Raise when a plugin implements a hook GridKV does not have (a misspelt name).
+
+        :raises ConfigError: naming the plugin and the hook.
+        """
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise ConfigError(f"plugin error: {exc}") from None
+
+    def plugin_names(self) -> list[str]:
+        """Names of the registered plugins."""
+        return sorted(name for name, _ in self.pm.list_name_plugin())
+
+    def _collect(self, hook: str) -> dict[str, Any]:
+        cached = self._cache.get(hook)
+        if cached is not None:
+            return cached
+        found: dict[str, Any] = {}
+
+        def register(name: str, factory: Any) -> None:
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"{hook}: a backend name must be a non-empty string, got {name!r}")
+            if name in found:
+                raise ConfigError(f"{hook}: two plugins register the name {name!r}")
+            if not callable(factory):
+                raise ConfigError(f"{hook}: factory for {name!r} is not callable")
+            found[name] = factory
+
+        getattr(self.pm.hook, hook)(register=register)
+        self._cache[hook] = found
+        return found
+
+    def transports(self) -> Mapping[str, TransportFactory]:
+        """Transport factories by name."""
+        return self._collect("gridkv_register_transports")
+
+    def storage_backends(self) -> Mapping[str, StorageFactory]:
+        """Storage factories by name."""
+        return self._collect("gridkv_register_storage")
+
+    def authenticators(self) -> Mapping[str, Callable[..., Any]]:
+        """Authenticator factories by name."""
+        return self._collect("gridkv_register_authenticators")
+
+    def membership(self) -> Mapping[str, Callable[..., Any]]:
+        """Membership protocol factories by name."""
+        return self._collect("gridkv_register_membership")
+
+    def transport(self, name: str) -> TransportFactory:
+        """The factory of transport ``name``.
+
+        :raises BackendNotInstalled: naming the distribution to install.
+        """
+        return _pick(self.transports(), "transport", name, "network.type")
+
+    def storage(self, name: str) -> StorageFactory:
+        """The factory of storage backend ``name``.
+
+        :raises BackendNotInstalled: naming the distribution to install.
+        """
+        return _pick(self.storage_backends(), "storage", name, "storage.backend")
+
+    def authenticator(self, name: str) -> Callable[..., Any]:
+        """The factory of authenticator ``name``.
+
+        :raises BackendNotInstalled: naming the distribution to install.
+        """
+        return _pick(self.authenticators(), "auth", name, "auth")
+
+    def node_started(self, node: Node) -> None:
+        """Tell plugins a node has started."""
+        self.pm.hook.gridkv_node_started(node=node)
+
+    def node_stopping(self, node: Node) -> None:
+        """Tell plugins a node is closing."""
+        self.pm.hook.gridkv_node_stopping(node=node)
+
+    def member_changed(self, node: Node, member: Any, old: str | None, new: str) -> None:
+        """Tell plugins a member changed state."""
+        self.pm.hook.gridkv_member_changed(node=node, member=member, old=old, new=new)
+
+
+def _pick(found: Mapping[str, _F], kind: str, name: str, key: str) -> _F:
+    factory = found.get(name)
+    if factory is None:
+        have = ", ".join(sorted(found)) or "none"
+        disabled = name in _disabled()
+        raise BackendNotInstalled(
+            f"{kind} {name!r} is not installed: pip install {distribution_for(kind, name)}"
+            + (f" (it is listed in {DISABLE_ENV})" if disabled else "")
+            + f"; installed {kind} backends: {have} (config key {key!r})"
+        )
+    return factory
+
+
+def _disabled() -> list[str]:
+    raw = os.environ.get(DISABLE_ENV, "")
+    return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+_default: Plugins | None = None
+_default_lock = threading.Lock()
+
+
+def get_plugins() -> Plugins:
+    """The process-wide plugin manager, created and loaded on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Plugins()
+        return _default

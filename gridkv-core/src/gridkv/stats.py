@@ -1,0 +1,112 @@
+"""The figures :meth:`gridkv.AsyncGridKV.stats` returns, and their readable table form."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from gridkv.storage.base import StorageStats
+from gridkv.transport.base import TransportStats
+
+__all__ = ["Stats", "ClusterStats", "MemberInfo", "NetworkStats", "StorageStats"]
+
+#: The network figures are the transport's counters.
+NetworkStats = TransportStats
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """One member in this node's view.
+
+    :ivar node_id: the member's id.
+    :ivar address: where it is reached.
+    :ivar state: "alive", "suspect", "dead" or "left".
+    :ivar incarnation: the member's incarnation number (raised to refute suspicion).
+    """
+
+    node_id: str
+    address: str
+    state: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStats:
+    """This node's view of the cluster.
+
+    :ivar ready: whether :meth:`~gridkv.AsyncGridKV.wait_ready` would return now.
+    :ivar cluster_size: members in the view, this node included, dead ones not.
+    :ivar healthy_nodes: members alive in the view.
+    :ivar replica_factor: the configured ``replica_count``.
+    :ivar local_node_id: this node's id.
+    :ivar pubkeys_ready: whether the public keys of all peers in the view are known.
+    :ivar pubkey_count: public keys known.
+    :ivar peer_count: members other than this node.
+    :ivar members: every member in the view.
+    """
+
+    ready: bool
+    cluster_size: int
+    healthy_nodes: int
+    replica_factor: int
+    local_node_id: str
+    pubkeys_ready: bool
+    pubkey_count: int
+    peer_count: int
+    members: tuple[MemberInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A snapshot of a node's figures.
+
+    :ivar cluster: the cluster view.
+    :ivar network: the transport's counters.
+    :ivar storage: the storage backend's figures.
+    :ivar version: the gridkv-core version.
+    """
+
+    cluster: ClusterStats
+    network: NetworkStats
+    storage: StorageStats
+    version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, for JSON or logging."""
+        return dataclasses.asdict(self)
+
+    def format_table(self) -> str:
+        """The figures as an aligned, human-readable table."""
+        rows: list[tuple[str, str]] = [("version", self.version)]
+        for section_name in ("cluster", "network", "storage"):
+            section = getattr(self, section_name)
+            for f in dataclasses.fields(section):
+                if f.name == "members":
+                    continue
+                rows.append((f"{section_name}.{f.name}", _show(f.name, getattr(section, f.name))))
+        width = max(len(name) for name, _ in rows)
+        lines = [f"{name:<{width}}  {value}" for name, value in rows]
+        if self.cluster.members:
+            lines.append("")
+            lines.append(f"{'member':<20} {'address':<22} {'state':<8} incarnation")
+            for m in self.cluster.members:
+                lines.append(f"{m.node_id:<20} {m.address:<22} {m.state:<8} {m.incarnation}")
+        return "\n".join(lines)
+
+
+def _show(name: str, value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int) and name.endswith("bytes"):
+        return _human_bytes(value) if value else "0 (no limit)" if name == "max_bytes" else "0 B"
+    return str(value)
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit} ({n} B)"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover

@@ -1,0 +1,15 @@
+"""Transports: the :class:`Transport` interface and the in-process memory transport."""
+
+from __future__ import annotations
+
+from gridkv.transport.base import Handler, Transport, TransportFactory, TransportStats
+from gridkv.transport.memory import MemoryNetwork, MemoryTransport
+
+__all__ = [
+    "Handler",
+    "Transport",
+    "TransportFactory",
+    "TransportStats",
+    "MemoryNetwork",
+    "MemoryTransport",
+]

@@ -1,0 +1,108 @@
+"""The transport interface: how a node sends bytes to another node and answers requests.
+
+A transport moves opaque frames between addresses; it knows nothing of messages, keys or
+membership. It offers two ways to send: :meth:`Transport.request` (a frame out, one frame back,
+many in flight at once) and :meth:`Transport.send` (one-way, no answer, may be lost, the way a
+UDP gossip packet is). Inbound frames go to the node's :data:`Handler`; for a request, what the
+handler returns is the answer.
+
+Transports raise only GridKV errors: :class:`~gridkv.errors.PeerUnavailable` when the peer
+cannot be reached, :class:`~gridkv.errors.PeerTimeout` when it does not answer in time,
+:class:`~gridkv.errors.ProtocolError` for a frame over the limit, and
+:class:`~gridkv.errors.ShuttingDown` after :meth:`Transport.close`.
+
+Authentication is layered above this interface: the security layer wraps every frame before
+:meth:`~Transport.request` / :meth:`~Transport.send` and unwraps it in the handler, so it covers
+connection-oriented and connectionless sends alike, and a transport that opens connections may
+run a handshake through the optional ``handshake`` hook it is given without changing this
+interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from gridkv.options import Options
+
+__all__ = ["Handler", "Transport", "TransportFactory", "TransportStats"]
+
+#: ``handler(peer_address, frame)`` gets each inbound frame; for a request its return value is
+#: the answer (``None`` answers with nothing, and the requester times out).
+Handler = Callable[[str, bytes], Awaitable[bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class TransportStats:
+    """Counters of a transport.
+
+    :ivar type: the transport's plugin name.
+    :ivar local_address: the address peers reach this node at.
+    :ivar bind_address: the address listened on.
+    :ivar requests_sent: requests sent.
+    :ivar requests_received: requests answered.
+    :ivar messages_sent: one-way frames sent.
+    :ivar messages_received: one-way frames received.
+    :ivar bytes_sent: payload bytes sent.
+    :ivar bytes_received: payload bytes received.
+    :ivar errors: failed sends and requests (unreachable, timed out, refused frames).
+    :ivar connections: open connections (0 for connectionless transports).
+    """
+
+    type: str
+    local_address: str
+    bind_address: str
+    requests_sent: int = 0
+    requests_received: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    errors: int = 0
+    connections: int = 0
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What a node needs from a transport."""
+
+    name: str
+
+    @property
+    def local_address(self) -> str:
+        """The address peers reach this node at."""
+
+    async def start(self, handler: Handler) -> None:
+        """Start listening; inbound frames go to ``handler``."""
+
+    async def request(self, address: str, payload: bytes, timeout: float | None = None) -> bytes:
+        """Send ``payload`` to ``address`` and return the answer.
+
+        :param timeout: seconds to wait for the answer; ``None`` uses the configured default.
+        :raises PeerUnavailable: the peer cannot be reached.
+        :raises PeerTimeout: no answer in time.
+        :raises ProtocolError: ``payload`` is larger than the frame limit.
+        :raises ShuttingDown: the transport is closed.
+        """
+
+    async def send(self, address: str, payload: bytes) -> None:
+        """Send ``payload`` one way; delivery is not confirmed.
+
+        :raises PeerUnavailable: the peer is known to be unreachable right now.
+        :raises ShuttingDown: the transport is closed.
+        """
+
+    async def close(self) -> None:
+        """Stop listening and fail requests still waiting; idempotent."""
+
+    def stats(self) -> TransportStats:
+        """Current counters."""
+
+
+class TransportFactory(Protocol):
+    """Builds a transport for a node; registered through ``gridkv_register_transports``."""
+
+    def __call__(self, options: Options) -> Transport:
+        """Return a new, not yet started transport configured from ``options``."""

@@ -1,0 +1,214 @@
+"""The messages nodes exchange, as small frozen dataclasses.
+
+Each message class has a unique ``TYPE`` number and declares, per field, the validator the
+codec runs on decode. A message travels as a msgpack array ``[PROTOCOL_VERSION, TYPE, *fields]``
+in field order (see :mod:`gridkv.wire.codec`). New message types take new numbers; a number is
+never reused for a different shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from gridkv.errors import ProtocolError
+from gridkv.storage.base import Entry
+
+__all__ = [
+    "Message",
+    "Ping",
+    "Pong",
+    "ErrorReply",
+    "GetRequest",
+    "GetReply",
+    "ReplicateBatch",
+    "BatchAck",
+    "MESSAGE_TYPES",
+    "MAX_KEY_BYTES_ON_WIRE",
+]
+
+#: Longest key any message may carry, whatever a node's own ``max_key_bytes``.
+MAX_KEY_BYTES_ON_WIRE = 65535
+_U64 = (1 << 64) - 1
+_U32 = (1 << 32) - 1
+
+Validator = Callable[[Any, str], Any]
+
+
+def _fail(name: str, why: str, value: Any) -> ProtocolError:
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return ProtocolError(f"field {name!r}: {why} (got {shown})")
+
+
+def u64(value: Any, name: str) -> int:
+    """An unsigned 64-bit integer."""
+    if type(value) is not int or not 0 <= value <= _U64:
+        raise _fail(name, "expected an unsigned 64-bit integer", value)
+    return value
+
+
+def u32(value: Any, name: str) -> int:
+    """An unsigned 32-bit integer."""
+    if type(value) is not int or not 0 <= value <= _U32:
+        raise _fail(name, "expected an unsigned 32-bit integer", value)
+    return value
+
+
+def text(value: Any, name: str) -> str:
+    """A string."""
+    if type(value) is not str:
+        raise _fail(name, "expected a string", value)
+    return value
+
+
+def node_id(value: Any, name: str) -> str:
+    """A non-empty string of at most 255 characters."""
+    if type(value) is not str or not 0 < len(value) <= 255:
+        raise _fail(name, "expected a node id (1 to 255 characters)", value)
+    return value
+
+
+def key(value: Any, name: str) -> str:
+    """A non-empty key within the wire limit."""
+    if type(value) is not str or not value or len(value) > MAX_KEY_BYTES_ON_WIRE:
+        raise _fail(name, "expected a non-empty key", value)
+    return value
+
+
+def blob(value: Any, name: str) -> bytes:
+    """Bytes."""
+    if type(value) is not bytes:
+        raise _fail(name, "expected bytes", value)
+    return value
+
+
+def entry(value: Any, name: str) -> tuple[int, Entry]:
+    """A ``[partition, key, value|nil, version, writer, expires_at]`` record."""
+    if type(value) is not list or len(value) != 6:
+        raise _fail(name, "expected an entry record of 6 fields", value)
+    part, k, v, version, writer, expires = value
+    if v is not None and type(v) is not bytes:
+        raise _fail(f"{name}.value", "expected bytes or nil", v)
+    return u32(part, f"{name}.partition"), Entry(
+        key(k, f"{name}.key"),
+        v,
+        u64(version, f"{name}.version"),
+        node_id(writer, f"{name}.writer"),
+        u64(expires, f"{name}.expires_at"),
+    )
+
+
+def optional_entry(value: Any, name: str) -> tuple[int, Entry] | None:
+    """An entry record or nil."""
+    return None if value is None else entry(value, name)
+
+
+def entry_list(value: Any, name: str) -> list[tuple[int, Entry]]:
+    """A list of entry records."""
+    if type(value) is not list:
+        raise _fail(name, "expected a list of entry records", value)
+    return [entry(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def pack_entry(partition: int, e: Entry) -> list[Any]:
+    """The wire form of an entry record."""
+    return [partition, e.key, e.value, e.version, e.writer, e.expires_at]
+
+
+class Message:
+    """Base of every message: ``TYPE`` and the validator of each field, in order."""
+
+    TYPE: ClassVar[int]
+    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]]
+
+    def to_fields(self) -> list[Any]:
+        """The field values in wire order."""
+        return [getattr(self, name) for name, _ in self.FIELDS]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Message):
+    """A liveness probe; answered with :class:`Pong` carrying the same ``seq``."""
+
+    TYPE: ClassVar[int] = 1
+    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (("seq", u64), ("sender", node_id))
+    seq: int
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Message):
+    """The answer to :class:`Ping`."""
+
+    TYPE: ClassVar[int] = 2
+    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (("seq", u64), ("sender", node_id))
+    seq: int
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply(Message):
+    """A request failed at the peer; ``code`` is the GridKV exception class name."""
+
+    TYPE: ClassVar[int] = 3
+    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (("code", text), ("message", text))
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetRequest(Message):
+    """Ask a replica for its entry of ``key``."""
+
+    TYPE: ClassVar[int] = 10
+    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (("partition", u32), ("key", key))
+    partition: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetReply(Message):
+    """A replica's entry of the key asked for (tombstones included), or ``None``."""
+
+    TYPE: ClassVar[int] = 11
+    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (("entry", optional_entry),)
+    entry: tuple[int, Entry] | None
+
+    def to_fields(self) -> list[Any]:
+        """The field values in wire order."""
+        return [None if self.entry is None else pack_entry(*self.entry)]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicateBatch(Message):
+    """Entries for a replica to merge by last-writer-wins, sent as one message."""
+
+    TYPE: ClassVar[int] = 12
+    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (
+        ("sender", node_id),
+        ("entries", entry_list),
+    )
+    sender: str
+    entries: list[tuple[int, Entry]]
+
+    def to_fields(self) -> list[Any]:
+        """The field values in wire order."""
+        return [self.sender, [pack_entry(p, e) for p, e in self.entries]]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAck(Message):
+    """The answer to :class:`ReplicateBatch`: how many entries were applied."""
+
+    TYPE: ClassVar[int] = 13
+    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (("applied", u32),)
+    applied: int
+
+
+MESSAGE_TYPES: dict[int, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (Ping, Pong, ErrorReply, GetRequest, GetReply, ReplicateBatch, BatchAck)
+}
