@@ -84,7 +84,6 @@ class _ClientBase:
         self._max_key = opts.max_key_bytes
         self._max_value = opts.max_value_bytes
         self._default_ttl = opts.ttl
-        self._default_one = opts.consistency == "one"
         self._storage = self._node.storage
 
     @property
@@ -259,15 +258,14 @@ class AsyncGridKV(_ClientBase):
         :raises InvalidKey, EmptyKey, KeyTooLarge: the key is bad.
         :raises ShuttingDown: the node is closed.
         """
-        if consistency is None and key.__class__ is str and self._default_one:
-            node = self._node
+        if consistency is None and key.__class__ is str:
             try:
                 raw = key.encode()
             except UnicodeEncodeError:
                 raw = b""
-            if node.running and 0 < len(raw) <= self._max_key:
+            if 0 < len(raw) <= self._max_key:
                 partition = _xxh3(raw) % self._pcount
-                if node.owned[partition]:
+                if self._node.local_reads[partition]:
                     return self._storage.get(partition, key)
         return self._get_local(key, consistency)
 
@@ -380,15 +378,14 @@ class GridKV(_ClientBase):
 
     def get(self, key: str, *, consistency: str | None = None) -> bytes | None:
         """The value of ``key``, or ``None``; see :meth:`AsyncGridKV.get`."""
-        if consistency is None and key.__class__ is str and self._default_one:
-            node = self._node
+        if consistency is None and key.__class__ is str:
             try:
                 raw = key.encode()
             except UnicodeEncodeError:
                 raw = b""
-            if node.running and 0 < len(raw) <= self._max_key:
+            if 0 < len(raw) <= self._max_key:
                 partition = _xxh3(raw) % self._pcount
-                if node.owned[partition]:
+                if self._node.local_reads[partition]:
                     return self._storage.get(partition, key)
         return self._get_local(key, consistency)
 

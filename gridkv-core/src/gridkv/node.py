@@ -97,6 +97,10 @@ class Node:
         )
         #: ``owned[p]`` is 1 when this node is a replica of partition ``p``.
         self.owned = self.table.owned_mask(self.node_id)
+        #: ``local_reads[p]`` is 1 when a default-level read of partition ``p`` may be served
+        #: from local storage on the caller's thread: the node runs, holds ``p``, and the
+        #: default consistency is "one". All zeros otherwise; the API's fast path reads it.
+        self.local_reads = bytearray(options.partition_count)
         self.state: NodeState = "new"
         #: True while the node accepts operations; read without a lock on the fast paths.
         self.running = False
@@ -146,6 +150,7 @@ class Node:
         self._started_at = self._clock()
         self.state = "running"
         self.running = True
+        self._update_local_reads()
         self._spawn(self._sweep_loop(), "expiry sweep")
         self.plugins.node_started(self)
         seeds = [s for s in self.options.seed_addrs if s != self.transport.local_address]
@@ -173,6 +178,7 @@ class Node:
         was_started = self.state != "new"
         self.state = "closing"
         self.running = False
+        self._update_local_reads()
         if was_started:
             with contextlib.suppress(Exception):
                 self.plugins.node_stopping(self)
@@ -187,6 +193,12 @@ class Node:
         self.state = "closed"
         if was_started:
             log.info("node closed", extra={"node_id": self.node_id})
+
+    def _update_local_reads(self) -> None:
+        if self.running and self.options.consistency == "one":
+            self.local_reads = bytearray(self.owned)
+        else:
+            self.local_reads = bytearray(self.options.partition_count)
 
     def _spawn(self, coro: object, what: str) -> None:
         assert self.loop is not None

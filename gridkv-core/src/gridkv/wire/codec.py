@@ -62,7 +62,6 @@ def decode(data: bytes | bytearray | memoryview, max_frame_bytes: int = DEFAULT_
             use_list=True,
             strict_map_key=True,
             ext_hook=_no_ext,
-            max_buffer_size=max_frame_bytes,
         )
     except ProtocolError:
         raise

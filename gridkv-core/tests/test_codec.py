@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gridkv.errors import ProtocolError
+from gridkv.storage.base import Entry
+from gridkv.wire import (
+    BatchAck,
+    ErrorReply,
+    FrameDecoder,
+    GetReply,
+    GetRequest,
+    Message,
+    Ping,
+    Pong,
+    ReplicateBatch,
+    decode,
+    encode,
+    frame,
+)
+
+u64 = st.integers(0, 2**64 - 1)
+node_ids = st.text(min_size=1, max_size=40)
+keys = st.text(min_size=1, max_size=60)
+wire_entries = st.tuples(
+    st.integers(0, 2**32 - 1),
+    st.builds(
+        Entry,
+        key=keys,
+        value=st.one_of(st.none(), st.binary(max_size=64)),
+        version=u64,
+        writer=node_ids,
+        expires_at=u64,
+    ),
+)
+messages: st.SearchStrategy[Message] = st.one_of(
+    st.builds(Ping, seq=u64, sender=node_ids),
+    st.builds(Pong, seq=u64, sender=node_ids),
+    st.builds(ErrorReply, code=st.text(max_size=20), message=st.text(max_size=100)),
+    st.builds(GetRequest, partition=st.integers(0, 2**32 - 1), key=keys),
+    st.builds(GetReply, entry=st.one_of(st.none(), wire_entries)),
+    st.builds(ReplicateBatch, sender=node_ids, entries=st.lists(wire_entries, max_size=5)),
+    st.builds(BatchAck, applied=st.integers(0, 2**32 - 1)),
+)
+
+
+@given(messages)
+def test_every_message_round_trips(message: Message) -> None:
+    assert decode(encode(message)) == message
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=200))
+def test_random_bytes_raise_protocol_error_and_nothing_else(data: bytes) -> None:
+    try:
+        decode(data)
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=300)
+@given(messages, st.data())
+def test_corrupted_messages_raise_protocol_error_and_nothing_else(
+    message: Message, data: st.DataObject
+) -> None:
+    raw = bytearray(encode(message))
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(raw) - 1))
+        raw[pos] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    for candidate in (bytes(raw), bytes(raw[:cut])):
+        try:
+            decode(candidate)
+        except ProtocolError:
+            pass
+
+
+@settings(max_examples=300)
+@given(
+    st.recursive(
+        st.one_of(
+            st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(),
+            st.binary(),
+        ),
+        lambda children: st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=4), children, max_size=4),
+        max_leaves=12,
+    )
+)
+def test_well_formed_msgpack_of_the_wrong_shape_raises_protocol_error(obj: object) -> None:
+    for candidate in (obj, [1, 1, obj], [1, 12, "n", [obj]], [1, 11, obj]):
+        try:
+            decode(msgpack.packb(candidate, use_bin_type=True))
+        except ProtocolError:
+            pass
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        (b"", "empty frame"),
+        (msgpack.packb({"a": 1}), "must be an array"),
+        (msgpack.packb([2, 1, 0, "n"]), "unsupported protocol version 2"),
+        (msgpack.packb([1, 99]), "unknown message type 99"),
+        (msgpack.packb([1, 1, 0]), "Ping has 2 fields, the frame carries 1"),
+        (msgpack.packb([1, 1, -1, "n"]), "Ping.seq"),
+        (msgpack.packb([1, 1, 1.5, "n"]), "Ping.seq"),
+        (msgpack.packb([1, 1, 1, ""]), "Ping.sender"),
+        (msgpack.packb([1, 10, 0, ""]), "GetRequest.key"),
+        (msgpack.packb([1, 1, 1, "n"]) + b"\x00", "trailing bytes"),
+        (msgpack.packb(msgpack.ExtType(5, b"x")), "extension type"),
+        (msgpack.packb([1, 12, "n", [[0, "k", "text", 1, "w", 0]]]), "value"),
+    ],
+)
+def test_specific_malformations_are_named(payload: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        decode(payload)
+
+
+def test_frame_limit_is_checked_on_encode_and_decode() -> None:
+    big = ReplicateBatch("n", [(0, Entry("k", b"x" * 5000, 1, "n"))])
+    with pytest.raises(ProtocolError, match="frame limit"):
+        encode(big, max_frame_bytes=1024)
+    data = encode(big)
+    with pytest.raises(ProtocolError, match="exceeds the limit"):
+        decode(data, max_frame_bytes=1024)
+
+
+def test_frame_decoder_reassembles_frames_split_anywhere() -> None:
+    payloads = [encode(Ping(i, "n")) for i in range(50)]
+    stream = b"".join(frame(p) for p in payloads)
+    for chunk in (1, 3, 7, 64, len(stream)):
+        decoder = FrameDecoder(1024)
+        out: list[bytes] = []
+        for i in range(0, len(stream), chunk):
+            out += decoder.feed(stream[i : i + chunk])
+        assert out == payloads
+        assert decoder.buffered == 0
+
+
+def test_frame_decoder_refuses_an_oversized_length_before_the_body_arrives() -> None:
+    decoder = FrameDecoder(1024)
+    with pytest.raises(ProtocolError, match="more than the limit"):
+        decoder.feed((10**9).to_bytes(4, "big"))
+    assert decoder.buffered <= 4
+
+
+def test_frame_decoder_refuses_empty_frames() -> None:
+    with pytest.raises(ProtocolError, match="empty frame"):
+        FrameDecoder(1024).feed(b"\x00\x00\x00\x00")

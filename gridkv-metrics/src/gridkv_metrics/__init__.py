@@ -1,0 +1,10 @@
+"""OpenTelemetry SDK, Prometheus and OTLP export for GridKV.
+
+This distribution is registered as the GridKV plugin ``metrics`` (entry-point group
+``gridkv.plugins``). It registers no backend yet: its implementation is a later issue, and
+until then GridKV behaves exactly as if it were not installed.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
