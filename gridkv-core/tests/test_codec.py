@@ -2,9 +2,6 @@ from __future__ import annotations
 
 import msgpack
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from gridkv.errors import ProtocolError
 from gridkv.storage.base import Entry
 from gridkv.wire import (
@@ -21,6 +18,8 @@ from gridkv.wire import (
     encode,
     frame,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 u64 = st.integers(0, 2**64 - 1)
 node_ids = st.text(min_size=1, max_size=40)
@@ -82,11 +81,17 @@ def test_corrupted_messages_raise_protocol_error_and_nothing_else(
 @given(
     st.recursive(
         st.one_of(
-            st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(),
+            st.none(),
+            st.booleans(),
+            st.integers(-(2**63), 2**64 - 1),
+            st.floats(),
+            st.text(),
             st.binary(),
         ),
-        lambda children: st.lists(children, max_size=4)
-        | st.dictionaries(st.text(max_size=4), children, max_size=4),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=4), children, max_size=4)
+        ),
         max_leaves=12,
     )
 )

@@ -4,9 +4,8 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
 import gridkv
+import pytest
 from gridkv import ConfigError, Options, load_config
 from gridkv.durations import format_duration, parse_duration
 
@@ -173,11 +172,13 @@ def test_unparseable_and_unreadable_configs_are_config_errors(tmp_path: Path) ->
 
 def test_max_value_must_fit_in_a_frame() -> None:
     with pytest.raises(ConfigError, match="max_value_bytes"):
-        Options(max_value_bytes=32 << 20, network={"max_frame_bytes": 16 << 20})
+        Options.from_mapping(
+            {"max_value_bytes": 32 << 20, "network": {"max_frame_bytes": 16 << 20}}
+        )
 
 
 def test_replace_changes_nested_sections_and_keeps_the_rest() -> None:
-    opts = Options(local_node_id="a", storage={"max_memory_mb": 64})
+    opts = Options.from_mapping({"local_node_id": "a", "storage": {"max_memory_mb": 64}})
     changed = opts.replace(storage={"eviction": "lru"}, replica_count=2)
     assert changed.storage.max_memory_mb == 64
     assert changed.storage.eviction == "lru"

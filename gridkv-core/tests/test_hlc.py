@@ -3,11 +3,10 @@ from __future__ import annotations
 import threading
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from gridkv.errors import ClockDriftExceeded
 from gridkv.hlc import HLC, MAX_COUNTER, pack, physical_ms, unpack, version_wins
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 class FakeClock:
@@ -95,7 +94,9 @@ def test_concurrent_now_never_repeats() -> None:
         max_size=60,
     )
 )
-def test_every_event_gets_a_larger_timestamp_than_all_before(events: list[tuple[str, float]]) -> None:
+def test_every_event_gets_a_larger_timestamp_than_all_before(
+    events: list[tuple[str, float]],
+) -> None:
     clock = FakeClock()
     hlc = HLC(clock, max_drift=10)
     last = 0
@@ -111,7 +112,9 @@ def test_every_event_gets_a_larger_timestamp_than_all_before(events: list[tuple[
         last = ts
 
 
-@given(st.integers(0, 2**64 - 1), st.text(min_size=1), st.integers(0, 2**64 - 1), st.text(min_size=1))
+@given(
+    st.integers(0, 2**64 - 1), st.text(min_size=1), st.integers(0, 2**64 - 1), st.text(min_size=1)
+)
 def test_version_order_is_total_and_antisymmetric(ta: int, na: str, tb: int, nb: str) -> None:
     a_wins = version_wins(ta, na, tb, nb)
     b_wins = version_wins(tb, nb, ta, na)

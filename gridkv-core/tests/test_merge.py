@@ -1,9 +1,8 @@
 from __future__ import annotations
 
+from gridkv.storage.base import Entry, merge
 from hypothesis import given
 from hypothesis import strategies as st
-
-from gridkv.storage.base import Entry, merge
 
 entries = st.builds(
     Entry,

@@ -4,10 +4,9 @@ import os
 import subprocess
 import sys
 
+from gridkv.ring import HashRing, PartitionTable, partition_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from gridkv.ring import HashRing, PartitionTable, partition_of
 
 NODES = [f"node-{i}" for i in range(10)]
 

@@ -4,12 +4,11 @@ import os
 import threading
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from gridkv.errors import MemoryLimitExceeded
 from gridkv.storage import Entry, MemoryStorage, Storage
 from gridkv.storage.memory import LRU_SLOT_BYTES, SLOT_BYTES
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 class Clock:
@@ -161,13 +160,11 @@ def test_used_bytes_always_equals_the_sum_of_live_records(
         version += 1
         expires = clock.ms + 1 if (ttl or value is None) else 0
         s.apply(part, Entry(key, value, version, "w", expires_at=expires))
-        expected = sum(
-            s._cost(k, blob) for d in s._parts for k, blob in d.items()  # noqa: SLF001
-        )
+        expected = sum(s._cost(k, blob) for d in s._parts for k, blob in d.items())
         assert s.used_bytes == expected
     clock.t += 10
     s.sweep(clock.ms, 10_000)
-    assert all(not (blob[0] & 1) for d in s._parts for blob in d.values())  # noqa: SLF001
+    assert all(not (blob[0] & 1) for d in s._parts for blob in d.values())
     for part in range(4):
         s.drop_partition(part)
     assert s.used_bytes == 0
@@ -190,7 +187,7 @@ def test_memory_limit_raises_and_keeps_the_old_value(clock: Clock) -> None:
 
 def test_lru_eviction_removes_the_least_recently_used_first(clock: Clock) -> None:
     s = MemoryStorage(1, clock=clock, max_bytes=10_000, eviction="lru", compression_threshold=0)
-    per = s._cost("k00", b"\x00" * (13 + 500))  # noqa: SLF001
+    per = s._cost("k00", b"\x00" * (13 + 500))
     fits = 10_000 // per
     for i in range(fits):
         s.apply(0, Entry(f"k{i:02d}", b"v" * 500, 1, "w"))
@@ -242,5 +239,5 @@ def test_concurrent_writers_lose_nothing_and_account_exactly(clock: Clock) -> No
         t.join()
     assert len(s) == 16_000
     assert all(s.get(i % 64, f"t{t}-{i}") == b"x" * (i % 50) for t in range(8) for i in range(2000))
-    expected = sum(s._cost(k, b) for d in s._parts for k, b in d.items())  # noqa: SLF001
+    expected = sum(s._cost(k, b) for d in s._parts for k, b in d.items())
     assert s.used_bytes == expected

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("gridkv_transport_tcp")
 
-from gridkv.plugins import ENTRY_POINT_GROUP, Plugins  # noqa: E402
+from gridkv.plugins import ENTRY_POINT_GROUP, Plugins
 
 
 def test_entry_point_is_declared_in_the_gridkv_plugins_group() -> None:

@@ -7,7 +7,7 @@ keyword options, an :class:`Options`, or :func:`load_config`. Every error is a
 
 from __future__ import annotations
 
-from gridkv.client import TTL, AsyncGridKV, GridKV
+from gridkv.client import TTL, AsyncGridKV, GridKV, Value
 from gridkv.config import load_config
 from gridkv.errors import (
     AuthenticationError,
@@ -42,6 +42,7 @@ __all__ = [
     "AsyncGridKV",
     "GridKV",
     "TTL",
+    "Value",
     # configuration
     "Options",
     "NetworkOptions",

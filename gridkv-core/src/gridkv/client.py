@@ -28,6 +28,7 @@ from gridkv.errors import (
     InvalidKey,
     InvalidValue,
     KeyTooLarge,
+    QuorumNotReached,
     ShuttingDown,
     ValueTooLarge,
 )
@@ -38,11 +39,13 @@ from gridkv.stats import Stats
 from gridkv.storage.base import Storage
 from gridkv.transport.base import Transport
 
-__all__ = ["AsyncGridKV", "GridKV", "TTL"]
+__all__ = ["AsyncGridKV", "GridKV", "TTL", "Value"]
 
 #: A time-to-live: seconds, a :class:`~datetime.timedelta`, ``None`` for the configured
 #: default, or 0 for "never expires".
 TTL = float | int | timedelta | None
+#: A value: any bytes-like object; reads always return ``bytes``.
+Value = bytes | bytearray | memoryview
 
 _T = TypeVar("_T")
 _xxh3 = xxhash.xxh3_64_intdigest
@@ -160,14 +163,31 @@ class _ClientBase:
             return 0
         return self._node.now_ms() + max(1, math.ceil(seconds * 1000))
 
-    def _level(self, consistency: str | None) -> str:
-        if consistency is None:
-            return self._options.consistency
-        if consistency not in CONSISTENCY_LEVELS:
+    def _check_level(self, consistency: str | None, partition: int, key: str) -> None:
+        """Check the level and that enough replicas exist to meet it.
+
+        ``quorum`` needs ``replica_count // 2 + 1`` replicas and ``all`` needs
+        ``replica_count``, counted against the configured ``replica_count`` (not the nodes
+        that happen to exist), so a level is never silently weakened.
+
+        :raises InvalidArgument: the level is unknown.
+        :raises QuorumNotReached: fewer replicas are available than the level needs.
+        """
+        level = self._options.consistency if consistency is None else consistency
+        if level == "one":
+            return
+        if level not in CONSISTENCY_LEVELS:
             raise InvalidArgument(
                 f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, got {consistency!r}"
             )
-        return consistency
+        wanted = self._options.replica_count
+        needed = wanted if level == "all" else wanted // 2 + 1
+        available = len(self._node.table.owners(partition))
+        if available < needed:
+            raise QuorumNotReached(
+                f"consistency {level!r} for key {key!r:.60} needs {needed} of replica_count="
+                f"{wanted} replicas, and {available} are available"
+            )
 
     # -- the operations, without I/O -----------------------------------------------------------
 
@@ -176,7 +196,7 @@ class _ClientBase:
         node = self._node
         node.check_open()
         partition = self._partition(key)
-        self._level(consistency)
+        self._check_level(consistency, partition, key)
         node.require_owner(partition, key)
         return self._storage.get(partition, key)
 
@@ -186,7 +206,7 @@ class _ClientBase:
         partition = self._partition(key)
         data = self._value(key, value)
         expires = self._expires_at(key, ttl)
-        self._level(consistency)
+        self._check_level(consistency, partition, key)
         node.require_owner(partition, key)
         node.write_local(partition, key, data, expires)
 
@@ -194,7 +214,7 @@ class _ClientBase:
         node = self._node
         node.check_open()
         partition = self._partition(key)
-        self._level(consistency)
+        self._check_level(consistency, partition, key)
         node.require_owner(partition, key)
         node.write_local(partition, key, None, 0)
 
@@ -210,7 +230,8 @@ class AsyncGridKV(_ClientBase):
 
     :param options: the configuration; keyword arguments are configuration keys.
     :param transport: a transport instance to use instead of the one ``network.type`` names.
-    :param storage: a storage backend instance to use instead of ``storage.backend``.
+    :param storage_backend: a storage backend instance to use instead of the one
+        ``storage.backend`` names (``storage`` is the configuration section).
     :param plugins: a plugin manager to use instead of the process-wide one.
     :raises ConfigError: a configuration key is unknown or a value is bad.
     """
@@ -221,11 +242,11 @@ class AsyncGridKV(_ClientBase):
         /,
         *,
         transport: Transport | None = None,
-        storage: Storage | None = None,
+        storage_backend: Storage | None = None,
         plugins: Plugins | None = None,
         **config: Any,
     ) -> None:
-        self._setup(options, config, transport, storage, plugins)
+        self._setup(options, config, transport, storage_backend, plugins)
 
     async def start(self) -> None:
         """Start the node: listen, then contact the seeds in the background."""
@@ -270,7 +291,7 @@ class AsyncGridKV(_ClientBase):
         return self._get_local(key, consistency)
 
     async def set(
-        self, key: str, value: bytes, *, ttl: TTL = None, consistency: str | None = None
+        self, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None
     ) -> None:
         """Store ``value`` under ``key``.
 
@@ -323,12 +344,16 @@ class GridKV(_ClientBase):
         /,
         *,
         transport: Transport | None = None,
-        storage: Storage | None = None,
+        storage_backend: Storage | None = None,
         plugins: Plugins | None = None,
         **config: Any,
     ) -> None:
         self._async = AsyncGridKV(
-            options, transport=transport, storage=storage, plugins=plugins, **config
+            options,
+            transport=transport,
+            storage_backend=storage_backend,
+            plugins=plugins,
+            **config,
         )
         self._adopt(self._async.node)
         self._loop = asyncio.new_event_loop()
@@ -390,7 +415,7 @@ class GridKV(_ClientBase):
         return self._get_local(key, consistency)
 
     def set(
-        self, key: str, value: bytes, *, ttl: TTL = None, consistency: str | None = None
+        self, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None
     ) -> None:
         """Store ``value`` under ``key``; see :meth:`AsyncGridKV.set`."""
         self._set_local(key, value, ttl, consistency)
@@ -429,4 +454,3 @@ class GridKV(_ClientBase):
         # A forgotten GridKV must not keep its loop thread alive; close() is the proper way.
         if not getattr(self, "_closed", True) and getattr(self, "_loop", None) is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
-

@@ -39,7 +39,9 @@ def parse_duration(value: object) -> float:
     elif isinstance(value, str):
         seconds = _parse_text(value)
     else:
-        raise ValueError(f"expected a duration such as '250ms' or a number of seconds, got {value!r}")
+        raise ValueError(
+            f"expected a duration such as '250ms' or a number of seconds, got {value!r}"
+        )
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"a duration must be finite and not negative, got {value!r}")
     return seconds

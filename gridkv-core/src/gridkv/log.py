@@ -2,13 +2,15 @@
 
 GridKV logs to the ``"gridkv"`` logger. :func:`configure_logging` sets its level and, once per
 process, gives it a handler on standard error with the text or JSON format; applications that
-configure logging themselves can leave the handler out with ``configure_logging(..., handler=False)``.
+configure logging themselves can leave the handler out with
+``configure_logging(..., handler=False)``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from typing import Any
 
@@ -27,6 +29,14 @@ _LEVELS = {
 }
 _HANDLER_FLAG = "_gridkv_handler"
 _STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record (it may be replaced)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 class _Base(logging.Formatter):
@@ -93,7 +103,7 @@ def configure_logging(options: LogOptions, *, handler: bool = True) -> logging.L
         if ours:
             ours[0].setFormatter(formatter)
         else:
-            stream = logging.StreamHandler()
+            stream = _StderrHandler()
             setattr(stream, _HANDLER_FLAG, True)
             stream.setFormatter(formatter)
             logger.addHandler(stream)

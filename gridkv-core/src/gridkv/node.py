@@ -323,7 +323,9 @@ class Node:
 
     # -- messages ------------------------------------------------------------------------
 
-    async def request(self, address: str, message: Message, timeout: float | None = None) -> Message:
+    async def request(
+        self, address: str, message: Message, timeout: float | None = None
+    ) -> Message:
         """Send ``message`` to ``address`` and return the decoded answer.
 
         :raises PeerUnavailable: unreachable, or the peer answered with an error.

@@ -45,7 +45,7 @@ def _opt(default: Any, kind: str, **rules: Any) -> Any:
     return field(default=default, metadata=_spec(kind, **rules))
 
 
-def _coerce(path: str, value: Any, spec: Mapping[str, Any]) -> Any:  # noqa: C901
+def _coerce(path: str, value: Any, spec: Mapping[str, Any]) -> Any:
     """Check and convert one field's value; raise ConfigError naming ``path`` when it is bad."""
     kind = spec["kind"]
 

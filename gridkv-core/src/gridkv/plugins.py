@@ -47,9 +47,9 @@ class Plugins:
     def __init__(self, *, load_entry_points: bool = True) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
-        self.pm.register(_builtin, name=BUILTIN_NAME)
         for name in _disabled():
             self.pm.set_blocked(name)
+        self.pm.register(_builtin, name=BUILTIN_NAME)
         if load_entry_points:
             self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         self.check_pending()
@@ -91,7 +91,9 @@ class Plugins:
 
         def register(name: str, factory: Any) -> None:
             if not isinstance(name, str) or not name:
-                raise ConfigError(f"{hook}: a backend name must be a non-empty string, got {name!r}")
+                raise ConfigError(
+                    f"{hook}: a backend name must be a non-empty string, got {name!r}"
+                )
             if name in found:
                 raise ConfigError(f"{hook}: two plugins register the name {name!r}")
             if not callable(factory):
@@ -156,10 +158,10 @@ def _pick(found: Mapping[str, _F], kind: str, name: str, key: str) -> _F:
     factory = found.get(name)
     if factory is None:
         have = ", ".join(sorted(found)) or "none"
-        disabled = name in _disabled()
+        disabled = ", ".join(_disabled())
         raise BackendNotInstalled(
             f"{kind} {name!r} is not installed: pip install {distribution_for(kind, name)}"
-            + (f" (it is listed in {DISABLE_ENV})" if disabled else "")
+            + (f" (plugins disabled by {DISABLE_ENV}: {disabled})" if disabled else "")
             + f"; installed {kind} backends: {have} (config key {key!r})"
         )
     return factory

@@ -60,7 +60,9 @@ class MemoryNetwork:
                 cls._default = MemoryNetwork()
             return cls._default
 
-    def set_faults(self, *, loss: float | None = None, delay: tuple[float, float] | None = None) -> None:
+    def set_faults(
+        self, *, loss: float | None = None, delay: tuple[float, float] | None = None
+    ) -> None:
         """Change the loss rate and/or the delay range."""
         if loss is not None:
             if not 0.0 <= loss <= 1.0:

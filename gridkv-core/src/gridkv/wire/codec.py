@@ -34,9 +34,7 @@ def encode(message: Message, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> 
 
     :raises ProtocolError: the encoded message is larger than ``max_frame_bytes``.
     """
-    data: bytes = _packb(
-        [PROTOCOL_VERSION, message.TYPE, *message.to_fields()], use_bin_type=True
-    )
+    data: bytes = _packb([PROTOCOL_VERSION, message.TYPE, *message.to_fields()], use_bin_type=True)
     if len(data) > max_frame_bytes:
         raise ProtocolError(
             f"{type(message).__name__} encodes to {len(data)} bytes, more than the frame "
@@ -45,7 +43,9 @@ def encode(message: Message, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> 
     return data
 
 
-def decode(data: bytes | bytearray | memoryview, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Message:
+def decode(
+    data: bytes | bytearray | memoryview, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> Message:
     """Parse and validate one message.
 
     :raises ProtocolError: ``data`` is not exactly one valid message within the size limit.
