@@ -80,8 +80,8 @@ class Plugins:
             raise ConfigError(f"plugin error: {exc}") from None
 
     def plugin_names(self) -> list[str]:
-        """Names of the registered plugins."""
-        return sorted(name for name, _ in self.pm.list_name_plugin())
+        """Names of the registered plugins (blocked names are not plugins)."""
+        return sorted(name for name, plugin in self.pm.list_name_plugin() if plugin is not None)
 
     def _collect(self, hook: str) -> dict[str, Any]:
         cached = self._cache.get(hook)
