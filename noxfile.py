@@ -28,7 +28,7 @@ TRANSPORTS: dict[str, list[str]] = {
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Ruff lint and format check over the whole repository."""
-    session.install("ruff>=0.6")
+    session.install("ruff==0.17.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -40,7 +40,7 @@ def typecheck(session: nox.Session) -> None:
         CORE,
         *PLUGIN_DISTS,
         *TEST_DEPS,
-        "mypy>=1.10",
+        "mypy==2.4.1",
         "types-PyYAML",
         "cachetools",
         "types-cachetools",

@@ -145,6 +145,12 @@ async def test_bad_values_and_arguments_raise_named_errors_and_keep_the_old_valu
             await kv.set("k", b"v", ttl=-1)
         with pytest.raises(InvalidArgument, match="ttl"):
             await kv.set("k", b"v", ttl="soon")  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgument, match="longer than 100 years"):
+            await kv.set("k", b"v", ttl=1e30)
+        with pytest.raises(InvalidArgument, match="longer than 100 years"):
+            await kv.set("k", b"v", ttl=timedelta.max)
+        with pytest.raises(InvalidArgument, match="ttl"):
+            await kv.set("k", b"v", ttl=float("nan"))
         with pytest.raises(InvalidArgument, match="consistency must be one of"):
             await kv.get("k", consistency="some")
         assert await kv.get("k") == b"old"

@@ -133,6 +133,7 @@ def test_unknown_nested_key_is_named_with_its_section() -> None:
         ('{"seed_addrs": [1, 2]}', "seed_addrs", "[1, 2]"),
         ('{"consistency": "most"}', "consistency", "'most'"),
         ('{"network": 5}', "network", "5"),
+        ('{"local_node_id": "%s"}' % ("n" * 256), "local_node_id", "at most 255"),
     ],
 )
 def test_bad_values_name_the_key_and_the_value(text: str, key: str, value: str) -> None:

@@ -50,6 +50,8 @@ Value = bytes | bytearray | memoryview
 _T = TypeVar("_T")
 _xxh3 = xxhash.xxh3_64_intdigest
 _DEFAULT_READY_TIMEOUT = 30.0
+#: Longest TTL accepted: 100 years (expiry times must fit the 48-bit millisecond clock).
+MAX_TTL_SECONDS = 100 * 365 * 86400
 
 
 def _build_options(options: Options | None, overrides: dict[str, Any]) -> Options:
@@ -159,6 +161,10 @@ class _ClientBase:
             )
         if not math.isfinite(seconds) or seconds < 0:
             raise InvalidArgument(f"ttl for key {key!r:.60} must be 0 or positive, got {ttl!r}")
+        if seconds > MAX_TTL_SECONDS:
+            raise InvalidArgument(
+                f"ttl for key {key!r:.60} is {ttl!r}, longer than 100 years; use 0 for never"
+            )
         if seconds == 0:
             return 0
         return self._node.now_ms() + max(1, math.ceil(seconds * 1000))

@@ -96,6 +96,8 @@ def _coerce(path: str, value: Any, spec: Mapping[str, Any]) -> Any:
         raise bad(f"must be at most {spec['max']}")
     if spec.get("nonempty") and not out:
         raise bad("must not be empty")
+    if "max_len" in spec and len(out) > spec["max_len"]:
+        raise bad(f"must be at most {spec['max_len']} characters")
     return out
 
 
@@ -242,7 +244,7 @@ class Options(_Section):
     }
 
     #: Stable identity of this node; a restarted node keeps it. Empty picks "<host>-<pid>".
-    local_node_id: str = _opt("", "str")
+    local_node_id: str = _opt("", "str", max_len=255)
     #: Address other nodes reach this node at ("host:port"; any string for "memory").
     local_address: str = _opt("127.0.0.1:7946", "str", nonempty=True)
     #: Addresses of nodes to join through.
