@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 from gridkv import hookspecs
-from gridkv.options import LogOptions, NetworkOptions, Options, StorageOptions
+from gridkv.options import (
+    LogOptions,
+    NetworkOptions,
+    Options,
+    StorageOptions,
+)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 pytestmark = pytest.mark.skipif(not DOCS.is_dir(), reason="docs/ is not in this checkout")

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 from gridkv.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from gridkv.membership.base import Membership
+    from gridkv.node import Node
     from gridkv.options import Options
     from gridkv.storage.base import Storage, StorageFactory
     from gridkv.transport.base import Transport, TransportFactory
@@ -17,6 +19,12 @@ def _memory_transport(options: Options) -> Transport:
     from gridkv.transport.memory import MemoryTransport
 
     return MemoryTransport.from_options(options)
+
+
+def _swim(node: Node) -> Membership:
+    from gridkv.membership.driver import SwimMembership
+
+    return SwimMembership(node)
 
 
 def _memory_storage(options: Options) -> Storage:
@@ -54,3 +62,8 @@ def gridkv_register_storage(register: Callable[[str, StorageFactory], None]) -> 
 @hookimpl
 def gridkv_register_authenticators(register: Callable[[str, Callable[..., Any]], None]) -> None:
     register("none", _no_auth)
+
+
+@hookimpl
+def gridkv_register_membership(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    register("swim", _swim)

@@ -188,7 +188,7 @@ class _ClientBase:
             )
         wanted = self._options.replica_count
         needed = wanted if level == "all" else wanted // 2 + 1
-        available = len(self._node.table.owners(partition))
+        available = len(self._node.ensure_table().owners(partition))
         if available < needed:
             raise QuorumNotReached(
                 f"consistency {level!r} for key {key!r:.60} needs {needed} of replica_count="

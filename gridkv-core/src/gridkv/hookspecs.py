@@ -82,8 +82,9 @@ def gridkv_register_authenticators(register: Callable[[str, Callable[..., Any]],
 def gridkv_register_membership(register: Callable[[str, Callable[..., Any]], None]) -> None:
     """Register membership protocols (failure detection and dissemination).
 
-    Call ``register(name, factory)``. SWIM with Lifeguard becomes the built-in default with the
-    membership issue; until then a node's view holds itself only.
+    Call ``register(name, factory)``; ``factory(node)`` returns an unstarted object
+    implementing :class:`gridkv.membership.Membership`. ``membership.protocol = name``
+    selects it; the built-in ``"swim"`` (SWIM with Lifeguard) is the default.
 
     :param register: the registration callback.
     """
@@ -113,7 +114,8 @@ def gridkv_member_changed(node: Node, member: Any, old: str | None, new: str) ->
     """Called on every change of a member's state in this node's view.
 
     :param node: the node whose view changed.
-    :param member: the member (id, address, incarnation).
+    :param member: the member, a :class:`gridkv.MemberInfo` (id, address, state,
+        incarnation).
     :param old: the previous state, ``None`` for a member seen for the first time.
     :param new: the new state ("alive", "suspect", "dead", "left").
     """

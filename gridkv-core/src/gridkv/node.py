@@ -5,9 +5,12 @@ the plugins the options name, keeps the hybrid logical clock and the partition t
 peers' messages, and runs the background expiry sweep. The public API in :mod:`gridkv.client`
 is a thin layer over it.
 
-Start order: storage (built at construction), transport, sweep task, plugins' ``node_started``,
-then contact with the seeds. Close order is the reverse: plugins' ``node_stopping``, background
-tasks, transport, storage.
+Start order: storage (built at construction), transport, membership (which joins through the
+seeds in the background), sweep task, plugins' ``node_started``. Close order is the reverse:
+plugins' ``node_stopping``, a graceful leave, background tasks, transport, storage.
+
+The partition table follows the membership view lazily: a change marks it stale and clears
+the fast-path mask, and the next operation that needs it rebuilds it once.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -30,6 +34,7 @@ from gridkv.errors import (
 )
 from gridkv.hlc import HLC
 from gridkv.log import LOGGER_NAME, configure_logging
+from gridkv.membership.base import Membership
 from gridkv.options import Options
 from gridkv.plugins import Plugins, get_plugins
 from gridkv.ring import PartitionTable
@@ -37,7 +42,15 @@ from gridkv.stats import ClusterStats, MemberInfo, Stats
 from gridkv.storage.base import Entry, Storage
 from gridkv.transport.base import Transport
 from gridkv.wire import codec
-from gridkv.wire.messages import ErrorReply, GetReply, GetRequest, Message, Ping, Pong
+from gridkv.wire.messages import (
+    MEMBERSHIP_TYPES,
+    ErrorReply,
+    GetReply,
+    GetRequest,
+    Message,
+    Ping,
+    Pong,
+)
 
 __all__ = ["Node", "NodeState", "version"]
 
@@ -65,6 +78,7 @@ class Node:
     :param storage: a storage backend to use instead of the one ``storage.backend`` names.
     :param plugins: the plugin manager; the process-wide one by default.
     :param clock: wall time in seconds; simulations pass a virtual clock.
+    :param rng_seed: seed of the node's random choices, for deterministic simulations.
     :raises ConfigError: the configuration cannot run (see :meth:`_check_security`).
     :raises BackendNotInstalled: a transport or storage named in the options is not installed.
     """
@@ -77,8 +91,11 @@ class Node:
         storage: Storage | None = None,
         plugins: Plugins | None = None,
         clock: Callable[[], float] = time.time,
+        rng_seed: int | str | None = None,
     ) -> None:
         self.options = options
+        #: Seed of the node's random choices (membership); ``None`` derives it from the id.
+        self.rng_seed = rng_seed
         self.node_id = options.local_node_id
         self._check_security(options)
         self.plugins = plugins or get_plugins()
@@ -92,11 +109,16 @@ class Node:
         )
         self._clock = clock
         self.hlc = HLC(clock, options.max_clock_drift)
+        self._table_lock = threading.Lock()
+        self._table_stale = False
         self.table = PartitionTable.build(
             [self.node_id], options.partition_count, options.replica_count, options.virtual_nodes
         )
         #: ``owned[p]`` is 1 when this node is a replica of partition ``p``.
         self.owned = self.table.owned_mask(self.node_id)
+        self.membership: Membership = self.plugins.membership_protocol(options.membership.protocol)(
+            self
+        )
         #: ``local_reads[p]`` is 1 when a default-level read of partition ``p`` may be served
         #: from local storage on the caller's thread: the node runs, holds ``p``, and the
         #: default consistency is "one". All zeros otherwise; the API's fast path reads it.
@@ -105,9 +127,6 @@ class Node:
         #: True while the node accepts operations; read without a lock on the fast paths.
         self.running = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._ready: asyncio.Event | None = None
-        self._seed_status: dict[str, str] = {}
-        self._started_at = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
 
     @staticmethod
@@ -140,25 +159,20 @@ class Node:
             return
         self.state = "starting"
         self.loop = asyncio.get_running_loop()
-        self._ready = asyncio.Event()
         configure_logging(self.options.log)
         try:
             await self.transport.start(self._on_frame)
+            await self.membership.start()
         except BaseException:
             self.state = "closed"
+            with contextlib.suppress(Exception):
+                await self.transport.close()
             raise
-        self._started_at = self._clock()
         self.state = "running"
         self.running = True
         self._update_local_reads()
         self._spawn(self._sweep_loop(), "expiry sweep")
         self.plugins.node_started(self)
-        seeds = [s for s in self.options.seed_addrs if s != self.transport.local_address]
-        if seeds:
-            self._seed_status = dict.fromkeys(seeds, "not contacted yet")
-            self._spawn(self._contact_seeds(seeds), "seed contact")
-        else:
-            self._ready.set()
         log.info(
             "node started",
             extra={
@@ -182,6 +196,8 @@ class Node:
         if was_started:
             with contextlib.suppress(Exception):
                 self.plugins.node_stopping(self)
+            with contextlib.suppress(Exception):
+                await self.membership.leave(min(timeout, 4 * self.options.gossip_interval))
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -194,11 +210,56 @@ class Node:
         if was_started:
             log.info("node closed", extra={"node_id": self.node_id})
 
+    async def kill(self) -> None:
+        """Stop at once, as a crashed process would: no leave, no hooks, nothing drained.
+
+        Simulations and fault tests use it; applications call :meth:`close`.
+        """
+        if self.state in ("closing", "closed"):
+            return
+        self.state = "closing"
+        self.running = False
+        self._update_local_reads()
+        await self.membership.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.transport.close()
+        self.storage.close()
+        self.state = "closed"
+
     def _update_local_reads(self) -> None:
-        if self.running and self.options.consistency == "one":
-            self.local_reads = bytearray(self.owned)
-        else:
+        with self._table_lock:
+            if self.running and not self._table_stale and self.options.consistency == "one":
+                self.local_reads = bytearray(self.owned)
+            else:
+                self.local_reads = bytearray(self.options.partition_count)
+
+    def on_member_change(self, member: MemberInfo, old: str | None, new: str) -> None:
+        """Called by the membership protocol for every state change in the view.
+
+        Marks the partition table stale and tells the plugins.
+        """
+        with self._table_lock:
+            self._table_stale = True
             self.local_reads = bytearray(self.options.partition_count)
+        self.plugins.member_changed(self, member, old, new)
+
+    def ensure_table(self) -> PartitionTable:
+        """The partition table for the current view, rebuilt first if the view changed."""
+        if not self._table_stale:
+            return self.table
+        with self._table_lock:
+            if self._table_stale:
+                self._table_stale = False
+                live = self.membership.live_ids()
+                opts = self.options
+                table = PartitionTable.build(
+                    live, opts.partition_count, opts.replica_count, opts.virtual_nodes
+                )
+                self.table = table
+                self.owned = table.owned_mask(self.node_id)
+        self._update_local_reads()
+        return self.table
 
     def _spawn(self, coro: object, what: str) -> None:
         assert self.loop is not None
@@ -221,24 +282,6 @@ class Node:
             await asyncio.sleep(interval)
             self.storage.sweep(int(self._clock() * 1000), SWEEP_BUDGET)
 
-    async def _contact_seeds(self, seeds: list[str]) -> None:
-        """Ping the seeds with back-off until one answers; record why the others did not."""
-        assert self._ready is not None
-        delay = 0.1
-        while not self._ready.is_set():
-            for seed in seeds:
-                try:
-                    reply = await self.request(seed, Ping(0, self.node_id))
-                except GridKVError as exc:
-                    self._seed_status[seed] = f"{type(exc).__name__}: {exc}"
-                    continue
-                if isinstance(reply, Pong):
-                    self._seed_status[seed] = "answered"
-                    self._ready.set()
-            if not self._ready.is_set():
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
     def check_open(self) -> None:
         """Raise unless the node accepts operations.
 
@@ -256,8 +299,8 @@ class Node:
 
     @property
     def ready(self) -> bool:
-        """Whether the node is running and its seeds answered (or it has none)."""
-        return self.running and self._ready is not None and self._ready.is_set()
+        """Whether the node runs, joined through its seeds (or has none) and its view is stable."""
+        return self.running and self.membership.ready
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until the node is ready.
@@ -265,32 +308,19 @@ class Node:
         :raises NotReady: not ready within ``timeout``; names the seeds that did not answer.
         """
         self.check_open()
-        assert self._ready is not None
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except TimeoutError:
-            waiting = "; ".join(f"{s}: {why}" for s, why in self._seed_status.items())
-            raise NotReady(
-                f"node {self.node_id!r} not ready after {timeout:g}s: no seed answered "
-                f"({waiting}); check seed_addrs and that those nodes run"
-            ) from None
+        await self.membership.wait_ready(timeout)
 
     def health_check(self) -> None:
         """Raise when the node cannot serve.
 
         :raises ShuttingDown: the node is closed.
-        :raises NotReady: not started, or past ``startup_grace_period`` with no seed answered.
+        :raises NotReady: not started, or it has no healthy view of the cluster (past
+            ``startup_grace_period`` with no seed answered, or every peer dead).
         """
         self.check_open()
-        if self.ready:
-            return
-        elapsed = self._clock() - self._started_at
-        if elapsed > self.options.startup_grace_period:
-            waiting = ", ".join(self._seed_status)
-            raise NotReady(
-                f"node {self.node_id!r} has no healthy view of the cluster after {elapsed:.1f}s: "
-                f"no seed answered ({waiting})"
-            )
+        problem = self.membership.health_problem()
+        if problem is not None:
+            raise NotReady(f"node {self.node_id!r} has no healthy view of the cluster: {problem}")
 
     # -- data path -----------------------------------------------------------------------
 
@@ -317,6 +347,7 @@ class Node:
         :raises PeerUnavailable: the key's replicas are elsewhere; routing to them arrives
             with replication.
         """
+        self.ensure_table()
         if not self.owned[partition]:
             owners = ", ".join(self.table.owners(partition)) or "none"
             raise PeerUnavailable(f"key {key!r} lives on {owners}, not on {self.node_id!r}")
@@ -340,6 +371,16 @@ class Node:
             raise PeerUnavailable(f"{address!r} answered {reply.code}: {reply.message}")
         return reply
 
+    async def send(self, address: str, message: Message) -> None:
+        """Send ``message`` one way to ``address`` (no answer, delivery not confirmed).
+
+        :raises PeerUnavailable: the peer is known to be unreachable.
+        """
+        max_frame = self.options.network.max_frame_bytes
+        await self.transport.send(
+            address, self.authenticator.wrap(codec.encode(message, max_frame))
+        )
+
     async def _on_frame(self, peer: str, payload: bytes) -> bytes | None:
         max_frame = self.options.network.max_frame_bytes
         try:
@@ -348,12 +389,14 @@ class Node:
             log.warning("dropped a malformed frame", extra={"peer": peer, "error": str(exc)})
             return codec.encode(ErrorReply("ProtocolError", str(exc)))
         try:
-            answer = self._dispatch(message)
+            answer = self._dispatch(peer, message)
         except GridKVError as exc:
             answer = ErrorReply(type(exc).__name__, str(exc))
         return None if answer is None else self.authenticator.wrap(codec.encode(answer, max_frame))
 
-    def _dispatch(self, message: Message) -> Message | None:
+    def _dispatch(self, peer: str, message: Message) -> Message | None:
+        if isinstance(message, MEMBERSHIP_TYPES):
+            return self.membership.handle(peer, message)
         if isinstance(message, Ping):
             return Pong(message.seq, self.node_id)
         if isinstance(message, GetRequest):
@@ -369,16 +412,19 @@ class Node:
 
     def stats(self) -> Stats:
         """A snapshot of the node's figures."""
-        me = MemberInfo(self.node_id, self.transport.local_address, "alive", 0)
+        members = tuple(self.membership.members()) or (
+            MemberInfo(self.node_id, self.transport.local_address, "alive", 0),
+        )
+        live = [m for m in members if m.state in ("alive", "suspect")]
         cluster = ClusterStats(
             ready=self.ready,
-            cluster_size=1,
-            healthy_nodes=1 if self.running else 0,
+            cluster_size=len(live),
+            healthy_nodes=sum(1 for m in live if m.state == "alive"),
             replica_factor=self.options.replica_count,
             local_node_id=self.node_id,
-            pubkeys_ready=self.options.disable_auth or not self.options.seed_addrs,
+            pubkeys_ready=True,
             pubkey_count=0,
-            peer_count=0,
-            members=(me,),
+            peer_count=len(live) - 1,
+            members=members,
         )
         return Stats(cluster, self.transport.stats(), self.storage.stats(), version())

@@ -27,6 +27,7 @@ __all__ = [
     "NetworkOptions",
     "StorageOptions",
     "LogOptions",
+    "MembershipOptions",
     "Consistency",
     "CONSISTENCY_LEVELS",
 ]
@@ -213,6 +214,39 @@ class StorageOptions(_Section):
 
 
 @dataclass(frozen=True, slots=True)
+class MembershipOptions(_Section):
+    """The ``membership`` section: the failure detector's finer settings.
+
+    The main timings are top-level keys: ``gossip_interval`` (probe period),
+    ``failure_timeout`` (probe to suspicion) and ``suspect_timeout`` (shortest suspicion).
+    """
+
+    _path: ClassVar[str] = "membership."
+
+    #: Membership plugin name.
+    protocol: str = _opt("swim", "str", nonempty=True)
+    #: Time a direct probe waits for its ack before members are asked to probe indirectly.
+    probe_timeout: float = _opt(0.1, "duration", min=0.001)
+    #: A suspicion starts at this multiple of its shortest length and shrinks with each
+    #: independent confirmation (Lifeguard).
+    suspicion_max_mult: float = _opt(3.0, "float", min=1.0)
+    #: Members asked to probe a member that did not answer directly.
+    indirect_checks: int = _opt(3, "int", min=0, max=16)
+    #: Each update is sent retransmit_mult * ceil(log10(n + 1)) times by each node.
+    retransmit_mult: int = _opt(4, "int", min=1, max=64)
+    #: Random members updates are pushed to every gossip_interval.
+    gossip_fanout: int = _opt(2, "int", min=0, max=16)
+    #: Member records carried by one message at most.
+    max_piggyback: int = _opt(16, "int", min=1, max=1024)
+    #: Period of full state syncs with one random member (and one failed member).
+    push_pull_interval: float = _opt(10.0, "duration", min=0.01)
+    #: Highest local health score; timeouts stretch up to awareness_max + 1 times.
+    awareness_max: int = _opt(8, "int", min=0, max=64)
+    #: How long a dead or departed member's record is kept to refuse stale gossip.
+    dead_retention: float = _opt(3600.0, "duration", min=1.0)
+
+
+@dataclass(frozen=True, slots=True)
 class LogOptions(_Section):
     """The ``log`` section: how GridKV's ``logging`` output looks."""
 
@@ -240,6 +274,7 @@ class Options(_Section):
     _sections: ClassVar[dict[str, type[_Section]]] = {
         "network": NetworkOptions,
         "storage": StorageOptions,
+        "membership": MembershipOptions,
         "log": LogOptions,
     }
 
@@ -264,11 +299,11 @@ class Options(_Section):
     #: Read repairs started per second at most.
     read_repair_rate_limit_per_sec: int = _opt(1000, "int", min=0)
     #: How long a probe waits for an answer before the member is suspected.
-    failure_timeout: float = _opt(0.5, "duration", min=0.001)
+    failure_timeout: float = _opt(0.3, "duration", min=0.001)
     #: How long a suspected member has to refute before it is declared dead.
-    suspect_timeout: float = _opt(1.0, "duration", min=0.001)
+    suspect_timeout: float = _opt(0.5, "duration", min=0.001)
     #: Period of failure-detection probes and gossip.
-    gossip_interval: float = _opt(0.2, "duration", min=0.001)
+    gossip_interval: float = _opt(0.1, "duration", min=0.001)
     #: Time allowed for replicas to acknowledge a quorum or all write.
     replication_timeout: float = _opt(2.0, "duration", min=0.001)
     #: Time allowed for a read that has to ask other nodes.
@@ -295,6 +330,8 @@ class Options(_Section):
     network: NetworkOptions = field(default_factory=NetworkOptions)
     #: Storage settings.
     storage: StorageOptions = field(default_factory=StorageOptions)
+    #: Failure detector settings.
+    membership: MembershipOptions = field(default_factory=MembershipOptions)
     #: Logging settings.
     log: LogOptions = field(default_factory=LogOptions)
 
@@ -306,6 +343,11 @@ class Options(_Section):
                 f"config key 'max_value_bytes': {self.max_value_bytes} does not fit in a frame "
                 f"of network.max_frame_bytes={self.network.max_frame_bytes}; raise "
                 "network.max_frame_bytes or lower max_value_bytes"
+            )
+        if self.membership.probe_timeout > self.failure_timeout:
+            raise ConfigError(
+                f"config key 'membership.probe_timeout': {self.membership.probe_timeout}s is "
+                f"longer than failure_timeout={self.failure_timeout}s, which includes it"
             )
         if self.storage.max_memory_mb and self.max_value_bytes > self.storage.max_memory_mb << 20:
             raise ConfigError(

@@ -141,6 +141,13 @@ class Plugins:
         """
         return _pick(self.authenticators(), "auth", name, "auth")
 
+    def membership_protocol(self, name: str) -> Callable[..., Any]:
+        """The factory of membership protocol ``name``.
+
+        :raises BackendNotInstalled: naming the distribution to install.
+        """
+        return _pick(self.membership(), "membership", name, "membership.protocol")
+
     def node_started(self, node: Node) -> None:
         """Tell plugins a node has started."""
         self.pm.hook.gridkv_node_started(node=node)

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
 
+# Timers may fire up to the clock's resolution early; waits shorter than this are done.
+_EPSILON = 1e-6
+
 
 class MemoryNetwork:
     """A set of in-process endpoints and the faults between them.
@@ -164,6 +167,7 @@ class MemoryTransport:
         self._bytes_sent = 0
         self._bytes_received = 0
         self._errors = 0
+        self._stalled_until = 0.0
 
     @classmethod
     def from_options(cls, options: Options) -> MemoryTransport:
@@ -248,6 +252,11 @@ class MemoryTransport:
         def arrive() -> None:
             if self._closed or self._handler is None:
                 return
+            wait = self._stalled_until - loop.time()
+            if wait > _EPSILON:
+                # A stalled process reads its socket only when it wakes up.
+                loop.call_later(wait, arrive)
+                return
             task = loop.create_task(self._serve(sender, payload, reply_to, reply_loop))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -308,6 +317,11 @@ class MemoryTransport:
                 reply_loop.call_soon_threadsafe(schedule)
         except RuntimeError:
             return
+
+    def stall(self, seconds: float) -> None:
+        """Hold inbound frames for ``seconds``, as a paused process would (simulations)."""
+        loop = self._loop or asyncio.get_running_loop()
+        self._stalled_until = loop.time() + seconds
 
     async def close(self) -> None:
         """Detach from the network and fail requests still waiting; idempotent."""

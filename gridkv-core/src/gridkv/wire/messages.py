@@ -24,6 +24,15 @@ __all__ = [
     "GetReply",
     "ReplicateBatch",
     "BatchAck",
+    "MemberRecord",
+    "SwimPing",
+    "SwimAck",
+    "SwimPingReq",
+    "SwimNack",
+    "SwimGossip",
+    "PushPull",
+    "PushPullReply",
+    "MEMBERSHIP_TYPES",
     "MESSAGE_TYPES",
     "MAX_KEY_BYTES_ON_WIRE",
 ]
@@ -111,6 +120,65 @@ def entry_list(value: Any, name: str) -> list[tuple[int, Entry]]:
     if type(value) is not list:
         raise _fail(name, "expected a list of entry records", value)
     return [entry(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def flag(value: Any, name: str) -> bool:
+    """A boolean."""
+    if type(value) is not bool:
+        raise _fail(name, "expected true or false", value)
+    return value
+
+
+def address(value: Any, name: str) -> str:
+    """A network address of 1 to 1024 characters."""
+    if type(value) is not str or not 0 < len(value) <= 1024:
+        raise _fail(name, "expected an address (1 to 1024 characters)", value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    """What one node asserts about a member: the unit of gossip and of state sync.
+
+    :ivar node_id: the member.
+    :ivar address: where it is reached.
+    :ivar incarnation: the member's incarnation the assertion is about.
+    :ivar state: 0 alive, 1 suspect, 2 dead, 3 left.
+    :ivar origin: the node making the assertion (counts as a confirmation for suspicions).
+    """
+
+    node_id: str
+    address: str
+    incarnation: int
+    state: int
+    origin: str
+
+    def to_wire(self) -> list[Any]:
+        """The wire form: ``[node_id, address, incarnation, state, origin]``."""
+        return [self.node_id, self.address, self.incarnation, self.state, self.origin]
+
+
+def member_record(value: Any, name: str) -> MemberRecord:
+    """A ``[node_id, address, incarnation, state, origin]`` record."""
+    if type(value) is not list or len(value) != 5:
+        raise _fail(name, "expected a member record of 5 fields", value)
+    node, addr, inc, state, origin = value
+    if type(state) is not int or not 0 <= state <= 3:
+        raise _fail(f"{name}.state", "expected 0 to 3", state)
+    return MemberRecord(
+        node_id(node, f"{name}.node_id"),
+        address(addr, f"{name}.address"),
+        u64(inc, f"{name}.incarnation"),
+        state,
+        node_id(origin, f"{name}.origin"),
+    )
+
+
+def member_records(value: Any, name: str) -> list[MemberRecord]:
+    """A list of member records."""
+    if type(value) is not list:
+        raise _fail(name, "expected a list of member records", value)
+    return [member_record(item, f"{name}[{i}]") for i, item in enumerate(value)]
 
 
 def pack_entry(partition: int, e: Entry) -> list[Any]:
@@ -208,7 +276,145 @@ class BatchAck(Message):
     applied: int
 
 
-MESSAGE_TYPES: dict[int, type[Message]] = {
-    cls.TYPE: cls
-    for cls in (Ping, Pong, ErrorReply, GetRequest, GetReply, ReplicateBatch, BatchAck)
-}
+class _WithUpdates(Message):
+    """A message whose last field is a list of gossiped member records."""
+
+    def to_fields(self) -> list[Any]:
+        """The field values in wire order."""
+        out = [getattr(self, name) for name, _ in self.FIELDS]
+        out[-1] = [record.to_wire() for record in out[-1]]
+        return out
+
+
+_Fields = tuple[tuple[str, Validator], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SwimPing(_WithUpdates):
+    """A SWIM probe of ``target``; answered with :class:`SwimAck` sent to ``sender_addr``."""
+
+    TYPE: ClassVar[int] = 20
+    FIELDS: ClassVar[_Fields] = (
+        ("seq", u64),
+        ("sender", node_id),
+        ("sender_addr", address),
+        ("target", node_id),
+        ("updates", member_records),
+    )
+    seq: int
+    sender: str
+    sender_addr: str
+    target: str
+    updates: list[MemberRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class SwimAck(_WithUpdates):
+    """The answer to a :class:`SwimPing` (or relayed for a :class:`SwimPingReq`)."""
+
+    TYPE: ClassVar[int] = 21
+    FIELDS: ClassVar[_Fields] = (
+        ("seq", u64),
+        ("sender", node_id),
+        ("updates", member_records),
+    )
+    seq: int
+    sender: str
+    updates: list[MemberRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class SwimPingReq(_WithUpdates):
+    """Ask the receiver to probe ``target`` on the sender's behalf (indirect probe)."""
+
+    TYPE: ClassVar[int] = 22
+    FIELDS: ClassVar[_Fields] = (
+        ("seq", u64),
+        ("sender", node_id),
+        ("sender_addr", address),
+        ("target", node_id),
+        ("target_addr", address),
+        ("updates", member_records),
+    )
+    seq: int
+    sender: str
+    sender_addr: str
+    target: str
+    target_addr: str
+    updates: list[MemberRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class SwimNack(Message):
+    """Lifeguard: an indirect probe's relay could not reach the target in time."""
+
+    TYPE: ClassVar[int] = 23
+    FIELDS: ClassVar[_Fields] = (("seq", u64), ("sender", node_id))
+    seq: int
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class SwimGossip(_WithUpdates):
+    """Member records pushed to a few random members, between probes."""
+
+    TYPE: ClassVar[int] = 24
+    FIELDS: ClassVar[_Fields] = (
+        ("sender", node_id),
+        ("sender_addr", address),
+        ("updates", member_records),
+    )
+    sender: str
+    sender_addr: str
+    updates: list[MemberRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class PushPull(_WithUpdates):
+    """A full state sync (a request): the sender's whole member list; ``join`` on first contact."""
+
+    TYPE: ClassVar[int] = 25
+    FIELDS: ClassVar[_Fields] = (
+        ("sender", node_id),
+        ("sender_addr", address),
+        ("join", flag),
+        ("states", member_records),
+    )
+    sender: str
+    sender_addr: str
+    join: bool
+    states: list[MemberRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class PushPullReply(_WithUpdates):
+    """The answer to :class:`PushPull`: the receiver's whole member list."""
+
+    TYPE: ClassVar[int] = 26
+    FIELDS: ClassVar[_Fields] = (("sender", node_id), ("states", member_records))
+    sender: str
+    states: list[MemberRecord]
+
+
+#: Messages the membership protocol handles.
+MEMBERSHIP_TYPES: tuple[type[Message], ...] = (
+    SwimPing,
+    SwimAck,
+    SwimPingReq,
+    SwimNack,
+    SwimGossip,
+    PushPull,
+    PushPullReply,
+)
+
+_ALL: tuple[type[Message], ...] = (
+    Ping,
+    Pong,
+    ErrorReply,
+    GetRequest,
+    GetReply,
+    ReplicateBatch,
+    BatchAck,
+    *MEMBERSHIP_TYPES,
+)
+MESSAGE_TYPES: dict[int, type[Message]] = {cls.TYPE: cls for cls in _ALL}

@@ -1,0 +1,19 @@
+"""Membership: who is in the cluster. SWIM with Lifeguard is the built-in protocol."""
+
+from __future__ import annotations
+
+from gridkv.membership.base import Membership, MembershipFactory
+from gridkv.membership.driver import SwimMembership
+from gridkv.membership.swim import ALIVE, DEAD, LEFT, SUSPECT, Swim, SwimConfig
+
+__all__ = [
+    "Membership",
+    "MembershipFactory",
+    "SwimMembership",
+    "Swim",
+    "SwimConfig",
+    "ALIVE",
+    "SUSPECT",
+    "DEAD",
+    "LEFT",
+]

@@ -1,0 +1,63 @@
+"""The membership interface: what a node needs from its failure detector."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from gridkv.stats import MemberInfo
+from gridkv.wire.messages import Message
+
+if TYPE_CHECKING:
+    from gridkv.node import Node
+
+__all__ = ["Membership", "MembershipFactory"]
+
+
+@runtime_checkable
+class Membership(Protocol):
+    """A membership protocol bound to one node.
+
+    It owns the node's view of the cluster: who is alive, suspected, dead or gone. It sends
+    through the node (so the security layer covers it) and reports every state change to
+    ``node.on_member_change``.
+    """
+
+    name: str
+
+    async def start(self) -> None:
+        """Start probing and join through the seeds (in the background)."""
+
+    async def leave(self, timeout: float) -> None:
+        """Announce a graceful leave and stop; waits at most ``timeout`` seconds."""
+
+    async def stop(self) -> None:
+        """Stop at once, without a word to anybody (a crash)."""
+
+    def handle(self, peer: str, message: Message) -> Message | None:
+        """Take a membership message from ``peer``; return the answer to a request."""
+
+    def members(self) -> list[MemberInfo]:
+        """Every member in the view, this node included."""
+
+    def live_ids(self) -> list[str]:
+        """Ids of the members alive or suspected, this node included."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether the node joined (or needs no seeds) and its view is stable."""
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until :attr:`ready`.
+
+        :raises NotReady: not ready in time; the message says what is missing.
+        """
+
+    def health_problem(self) -> str | None:
+        """Why the node has no healthy view of the cluster, or ``None`` when it has one."""
+
+
+class MembershipFactory(Protocol):
+    """Builds a node's membership protocol; registered through ``gridkv_register_membership``."""
+
+    def __call__(self, node: Node) -> Membership:
+        """Return a new, not yet started membership protocol for ``node``."""

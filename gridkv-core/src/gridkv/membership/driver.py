@@ -1,0 +1,306 @@
+"""The asyncio driver of :class:`~gridkv.membership.swim.Swim`: the built-in "swim" membership.
+
+The driver owns no protocol logic. It feeds the state machine the messages the node receives
+and the loop's clock, sends what the machine returns (one-way sends through one sender task,
+push-pull syncs as requests), wakes the machine at its next deadline with a single timer
+handle, joins through the seeds with back-off, and reports each state change to the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from typing import TYPE_CHECKING
+
+from gridkv.errors import GridKVError, NotReady
+from gridkv.log import LOGGER_NAME
+from gridkv.membership.swim import ALIVE, SUSPECT, Output, Send, Swim, SwimConfig, Sync
+from gridkv.stats import MemberInfo
+from gridkv.wire.messages import Message, PushPull, PushPullReply
+
+if TYPE_CHECKING:
+    from gridkv.node import Node
+
+__all__ = ["SwimMembership"]
+
+log = logging.getLogger(LOGGER_NAME)
+
+#: The view counts as stable after this many probe periods without a change.
+STABLE_PERIODS = 2
+_JOIN_BACKOFF = (0.05, 2.0)
+_EPSILON = 1e-6
+
+
+class SwimMembership:
+    """SWIM with Lifeguard on the node's event loop.
+
+    :param node: the node it serves.
+    :param rng: source of the protocol's random choices; seeded from the node id when
+        ``None`` so that simulations are deterministic.
+    """
+
+    name = "swim"
+
+    def __init__(self, node: Node, rng: random.Random | None = None) -> None:
+        self.node = node
+        self.config = SwimConfig.from_options(node.options)
+        self.rng = rng or random.Random(f"swim:{node.rng_seed}:{node.node_id}")
+        self.swim: Swim | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._outbox: deque[tuple[str, Message]] = deque()
+        self._sender: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._joined = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._last_change = 0.0
+        self._seeds: dict[str, str] = {}
+        self._running = False
+        self._stalled_until = 0.0
+        self._started_at = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start probing, and join through the seeds in the background."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        now = loop.time()
+        self._started_at = now
+        self._last_change = now
+        incarnation = self.node.now_ms()
+        self.swim = Swim(
+            self.node.node_id,
+            self.node.transport.local_address,
+            incarnation,
+            self.config,
+            self.rng,
+            now,
+        )
+        self._running = True
+        seeds = [s for s in self.node.options.seed_addrs if s != self.swim.me.address]
+        if seeds:
+            self._seeds = dict.fromkeys(seeds, "not contacted yet")
+            self._spawn(self._join(seeds))
+        else:
+            self._joined.set()
+            self._ready.set()
+        self._schedule()
+
+    async def leave(self, timeout: float) -> None:
+        """Announce the leave to a few members, let the sends go out, and stop."""
+        if not self._running or self.swim is None:
+            return
+        assert self._loop is not None
+        self._emit(self.swim.leave(self._loop.time()))
+        if self._sender is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._sender), timeout)
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop at once: no more probes, sends or syncs."""
+        self._running = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        tasks = list(self._tasks)
+        if self._sender is not None:
+            tasks.append(self._sender)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._outbox.clear()
+
+    def stall(self, seconds: float) -> None:
+        """Stop processing timers for ``seconds``, as a paused process would (simulations)."""
+        assert self._loop is not None
+        self._stalled_until = self._loop.time() + seconds
+
+    # -- the view ------------------------------------------------------------------------
+
+    def members(self) -> list[MemberInfo]:
+        """Every member in the view, this node first."""
+        if self.swim is None:
+            return []
+        ms = [self.swim.me, *sorted(self.swim.members.values(), key=lambda m: m.node_id)]
+        return [MemberInfo(m.node_id, m.address, m.state, m.incarnation) for m in ms]
+
+    def live_ids(self) -> list[str]:
+        """Ids of members alive or suspected, this node included."""
+        if self.swim is None:
+            return [self.node.node_id]
+        return [m.node_id for m in self.swim.live_members()]
+
+    @property
+    def ready(self) -> bool:
+        """Joined (or no seeds) and no membership change for two probe periods."""
+        return self._ready.is_set()
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until :attr:`ready`; raise :class:`NotReady` naming what is missing."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            if not self._joined.is_set():
+                waiting = "; ".join(f"{s}: {why}" for s, why in self._seeds.items())
+                raise NotReady(
+                    f"node {self.node.node_id!r} not ready after {timeout:g}s: no seed "
+                    f"answered ({waiting}); check seed_addrs and that those nodes run"
+                ) from None
+            raise NotReady(
+                f"node {self.node.node_id!r} joined but its view did not settle within "
+                f"{timeout:g}s (members keep changing state)"
+            ) from None
+
+    def health_problem(self) -> str | None:
+        """Why the node has no healthy view of the cluster, or ``None``."""
+        if self.swim is None or self._loop is None:
+            return "membership is not running"
+        if not self._seeds:
+            return None
+        elapsed = self._loop.time() - self._started_at
+        if elapsed <= self.node.options.startup_grace_period:
+            return None
+        if not self._joined.is_set():
+            return f"no seed answered after {elapsed:.1f}s ({', '.join(self._seeds)})"
+        if self.swim.size() <= 1:
+            return "every other member is dead or gone"
+        return None
+
+    # -- messages ------------------------------------------------------------------------
+
+    def handle(self, peer: str, message: Message) -> Message | None:
+        """Feed a membership message to the state machine; return the answer to a request."""
+        swim = self.swim
+        if swim is None or not self._running or self._loop is None:
+            return None
+        outputs, answer = swim.handle(self._loop.time(), message)
+        self._emit(outputs)
+        self._take_changes()
+        self._schedule()
+        return answer
+
+    def _emit(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            if isinstance(output, Send):
+                self._outbox.append((output.address, output.message))
+            elif isinstance(output, Sync):
+                self._spawn(self._sync(output.address, output.message))
+        if self._outbox and (self._sender is None or self._sender.done()):
+            assert self._loop is not None
+            self._sender = self._loop.create_task(self._drain(), name="gridkv swim sender")
+
+    async def _drain(self) -> None:
+        outbox = self._outbox
+        send = self.node.send
+        while outbox:
+            address, message = outbox.popleft()
+            try:
+                await send(address, message)
+            except GridKVError as exc:
+                # An unreachable member is what failure detection is for: no ack will come.
+                log.debug("membership send failed", extra={"peer": address, "error": str(exc)})
+
+    async def _sync(self, address: str, message: PushPull) -> None:
+        try:
+            reply = await self.node.request(address, message)
+        except GridKVError:
+            return
+        if isinstance(reply, PushPullReply) and self.swim is not None and self._running:
+            assert self._loop is not None
+            self.swim.merge_state(self._loop.time(), reply.states)
+            self._take_changes()
+            self._schedule()
+
+    async def _join(self, seeds: list[str]) -> None:
+        delay, cap = _JOIN_BACKOFF
+        timeout = self.node.options.network.read_timeout
+        while self._running and not self._joined.is_set():
+            for seed in seeds:
+                assert self.swim is not None
+                try:
+                    reply = await self.node.request(seed, self.swim.join_message(), timeout)
+                except GridKVError as exc:
+                    self._seeds[seed] = f"{type(exc).__name__}: {exc}"
+                    continue
+                if isinstance(reply, PushPullReply) and self._loop is not None:
+                    self._seeds[seed] = "answered"
+                    self.swim.merge_state(self._loop.time(), reply.states)
+                    self._joined.set()
+                    self._take_changes()
+                    self._schedule()
+            if not self._joined.is_set():
+                await asyncio.sleep(delay * (0.5 + self.rng.random()))
+                delay = min(delay * 2, cap)
+
+    # -- timers --------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if not self._running or self.swim is None or self._loop is None:
+            return
+        when = self.swim.next_deadline()
+        if not self._ready.is_set() and self._joined.is_set():
+            when = min(when, self._stable_at())
+        when = max(when, self._stalled_until)
+        if self._timer is not None:
+            if self._timer_at <= when:
+                return
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        scheduled = self._timer_at
+        self._timer = None
+        self._timer_at = float("inf")
+        if not self._running or self.swim is None or self._loop is None:
+            return
+        # asyncio runs timers up to the clock's resolution early; the machine must see the
+        # deadline it asked for, or it would ask again for the same instant.
+        now = max(self._loop.time(), scheduled)
+        # Timers may fire up to the clock's resolution early; allow for it.
+        if now + _EPSILON >= self._stalled_until:
+            self._emit(self.swim.tick(now))
+            self._take_changes()
+            if (
+                not self._ready.is_set()
+                and self._joined.is_set()
+                and now + _EPSILON >= self._stable_at()
+            ):
+                self._ready.set()
+        self._schedule()
+
+    def _stable_at(self) -> float:
+        return self._last_change + STABLE_PERIODS * self.config.probe_interval
+
+    def _take_changes(self) -> None:
+        swim = self.swim
+        if swim is None or not swim.changes:
+            return
+        changes, swim.changes = swim.changes, []
+        assert self._loop is not None
+        self._last_change = self._loop.time()
+        for change in changes:
+            m = change.member
+            info = MemberInfo(m.node_id, m.address, change.new, m.incarnation)
+            level = logging.INFO if change.new not in (ALIVE, SUSPECT) else logging.DEBUG
+            log.log(
+                level,
+                "member %s is %s",
+                m.node_id,
+                change.new,
+                extra={"node_id": self.node.node_id, "member": m.node_id, "old": change.old},
+            )
+            self.node.on_member_change(info, change.old, change.new)
+
+    def _spawn(self, coro: object) -> None:
+        assert self._loop is not None
+        task: asyncio.Task[None] = self._loop.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,794 @@
+"""SWIM with Lifeguard, written sans-I/O.
+
+:class:`Swim` is a state machine: it takes messages and the current time and returns what to
+send; it never reads a clock, sleeps or touches a socket. :mod:`gridkv.membership.driver` runs
+it on an event loop. What it implements:
+
+SWIM (Das, Gupta and Motivala, 2002)
+    * A probe each period to the next member of a shuffled round-robin list (every member is
+      probed once per pass; the list is reshuffled each pass).
+    * No ack within the direct time-out: ``indirect_checks`` other members are asked to probe
+      the target (ping-req) and relay its ack.
+    * No ack by the end of the probe: the target is *suspected*, with its incarnation number.
+      A suspected member refutes by raising its incarnation and announcing itself alive. A
+      suspicion not refuted in time makes the member *dead*.
+    * Every update is piggybacked on probe traffic (pings and acks) and pushed to
+      ``gossip_fanout`` random members each period, each update sent at most
+      ``retransmit_mult * ceil(log10(n + 1))`` times by each node.
+    * Every ``push_pull_interval`` a full state sync with one random member; failed members are
+      tried too, so two sides of a healed partition find each other again.
+
+Lifeguard (Dadgar, Phillips and Currey, 2018)
+    * Local health awareness: a score (0 to ``awareness_max``) raised by failed probes, missed
+      nacks and having to refute a suspicion about oneself, lowered by successful probes.
+      Probe period and time-outs are multiplied by ``score + 1``, so a node that is itself
+      slow stops accusing healthy members.
+    * Nacks: a relay that cannot reach the target answers with a nack; a prober that gets
+      fewer nacks than it asked for knows its own messages are in trouble.
+    * Dynamic suspicion: the time-out starts at ``suspicion_max_mult`` times the minimum and
+      shrinks logarithmically with each independent confirmation, down to the minimum.
+    * The suspected member is told first: probes of a suspected member carry the suspicion.
+
+Incarnations start at the node's wall-clock time in milliseconds, so a node restarted with the
+same id outranks every record of its previous life and rejoins at once; records about an older
+incarnation (stale gossip) never resurrect a dead member.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gridkv.options import Options
+from gridkv.wire.messages import (
+    MemberRecord,
+    Message,
+    PushPull,
+    PushPullReply,
+    SwimAck,
+    SwimGossip,
+    SwimNack,
+    SwimPing,
+    SwimPingReq,
+)
+
+__all__ = [
+    "ALIVE",
+    "SUSPECT",
+    "DEAD",
+    "LEFT",
+    "MemberState",
+    "Member",
+    "SwimConfig",
+    "Send",
+    "Sync",
+    "Change",
+    "Swim",
+]
+
+MemberState = Literal["alive", "suspect", "dead", "left"]
+ALIVE: MemberState = "alive"
+SUSPECT: MemberState = "suspect"
+DEAD: MemberState = "dead"
+LEFT: MemberState = "left"
+_CODE: dict[MemberState, int] = {ALIVE: 0, SUSPECT: 1, DEAD: 2, LEFT: 3}
+_STATE: tuple[MemberState, ...] = (ALIVE, SUSPECT, DEAD, LEFT)
+
+
+@dataclass(slots=True)
+class Member:
+    """A member as this node sees it."""
+
+    node_id: str
+    address: str
+    incarnation: int
+    state: MemberState
+    since: float
+
+    def record(self, origin: str) -> MemberRecord:
+        """This member's state as a gossip record asserted by ``origin``."""
+        return MemberRecord(self.node_id, self.address, self.incarnation, _CODE[self.state], origin)
+
+
+@dataclass(frozen=True, slots=True)
+class SwimConfig:
+    """Timing and fan-out of the protocol; see ``docs/membership.md``.
+
+    :ivar probe_interval: seconds between probes (``gossip_interval``).
+    :ivar probe_timeout: seconds to wait for a direct ack before asking others.
+    :ivar failure_timeout: seconds from the probe until the target is suspected.
+    :ivar suspicion_min: shortest suspicion (``suspect_timeout``), scaled by ``log10(n)``.
+    :ivar suspicion_max_mult: the suspicion starts at this multiple of the minimum.
+    :ivar indirect_checks: members asked to probe indirectly.
+    :ivar retransmit_mult: each update is sent ``retransmit_mult * ceil(log10(n + 1))`` times.
+    :ivar gossip_fanout: random members each update batch is pushed to per period.
+    :ivar max_piggyback: records carried by one message at most.
+    :ivar push_pull_interval: seconds between full state syncs.
+    :ivar awareness_max: highest local health score.
+    :ivar dead_retention: seconds a dead member's record is kept (it refuses stale gossip).
+    """
+
+    probe_interval: float = 0.2
+    probe_timeout: float = 0.1
+    failure_timeout: float = 0.5
+    suspicion_min: float = 1.0
+    suspicion_max_mult: float = 3.0
+    indirect_checks: int = 3
+    retransmit_mult: int = 4
+    gossip_fanout: int = 2
+    max_piggyback: int = 16
+    push_pull_interval: float = 10.0
+    awareness_max: int = 8
+    dead_retention: float = 3600.0
+
+    @classmethod
+    def from_options(cls, options: Options) -> SwimConfig:
+        """The configuration a node's options describe."""
+        m = options.membership
+        return cls(
+            probe_interval=options.gossip_interval,
+            probe_timeout=min(options.failure_timeout, m.probe_timeout),
+            failure_timeout=options.failure_timeout,
+            suspicion_min=options.suspect_timeout,
+            suspicion_max_mult=m.suspicion_max_mult,
+            indirect_checks=m.indirect_checks,
+            retransmit_mult=m.retransmit_mult,
+            gossip_fanout=m.gossip_fanout,
+            max_piggyback=m.max_piggyback,
+            push_pull_interval=m.push_pull_interval,
+            awareness_max=m.awareness_max,
+            dead_retention=m.dead_retention,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Output: send ``message`` one way to ``address``."""
+
+    address: str
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """Output: run a push-pull state sync with ``address`` (a request and its answer)."""
+
+    address: str
+    message: PushPull
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A member's state changed in this node's view (``old`` is ``None`` for a new member)."""
+
+    member: Member
+    old: MemberState | None
+    new: MemberState
+
+
+Output = Send | Sync
+
+
+@dataclass(slots=True)
+class _Probe:
+    target: str
+    seq: int
+    direct_deadline: float
+    final_deadline: float
+    indirect: bool = False
+    expected_nacks: int = 0
+    nacks: int = 0
+
+
+@dataclass(slots=True)
+class _Suspicion:
+    start: float
+    incarnation: int
+    confirmers: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Relay:
+    origin_addr: str
+    origin_seq: int
+    deadline: float
+
+
+class Swim:
+    """The membership state machine of one node.
+
+    :param node_id: this node's id.
+    :param address: this node's address.
+    :param incarnation: the starting incarnation (the driver passes wall-clock milliseconds).
+    :param config: timings and fan-outs.
+    :param rng: the source of every random choice (seeded in simulations).
+    :param now: the current time in seconds (any monotonic clock).
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        address: str,
+        incarnation: int,
+        config: SwimConfig,
+        rng: random.Random,
+        now: float,
+    ) -> None:
+        self.config = config
+        self.rng = rng
+        self.me = Member(node_id, address, incarnation, ALIVE, now)
+        self.members: dict[str, Member] = {}
+        #: State changes not yet taken by the driver.
+        self.changes: list[Change] = []
+        self.awareness = 0
+        self._seq = 0
+        self._probe: _Probe | None = None
+        self._order: list[str] = []
+        self._order_pos = 0
+        self._next_probe = now
+        self._next_gossip = now + config.probe_interval
+        self._next_sync = now + config.push_pull_interval * (0.5 + rng.random())
+        self._relays: dict[int, _Relay] = {}
+        self._suspicions: dict[str, _Suspicion] = {}
+        # Pending updates, one per member (the newest), bucketed by how often each was sent:
+        # _sent[k] holds the records sent k times, so the least-sent are found at once.
+        self._sent: list[dict[str, MemberRecord]] = [{}]
+        self._times: dict[str, int] = {}
+        self._others_live = 0
+        self._next_prune = now
+        # When the next tick() is due (the earliest deadline); a tick much later than this
+        # means this node itself was not running.
+        self._due = now
+        # Sends that the rules decide on while applying records (refutations), taken by the
+        # next handle() or tick().
+        self._urgent: list[Output] = []
+        # The sender of the message being handled, and when each member was last told
+        # something directly (to rate-limit the corrections below).
+        self._sender_addr: str | None = None
+        self._told: dict[str, float] = {}
+        self.left = False
+
+    # -- views ---------------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        """This node's id."""
+        return self.me.node_id
+
+    def live_members(self) -> list[Member]:
+        """Members alive or suspected, this node included."""
+        out = [m for m in self.members.values() if m.state in (ALIVE, SUSPECT)]
+        if not self.left:
+            out.append(self.me)
+        return out
+
+    def size(self) -> int:
+        """Number of members alive or suspected, this node included."""
+        return self._others_live + 1
+
+    def state_of(self, node_id: str) -> MemberState | None:
+        """A member's state in this view, ``None`` when unknown."""
+        if node_id == self.me.node_id:
+            return self.me.state
+        m = self.members.get(node_id)
+        return None if m is None else m.state
+
+    def local_state(self) -> list[MemberRecord]:
+        """Every member record this node holds, itself included (for push-pull)."""
+        me = self.node_id
+        return [self.me.record(me)] + [m.record(me) for m in self.members.values()]
+
+    def scaled(self, seconds: float) -> float:
+        """``seconds`` stretched by the local health score (Lifeguard)."""
+        return seconds * (self.awareness + 1)
+
+    def retransmit_limit(self) -> int:
+        """How many times each update is sent by this node."""
+        return self.config.retransmit_mult * max(1, math.ceil(math.log10(self.size() + 1)))
+
+    def suspicion_timeout(self, confirmations: int) -> float:
+        """Seconds a suspicion lasts after ``confirmations`` independent accusations."""
+        n = self.size()
+        low = self.config.suspicion_min * max(1.0, math.log10(max(n, 1)))
+        high = self.config.suspicion_max_mult * low
+        expected = max(0, min(3, n - 2))
+        if expected == 0 or high <= low:
+            return low
+        done = min(max(confirmations - 1, 0), expected)
+        return max(low, high - (high - low) * math.log(done + 1) / math.log(expected + 1))
+
+    def next_deadline(self) -> float:
+        """The earliest time :meth:`tick` has work to do."""
+        times = [self._next_sync]
+        if self._times:
+            times.append(self._next_gossip)
+        probe = self._probe
+        if probe is None:
+            times.append(self._next_probe)
+        else:
+            # The next probe waits for this one to finish.
+            times.append(probe.final_deadline if probe.indirect else probe.direct_deadline)
+        times.extend(r.deadline for r in self._relays.values())
+        times.extend(
+            s.start + self.suspicion_timeout(len(s.confirmers)) for s in self._suspicions.values()
+        )
+        return min(times)
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def announce(self) -> MemberRecord:
+        """Raise this node's incarnation and gossip it (a fresh update about itself)."""
+        self.me.incarnation += 1
+        record = self.me.record(self.node_id)
+        self._enqueue(record)
+        return record
+
+    def join_message(self) -> PushPull:
+        """The push-pull request a joining node sends to a seed."""
+        return PushPull(self.node_id, self.me.address, True, self.local_state())
+
+    def tick(self, now: float) -> list[Output]:
+        """Advance the timers to ``now``; return what to send."""
+        out: list[Output] = []
+        if self.left:
+            return out
+        self._catch_up(now)
+        self._tick_probe(now, out)
+        self._tick_relays(now, out)
+        self._tick_suspicions(now)
+        if self._times and now >= self._next_gossip:
+            self._gossip(out)
+            self._next_gossip = now + self.config.probe_interval
+        elif now >= self._next_gossip:
+            self._next_gossip = now + self.config.probe_interval
+        if now >= self._next_sync:
+            self._next_sync = now + self.config.push_pull_interval
+            self._sync(out)
+        self._forget_old_dead(now)
+        self._take_urgent(out)
+        self._due = self.next_deadline()
+        return out
+
+    def _take_urgent(self, out: list[Output]) -> None:
+        if self._urgent:
+            out.extend(self._urgent)
+            self._urgent.clear()
+
+    def _catch_up(self, now: float) -> None:
+        """Notice that this node itself was stalled, and do not blame others for it.
+
+        When the clock jumped well past the timers (a GC pause, an overloaded host, a
+        suspended VM), the acks that arrived meanwhile are still unread. Deadlines move by
+        the gap so they get their chance, and the local health score rises (Lifeguard).
+        """
+        gap = now - self._due
+        if gap <= self.config.probe_timeout:
+            return
+        self._raise_awareness(1)
+        probe = self._probe
+        if probe is not None:
+            probe.direct_deadline += gap
+            probe.final_deadline += gap
+        for relay in self._relays.values():
+            relay.deadline += gap
+        for suspicion in self._suspicions.values():
+            suspicion.start += gap
+
+    def handle(self, now: float, message: Message) -> tuple[list[Output], Message | None]:
+        """Take a membership message; return what to send and the answer (for requests)."""
+        out: list[Output] = []
+        if self.left:
+            return out, None
+        sender = getattr(message, "sender", None)
+        self._sender_addr = getattr(message, "sender_addr", None)
+        if self._sender_addr is None and sender is not None and sender in self.members:
+            self._sender_addr = self.members[sender].address
+        try:
+            return self._handle(now, message, out)
+        finally:
+            if sender is not None:
+                self._correct_sender(now, sender, out)
+            self._sender_addr = None
+            self._due = self.next_deadline()
+
+    def _correct_sender(self, now: float, sender: str, out: list[Output]) -> None:
+        """A member we suspect just talked to us: tell it, so that it refutes (Lifeguard)."""
+        m = self.members.get(sender)
+        if m is None or m.state != SUSPECT or not self._may_tell(now, sender):
+            return
+        record = m.record(self.node_id)
+        out.append(Send(m.address, SwimGossip(self.node_id, self.me.address, [record])))
+
+    def _may_tell(self, now: float, node_id: str) -> bool:
+        if now - self._told.get(node_id, -1e18) < self.config.probe_interval:
+            return False
+        self._told[node_id] = now
+        if len(self._told) > 4 * (len(self.members) + 1):
+            self._told.clear()
+        return True
+
+    def _handle(
+        self, now: float, message: Message, out: list[Output]
+    ) -> tuple[list[Output], Message | None]:
+        if isinstance(message, SwimPing):
+            self._apply_all(now, message.updates)
+            if message.target == self.node_id:
+                out.append(
+                    Send(
+                        message.sender_addr,
+                        SwimAck(message.seq, self.node_id, self._piggyback()),
+                    )
+                )
+        elif isinstance(message, SwimAck):
+            self._apply_all(now, message.updates)
+            self._on_ack(message.seq, out)
+        elif isinstance(message, SwimPingReq):
+            self._apply_all(now, message.updates)
+            seq = self._next_seq()
+            self._relays[seq] = _Relay(
+                message.sender_addr, message.seq, now + self.scaled(self.config.probe_timeout)
+            )
+            out.append(
+                Send(
+                    message.target_addr,
+                    SwimPing(seq, self.node_id, self.me.address, message.target, self._piggyback()),
+                )
+            )
+        elif isinstance(message, SwimNack):
+            probe = self._probe
+            if probe is not None and probe.seq == message.seq:
+                probe.nacks += 1
+        elif isinstance(message, SwimGossip):
+            self._apply_all(now, message.updates)
+        elif isinstance(message, PushPull):
+            self.merge_state(now, message.states)
+            self._take_urgent(out)
+            return out, PushPullReply(self.node_id, self.local_state())
+        self._take_urgent(out)
+        return out, None
+
+    def merge_state(self, now: float, records: list[MemberRecord]) -> None:
+        """Merge a peer's full member list from a push-pull.
+
+        A peer's "dead" about a third member counts only as a suspicion here: this node
+        makes its own decision, through its own suspicion timer.
+        """
+        for record in records:
+            if record.state == _CODE[DEAD] and record.node_id != self.node_id:
+                record = MemberRecord(
+                    record.node_id,
+                    record.address,
+                    record.incarnation,
+                    _CODE[SUSPECT],
+                    record.origin,
+                )
+            self.apply(now, record)
+
+    def leave(self, now: float) -> list[Output]:
+        """Announce a graceful leave; return the messages that carry it."""
+        if self.left:
+            return []
+        self.me.incarnation += 1
+        self.me.state = LEFT
+        record = self.me.record(self.node_id)
+        targets = [m for m in self.members.values() if m.state in (ALIVE, SUSPECT)]
+        self.rng.shuffle(targets)
+        fanout = max(self.config.gossip_fanout, self.config.indirect_checks) + 1
+        out: list[Output] = [
+            Send(m.address, SwimGossip(self.node_id, self.me.address, [record]))
+            for m in targets[:fanout]
+        ]
+        self.left = True
+        return out
+
+    # -- the rules -----------------------------------------------------------------------
+
+    def apply(self, now: float, record: MemberRecord) -> bool:
+        """Apply one gossiped record by SWIM's incarnation rules; return whether it changed."""
+        state = _STATE[record.state]
+        if record.node_id == self.node_id:
+            return self._about_me(now, record, state)
+        m = self.members.get(record.node_id)
+        if m is None:
+            m = Member(record.node_id, record.address, record.incarnation, state, now)
+            self.members[m.node_id] = m
+            self.changes.append(Change(m, None, state))
+            if state in (ALIVE, SUSPECT):
+                self._others_live += 1
+            if state == SUSPECT:
+                self._suspicions[m.node_id] = _Suspicion(now, m.incarnation, {record.origin})
+            self._enqueue(record)
+            return True
+        inc = record.incarnation
+        if state == ALIVE:
+            if inc > m.incarnation:
+                self._set(now, m, ALIVE, inc, record.address)
+                self._enqueue(record)
+                return True
+            return False
+        if state == SUSPECT:
+            if (m.state == ALIVE and inc >= m.incarnation) or (
+                m.state in (DEAD, LEFT) and inc > m.incarnation
+            ):
+                self._set(now, m, SUSPECT, inc, record.address)
+                self._suspicions[m.node_id] = _Suspicion(now, inc, {record.origin})
+                self._enqueue(record)
+                self._tell_suspect(m, record)
+                return True
+            if m.state == SUSPECT:
+                if inc > m.incarnation:
+                    m.incarnation = inc
+                    self._suspicions[m.node_id] = _Suspicion(now, inc, {record.origin})
+                    self._enqueue(record)
+                    return True
+                suspicion = self._suspicions.get(m.node_id)
+                if (
+                    inc == m.incarnation
+                    and suspicion is not None
+                    and record.origin not in suspicion.confirmers
+                ):
+                    suspicion.confirmers.add(record.origin)
+                    self._enqueue(record)
+                    return True
+            return False
+        # dead or left
+        if m.state == LEFT or (m.state == DEAD and state == DEAD):
+            return False
+        if inc >= m.incarnation:
+            self._set(now, m, state, inc, m.address)
+            self._enqueue(record)
+            return True
+        return False
+
+    def _tell_suspect(self, m: Member, record: MemberRecord) -> None:
+        """Pass a suspicion heard from others straight to the suspect (Lifeguard, widened).
+
+        The suspect answers with its refutation to whoever told it. A node that learns of a
+        suspicion late (it was paused, or the refutation's gossip missed it) is corrected
+        within a round trip instead of waiting for gossip. In large clusters only a sample
+        of the members does it (about 32), to spare the suspect a burst.
+        """
+        if record.origin == self.node_id:
+            return
+        if self.rng.random() < min(1.0, 32 / self.size()):
+            self._urgent.append(
+                Send(m.address, SwimGossip(self.node_id, self.me.address, [record]))
+            )
+
+    def _about_me(self, now: float, record: MemberRecord, state: MemberState) -> bool:
+        if state == ALIVE and record.incarnation <= self.me.incarnation:
+            return False
+        if state != ALIVE and record.incarnation < self.me.incarnation:
+            # A stale accusation: this node refuted it already, but the sender missed that.
+            addr = self._sender_addr
+            if addr is not None and self._may_tell(now, addr):
+                alive = self.me.record(self.node_id)
+                self._urgent.append(Send(addr, SwimGossip(self.node_id, self.me.address, [alive])))
+            return False
+        # Someone holds an equal or newer claim that we are suspect, dead or gone (or a
+        # record of a previous life): refute by outranking it, at once, to the accuser and to
+        # a few random members, besides the usual piggybacking.
+        self.me.incarnation = record.incarnation + 1
+        if state in (SUSPECT, DEAD):
+            self._raise_awareness(1)
+        alive = self.me.record(self.node_id)
+        self._enqueue(alive)
+        message = SwimGossip(self.node_id, self.me.address, [alive])
+        targets = [m for m in self.members.values() if m.state in (ALIVE, SUSPECT)]
+        chosen = self.rng.sample(targets, min(self.config.gossip_fanout, len(targets)))
+        addresses = {m.address for m in chosen}
+        accuser = self.members.get(record.origin)
+        if accuser is not None:
+            addresses.add(accuser.address)
+        if self._sender_addr is not None:
+            addresses.add(self._sender_addr)
+        self._urgent.extend(Send(addr, message) for addr in sorted(addresses))
+        return True
+
+    def _set(
+        self, now: float, m: Member, state: MemberState, incarnation: int, address: str
+    ) -> None:
+        old = m.state
+        m.incarnation = incarnation
+        m.address = address
+        if state != SUSPECT:
+            self._suspicions.pop(m.node_id, None)
+        if old != state:
+            m.state = state
+            m.since = now
+            self.changes.append(Change(m, old, state))
+            self._others_live += (state in (ALIVE, SUSPECT)) - (old in (ALIVE, SUSPECT))
+
+    def _apply_all(self, now: float, records: list[MemberRecord]) -> None:
+        for record in records:
+            self.apply(now, record)
+
+    # -- probing -------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _next_target(self) -> Member | None:
+        for _ in range(2):
+            while self._order_pos < len(self._order):
+                node_id = self._order[self._order_pos]
+                self._order_pos += 1
+                m = self.members.get(node_id)
+                if m is not None and m.state in (ALIVE, SUSPECT):
+                    return m
+            self._order = [m.node_id for m in self.members.values() if m.state in (ALIVE, SUSPECT)]
+            self.rng.shuffle(self._order)
+            self._order_pos = 0
+            if not self._order:
+                return None
+        return None
+
+    def _tick_probe(self, now: float, out: list[Output]) -> None:
+        probe = self._probe
+        cfg = self.config
+        if probe is not None:
+            if not probe.indirect and now >= probe.direct_deadline:
+                probe.indirect = True
+                target = self.members.get(probe.target)
+                helpers = [
+                    m
+                    for m in self.members.values()
+                    if m.state == ALIVE and m.node_id != probe.target
+                ]
+                if target is not None and helpers:
+                    chosen = self.rng.sample(helpers, min(cfg.indirect_checks, len(helpers)))
+                    probe.expected_nacks = len(chosen)
+                    for helper in chosen:
+                        out.append(
+                            Send(
+                                helper.address,
+                                SwimPingReq(
+                                    probe.seq,
+                                    self.node_id,
+                                    self.me.address,
+                                    target.node_id,
+                                    target.address,
+                                    self._piggyback(),
+                                ),
+                            )
+                        )
+            if probe.indirect and now >= probe.final_deadline:
+                self._probe = None
+                self._probe_failed(now, probe, out)
+        if self._probe is None and now >= self._next_probe:
+            target = self._next_target()
+            self._next_probe = now + self.scaled(cfg.probe_interval)
+            if target is None:
+                return
+            seq = self._next_seq()
+            first: list[MemberRecord] = []
+            if target.state == SUSPECT:
+                first.append(target.record(self.node_id))  # tell the suspect first
+            self._probe = _Probe(
+                target.node_id,
+                seq,
+                now + self.scaled(cfg.probe_timeout),
+                now + self.scaled(cfg.failure_timeout),
+            )
+            out.append(
+                Send(
+                    target.address,
+                    SwimPing(
+                        seq,
+                        self.node_id,
+                        self.me.address,
+                        target.node_id,
+                        first + self._piggyback(len(first)),
+                    ),
+                )
+            )
+
+    def _probe_failed(self, now: float, probe: _Probe, out: list[Output]) -> None:
+        missed = max(0, probe.expected_nacks - probe.nacks)
+        self._raise_awareness(1 + (1 if missed else 0))
+        m = self.members.get(probe.target)
+        if m is None or m.state != ALIVE:
+            return
+        record = MemberRecord(m.node_id, m.address, m.incarnation, _CODE[SUSPECT], self.node_id)
+        self.apply(now, record)
+        # Lifeguard: tell the suspected member first, so that it can refute at once.
+        out.append(Send(m.address, SwimGossip(self.node_id, self.me.address, [record])))
+
+    def _on_ack(self, seq: int, out: list[Output]) -> None:
+        probe = self._probe
+        if probe is not None and probe.seq == seq:
+            self._probe = None
+            self.awareness = max(0, self.awareness - 1)
+            return
+        relay = self._relays.pop(seq, None)
+        if relay is not None:
+            out.append(Send(relay.origin_addr, SwimAck(relay.origin_seq, self.node_id, [])))
+
+    def _tick_relays(self, now: float, out: list[Output]) -> None:
+        for seq in [s for s, r in self._relays.items() if now >= r.deadline]:
+            relay = self._relays.pop(seq)
+            out.append(Send(relay.origin_addr, SwimNack(relay.origin_seq, self.node_id)))
+
+    def _tick_suspicions(self, now: float) -> None:
+        for node_id, s in list(self._suspicions.items()):
+            if now < s.start + self.suspicion_timeout(len(s.confirmers)):
+                continue
+            del self._suspicions[node_id]
+            m = self.members.get(node_id)
+            if m is not None and m.state == SUSPECT and m.incarnation == s.incarnation:
+                self.apply(
+                    now,
+                    MemberRecord(node_id, m.address, m.incarnation, _CODE[DEAD], self.node_id),
+                )
+
+    def _raise_awareness(self, delta: int) -> None:
+        self.awareness = min(self.config.awareness_max, self.awareness + delta)
+
+    def _forget_old_dead(self, now: float) -> None:
+        horizon = now - self.config.dead_retention
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self.config.probe_interval * 100
+        for node_id in [
+            n for n, m in self.members.items() if m.state in (DEAD, LEFT) and m.since < horizon
+        ]:
+            del self.members[node_id]
+
+    # -- dissemination -------------------------------------------------------------------
+
+    def _enqueue(self, record: MemberRecord) -> None:
+        node_id = record.node_id
+        times = self._times.get(node_id)
+        if times is not None:
+            del self._sent[times][node_id]
+        self._times[node_id] = 0
+        self._sent[0][node_id] = record
+
+    def _piggyback(self, used: int = 0) -> list[MemberRecord]:
+        room = self.config.max_piggyback - used
+        if not self._times or room <= 0:
+            return []
+        limit = self.retransmit_limit()
+        picked: list[tuple[int, str, MemberRecord]] = []
+        for times, bucket in enumerate(self._sent):
+            for node_id, record in bucket.items():
+                picked.append((times, node_id, record))
+                if len(picked) == room:
+                    break
+            if len(picked) == room:
+                break
+        sent = self._sent
+        for times, node_id, record in picked:
+            del sent[times][node_id]
+            if times + 1 >= limit:
+                del self._times[node_id]
+                continue
+            if len(sent) == times + 1:
+                sent.append({})
+            sent[times + 1][node_id] = record
+            self._times[node_id] = times + 1
+        return [record for _, _, record in picked]
+
+    def _gossip(self, out: list[Output]) -> None:
+        targets = [m for m in self.members.values() if m.state in (ALIVE, SUSPECT)]
+        if not targets:
+            return
+        for m in self.rng.sample(targets, min(self.config.gossip_fanout, len(targets))):
+            updates = self._piggyback()
+            if not updates:
+                break
+            out.append(Send(m.address, SwimGossip(self.node_id, self.me.address, updates)))
+
+    def _sync(self, out: list[Output]) -> None:
+        live = [m for m in self.members.values() if m.state in (ALIVE, SUSPECT)]
+        failed = [m for m in self.members.values() if m.state == DEAD]
+        message = PushPull(self.node_id, self.me.address, False, self.local_state())
+        if live:
+            out.append(Sync(self.rng.choice(live).address, message))
+        if failed:
+            # Try one failed member as well: after a partition heals, this is how the two
+            # sides learn that the other is alive.
+            out.append(Sync(self.rng.choice(failed).address, message))
