@@ -18,6 +18,16 @@ from gridkv.wire import (
     encode,
     frame,
 )
+from gridkv.wire.messages import (
+    MemberRecord,
+    PushPull,
+    PushPullReply,
+    SwimAck,
+    SwimGossip,
+    SwimNack,
+    SwimPing,
+    SwimPingReq,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,6 +53,37 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(GetReply, entry=st.one_of(st.none(), wire_entries)),
     st.builds(ReplicateBatch, sender=node_ids, entries=st.lists(wire_entries, max_size=5)),
     st.builds(BatchAck, applied=st.integers(0, 2**32 - 1)),
+)
+addresses = st.text(min_size=1, max_size=30)
+records = st.lists(
+    st.builds(
+        MemberRecord,
+        node_id=node_ids,
+        address=addresses,
+        incarnation=u64,
+        state=st.integers(0, 3),
+        origin=node_ids,
+    ),
+    max_size=5,
+)
+messages = messages | st.one_of(
+    st.builds(
+        SwimPing, seq=u64, sender=node_ids, sender_addr=addresses, target=node_ids, updates=records
+    ),
+    st.builds(SwimAck, seq=u64, sender=node_ids, updates=records),
+    st.builds(
+        SwimPingReq,
+        seq=u64,
+        sender=node_ids,
+        sender_addr=addresses,
+        target=node_ids,
+        target_addr=addresses,
+        updates=records,
+    ),
+    st.builds(SwimNack, seq=u64, sender=node_ids),
+    st.builds(SwimGossip, sender=node_ids, sender_addr=addresses, updates=records),
+    st.builds(PushPull, sender=node_ids, sender_addr=addresses, join=st.booleans(), states=records),
+    st.builds(PushPullReply, sender=node_ids, states=records),
 )
 
 
@@ -118,6 +159,9 @@ def test_well_formed_msgpack_of_the_wrong_shape_raises_protocol_error(obj: objec
         (msgpack.packb([1, 1, 1, "n"]) + b"\x00", "trailing bytes"),
         (msgpack.packb(msgpack.ExtType(5, b"x")), "extension type"),
         (msgpack.packb([1, 12, "n", [[0, "k", "text", 1, "w", 0]]]), "value"),
+        (msgpack.packb([1, 24, "n", "a:1", [["m", "a:2", 1, 9, "n"]]]), "state"),
+        (msgpack.packb([1, 25, "n", "a:1", 1, []]), "join"),
+        (msgpack.packb([1, 20, 1, "n", "", "t", []]), "sender_addr"),
     ],
 )
 def test_specific_malformations_are_named(payload: bytes, match: str) -> None:

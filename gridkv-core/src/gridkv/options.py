@@ -229,7 +229,7 @@ class MembershipOptions(_Section):
     probe_timeout: float = _opt(0.1, "duration", min=0.001)
     #: A suspicion starts at this multiple of its shortest length and shrinks with each
     #: independent confirmation (Lifeguard).
-    suspicion_max_mult: float = _opt(3.0, "float", min=1.0)
+    suspicion_max_mult: float = _opt(2.5, "float", min=1.0)
     #: Members asked to probe a member that did not answer directly.
     indirect_checks: int = _opt(3, "int", min=0, max=16)
     #: Each update is sent retransmit_mult * ceil(log10(n + 1)) times by each node.

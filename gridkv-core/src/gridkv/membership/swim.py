@@ -110,11 +110,11 @@ class SwimConfig:
     :ivar dead_retention: seconds a dead member's record is kept (it refuses stale gossip).
     """
 
-    probe_interval: float = 0.2
+    probe_interval: float = 0.1
     probe_timeout: float = 0.1
-    failure_timeout: float = 0.5
-    suspicion_min: float = 1.0
-    suspicion_max_mult: float = 3.0
+    failure_timeout: float = 0.3
+    suspicion_min: float = 0.5
+    suspicion_max_mult: float = 2.5
     indirect_checks: int = 3
     retransmit_mult: int = 4
     gossip_fanout: int = 2

@@ -69,6 +69,8 @@ class Simulation:
         self.base_options = {**SIMULATION_OPTIONS, **(options or {})}
         self.nodes: dict[str, Node] = {}
         self.crashed: set[str] = set()
+        # node id -> [(crashed at, restarted at or inf)]: when a node was really down.
+        self._down: dict[str, list[list[float]]] = {}
         self.plugins = Plugins()
         self._restarts: dict[str, int] = {}
         #: Every member state change seen by any node: (time, observer, member, old, new).
@@ -158,6 +160,8 @@ class Simulation:
         self._watch(node)
         self.nodes[node_id] = node
         self.crashed.discard(node_id)
+        for interval in self._down.get(node_id, []):
+            interval[1] = min(interval[1], self.now())
         await node.start()
         return node
 
@@ -185,6 +189,7 @@ class Simulation:
         """Kill a node abruptly: no leave, nothing drained."""
         node = self.nodes[node_id]
         self.crashed.add(node_id)
+        self._down.setdefault(node_id, []).append([self.now(), float("inf")])
         await node.kill()
 
     async def leave(self, node_id: str) -> None:
@@ -253,11 +258,12 @@ class Simulation:
         return True
 
     def false_deaths(self) -> list[tuple[float, str, str]]:
-        """Times a node that was not crashed at that moment was declared dead."""
+        """Every time a node was declared dead while it was running: ``(time, by, whom)``."""
         return [
             (t, observer, member)
             for t, observer, member, _, new in self.events
-            if new == "dead" and member not in self.crashed
+            if new == "dead"
+            and not any(start <= t <= end for start, end in self._down.get(member, []))
         ]
 
     async def close(self) -> None:
