@@ -67,9 +67,15 @@ def test_a_partition_splits_the_view_and_healing_merges_it() -> None:
             left = [f"n{i}" for i in range(5)]
             right = [f"n{i}" for i in range(5, 10)]
             sim.partition(left, right)
-            await sim.wait_until(lambda: sim.converged(left) and sim.converged(right), timeout=30)
-            assert sim.view("n0")["n7"] == "dead"
-            assert sim.view("n7")["n0"] == "dead"
+
+            def split() -> bool:
+                return all(sim.view(a)[b] == "dead" for a in left for b in right) and all(
+                    sim.view(b)[a] == "dead" for a in left for b in right
+                )
+
+            await sim.wait_until(split, timeout=30)
+            assert sim.converged(left)
+            assert sim.converged(right)
             sim.heal()
             await sim.wait_until(sim.converged, timeout=60)
 

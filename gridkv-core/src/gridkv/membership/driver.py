@@ -232,6 +232,9 @@ class SwimMembership:
                 if isinstance(reply, PushPullReply) and self._loop is not None:
                     self._seeds[seed] = "answered"
                     self.swim.merge_state(self._loop.time(), reply.states)
+                    if not self._joined.is_set():
+                        # Spread our own arrival from here too, not only from the seed.
+                        self.swim.announce(bump=False)
                     self._joined.set()
                     self._take_changes()
                     self._schedule()

@@ -318,9 +318,10 @@ class Swim:
 
     # -- inputs --------------------------------------------------------------------------
 
-    def announce(self) -> MemberRecord:
-        """Raise this node's incarnation and gossip it (a fresh update about itself)."""
-        self.me.incarnation += 1
+    def announce(self, *, bump: bool = True) -> MemberRecord:
+        """Gossip this node's own record, with a raised incarnation when ``bump``."""
+        if bump:
+            self.me.incarnation += 1
         record = self.me.record(self.node_id)
         self._enqueue(record)
         return record
@@ -394,9 +395,13 @@ class Swim:
             self._due = self.next_deadline()
 
     def _correct_sender(self, now: float, sender: str, out: list[Output]) -> None:
-        """A member we suspect just talked to us: tell it, so that it refutes (Lifeguard)."""
+        """A member we suspect or hold dead just talked to us: tell it, so that it refutes.
+
+        Its answer (a refutation, or its newer incarnation) corrects this view within a
+        round trip, whether or not gossip would have reached us.
+        """
         m = self.members.get(sender)
-        if m is None or m.state != SUSPECT or not self._may_tell(now, sender):
+        if m is None or m.state not in (SUSPECT, DEAD) or not self._may_tell(now, sender):
             return
         record = m.record(self.node_id)
         out.append(Send(m.address, SwimGossip(self.node_id, self.me.address, [record])))
