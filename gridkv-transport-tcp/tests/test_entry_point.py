@@ -1,25 +1,11 @@
 from __future__ import annotations
 
-from importlib import metadata
-
 import pytest
 
 pytest.importorskip("gridkv_transport_tcp")
 
-from gridkv.plugins import ENTRY_POINT_GROUP, Plugins
+from gridkv.testing.entry_points import check_entry_point
 
 
-def test_entry_point_is_declared_in_the_gridkv_plugins_group() -> None:
-    eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
-    assert "tcp" in eps.names
-    assert eps["tcp"].value == "gridkv_transport_tcp"
-
-
-def test_plugin_manager_loads_the_plugin_under_its_name() -> None:
-    plugins = Plugins()
-    assert "tcp" in plugins.plugin_names()
-
-
-def test_plugin_can_be_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GRIDKV_DISABLE_PLUGINS", "tcp")
-    assert "tcp" not in Plugins().plugin_names()
+def test_the_plugin_is_declared_loads_and_can_be_disabled() -> None:
+    check_entry_point("tcp", "gridkv_transport_tcp")
