@@ -128,7 +128,8 @@ class SwimMembership:
         """Every member in the view, this node first."""
         if self.swim is None:
             return []
-        ms = [self.swim.me, *sorted(self.swim.members.values(), key=lambda m: m.node_id)]
+        others = list(self.swim.members.values())  # one step: safe from other threads
+        ms = [self.swim.me, *sorted(others, key=lambda m: m.node_id)]
         return [MemberInfo(m.node_id, m.address, m.state, m.incarnation) for m in ms]
 
     def live_ids(self) -> list[str]:

@@ -258,8 +258,11 @@ class Swim:
         return self.me.node_id
 
     def live_members(self) -> list[Member]:
-        """Members alive or suspected, this node included."""
-        out = [m for m in self.members.values() if m.state in (ALIVE, SUSPECT)]
+        """Members alive or suspected, this node included.
+
+        Safe to call from another thread: the member list is copied in one step first.
+        """
+        out = [m for m in list(self.members.values()) if m.state in (ALIVE, SUSPECT)]
         if not self.left:
             out.append(self.me)
         return out
