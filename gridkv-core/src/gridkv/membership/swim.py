@@ -244,8 +244,9 @@ class Swim:
         # Sends that the rules decide on while applying records (refutations), taken by the
         # next handle() or tick().
         self._urgent: list[Output] = []
-        # The sender of the message being handled, and when each member was last told
-        # something directly (to rate-limit the corrections below).
+        # The sender of the message being handled, and when each member (by id, or by
+        # address where only that is known) was last told something directly, to rate-limit
+        # the corrections below.
         self._sender_addr: str | None = None
         self._told: dict[str, float] = {}
         self.left = False
