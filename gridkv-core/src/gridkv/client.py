@@ -36,7 +36,7 @@ from gridkv.node import Node
 from gridkv.options import CONSISTENCY_LEVELS, Options
 from gridkv.plugins import Plugins
 from gridkv.stats import Stats
-from gridkv.storage.base import Storage
+from gridkv.storage.base import Entry, Storage
 from gridkv.transport.base import Transport
 
 __all__ = ["AsyncGridKV", "GridKV", "TTL", "Value"]
@@ -169,7 +169,7 @@ class _ClientBase:
             return 0
         return self._node.now_ms() + max(1, math.ceil(seconds * 1000))
 
-    def _check_level(self, consistency: str | None, partition: int, key: str) -> None:
+    def _check_level(self, consistency: str | None, partition: int, key: str) -> str:
         """Check the level and that enough replicas exist to meet it.
 
         ``quorum`` needs ``replica_count // 2 + 1`` replicas and ``all`` needs
@@ -181,7 +181,7 @@ class _ClientBase:
         """
         level = self._options.consistency if consistency is None else consistency
         if level == "one":
-            return
+            return level
         if level not in CONSISTENCY_LEVELS:
             raise InvalidArgument(
                 f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, got {consistency!r}"
@@ -194,35 +194,47 @@ class _ClientBase:
                 f"consistency {level!r} for key {key!r:.60} needs {needed} of replica_count="
                 f"{wanted} replicas, and {available} are available"
             )
+        return level
 
     # -- the operations, without I/O -----------------------------------------------------------
 
-    def _get_local(self, key: str, consistency: str | None) -> bytes | None:
-        """A checked local read (the slow path of :meth:`get`'s fast path)."""
-        node = self._node
-        node.check_open()
-        partition = self._partition(key)
-        self._check_level(consistency, partition, key)
-        node.require_owner(partition, key)
-        return self._storage.get(partition, key)
+    def _plan_read(self, key: str, consistency: str | None) -> tuple[int, str, bool]:
+        """Check a read; return ``(partition, level, local)``.
 
-    def _set_local(self, key: str, value: object, ttl: TTL, consistency: str | None) -> None:
+        ``local`` means this node answers from its own storage: it holds the partition and
+        the level is ``one``.
+        """
         node = self._node
         node.check_open()
         partition = self._partition(key)
-        data = self._value(key, value)
-        expires = self._expires_at(key, ttl)
-        self._check_level(consistency, partition, key)
-        node.require_owner(partition, key)
-        node.write_local(partition, key, data, expires)
+        level = self._check_level(consistency, partition, key)
+        return partition, level, level == "one" and node.holds(partition)
 
-    def _delete_local(self, key: str, consistency: str | None) -> None:
+    def _plan_write(
+        self, key: str, value: object, ttl: TTL, consistency: str | None, *, delete: bool = False
+    ) -> tuple[int, str, bool, Entry]:
+        """Check a write (or a delete); return ``(partition, level, local, entry)``."""
         node = self._node
         node.check_open()
         partition = self._partition(key)
-        self._check_level(consistency, partition, key)
-        node.require_owner(partition, key)
-        node.write_local(partition, key, None, 0)
+        data = None if delete else self._value(key, value)
+        expires = 0 if delete else self._expires_at(key, ttl)
+        level = self._check_level(consistency, partition, key)
+        local = level == "one" and node.holds(partition)
+        return partition, level, local, node.new_entry(key, data, expires)
+
+    def _write_local(self, partition: int, entry: Entry) -> None:
+        """Store a write this node holds at level one, and queue it for the other replicas."""
+        node = self._node
+        node.storage.apply(partition, entry)
+        if len(node.table.owners(partition)) > 1:
+            node.coordinator.replicate_soon(partition, entry)
+
+    def _value_of(self, entry: Entry | None) -> bytes | None:
+        """What a read returns for the freshest entry: its value, or ``None``."""
+        if entry is None or entry.value is None or entry.expired(self._node.now_ms()):
+            return None
+        return entry.value
 
 
 class AsyncGridKV(_ClientBase):
@@ -253,6 +265,13 @@ class AsyncGridKV(_ClientBase):
         **config: Any,
     ) -> None:
         self._setup(options, config, transport, storage_backend, plugins)
+
+    @classmethod
+    def for_node(cls, node: Node) -> AsyncGridKV:
+        """The API over an existing :class:`~gridkv.node.Node` (simulations and tools)."""
+        client = cls.__new__(cls)
+        client._adopt(node)
+        return client
 
     async def start(self) -> None:
         """Start the node: listen, then contact the seeds in the background."""
@@ -294,7 +313,10 @@ class AsyncGridKV(_ClientBase):
                 partition = _xxh3(raw) % self._pcount
                 if self._node.local_reads[partition]:
                     return self._storage.get(partition, key)
-        return self._get_local(key, consistency)
+        partition, level, local = self._plan_read(key, consistency)
+        if local:
+            return self._storage.get(partition, key)
+        return self._value_of(await self._node.coordinator.read(partition, key, level))
 
     async def set(
         self, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None
@@ -306,9 +328,14 @@ class AsyncGridKV(_ClientBase):
         :raises InvalidKey, EmptyKey, KeyTooLarge: the key is bad.
         :raises InvalidValue, ValueTooLarge: the value is bad.
         :raises MemoryLimitExceeded: the storage is full and eviction is off.
+        :raises QuorumNotReached: fewer replicas acknowledged than the level needs.
         :raises ShuttingDown: the node is closed.
         """
-        self._set_local(key, value, ttl, consistency)
+        partition, level, local, entry = self._plan_write(key, value, ttl, consistency)
+        if local:
+            self._write_local(partition, entry)
+        else:
+            await self._node.coordinator.write(partition, entry, level)
 
     async def delete(self, key: str, *, consistency: str | None = None) -> None:
         """Delete ``key``; deleting a missing key is not an error.
@@ -316,7 +343,11 @@ class AsyncGridKV(_ClientBase):
         The delete is recorded as a tombstone, kept for ``tombstone_ttl``, so that no older
         copy of the value can come back.
         """
-        self._delete_local(key, consistency)
+        partition, level, local, entry = self._plan_write(key, None, None, consistency, delete=True)
+        if local:
+            self._write_local(partition, entry)
+        else:
+            await self._node.coordinator.write(partition, entry, level)
 
     async def health_check(self) -> None:
         """Raise when the node cannot serve; return ``None`` when it can.
@@ -418,17 +449,29 @@ class GridKV(_ClientBase):
                 partition = _xxh3(raw) % self._pcount
                 if self._node.local_reads[partition]:
                     return self._storage.get(partition, key)
-        return self._get_local(key, consistency)
+        partition, level, local = self._plan_read(key, consistency)
+        if local:
+            return self._storage.get(partition, key)
+        entry = self._call(self._node.coordinator.read(partition, key, level), None)
+        return self._value_of(entry)
 
     def set(
         self, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None
     ) -> None:
         """Store ``value`` under ``key``; see :meth:`AsyncGridKV.set`."""
-        self._set_local(key, value, ttl, consistency)
+        partition, level, local, entry = self._plan_write(key, value, ttl, consistency)
+        if local:
+            self._write_local(partition, entry)
+        else:
+            self._call(self._node.coordinator.write(partition, entry, level), None)
 
     def delete(self, key: str, *, consistency: str | None = None) -> None:
         """Delete ``key``; see :meth:`AsyncGridKV.delete`."""
-        self._delete_local(key, consistency)
+        partition, level, local, entry = self._plan_write(key, None, None, consistency, delete=True)
+        if local:
+            self._write_local(partition, entry)
+        else:
+            self._call(self._node.coordinator.write(partition, entry, level), None)
 
     def health_check(self) -> None:
         """Raise when the node cannot serve; see :meth:`AsyncGridKV.health_check`."""

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Literal
 
+from gridkv.coordinator import Coordinator
 from gridkv.errors import (
     ConfigError,
     GridKVError,
@@ -50,6 +51,7 @@ from gridkv.wire.messages import (
     Message,
     Ping,
     Pong,
+    ReplicateBatch,
 )
 
 __all__ = ["Node", "NodeState", "version"]
@@ -119,6 +121,8 @@ class Node:
         self.membership: Membership = self.plugins.membership_protocol(options.membership.protocol)(
             self
         )
+        #: Routes reads and writes to the partition's replicas.
+        self.coordinator = Coordinator(self)
         #: ``local_reads[p]`` is 1 when a default-level read of partition ``p`` may be served
         #: from local storage on the caller's thread: the node runs, holds ``p``, and the
         #: default consistency is "one". All zeros otherwise; the API's fast path reads it.
@@ -196,6 +200,8 @@ class Node:
         if was_started:
             with contextlib.suppress(Exception):
                 self.plugins.node_stopping(self)
+            with contextlib.suppress(Exception):
+                await self.coordinator.drain(timeout)
             with contextlib.suppress(Exception):
                 await self.membership.leave(min(timeout, 4 * self.options.gossip_interval))
         tasks = list(self._tasks)
@@ -328,29 +334,19 @@ class Node:
         """Current wall time in milliseconds."""
         return int(self._clock() * 1000)
 
-    def write_local(self, partition: int, key: str, value: bytes | None, expires_at: int) -> Entry:
-        """Write a new version of ``key`` (``None`` writes a tombstone) to local storage.
+    def new_entry(self, key: str, value: bytes | None, expires_at: int) -> Entry:
+        """A new version of ``key`` stamped by this node; ``None`` makes a tombstone.
 
-        Thread-safe. Returns the entry written.
-
-        :raises MemoryLimitExceeded: the storage is full.
+        Thread-safe.
         """
         if value is None:
             expires_at = self.now_ms() + int(self.options.tombstone_ttl * 1000)
-        entry = Entry(key, value, self.hlc.now(), self.node_id, expires_at)
-        self.storage.apply(partition, entry)
-        return entry
+        return Entry(key, value, self.hlc.now(), self.node_id, expires_at)
 
-    def require_owner(self, partition: int, key: str) -> None:
-        """Raise when this node holds no replica of ``partition``.
-
-        :raises PeerUnavailable: the key's replicas are elsewhere; routing to them arrives
-            with replication.
-        """
+    def holds(self, partition: int) -> bool:
+        """Whether this node is one of ``partition``'s replicas in the current view."""
         self.ensure_table()
-        if not self.owned[partition]:
-            owners = ", ".join(self.table.owners(partition)) or "none"
-            raise PeerUnavailable(f"key {key!r} lives on {owners}, not on {self.node_id!r}")
+        return bool(self.owned[partition])
 
     # -- messages ------------------------------------------------------------------------
 
@@ -397,6 +393,8 @@ class Node:
     def _dispatch(self, peer: str, message: Message) -> Message | None:
         if isinstance(message, MEMBERSHIP_TYPES):
             return self.membership.handle(peer, message)
+        if isinstance(message, ReplicateBatch):
+            return self.coordinator.on_batch(message)
         if isinstance(message, Ping):
             return Pong(message.seq, self.node_id)
         if isinstance(message, GetRequest):

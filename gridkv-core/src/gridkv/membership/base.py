@@ -42,6 +42,9 @@ class Membership(Protocol):
     def live_ids(self) -> list[str]:
         """Ids of the members alive or suspected, this node included."""
 
+    def address_of(self, node_id: str) -> str | None:
+        """Where a member is reached, ``None`` when it is not in the view."""
+
     @property
     def ready(self) -> bool:
         """Whether the node joined (or needs no seeds) and its view is stable."""

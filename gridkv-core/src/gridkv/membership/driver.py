@@ -138,6 +138,16 @@ class SwimMembership:
             return [self.node.node_id]
         return [m.node_id for m in self.swim.live_members()]
 
+    def address_of(self, node_id: str) -> str | None:
+        """Where a member is reached, ``None`` when it is not in the view."""
+        swim = self.swim
+        if swim is None:
+            return None
+        if node_id == swim.me.node_id:
+            return swim.me.address
+        member = swim.members.get(node_id)
+        return None if member is None else member.address
+
     @property
     def ready(self) -> bool:
         """Joined (or no seeds) and no membership change for two probe periods."""

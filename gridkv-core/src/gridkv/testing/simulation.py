@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
+from gridkv.client import AsyncGridKV
 from gridkv.membership.driver import SwimMembership
 from gridkv.node import Node
 from gridkv.options import Options
@@ -226,6 +227,10 @@ class Simulation:
     def heal(self) -> None:
         """Restore every link."""
         self.network.heal()
+
+    def client(self, node_id: str) -> AsyncGridKV:
+        """The public asyncio API of a simulated node."""
+        return AsyncGridKV.for_node(self.nodes[node_id])
 
     # -- views ---------------------------------------------------------------------------
 

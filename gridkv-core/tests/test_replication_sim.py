@@ -1,0 +1,167 @@
+"""Replication in simulated clusters: routing, batching, consistency levels, read repair."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+from gridkv.errors import QuorumNotReached
+from gridkv.testing import Simulation, run_virtual
+
+
+def simulate(scenario: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    return run_virtual(scenario())
+
+
+async def cluster(sim: Simulation, n: int) -> None:
+    await sim.start(n)
+    await sim.wait_until(sim.converged, timeout=10)
+
+
+def replicas_of(sim: Simulation, key: str) -> tuple[str, ...]:
+    node = sim.nodes["n0"]
+    table = node.ensure_table()
+    return table.owners(table.partition_of(key))
+
+
+def stored(sim: Simulation, node_id: str, key: str) -> bytes | None:
+    node = sim.nodes[node_id]
+    return node.storage.get(node.table.partition_of(key), key)
+
+
+def test_a_write_at_any_node_is_readable_at_every_node() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=21) as sim:
+            await cluster(sim, 5)
+            for i in range(50):
+                writer = sim.client(f"n{i % 5}")
+                await writer.set(f"key:{i}", f"value {i}".encode())
+            await sim.run_for(0.1)
+            for node_id in sim.nodes:
+                reader = sim.client(node_id)
+                for i in range(50):
+                    assert await reader.get(f"key:{i}") == f"value {i}".encode()
+            for i in range(50):
+                holders = [n for n in sim.nodes if stored(sim, n, f"key:{i}") is not None]
+                assert sorted(holders) == sorted(replicas_of(sim, f"key:{i}"))
+
+    simulate(scenario)
+
+
+def test_writes_replicate_in_batches() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=22, options={"batch_threshold": 50}) as sim:
+            await cluster(sim, 3)
+            kv = sim.client("n0")
+            for i in range(1000):
+                await kv.set(f"k{i}", b"v")
+            await sim.run_for(0.1)
+            coordinator = sim.nodes["n0"].coordinator
+            assert coordinator.entries_replicated == 2000  # 3 nodes, replica_count 3
+            assert coordinator.batches_sent <= 2000 / 50 + 4
+            assert all(stored(sim, n, "k999") == b"v" for n in sim.nodes)
+
+    simulate(scenario)
+
+
+def test_quorum_survives_one_replica_down_and_fails_with_two_down() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=23) as sim:
+            await cluster(sim, 5)
+            key = "quorum-key"
+            owners = replicas_of(sim, key)
+            coordinator = next(n for n in sim.nodes if n not in owners)
+            kv = sim.client(coordinator)
+            await sim.crash(owners[0])
+            await kv.set(key, b"v1", consistency="quorum")
+            assert await kv.get(key, consistency="quorum") == b"v1"
+            await sim.crash(owners[1])
+            with pytest.raises(QuorumNotReached, match="got 1 of 2"):
+                await kv.set(key, b"v2", consistency="quorum")
+            with pytest.raises(QuorumNotReached):
+                await kv.get(key, consistency="quorum")
+            assert await kv.get(key) in (b"v1", b"v2")
+
+    simulate(scenario)
+
+
+def test_all_needs_every_replica() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=24) as sim:
+            await cluster(sim, 4)
+            key = "all-key"
+            owners = replicas_of(sim, key)
+            kv = sim.client(owners[0])
+            await kv.set(key, b"v", consistency="all")
+            assert all(stored(sim, n, key) == b"v" for n in owners)
+            await sim.crash(owners[2])
+            with pytest.raises(QuorumNotReached, match="got 2 of 3"):
+                await kv.set(key, b"w", consistency="all")
+
+    simulate(scenario)
+
+
+def test_deletes_stay_deleted_everywhere() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=25) as sim:
+            await cluster(sim, 4)
+            await sim.client("n1").set("gone", b"v", consistency="all")
+            await sim.client("n2").delete("gone", consistency="all")
+            for node_id in sim.nodes:
+                assert await sim.client(node_id).get("gone") is None
+                assert await sim.client(node_id).get("gone", consistency="all") is None
+
+    simulate(scenario)
+
+
+def test_a_quorum_read_returns_the_freshest_version_and_repairs_the_stale_replica() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=26) as sim:
+            await cluster(sim, 3)
+            key = "repair-me"
+            kv = sim.client("n0")
+            await kv.set(key, b"old", consistency="all")
+            stale = "n2"
+            sim.partition([stale], ["n0", "n1"])
+            await kv.set(key, b"new", consistency="quorum")
+            assert stored(sim, stale, key) == b"old"
+            sim.heal()
+            assert await sim.client(stale).get(key, consistency="all") == b"new"
+            await sim.run_for(0.1)
+            assert stored(sim, stale, key) == b"new"
+            assert sim.nodes[stale].coordinator.repairs_sent >= 1
+
+    simulate(scenario)
+
+
+def test_a_non_owner_write_at_one_waits_for_a_replica() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=27) as sim:
+            await cluster(sim, 5)
+            key = "elsewhere"
+            owners = replicas_of(sim, key)
+            outsider = next(n for n in sim.nodes if n not in owners)
+            await sim.client(outsider).set(key, b"v")
+            assert stored(sim, outsider, key) is None
+            assert any(stored(sim, n, key) == b"v" for n in owners)
+            for owner in owners:
+                await sim.crash(owner)
+            with pytest.raises(QuorumNotReached, match="got 0 of 1"):
+                await sim.client(outsider).set(key, b"w")
+
+    simulate(scenario)
+
+
+def test_a_graceful_close_sends_what_is_queued() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=28, options={"batch_window": "10s"}) as sim:
+            await cluster(sim, 3)
+            kv = sim.client("n0")
+            for i in range(20):
+                await kv.set(f"q{i}", b"v")
+            assert stored(sim, "n1", "q0") is None
+            await sim.leave("n0")
+            assert all(stored(sim, n, f"q{i}") == b"v" for n in ("n1", "n2") for i in range(20))
+
+    simulate(scenario)
