@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from gridkv.errors import QuorumNotReached
+from gridkv.storage import Entry, merge
 from gridkv.testing import Simulation, run_virtual
 
 
@@ -163,5 +164,71 @@ def test_a_graceful_close_sends_what_is_queued() -> None:
             assert stored(sim, "n1", "q0") is None
             await sim.leave("n0")
             assert all(stored(sim, n, f"q{i}") == b"v" for n in ("n1", "n2") for i in range(20))
+
+    simulate(scenario)
+
+
+def test_a_partition_with_writes_on_both_sides_heals_to_identical_replicas() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=29) as sim:
+            await cluster(sim, 3)
+            left, right = ["n0", "n1"], ["n2"]
+            for i in range(30):
+                await sim.client("n0").set(f"k{i}", b"before", consistency="all")
+            sim.partition(left, right)
+            for i in range(30):
+                await sim.client("n0").set(f"k{i}", b"left")
+                if i % 2:
+                    await sim.client("n2").set(f"k{i}", b"right")
+                if i % 5 == 0:
+                    await sim.client("n2").delete(f"k{i}")
+            await sim.run_for(0.5)
+
+            def entry_at(node_id: str, key: str) -> Entry | None:
+                node = sim.nodes[node_id]
+                return node.storage.get_entry(node.table.partition_of(key), key)
+
+            expected = {
+                f"k{i}": merge(entry_at("n0", f"k{i}"), entry_at("n2", f"k{i}")) for i in range(30)
+            }
+            sim.heal()
+            interval = sim.nodes["n0"].options.anti_entropy_interval
+
+            def identical() -> bool:
+                parts = range(sim.nodes["n0"].options.partition_count)
+                return all(
+                    len({sim.nodes[n].storage.digest(p) for n in sim.nodes}) == 1 for p in parts
+                )
+
+            await sim.wait_until(identical, timeout=20 * interval)
+            for key, winner in expected.items():
+                assert winner is not None
+                for node_id in sim.nodes:
+                    got = entry_at(node_id, key)
+                    assert got is not None
+                    assert (got.version, got.writer, got.value) == (
+                        winner.version,
+                        winner.writer,
+                        winner.value,
+                    )
+
+    simulate(scenario)
+
+
+def test_anti_entropy_never_brings_a_delete_back() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=30) as sim:
+            await cluster(sim, 3)
+            await sim.client("n0").set("k", b"v", consistency="all")
+            sim.partition(["n2"], ["n0", "n1"])
+            await sim.client("n0").delete("k", consistency="quorum")
+            sim.heal()
+            await sim.run_for(5 * sim.nodes["n0"].options.anti_entropy_interval)
+            for node_id in sim.nodes:
+                assert await sim.client(node_id).get("k", consistency="all") is None
+                entry = sim.nodes[node_id].storage.get_entry(
+                    sim.nodes[node_id].table.partition_of("k"), "k"
+                )
+                assert entry is not None and entry.tombstone
 
     simulate(scenario)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Literal
 
+from gridkv.antientropy import AntiEntropy
 from gridkv.coordinator import Coordinator
 from gridkv.errors import (
     ConfigError,
@@ -45,9 +46,11 @@ from gridkv.transport.base import Transport
 from gridkv.wire import codec
 from gridkv.wire.messages import (
     MEMBERSHIP_TYPES,
+    DigestSync,
     ErrorReply,
     GetReply,
     GetRequest,
+    KeySync,
     Message,
     Ping,
     Pong,
@@ -123,6 +126,8 @@ class Node:
         )
         #: Routes reads and writes to the partition's replicas.
         self.coordinator = Coordinator(self)
+        #: Compares partitions with co-replicas and repairs differences.
+        self.anti_entropy = AntiEntropy(self)
         #: ``local_reads[p]`` is 1 when a default-level read of partition ``p`` may be served
         #: from local storage on the caller's thread: the node runs, holds ``p``, and the
         #: default consistency is "one". All zeros otherwise; the API's fast path reads it.
@@ -176,6 +181,7 @@ class Node:
         self.running = True
         self._update_local_reads()
         self._spawn(self._sweep_loop(), "expiry sweep")
+        self._spawn(self.anti_entropy.run(), "anti-entropy")
         self.plugins.node_started(self)
         log.info(
             "node started",
@@ -388,6 +394,11 @@ class Node:
             answer = self._dispatch(peer, message)
         except GridKVError as exc:
             answer = ErrorReply(type(exc).__name__, str(exc))
+        except Exception as exc:  # a bug here must not leave the peer waiting in silence
+            log.exception(
+                "failed to handle a message", extra={"peer": peer, "type": type(message).__name__}
+            )
+            answer = ErrorReply("InternalError", f"{type(exc).__name__}: {exc}")
         return None if answer is None else self.authenticator.wrap(codec.encode(answer, max_frame))
 
     def _dispatch(self, peer: str, message: Message) -> Message | None:
@@ -395,6 +406,10 @@ class Node:
             return self.membership.handle(peer, message)
         if isinstance(message, ReplicateBatch):
             return self.coordinator.on_batch(message)
+        if isinstance(message, DigestSync):
+            return self.anti_entropy.on_digests(message)
+        if isinstance(message, KeySync):
+            return self.anti_entropy.on_keys(message)
         if isinstance(message, Ping):
             return Pong(message.seq, self.node_id)
         if isinstance(message, GetRequest):

@@ -316,6 +316,10 @@ class Options(_Section):
     batch_threshold: int = _opt(100, "int", min=1)
     #: Longest a replication entry waits for its batch to fill.
     batch_window: float = _opt(0.005, "duration")
+    #: Period of anti-entropy rounds, in which co-replicas compare partition digests.
+    anti_entropy_interval: float = _opt(1.0, "duration", min=0.01)
+    #: Differing partitions synchronised with each peer per round at most (bounds bandwidth).
+    anti_entropy_partitions_per_round: int = _opt(64, "int", min=1)
     #: Consistency level of calls that do not name one: "one", "quorum" or "all".
     consistency: str = _opt("one", "str", choices=CONSISTENCY_LEVELS)
     #: Longest key, in UTF-8 bytes.

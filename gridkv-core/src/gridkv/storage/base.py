@@ -115,6 +115,9 @@ class Storage(Protocol):
     def drop_partition(self, partition: int) -> int:
         """Forget a partition this node no longer holds; return the entries dropped."""
 
+    def digest(self, partition: int) -> int:
+        """A summary of the partition's records; equal on two replicas with equal records."""
+
     def sweep(self, now_ms: int, budget: int) -> int:
         """Remove up to ``budget`` expired values and collectable tombstones; return how many."""
 

@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import lz4.block
+import xxhash
 
 from gridkv.errors import MemoryLimitExceeded
 from gridkv.hlc import version_wins
@@ -68,6 +69,13 @@ SLOT_BYTES = 48
 LRU_SLOT_BYTES = 104
 
 _sizeof = sys.getsizeof
+_xxh3 = xxhash.xxh3_64_intdigest
+
+
+def _fingerprint(key: str, version: int, writer: str) -> int:
+    return _xxh3(f"{key}\x00{version}\x00{writer}".encode())
+
+
 _EXPIRED = 1
 _EVICTED = 2
 
@@ -128,6 +136,9 @@ class MemoryStorage:
         self._writers: list[str] = []
         self._writer_ids: dict[str, int] = {}
         self._sweep_cursor = 0
+        # XOR of the fingerprints of each partition's records: equal digests mean (almost
+        # surely) equal contents, so anti-entropy compares one number per partition.
+        self._digests = [0] * partition_count
         if self._lru:
             self.get = self._get_lru  # type: ignore[method-assign]
 
@@ -218,6 +229,10 @@ class MemoryStorage:
             if entry.value is None or not entry.expired(now):
                 yield entry
 
+    def digest(self, partition: int) -> int:
+        """A 64-bit summary of a partition's records (key, version, writer), kept up to date."""
+        return self._digests[partition]
+
     def partition_size(self, partition: int) -> int:
         """Number of records (tombstones included) held for a partition."""
         return len(self._parts[partition])
@@ -284,6 +299,10 @@ class MemoryStorage:
             if delta > 0 and self._max:
                 self._reserve(delta, shard_no, key)
             part[key] = blob
+            fingerprint = _fingerprint(key, entry.version, entry.writer)
+            if old is not None:
+                fingerprint ^= _fingerprint(key, old_version, self._writers[old_writer])
+            self._digests[partition] ^= fingerprint
             if shard.lru is not None:
                 shard.lru[key] = partition
                 shard.lru.move_to_end(key)
@@ -336,6 +355,8 @@ class MemoryStorage:
 
     def _remove_locked(self, shard: _Shard, partition: int, key: str, why: int = 0) -> None:
         blob = self._parts[partition].pop(key)
+        _, version, writer = _HEADER.unpack_from(blob)
+        self._digests[partition] ^= _fingerprint(key, version, self._writers[writer])
         if shard.lru is not None:
             shard.lru.pop(key, None)
         flags = blob[0]

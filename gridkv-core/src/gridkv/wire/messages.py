@@ -32,6 +32,10 @@ __all__ = [
     "SwimGossip",
     "PushPull",
     "PushPullReply",
+    "DigestSync",
+    "DigestReply",
+    "KeySync",
+    "KeySyncReply",
     "MEMBERSHIP_TYPES",
     "MESSAGE_TYPES",
     "MAX_KEY_BYTES_ON_WIRE",
@@ -407,6 +411,109 @@ MEMBERSHIP_TYPES: tuple[type[Message], ...] = (
     PushPullReply,
 )
 
+
+def digest_pair(value: Any, name: str) -> tuple[int, int]:
+    """A ``[partition, digest]`` pair."""
+    if type(value) is not list or len(value) != 2:
+        raise _fail(name, "expected [partition, digest]", value)
+    return u32(value[0], f"{name}.partition"), u64(value[1], f"{name}.digest")
+
+
+def digest_pairs(value: Any, name: str) -> list[tuple[int, int]]:
+    """A list of ``[partition, digest]`` pairs."""
+    if type(value) is not list:
+        raise _fail(name, "expected a list of [partition, digest]", value)
+    return [digest_pair(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def partitions(value: Any, name: str) -> list[int]:
+    """A list of partition numbers."""
+    if type(value) is not list:
+        raise _fail(name, "expected a list of partitions", value)
+    return [u32(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def key_version(value: Any, name: str) -> tuple[str, int, str]:
+    """A ``[key, version, writer]`` triple."""
+    if type(value) is not list or len(value) != 3:
+        raise _fail(name, "expected [key, version, writer]", value)
+    return (
+        key(value[0], f"{name}.key"),
+        u64(value[1], f"{name}.version"),
+        node_id(value[2], f"{name}.writer"),
+    )
+
+
+def key_versions(value: Any, name: str) -> list[tuple[str, int, str]]:
+    """A list of ``[key, version, writer]`` triples."""
+    if type(value) is not list:
+        raise _fail(name, "expected a list of [key, version, writer]", value)
+    return [key_version(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def keys(value: Any, name: str) -> list[str]:
+    """A list of keys."""
+    if type(value) is not list:
+        raise _fail(name, "expected a list of keys", value)
+    return [key(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+@dataclass(frozen=True, slots=True)
+class DigestSync(Message):
+    """Anti-entropy, step one: the sender's digest of each partition it shares with the receiver."""
+
+    TYPE: ClassVar[int] = 30
+    FIELDS: ClassVar[_Fields] = (("sender", node_id), ("digests", digest_pairs))
+    sender: str
+    digests: list[tuple[int, int]]
+
+    def to_fields(self) -> list[Any]:
+        """The field values in wire order."""
+        return [self.sender, [list(pair) for pair in self.digests]]
+
+
+@dataclass(frozen=True, slots=True)
+class DigestReply(Message):
+    """The partitions whose digests differ."""
+
+    TYPE: ClassVar[int] = 31
+    FIELDS: ClassVar[_Fields] = (("differ", partitions),)
+    differ: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySync(Message):
+    """Anti-entropy, step two: the sender's (key, version, writer) list of one partition."""
+
+    TYPE: ClassVar[int] = 32
+    FIELDS: ClassVar[_Fields] = (
+        ("sender", node_id),
+        ("partition", u32),
+        ("versions", key_versions),
+    )
+    sender: str
+    partition: int
+    versions: list[tuple[str, int, str]]
+
+    def to_fields(self) -> list[Any]:
+        """The field values in wire order."""
+        return [self.sender, self.partition, [list(v) for v in self.versions]]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySyncReply(Message):
+    """The entries the asker lacks or holds older, and the keys the answerer wants."""
+
+    TYPE: ClassVar[int] = 33
+    FIELDS: ClassVar[_Fields] = (("entries", entry_list), ("wanted", keys))
+    entries: list[tuple[int, Entry]]
+    wanted: list[str]
+
+    def to_fields(self) -> list[Any]:
+        """The field values in wire order."""
+        return [[pack_entry(p, e) for p, e in self.entries], self.wanted]
+
+
 _ALL: tuple[type[Message], ...] = (
     Ping,
     Pong,
@@ -415,6 +522,10 @@ _ALL: tuple[type[Message], ...] = (
     GetReply,
     ReplicateBatch,
     BatchAck,
+    DigestSync,
+    DigestReply,
+    KeySync,
+    KeySyncReply,
     *MEMBERSHIP_TYPES,
 )
 MESSAGE_TYPES: dict[int, type[Message]] = {cls.TYPE: cls for cls in _ALL}
