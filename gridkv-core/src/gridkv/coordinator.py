@@ -158,6 +158,18 @@ class Coordinator:
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=timeout)
 
+    async def abort(self) -> None:
+        """Drop what is queued and cancel the sends in flight (the node crashed)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._batches.clear()
+        tasks = list(self._inflight)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def write(self, partition: int, entry: Entry, level: str) -> None:
         """Write ``entry`` to the partition's replicas at ``level``.
 

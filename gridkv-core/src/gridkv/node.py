@@ -210,6 +210,7 @@ class Node:
                 await self.coordinator.drain(timeout)
             with contextlib.suppress(Exception):
                 await self.membership.leave(min(timeout, 4 * self.options.gossip_interval))
+        await self.coordinator.abort()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -233,8 +234,12 @@ class Node:
         self.running = False
         self._update_local_reads()
         await self.membership.stop()
-        for task in list(self._tasks):
+        await self.coordinator.abort()
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         await self.transport.close()
         self.storage.close()
         self.state = "closed"
