@@ -9,12 +9,27 @@ from gridkv.log import configure_logging
 from gridkv.options import LogOptions
 
 
-def test_demo_runs_and_prints_the_stats_table(capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_a_cluster_and_prints_the_stats_table(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
-    assert "greeting = b'hello, grid'" in out
+    assert "starting a 3-node cluster" in out
+    assert "set    greeting on demo-0; demo-2 reads b'hello, grid'" in out
     assert "session:42 -> None" in out
-    assert "cluster.ready" in out and "storage.keys" in out
+    assert "delete greeting -> None" in out
+    assert all(f"demo-{i} reads b'hello again'" in out for i in range(3))
+    assert "delete on demo-1; demo-2 reads None" in out
+    assert "cluster.healthy_nodes      3" in out
+    assert "storage.keys" in out
+
+
+def test_demo_runs_a_single_node_from_a_config(capsys: pytest.CaptureFixture[str]) -> None:
+    config = '{"local_node_id": "solo", "local_address": "solo:1", "network": {"type": "memory"}}'
+    assert main(["demo", "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert "starting node 'solo'" in out
+    assert "set    greeting; solo reads b'hello, grid'" in out
 
 
 def test_demo_reports_a_bad_config_as_an_error(capsys: pytest.CaptureFixture[str]) -> None:
