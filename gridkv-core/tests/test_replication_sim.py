@@ -232,3 +232,40 @@ def test_anti_entropy_never_brings_a_delete_back() -> None:
                 assert entry is not None and entry.tombstone
 
     simulate(scenario)
+
+
+def test_a_non_owner_caches_hot_reads_and_its_own_writes_invalidate_them() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=31, options={"hot_read_cache_ttl": "1s"}) as sim:
+            await cluster(sim, 5)
+            key = "hot"
+            owners = replicas_of(sim, key)
+            outsider = next(n for n in sim.nodes if n not in owners)
+            kv = sim.client(outsider)
+            await sim.client(owners[0]).set(key, b"v1", consistency="all")
+            assert await kv.get(key) == b"v1"
+            sent = sim.nodes[outsider].transport.stats().requests_sent
+            for _ in range(100):
+                assert await kv.get(key) == b"v1"
+            assert sim.nodes[outsider].transport.stats().requests_sent == sent
+            assert sim.nodes[outsider].coordinator.hot.hits >= 100
+            await kv.set(key, b"mine")  # a write through this node invalidates
+            assert await kv.get(key) == b"mine"
+            await sim.client(owners[0]).set(key, b"theirs", consistency="all")
+            assert await kv.get(key) == b"mine"  # still cached
+            await sim.run_for(1.1)
+            assert await kv.get(key) == b"theirs"  # aged out
+
+    simulate(scenario)
+
+
+def test_the_hot_cache_is_bounded() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=32, options={"hot_cache_size": 10}) as sim:
+            await cluster(sim, 5)
+            outsider = sim.client("n4")
+            for i in range(200):
+                await outsider.get(f"miss:{i}")
+            assert len(sim.nodes["n4"].coordinator.hot) <= 10
+
+    simulate(scenario)

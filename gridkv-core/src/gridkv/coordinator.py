@@ -34,6 +34,7 @@ from gridkv.errors import (
     ProtocolError,
     QuorumNotReached,
 )
+from gridkv.hotcache import MISS, HotCache
 from gridkv.log import LOGGER_NAME
 from gridkv.storage.base import Entry, merge
 from gridkv.wire.messages import BatchAck, GetReply, GetRequest, ReplicateBatch
@@ -89,11 +90,17 @@ class Coordinator:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._repairs = _TokenBucket(opts.read_repair_rate_limit_per_sec)
+        #: Recent answers for keys this node does not hold (reads at ``one``).
+        self.hot = HotCache(opts.hot_cache_size, opts.hot_read_cache_ttl, self._now)
         #: Counters: batches sent, entries replicated, read repairs sent, failed sends.
         self.batches_sent = 0
         self.entries_replicated = 0
         self.repairs_sent = 0
         self.send_failures = 0
+
+    def _now(self) -> float:
+        loop = self.node.loop
+        return loop.time() if loop is not None else time.monotonic()
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -179,6 +186,7 @@ class Coordinator:
         node = self.node
         replicas = node.ensure_table().owners(partition)
         needed = required_acks(level, node.options.replica_count)
+        self.hot.invalidate(entry.key)
         acks = 0
         if node.node_id in replicas:
             node.storage.apply(partition, entry)
@@ -266,7 +274,12 @@ class Coordinator:
                 return answers[node.node_id]
         others = [r for r in replicas if r != node.node_id]
         if needed <= 1:
-            return await self._read_first(partition, key, others)
+            cached = self.hot.get(key)
+            if cached is not MISS:
+                return cached  # type: ignore[return-value]
+            found = await self._read_first(partition, key, others)
+            self.hot.put(key, found)
+            return found
         errors: dict[str, str] = {}
         asks: dict[asyncio.Task[Entry | None], str] = {
             asyncio.ensure_future(self._ask(r, partition, key)): r for r in others
