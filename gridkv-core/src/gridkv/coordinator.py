@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from gridkv.errors import (
     ClockDriftExceeded,
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["Coordinator", "required_acks"]
 
 log = logging.getLogger(LOGGER_NAME)
+_T = TypeVar("_T")
 
 
 def required_acks(level: str, replica_count: int) -> int:
@@ -196,35 +197,22 @@ class Coordinator:
             for replica in others:
                 self._enqueue_one(replica, partition, entry)
             return
-        errors: dict[str, str] = {}
-        sends: dict[asyncio.Task[int], str] = {
+        sends: dict[asyncio.Future[int], str] = {
             asyncio.ensure_future(self._replicate_to(r, [(partition, entry)])): r for r in others
         }
-        pending = set(sends)
-        deadline = asyncio.get_running_loop().time() + node.options.replication_timeout
-        while pending and acks < needed:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                break
-            done, pending = await asyncio.wait(
-                pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in done:
-                exc = task.exception()
-                if exc is None:
-                    acks += 1
-                else:
-                    errors[sends[task]] = f"{type(exc).__name__}: {exc}"
+        results, errors, pending = await _until_enough(
+            sends, needed - acks, node.options.replication_timeout
+        )
+        acks += len(results)
         for task in pending:  # the other replicas still get the write
             self._inflight.add(task)  # type: ignore[arg-type]
             task.add_done_callback(self._inflight.discard)
             task.add_done_callback(_consume)
         if acks < needed:
-            why = "; ".join(f"{r}: {e}" for r, e in errors.items()) or "no answer in time"
             raise QuorumNotReached(
                 f"write of key {entry.key!r:.60} at {level!r} got {acks} of {needed} "
                 f"acknowledgements within replication_timeout={node.options.replication_timeout:g}s"
-                f" ({why})"
+                f" ({_reasons(errors)})"
             )
 
     def _enqueue_one(self, replica: str, partition: int, entry: Entry) -> None:
@@ -280,32 +268,19 @@ class Coordinator:
             found = await self._read_first(partition, key, others)
             self.hot.put(key, found)
             return found
-        errors: dict[str, str] = {}
-        asks: dict[asyncio.Task[Entry | None], str] = {
+        asks: dict[asyncio.Future[Entry | None], str] = {
             asyncio.ensure_future(self._ask(r, partition, key)): r for r in others
         }
-        pending = set(asks)
-        deadline = asyncio.get_running_loop().time() + node.options.read_timeout
-        while pending and len(answers) < needed:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                break
-            done, pending = await asyncio.wait(
-                pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in done:
-                exc = task.exception()
-                if exc is None:
-                    answers[asks[task]] = task.result()
-                else:
-                    errors[asks[task]] = f"{type(exc).__name__}: {exc}"
+        results, errors, pending = await _until_enough(
+            asks, needed - len(answers), node.options.read_timeout
+        )
+        answers.update(results)
         for task in pending:
             task.cancel()
         if len(answers) < needed:
-            why = "; ".join(f"{r}: {e}" for r, e in errors.items()) or "no answer in time"
             raise QuorumNotReached(
                 f"read of key {key!r:.60} at {level!r} got {len(answers)} of {needed} answers "
-                f"within read_timeout={node.options.read_timeout:g}s ({why})"
+                f"within read_timeout={node.options.read_timeout:g}s ({_reasons(errors)})"
             )
         winner: Entry | None = None
         for entry in answers.values():
@@ -362,6 +337,38 @@ class Coordinator:
                 node.storage.apply(partition, winner)
             else:
                 self._enqueue_one(replica, partition, winner)
+
+
+async def _until_enough(
+    tasks: dict[asyncio.Future[_T], str], enough: int, timeout: float
+) -> tuple[dict[str, _T], dict[str, str], set[asyncio.Future[_T]]]:
+    """Wait until ``enough`` of ``tasks`` (future -> replica) succeed, all end, or time runs out.
+
+    Returns the results and the errors by replica, and the tasks still running.
+    """
+    results: dict[str, _T] = {}
+    errors: dict[str, str] = {}
+    pending = set(tasks)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while pending and len(results) < enough:
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        done, pending = await asyncio.wait(
+            pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done:
+            exc = task.exception()
+            if exc is None:
+                results[tasks[task]] = task.result()
+            else:
+                errors[tasks[task]] = f"{type(exc).__name__}: {exc}"
+    return results, errors, pending
+
+
+def _reasons(errors: dict[str, str]) -> str:
+    return "; ".join(f"{r}: {e}" for r, e in errors.items()) or "no answer in time"
 
 
 def _consume(task: asyncio.Future[int]) -> None:
