@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gridkv.errors import (
     ClockDriftExceeded,
@@ -34,7 +34,7 @@ from gridkv.errors import (
     ProtocolError,
     QuorumNotReached,
 )
-from gridkv.hotcache import MISS, HotCache
+from gridkv.hotcache import HotCache
 from gridkv.log import LOGGER_NAME
 from gridkv.storage.base import Entry, merge
 from gridkv.wire.messages import BatchAck, GetReply, GetRequest, ReplicateBatch
@@ -89,7 +89,7 @@ class Coordinator:
         self._window = opts.batch_window
         self._batches: dict[str, list[tuple[int, Entry]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()
         self._repairs = _TokenBucket(opts.read_repair_rate_limit_per_sec)
         #: Recent answers for keys this node does not hold (reads at ``one``).
         self.hot = HotCache(opts.hot_cache_size, opts.hot_read_cache_ttl, self._now)
@@ -205,7 +205,7 @@ class Coordinator:
         )
         acks += len(results)
         for task in pending:  # the other replicas still get the write
-            self._inflight.add(task)  # type: ignore[arg-type]
+            self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
             task.add_done_callback(_consume)
         if acks < needed:
@@ -262,9 +262,9 @@ class Coordinator:
                 return answers[node.node_id]
         others = [r for r in replicas if r != node.node_id]
         if needed <= 1:
-            cached = self.hot.get(key)
-            if cached is not MISS:
-                return cached  # type: ignore[return-value]
+            cached, entry = self.hot.lookup(key)
+            if cached:
+                return entry
             found = await self._read_first(partition, key, others)
             self.hot.put(key, found)
             return found

@@ -18,8 +18,6 @@ from gridkv.storage.base import Entry
 
 __all__ = ["HotCache"]
 
-_MISS = object()
-
 
 class HotCache:
     """A bounded, time-limited cache of ``key -> entry or None``.
@@ -38,20 +36,20 @@ class HotCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: str) -> Entry | object | None:
-        """The cached entry (``None`` for a cached "not found"), or ``MISS``."""
+    def lookup(self, key: str) -> tuple[bool, Entry | None]:
+        """Whether ``key`` is cached, and its entry (``None`` for a cached "not found")."""
         item = self._data.get(key)
         if item is None:
             self.misses += 1
-            return _MISS
+            return False, None
         entry, expires = item
         if expires <= self._clock():
             del self._data[key]
             self.misses += 1
-            return _MISS
+            return False, None
         self._data.move_to_end(key)
         self.hits += 1
-        return entry
+        return True, entry
 
     def put(self, key: str, entry: Entry | None) -> None:
         """Remember an answer from a replica."""
@@ -72,6 +70,3 @@ class HotCache:
 
     def __len__(self) -> int:
         return len(self._data)
-
-
-MISS = _MISS
