@@ -3,12 +3,13 @@
 Every ``anti_entropy_interval`` a node takes each peer it shares partitions with (only peers
 with a greater id, so each pair is compared once a round) and sends the digest of every shared
 partition (:class:`~gridkv.wire.messages.DigestSync`): one 64-bit number each, kept up to date
-by the storage on every write. The peer answers with the partitions whose digests differ. For
-at most ``anti_entropy_partitions_per_round`` of those, the node drills down: it sends the
-partition's ``(key, version, writer)`` list (:class:`~gridkv.wire.messages.KeySync`); the peer
-answers with the entries the node lacks or holds older, and the keys it wants in return, which
-the node sends as a replication batch. Both sides merge by last-writer-wins, so tombstones win
-over older values and nothing deleted comes back.
+by the storage on every write. The peer answers with the partitions whose digests differ, and
+the node drills into those: it sends a partition's ``(key, version, writer)`` list
+(:class:`~gridkv.wire.messages.KeySync`); the peer answers with the entries the node lacks or
+holds older, and the keys it wants in return, which the node sends as a replication batch. Up
+to ``DRILL_CONCURRENCY`` partitions are drilled at once, and a round stops drilling with a peer
+once ``anti_entropy_keys_per_round`` keys have been compared or exchanged with it. Both sides
+merge by last-writer-wins, so tombstones win over older values and nothing deleted comes back.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["AntiEntropy"]
 
 log = logging.getLogger(LOGGER_NAME)
+#: Partitions drilled into at once with one peer.
+DRILL_CONCURRENCY = 8
 
 
 class AntiEntropy:
@@ -85,16 +88,22 @@ class AntiEntropy:
         if not isinstance(reply, DigestReply):
             return
         self.partitions_differing += len(reply.differ)
-        limit = node.options.anti_entropy_partitions_per_round
-        for partition in reply.differ[:limit]:
-            await self._drill(address, partition)
+        budget = [node.options.anti_entropy_keys_per_round]
+        queue = list(reversed(reply.differ))
 
-    async def _drill(self, address: str, partition: int) -> None:
+        async def worker() -> None:
+            while queue and budget[0] > 0:
+                budget[0] -= await self._drill(address, queue.pop())
+
+        await asyncio.gather(*(worker() for _ in range(min(DRILL_CONCURRENCY, len(queue)))))
+
+    async def _drill(self, address: str, partition: int) -> int:
+        """Synchronise one partition with the peer at ``address``; return the keys handled."""
         node = self.node
         versions = [(e.key, e.version, e.writer) for e in node.storage.entries(partition)]
         reply = await node.request(address, KeySync(node.node_id, partition, versions))
         if not isinstance(reply, KeySyncReply):
-            return
+            return len(versions)
         for part, entry in reply.entries:
             if part != partition:
                 continue
@@ -107,6 +116,7 @@ class AntiEntropy:
             if send:
                 self.entries_sent += len(send)
                 await node.request(address, ReplicateBatch(node.node_id, send))
+        return len(versions) + len(reply.entries)
 
     # -- answers ---------------------------------------------------------------------------
 

@@ -238,8 +238,10 @@ class MembershipOptions(_Section):
     gossip_fanout: int = _opt(2, "int", min=0, max=16)
     #: Member records carried by one message at most.
     max_piggyback: int = _opt(16, "int", min=1, max=1024)
-    #: Period of full state syncs with one random member (and one failed member).
+    #: Period of full state syncs with one random live member.
     push_pull_interval: float = _opt(10.0, "duration", min=0.01)
+    #: Period of full state syncs with one random member held dead (heals partitions).
+    reconnect_interval: float = _opt(1.0, "duration", min=0.01)
     #: Highest local health score; timeouts stretch up to awareness_max + 1 times.
     awareness_max: int = _opt(8, "int", min=0, max=64)
     #: How long a dead or departed member's record is kept to refuse stale gossip.
@@ -318,8 +320,9 @@ class Options(_Section):
     batch_window: float = _opt(0.005, "duration")
     #: Period of anti-entropy rounds, in which co-replicas compare partition digests.
     anti_entropy_interval: float = _opt(1.0, "duration", min=0.01)
-    #: Differing partitions synchronised with each peer per round at most (bounds bandwidth).
-    anti_entropy_partitions_per_round: int = _opt(64, "int", min=1)
+    #: Keys compared or exchanged with each peer per anti-entropy round at most (bounds the
+    #: bandwidth a round can take).
+    anti_entropy_keys_per_round: int = _opt(200_000, "int", min=1)
     #: Consistency level of calls that do not name one: "one", "quorum" or "all".
     consistency: str = _opt("one", "str", choices=CONSISTENCY_LEVELS)
     #: Longest key, in UTF-8 bytes.

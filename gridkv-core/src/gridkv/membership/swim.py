@@ -105,7 +105,8 @@ class SwimConfig:
     :ivar retransmit_mult: each update is sent ``retransmit_mult * ceil(log10(n + 1))`` times.
     :ivar gossip_fanout: random members each update batch is pushed to per period.
     :ivar max_piggyback: records carried by one message at most.
-    :ivar push_pull_interval: seconds between full state syncs.
+    :ivar push_pull_interval: seconds between full state syncs with a live member.
+    :ivar reconnect_interval: seconds between syncs with a member held dead.
     :ivar awareness_max: highest local health score.
     :ivar dead_retention: seconds a dead member's record is kept (it refuses stale gossip).
     """
@@ -120,6 +121,7 @@ class SwimConfig:
     gossip_fanout: int = 2
     max_piggyback: int = 16
     push_pull_interval: float = 10.0
+    reconnect_interval: float = 1.0
     awareness_max: int = 8
     dead_retention: float = 3600.0
 
@@ -138,6 +140,7 @@ class SwimConfig:
             gossip_fanout=m.gossip_fanout,
             max_piggyback=m.max_piggyback,
             push_pull_interval=m.push_pull_interval,
+            reconnect_interval=m.reconnect_interval,
             awareness_max=m.awareness_max,
             dead_retention=m.dead_retention,
         )
@@ -230,6 +233,7 @@ class Swim:
         self._next_probe = now
         self._next_gossip = now + config.probe_interval
         self._next_sync = now + config.push_pull_interval * (0.5 + rng.random())
+        self._next_reconnect = now + config.reconnect_interval * (0.5 + rng.random())
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, _Suspicion] = {}
         # Pending updates, one per member (the newest), bucketed by how often each was sent:
@@ -306,6 +310,8 @@ class Swim:
     def next_deadline(self) -> float:
         """The earliest time :meth:`tick` has work to do."""
         times = [self._next_sync]
+        if self._others_live < len(self.members):
+            times.append(self._next_reconnect)
         if self._times:
             times.append(self._next_gossip)
         probe = self._probe
@@ -350,7 +356,10 @@ class Swim:
             self._next_gossip = now + self.config.probe_interval
         if now >= self._next_sync:
             self._next_sync = now + self.config.push_pull_interval
-            self._sync(out)
+            self._sync(out, live=True)
+        if now >= self._next_reconnect:
+            self._next_reconnect = now + self.config.reconnect_interval
+            self._sync(out, live=False)
         self._forget_old_dead(now)
         self._take_urgent(out)
         self._due = self.next_deadline()
@@ -791,13 +800,13 @@ class Swim:
                 break
             out.append(Send(m.address, SwimGossip(self.node_id, self.me.address, updates)))
 
-    def _sync(self, out: list[Output]) -> None:
-        live = [m for m in self.members.values() if m.state in (ALIVE, SUSPECT)]
-        failed = [m for m in self.members.values() if m.state == DEAD]
-        message = PushPull(self.node_id, self.me.address, False, self.local_state())
-        if live:
-            out.append(Sync(self.rng.choice(live).address, message))
-        if failed:
-            # Try one failed member as well: after a partition heals, this is how the two
-            # sides learn that the other is alive.
-            out.append(Sync(self.rng.choice(failed).address, message))
+    def _sync(self, out: list[Output], *, live: bool) -> None:
+        """A full state sync with a random live member, or with a random member held dead.
+
+        The second is how the two sides of a healed partition find each other again.
+        """
+        states = (ALIVE, SUSPECT) if live else (DEAD,)
+        candidates = [m for m in self.members.values() if m.state in states]
+        if candidates:
+            message = PushPull(self.node_id, self.me.address, False, self.local_state())
+            out.append(Sync(self.rng.choice(candidates).address, message))
