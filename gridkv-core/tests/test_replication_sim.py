@@ -269,3 +269,60 @@ def test_the_hot_cache_is_bounded() -> None:
             assert len(sim.nodes["n4"].coordinator.hot) <= 10
 
     simulate(scenario)
+
+
+def test_a_joining_node_receives_its_partitions_with_no_read_misses_meanwhile() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=33) as sim:
+            await cluster(sim, 3)
+            keys = [f"key:{i:06d}" for i in range(20_000)]
+            writer = sim.client("n0")
+            for key in keys:
+                await writer.set(key, b"v")
+            await sim.run_for(0.5)
+            sample = keys[::97]
+            joiner = await sim.add("n3", seeds=[sim.address_of("n0")])
+            misses = 0
+            start = sim.now()
+            while sim.now() - start < 5:
+                for node_id in sim.nodes:
+                    if not sim.nodes[node_id].membership.joined:
+                        continue  # a node still joining refuses reads (NotReady)
+                    kv = sim.client(node_id)
+                    for key in sample:
+                        if await kv.get(key) is None:
+                            misses += 1
+                await sim.run_for(0.05)
+            assert misses == 0
+            table = joiner.ensure_table()
+            mine = [k for k in keys if "n3" in table.owners(table.partition_of(k))]
+            assert mine
+            assert all(stored(sim, "n3", k) == b"v" for k in mine)
+            # with 4 nodes and replica_count 3, some former replicas gave partitions away
+            dropped = sum(sim.nodes[n].handoff.partitions_dropped for n in ("n0", "n1", "n2"))
+            assert dropped > 0
+            for node_id in ("n0", "n1", "n2"):
+                node = sim.nodes[node_id]
+                for p in range(node.options.partition_count):
+                    if node_id not in table.owners(p):
+                        assert list(node.storage.entries(p)) == []
+
+    simulate(scenario)
+
+
+def test_a_gracefully_closed_node_loses_nothing_written_at_one() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=34) as sim:
+            await cluster(sim, 4)
+            kv = sim.client("n1")
+            for i in range(2000):
+                await kv.set(f"k{i}", f"v{i}".encode())
+            await sim.leave("n1")
+            await sim.wait_until(lambda: sim.all_see("n1", "left"), timeout=5)
+            await sim.run_for(1)
+            for node_id in ("n0", "n2", "n3"):
+                reader = sim.client(node_id)
+                for i in range(0, 2000, 7):
+                    assert await reader.get(f"k{i}", consistency="quorum") == f"v{i}".encode()
+
+    simulate(scenario)

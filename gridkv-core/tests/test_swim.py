@@ -167,7 +167,15 @@ def test_a_relay_that_gets_no_ack_sends_a_nack() -> None:
 def test_a_ping_for_another_node_id_is_not_answered() -> None:
     b = machine("b")
     out, _ = b.handle(0.0, SwimPing(1, "a", "a:1", "old-b", []))
-    assert out == []
+    assert sends(out, SwimAck) == []
+
+
+def test_a_message_from_an_unknown_member_starts_a_state_sync_with_it() -> None:
+    b = machine("b")
+    out, _ = b.handle(0.0, SwimPing(1, "a", "a:1", "b", []))
+    assert [o.address for o in out if isinstance(o, Sync)] == ["a:1"]
+    out, _ = b.handle(0.01, SwimPing(2, "a", "a:1", "b", []))
+    assert [o for o in out if isinstance(o, Sync)] == []  # rate-limited
 
 
 def test_a_suspected_member_refutes_with_a_higher_incarnation() -> None:

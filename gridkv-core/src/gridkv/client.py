@@ -205,17 +205,18 @@ class _ClientBase:
         the level is ``one``.
         """
         node = self._node
-        node.check_open()
+        node.check_joined()
         partition = self._partition(key)
         level = self._check_level(consistency, partition, key)
-        return partition, level, level == "one" and node.holds(partition)
+        local = level == "one" and node.holds(partition) and not node.handoff.receiving
+        return partition, level, local
 
     def _plan_write(
         self, key: str, value: object, ttl: TTL, consistency: str | None, *, delete: bool = False
     ) -> tuple[int, str, bool, Entry]:
         """Check a write (or a delete); return ``(partition, level, local, entry)``."""
         node = self._node
-        node.check_open()
+        node.check_joined()
         partition = self._partition(key)
         data = None if delete else self._value(key, value)
         expires = 0 if delete else self._expires_at(key, ttl)

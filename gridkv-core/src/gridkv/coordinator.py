@@ -23,6 +23,7 @@ replicas that answered with an older one (read repair, at most
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -224,6 +225,24 @@ class Coordinator:
         elif replica not in self._timers and self.node.loop is not None:
             self._timers[replica] = self.node.loop.call_later(self._window, self._flush, replica)
 
+    async def on_get(self, message: GetRequest) -> GetReply:
+        """A peer's read of one key: this node's entry.
+
+        While the partition is still moving here, a key that has not arrived yet is looked
+        up on the former replicas.
+        """
+        node = self.node
+        partition = message.partition
+        if partition >= node.options.partition_count:
+            raise ProtocolError(f"partition {partition} out of range")
+        node.ensure_table()  # marks the partitions moving here, if the view just changed
+        entry = node.storage.get_entry(partition, message.key)
+        former = [r for r in node.handoff.waiting_on(partition) if r != node.node_id]
+        if entry is None and former:
+            with contextlib.suppress(GridKVError):
+                entry = await self._read_first(partition, message.key, former)
+        return GetReply(None if entry is None else (partition, entry))
+
     def on_batch(self, message: ReplicateBatch) -> BatchAck:
         """Merge a batch from a peer by last-writer-wins; answer how many entries won."""
         node = self.node
@@ -257,9 +276,14 @@ class Coordinator:
         needed = required_acks(level, node.options.replica_count)
         answers: dict[str, Entry | None] = {}
         if node.node_id in replicas:
-            answers[node.node_id] = node.storage.get_entry(partition, key)
+            answers[node.node_id] = local = node.storage.get_entry(partition, key)
             if needed <= 1:
-                return answers[node.node_id]
+                former = [r for r in node.handoff.waiting_on(partition) if r != node.node_id]
+                if local is None and former:
+                    # The partition is moving here: the key may not have arrived yet.
+                    with contextlib.suppress(GridKVError):
+                        return await self._read_first(partition, key, former)
+                return local
         others = [r for r in replicas if r != node.node_id]
         if needed <= 1:
             cached, entry = self.hot.lookup(key)

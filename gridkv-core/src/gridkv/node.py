@@ -34,6 +34,7 @@ from gridkv.errors import (
     ProtocolError,
     ShuttingDown,
 )
+from gridkv.handoff import Handoff
 from gridkv.hlc import HLC
 from gridkv.log import LOGGER_NAME, configure_logging
 from gridkv.membership.base import Membership
@@ -48,8 +49,8 @@ from gridkv.wire.messages import (
     MEMBERSHIP_TYPES,
     DigestSync,
     ErrorReply,
-    GetReply,
     GetRequest,
+    HandoffDone,
     KeySync,
     Message,
     Ping,
@@ -128,6 +129,8 @@ class Node:
         self.coordinator = Coordinator(self)
         #: Compares partitions with co-replicas and repairs differences.
         self.anti_entropy = AntiEntropy(self)
+        #: Moves partitions to their new replicas when the view changes.
+        self.handoff = Handoff(self)
         #: ``local_reads[p]`` is 1 when a default-level read of partition ``p`` may be served
         #: from local storage on the caller's thread: the node runs, holds ``p``, and the
         #: default consistency is "one". All zeros otherwise; the API's fast path reads it.
@@ -179,6 +182,7 @@ class Node:
             raise
         self.state = "running"
         self.running = True
+        self.handoff.start()
         self._update_local_reads()
         self._spawn(self._sweep_loop(), "expiry sweep")
         self._spawn(self.anti_entropy.run(), "anti-entropy")
@@ -210,6 +214,7 @@ class Node:
                 await self.coordinator.drain(timeout)
             with contextlib.suppress(Exception):
                 await self.membership.leave(min(timeout, 4 * self.options.gossip_interval))
+        await self.handoff.stop()
         await self.coordinator.abort()
         tasks = list(self._tasks)
         for task in tasks:
@@ -234,6 +239,7 @@ class Node:
         self.running = False
         self._update_local_reads()
         await self.membership.stop()
+        await self.handoff.stop()
         await self.coordinator.abort()
         tasks = list(self._tasks)
         for task in tasks:
@@ -246,8 +252,16 @@ class Node:
 
     def _update_local_reads(self) -> None:
         with self._table_lock:
-            if self.running and not self._table_stale and self.options.consistency == "one":
-                self.local_reads = bytearray(self.owned)
+            if (
+                self.running
+                and not self._table_stale
+                and self.options.consistency == "one"
+                and self.membership.joined
+            ):
+                reads = bytearray(self.owned)
+                for partition in self.handoff.receiving:
+                    reads[partition] = 0  # a miss here may not be a miss: ask the old owners
+                self.local_reads = reads
             else:
                 self.local_reads = bytearray(self.options.partition_count)
 
@@ -259,6 +273,7 @@ class Node:
         with self._table_lock:
             self._table_stale = True
             self.local_reads = bytearray(self.options.partition_count)
+        self.handoff.view_changed()
         self.plugins.member_changed(self, member, old, new)
 
     def ensure_table(self) -> PartitionTable:
@@ -273,6 +288,7 @@ class Node:
                 table = PartitionTable.build(
                     live, opts.partition_count, opts.replica_count, opts.virtual_nodes
                 )
+                self.handoff.table_changed(self.table, table)
                 self.table = table
                 self.owned = table.owned_mask(self.node_id)
         self._update_local_reads()
@@ -313,6 +329,22 @@ class Node:
             f"node {self.node_id!r} is not started; use 'async with AsyncGridKV(...)' or "
             "'await kv.start()'"
         )
+
+    def check_joined(self) -> None:
+        """Raise unless the node runs and has joined the cluster (or needs no seeds).
+
+        A node still joining holds none of the data it will own; answering from it would
+        report existing keys as missing, and writes to it could be lost.
+
+        :raises ShuttingDown: the node is closed.
+        :raises NotReady: not started, or still joining.
+        """
+        self.check_open()
+        if not self.membership.joined:
+            raise NotReady(
+                f"node {self.node_id!r} is still joining the cluster through its seeds; "
+                "call wait_ready() first"
+            )
 
     @property
     def ready(self) -> bool:
@@ -395,8 +427,12 @@ class Node:
         except ProtocolError as exc:
             log.warning("dropped a malformed frame", extra={"peer": peer, "error": str(exc)})
             return codec.encode(ErrorReply("ProtocolError", str(exc)))
+        answer: Message | None
         try:
-            answer = self._dispatch(peer, message)
+            if isinstance(message, GetRequest):
+                answer = await self.coordinator.on_get(message)
+            else:
+                answer = self._dispatch(peer, message)
         except GridKVError as exc:
             answer = ErrorReply(type(exc).__name__, str(exc))
         except Exception as exc:  # a bug here must not leave the peer waiting in silence
@@ -404,7 +440,10 @@ class Node:
                 "failed to handle a message", extra={"peer": peer, "type": type(message).__name__}
             )
             answer = ErrorReply("InternalError", f"{type(exc).__name__}: {exc}")
-        return None if answer is None else self.authenticator.wrap(codec.encode(answer, max_frame))
+        if answer is None:
+            return None
+        framed: bytes = self.authenticator.wrap(codec.encode(answer, max_frame))
+        return framed
 
     def _dispatch(self, peer: str, message: Message) -> Message | None:
         if isinstance(message, MEMBERSHIP_TYPES):
@@ -415,13 +454,10 @@ class Node:
             return self.anti_entropy.on_digests(message)
         if isinstance(message, KeySync):
             return self.anti_entropy.on_keys(message)
+        if isinstance(message, HandoffDone):
+            return self.handoff.on_done(message)
         if isinstance(message, Ping):
             return Pong(message.seq, self.node_id)
-        if isinstance(message, GetRequest):
-            if message.partition >= self.options.partition_count:
-                raise ProtocolError(f"partition {message.partition} out of range")
-            entry = self.storage.get_entry(message.partition, message.key)
-            return GetReply(None if entry is None else (message.partition, entry))
         return ErrorReply(
             "ProtocolError", f"{type(message).__name__} is not handled by this node version"
         )

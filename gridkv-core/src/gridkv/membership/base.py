@@ -46,6 +46,10 @@ class Membership(Protocol):
         """Where a member is reached, ``None`` when it is not in the view."""
 
     @property
+    def joined(self) -> bool:
+        """Whether a seed answered the join (always true for a node without seeds)."""
+
+    @property
     def ready(self) -> bool:
         """Whether the node joined (or needs no seeds) and its view is stable."""
 

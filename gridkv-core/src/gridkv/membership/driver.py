@@ -149,6 +149,11 @@ class SwimMembership:
         return None if member is None else member.address
 
     @property
+    def joined(self) -> bool:
+        """Whether a seed answered the join (always true for a node without seeds)."""
+        return self._joined.is_set()
+
+    @property
     def ready(self) -> bool:
         """Joined (or no seeds) and no membership change for two probe periods."""
         return self._ready.is_set()

@@ -408,11 +408,18 @@ class Swim:
             self._due = self.next_deadline()
 
     def _correct_sender(self, now: float, sender: str, out: list[Output]) -> None:
-        """A member we suspect or hold dead just talked to us: tell it, so that it refutes.
+        """A member we suspect, hold dead or do not know just talked to us: fix our view.
 
-        Its answer (a refutation, or its newer incarnation) corrects this view within a
-        round trip, whether or not gossip would have reached us.
+        A suspected or dead sender is told, so that it refutes; an unknown one (its arrival
+        was gossiped past us) gets a full state sync. Either way this view is corrected
+        within a round trip, whether or not gossip would have reached us.
         """
+        if sender not in self.members and sender != self.node_id:
+            addr = self._sender_addr
+            if addr is not None and self._may_tell(now, sender):
+                message = PushPull(self.node_id, self.me.address, False, self.local_state())
+                out.append(Sync(addr, message))
+            return
         m = self.members.get(sender)
         if m is None or m.state not in (SUSPECT, DEAD) or not self._may_tell(now, sender):
             return

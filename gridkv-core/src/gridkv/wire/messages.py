@@ -36,6 +36,7 @@ __all__ = [
     "DigestReply",
     "KeySync",
     "KeySyncReply",
+    "HandoffDone",
     "MEMBERSHIP_TYPES",
     "MESSAGE_TYPES",
     "MAX_KEY_BYTES_ON_WIRE",
@@ -514,6 +515,16 @@ class KeySyncReply(Message):
         return [[pack_entry(p, e) for p, e in self.entries], self.wanted]
 
 
+@dataclass(frozen=True, slots=True)
+class HandoffDone(Message):
+    """Handoff: the sender has sent everything it holds of these partitions."""
+
+    TYPE: ClassVar[int] = 34
+    FIELDS: ClassVar[_Fields] = (("sender", node_id), ("partitions", partitions))
+    sender: str
+    partitions: list[int]
+
+
 _ALL: tuple[type[Message], ...] = (
     Ping,
     Pong,
@@ -526,6 +537,7 @@ _ALL: tuple[type[Message], ...] = (
     DigestReply,
     KeySync,
     KeySyncReply,
+    HandoffDone,
     *MEMBERSHIP_TYPES,
 )
 MESSAGE_TYPES: dict[int, type[Message]] = {cls.TYPE: cls for cls in _ALL}
