@@ -275,12 +275,12 @@ def test_a_joining_node_receives_its_partitions_with_no_read_misses_meanwhile() 
     async def scenario() -> None:
         async with Simulation(seed=33) as sim:
             await cluster(sim, 3)
-            keys = [f"key:{i:06d}" for i in range(20_000)]
+            keys = [f"key:{i:06d}" for i in range(100_000)]
             writer = sim.client("n0")
             for key in keys:
                 await writer.set(key, b"v")
             await sim.run_for(0.5)
-            sample = keys[::97]
+            sample = keys[::499]
             joiner = await sim.add("n3", seeds=[sim.address_of("n0")])
             misses = 0
             start = sim.now()
@@ -324,5 +324,24 @@ def test_a_gracefully_closed_node_loses_nothing_written_at_one() -> None:
                 reader = sim.client(node_id)
                 for i in range(0, 2000, 7):
                     assert await reader.get(f"k{i}", consistency="quorum") == f"v{i}".encode()
+
+    simulate(scenario)
+
+
+def test_no_acknowledged_quorum_write_is_lost_while_fewer_than_replica_count_fail() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=35, options={"replica_count": 3}) as sim:
+            await cluster(sim, 3)
+            kv = sim.client("n0")
+            await sim.crash("n2")
+            acked = []
+            for i in range(300):
+                key = f"w{i}"
+                await kv.set(key, b"v", consistency="quorum")
+                acked.append(key)
+            await sim.crash("n1")  # two of three replicas have failed now
+            survivor = sim.client("n0")
+            for key in acked:
+                assert await survivor.get(key) == b"v"
 
     simulate(scenario)
