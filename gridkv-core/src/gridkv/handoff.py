@@ -152,43 +152,48 @@ class Handoff:
             if displaced or (not leavers_alive and first_kept == me):
                 gives.append((partition, newcomers, displaced))
         node._update_local_reads()
-        for partition, newcomers, displaced in gives:
-            given = await self._give(partition, newcomers)
+        by_peer: dict[str, list[int]] = {}
+        for partition, newcomers, _ in gives:
+            for replica in newcomers:
+                by_peer.setdefault(replica, []).append(partition)
+        failed: set[int] = set()
+        for replica, parts in by_peer.items():
+            if not await self._give(replica, parts):
+                failed.update(parts)
+        for partition, _, displaced in gives:
             # Dropped only once every new replica acknowledged, and if still not ours.
-            if given and displaced and me not in node.ensure_table().owners(partition):
+            if (
+                displaced
+                and partition not in failed
+                and me not in node.ensure_table().owners(partition)
+            ):
                 node.storage.drop_partition(partition)
                 self.partitions_dropped += 1
+        self.partitions_given += len({p for p, _, _ in gives} - failed)
 
-    async def _give(self, partition: int, newcomers: list[str]) -> bool:
+    async def _give(self, replica: str, parts: list[int]) -> bool:
+        """Send ``replica`` everything held of ``parts``, then say so; return whether it acked."""
         node = self.node
-        entries = list(node.storage.entries(partition))
-        ok = True
-        for replica in newcomers:
-            address = node.membership.address_of(replica)
-            if address is None:
-                ok = False
-                continue
-            try:
-                for start in range(0, len(entries), CHUNK):
-                    chunk: list[tuple[int, Entry]] = [
-                        (partition, e) for e in entries[start : start + CHUNK]
-                    ]
-                    reply = await node.request(address, ReplicateBatch(node.node_id, chunk))
-                    if not isinstance(reply, BatchAck):
-                        raise GridKVError(f"{replica!r} answered {type(reply).__name__}")
-                    self.entries_sent += len(chunk)
-                await node.request(address, HandoffDone(node.node_id, [partition]))
-            except GridKVError as exc:
-                ok = False
-                if not node.running:
-                    return False
+        address = node.membership.address_of(replica)
+        if address is None:
+            return False
+        entries = [(p, e) for p in parts for e in node.storage.entries(p)]
+        try:
+            for start in range(0, len(entries), CHUNK):
+                chunk: list[tuple[int, Entry]] = entries[start : start + CHUNK]
+                reply = await node.request(address, ReplicateBatch(node.node_id, chunk))
+                if not isinstance(reply, BatchAck):
+                    raise GridKVError(f"{replica!r} answered {type(reply).__name__}")
+                self.entries_sent += len(chunk)
+            await node.request(address, HandoffDone(node.node_id, parts))
+        except GridKVError as exc:
+            if node.running:
                 log.warning(
                     "handoff failed; anti-entropy will repair",
-                    extra={"peer": replica, "partition": partition, "error": str(exc)},
+                    extra={"peer": replica, "partitions": len(parts), "error": str(exc)},
                 )
-        if ok:
-            self.partitions_given += 1
-        return ok
+            return False
+        return True
 
     def on_done(self, message: HandoffDone) -> BatchAck:
         """A giver finished sending partitions here: stop asking former replicas for them."""
