@@ -345,3 +345,23 @@ def test_no_acknowledged_quorum_write_is_lost_while_fewer_than_replica_count_fai
                 assert await survivor.get(key) == b"v"
 
     simulate(scenario)
+
+
+def test_a_graceful_close_hands_off_even_with_a_single_replica() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=36, options={"replica_count": 1}) as sim:
+            await cluster(sim, 3)
+            kv = sim.client("n1")
+            keys = [f"solo{i}" for i in range(3000)]
+            for key in keys:
+                await kv.set(key, b"v")
+            held_by_n1 = [k for k in keys if replicas_of(sim, k) == ("n1",)]
+            assert held_by_n1
+            await sim.leave("n1")
+            await sim.wait_until(lambda: sim.all_see("n1", "left"), timeout=5)
+            for node_id in ("n0", "n2"):
+                reader = sim.client(node_id)
+                for key in held_by_n1[::13]:
+                    assert await reader.get(key) == b"v"
+
+    simulate(scenario)

@@ -110,6 +110,33 @@ class Handoff:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    async def leave(self) -> None:
+        """Before a graceful leave: give every partition held here to its next replicas.
+
+        The table without this node says who takes over; they get everything this node holds
+        of the partitions they gain, so nothing is lost even with ``replica_count = 1``.
+        """
+        node = self.node
+        me = node.node_id
+        others = [n for n in node.membership.live_ids() if n != me]
+        if not others:
+            return
+        opts = node.options
+        current = node.ensure_table()
+        after = PartitionTable.build(
+            others, opts.partition_count, opts.replica_count, opts.virtual_nodes
+        )
+        by_peer: dict[str, list[int]] = {}
+        for partition, (before, later) in enumerate(
+            zip(current.replicas, after.replicas, strict=True)
+        ):
+            if me in before:
+                for replica in later:
+                    if replica not in before:
+                        by_peer.setdefault(replica, []).append(partition)
+        for replica, parts in by_peer.items():
+            await self._give(replica, parts)
+
     def waiting_on(self, partition: int) -> tuple[str, ...]:
         """Former replicas to ask when a read of ``partition`` misses here (may be empty)."""
         item = self.receiving.get(partition)

@@ -213,6 +213,8 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.coordinator.drain(timeout)
             with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.handoff.leave(), timeout)
+            with contextlib.suppress(Exception):
                 await self.membership.leave(min(timeout, 4 * self.options.gossip_interval))
         await self.handoff.stop()
         await self.coordinator.abort()
