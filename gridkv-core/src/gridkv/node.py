@@ -216,17 +216,7 @@ class Node:
                 await asyncio.wait_for(self.handoff.leave(), timeout)
             with contextlib.suppress(Exception):
                 await self.membership.leave(min(timeout, 4 * self.options.gossip_interval))
-        await self.handoff.stop()
-        await self.coordinator.abort()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.transport.close(), timeout)
-        self.storage.close()
-        self.state = "closed"
+        await self._stop(timeout)
         if was_started:
             log.info("node closed", extra={"node_id": self.node_id})
 
@@ -241,14 +231,19 @@ class Node:
         self.running = False
         self._update_local_reads()
         await self.membership.stop()
+        await self._stop(timeout=30.0)
+
+    async def _stop(self, timeout: float) -> None:
+        """The end of both :meth:`close` and :meth:`kill`: stop all work, then the transport."""
         await self.handoff.stop()
         await self.coordinator.abort()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        await self.transport.close()
+            await asyncio.wait(tasks, timeout=timeout)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.transport.close(), timeout)
         self.storage.close()
         self.state = "closed"
 
