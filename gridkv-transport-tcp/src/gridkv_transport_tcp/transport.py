@@ -1,0 +1,377 @@
+"""A TCP transport on asyncio's Protocol API.
+
+Frames on the wire are ``length:u32 | kind:u8 | request id:u64 | body``; the length is checked
+against ``network.max_frame_bytes`` before anything is buffered for the body
+(:class:`gridkv.wire.FrameDecoder`). Kinds are a request, its response (same id) and a one-way
+message. Many requests are in flight on one connection at once; a peer has a small pool of
+connections (``network.max_conns``), the least busy one is used, and idle ones beyond
+``network.max_idle`` are closed. Dial, read and write time-outs come from ``network.timeout``,
+``network.read_timeout`` and ``network.write_timeout``. When the kernel buffer fills, writers
+wait for it to drain (back-pressure) instead of buffering without bound. TCP_NODELAY is set.
+Errors become GridKV errors: :class:`~gridkv.errors.PeerUnavailable`,
+:class:`~gridkv.errors.PeerTimeout`, :class:`~gridkv.errors.ProtocolError`,
+:class:`~gridkv.errors.ShuttingDown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import struct
+from typing import Any
+
+from gridkv.errors import PeerTimeout, PeerUnavailable, ProtocolError, ShuttingDown
+from gridkv.transport.base import Handler, TransportStats
+from gridkv.wire.framing import FrameDecoder
+
+__all__ = ["TcpTransport", "split_address"]
+
+_HEAD = struct.Struct(">IBQ")  # length (of kind + id + body), kind, request id
+_INNER = _HEAD.size - 4
+_REQUEST, _RESPONSE, _ONE_WAY = 0, 1, 2
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``"host:port"`` (or ``"[v6]:port"``) to ``(host, port)``.
+
+    :raises PeerUnavailable: the address has no valid port.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise PeerUnavailable(f"address {address!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection, in either direction."""
+
+    def __init__(self, owner: TcpTransport, peer: str) -> None:
+        self.owner = owner
+        self.peer = peer
+        self.transport: asyncio.Transport | None = None
+        self.decoder = FrameDecoder(owner.max_frame_bytes + _INNER)
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self.closed = asyncio.get_running_loop().create_future()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.peer == "inbound":
+            peername = transport.get_extra_info("peername")
+            if peername:
+                self.peer = f"{peername[0]}:{peername[1]}"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.owner._connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+        except ProtocolError:
+            self.owner._errors += 1
+            self.abort()
+            return
+        for frame in frames:
+            self._frame(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._connections.discard(self)
+        self.owner._forget(self)
+        error = PeerUnavailable(f"connection to {self.peer!r} lost")
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self.pending.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- frames ------------------------------------------------------------------------
+
+    def _frame(self, frame: bytes) -> None:
+        if len(frame) < _INNER:
+            self.owner._errors += 1
+            self.abort()
+            return
+        kind, request_id = struct.unpack_from(">BQ", frame)
+        body = frame[_INNER:]
+        self.owner._bytes_received += len(body)
+        if kind == _RESPONSE:
+            future = self.pending.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_result(body)
+        elif kind in (_REQUEST, _ONE_WAY):
+            self.owner._spawn(self._serve(kind, request_id, body))
+        else:
+            self.owner._errors += 1
+            self.abort()
+
+    async def _serve(self, kind: int, request_id: int, body: bytes) -> None:
+        owner = self.owner
+        if kind == _REQUEST:
+            owner._requests_received += 1
+        else:
+            owner._messages_received += 1
+        handler = owner._handler
+        if handler is None:
+            return
+        try:
+            answer = await handler(self.peer, body)
+        except Exception:
+            owner._errors += 1
+            return
+        if kind == _REQUEST and answer is not None:
+            with contextlib.suppress(PeerUnavailable, PeerTimeout, ShuttingDown):
+                await self.write(_RESPONSE, request_id, answer)
+
+    async def write(self, kind: int, request_id: int, body: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise PeerUnavailable(f"connection to {self.peer!r} is closed")
+        if not self._writable.is_set():
+            try:
+                await asyncio.wait_for(self._writable.wait(), self.owner.write_timeout)
+            except TimeoutError:
+                raise PeerTimeout(
+                    f"{self.peer!r} did not take data for {self.owner.write_timeout:g}s "
+                    "(network.write_timeout)"
+                ) from None
+            if transport.is_closing():
+                raise PeerUnavailable(f"connection to {self.peer!r} is closed")
+        transport.write(_HEAD.pack(len(body) + _INNER, kind, request_id) + body)
+        self.owner._bytes_sent += len(body)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class TcpTransport:
+    """The ``tcp`` transport.
+
+    :param address: the address peers reach this node at (``host:port``).
+    :param bind: the address to listen on; ``address`` when ``None``.
+    :param max_conns: connections per peer at most.
+    :param max_idle: idle connections kept per peer.
+    :param dial_timeout: seconds to open a connection.
+    :param read_timeout: default seconds to wait for an answer.
+    :param write_timeout: seconds a blocked write may wait.
+    :param max_frame_bytes: largest frame body sent or accepted.
+    """
+
+    name = "tcp"
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        bind: str | None = None,
+        max_conns: int = 16,
+        max_idle: int = 4,
+        dial_timeout: float = 3.0,
+        read_timeout: float = 2.0,
+        write_timeout: float = 2.0,
+        max_frame_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self._address = address
+        self._bind = bind or address
+        self.max_conns = max_conns
+        self.max_idle = max_idle
+        self.dial_timeout = dial_timeout
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.max_frame_bytes = max_frame_bytes
+        self._handler: Handler | None = None
+        self._server: asyncio.Server | None = None
+        self._pools: dict[str, list[_Connection]] = {}
+        self._dialing: dict[str, asyncio.Future[_Connection]] = {}
+        self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._requests_sent = 0
+        self._requests_received = 0
+        self._messages_sent = 0
+        self._messages_received = 0
+        self._bytes_sent = 0
+        self._bytes_received = 0
+        self._errors = 0
+
+    @property
+    def local_address(self) -> str:
+        """The address peers reach this node at."""
+        return self._address
+
+    async def start(self, handler: Handler) -> None:
+        """Listen on the bind address; inbound frames go to ``handler``.
+
+        :raises PeerUnavailable: the address cannot be listened on.
+        """
+        if self._closed:
+            raise ShuttingDown(f"tcp transport {self._address!r} is closed")
+        self._handler = handler
+        host, port = split_address(self._bind)
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: _Connection(self, "inbound"), host, port, reuse_address=True
+            )
+        except OSError as exc:
+            raise PeerUnavailable(f"cannot listen on {self._bind!r}: {exc.strerror}") from None
+        if port == 0 and self._server.sockets:
+            actual = self._server.sockets[0].getsockname()[1]
+            self._address = f"{split_address(self._address)[0]}:{actual}"
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _forget(self, conn: _Connection) -> None:
+        pool = self._pools.get(conn.peer)
+        if pool is not None and conn in pool:
+            pool.remove(conn)
+
+    async def _connection(self, address: str) -> _Connection:
+        if self._closed:
+            raise ShuttingDown(f"tcp transport {self._address!r} is closed")
+        pool = self._pools.setdefault(address, [])
+        live = [c for c in pool if c.transport is not None and not c.transport.is_closing()]
+        if live:
+            best = min(live, key=lambda c: len(c.pending))
+            if not best.pending or len(live) >= self.max_conns:
+                return best
+        dialing = self._dialing.get(address)
+        if dialing is not None:
+            return await asyncio.shield(dialing)
+        future: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
+        self._dialing[address] = future
+        try:
+            conn = await self._dial(address)
+            pool.append(conn)
+            future.set_result(conn)
+            return conn
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters get it through shield
+            raise
+        finally:
+            del self._dialing[address]
+
+    async def _dial(self, address: str) -> _Connection:
+        host, port = split_address(address)
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Connection(self, address), host, port),
+                self.dial_timeout,
+            )
+        except TimeoutError:
+            self._errors += 1
+            raise PeerTimeout(
+                f"could not connect to {address!r} within {self.dial_timeout:g}s (network.timeout)"
+            ) from None
+        except OSError as exc:
+            self._errors += 1
+            raise PeerUnavailable(f"cannot connect to {address!r}: {exc.strerror}") from None
+        return conn
+
+    def _check(self, address: str, payload: bytes) -> None:
+        if self._closed:
+            raise ShuttingDown(f"tcp transport {self._address!r} is closed")
+        if len(payload) > self.max_frame_bytes:
+            self._errors += 1
+            raise ProtocolError(
+                f"frame of {len(payload)} bytes to {address!r} exceeds the limit of "
+                f"{self.max_frame_bytes} (network.max_frame_bytes)"
+            )
+
+    async def request(self, address: str, payload: bytes, timeout: float | None = None) -> bytes:
+        """Send ``payload`` to ``address`` and return the answer."""
+        self._check(address, payload)
+        conn = await self._connection(address)
+        request_id = next(self._ids)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        conn.pending[request_id] = future
+        self._requests_sent += 1
+        wait = self.read_timeout if timeout is None else timeout
+        try:
+            await conn.write(_REQUEST, request_id, payload)
+            return await asyncio.wait_for(future, wait)
+        except TimeoutError:
+            self._errors += 1
+            raise PeerTimeout(f"{address!r} did not answer within {wait:g}s") from None
+        finally:
+            conn.pending.pop(request_id, None)
+            self._trim(address)
+
+    async def send(self, address: str, payload: bytes) -> None:
+        """Send ``payload`` one way."""
+        self._check(address, payload)
+        conn = await self._connection(address)
+        self._messages_sent += 1
+        await conn.write(_ONE_WAY, 0, payload)
+
+    def _trim(self, address: str) -> None:
+        pool = self._pools.get(address, [])
+        idle = [c for c in pool if not c.pending]
+        for conn in idle[self.max_idle :]:
+            pool.remove(conn)
+            if conn.transport is not None:
+                conn.transport.close()
+
+    async def close(self) -> None:
+        """Stop listening, close every connection and fail waiting requests; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        error = ShuttingDown(f"tcp transport {self._address!r} closed during the request")
+        conns = list(self._connections)
+        for conn in conns:
+            for future in conn.pending.values():
+                if not future.done():
+                    future.set_exception(error)
+            conn.pending.clear()
+            if conn.transport is not None:
+                conn.transport.close()
+        if conns:
+            await asyncio.wait([c.closed for c in conns], timeout=2)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    def stats(self) -> TransportStats:
+        """Current counters."""
+        return TransportStats(
+            type=self.name,
+            local_address=self._address,
+            bind_address=self._bind,
+            requests_sent=self._requests_sent,
+            requests_received=self._requests_received,
+            messages_sent=self._messages_sent,
+            messages_received=self._messages_received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            errors=self._errors,
+            connections=len(self._connections),
+        )

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+pytest.importorskip("gridkv_transport_tcp")
+
+from gridkv.testing.conformance import TransportConformance, TransportMaker
+from gridkv.transport import Transport
+from gridkv_transport_tcp.transport import TcpTransport, split_address
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TestTcpTransport(TransportConformance):
+    @pytest.fixture
+    def factory(self) -> TransportMaker:
+        ports: dict[str, int] = {}
+
+        async def make(name: str) -> Transport:
+            port = ports.setdefault(name, free_port())
+            return TcpTransport(f"127.0.0.1:{port}", read_timeout=5)
+
+        return make
+
+
+def test_addresses_are_split_into_host_and_port() -> None:
+    assert split_address("127.0.0.1:7946") == ("127.0.0.1", 7946)
+    assert split_address("[::1]:80") == ("::1", 80)
+
+
+@pytest.mark.parametrize("bad", ["nohost", "host:", "host:port", "h:70000"])
+def test_bad_addresses_are_refused(bad: str) -> None:
+    from gridkv.errors import PeerUnavailable
+
+    with pytest.raises(PeerUnavailable, match="is not host:port"):
+        split_address(bad)
+
+
+async def test_malformed_frames_close_the_connection_and_are_counted() -> None:
+    import asyncio
+
+    async def echo(peer: str, payload: bytes) -> bytes:
+        return payload
+
+    server = TcpTransport(f"127.0.0.1:{free_port()}", max_frame_bytes=1024)
+    await server.start(echo)
+    host, port = split_address(server.local_address)
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write((10**9).to_bytes(4, "big") + b"junk")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        writer.close()
+        assert server.stats().errors == 1
+    finally:
+        await server.close()
