@@ -23,7 +23,12 @@ import struct
 from typing import Any
 
 from gridkv.errors import PeerTimeout, PeerUnavailable, ProtocolError, ShuttingDown
-from gridkv.transport.base import Handler, TransportStats
+from gridkv.transport.base import (
+    Handler,
+    TransportCounters,
+    TransportStats,
+    check_outbound,
+)
 from gridkv.wire.framing import FrameDecoder
 
 __all__ = ["TcpTransport", "split_address"]
@@ -76,7 +81,7 @@ class _Connection(asyncio.Protocol):
         try:
             frames = self.decoder.feed(data)
         except ProtocolError:
-            self.owner._errors += 1
+            self.owner.counters.errors += 1
             self.abort()
             return
         for frame in frames:
@@ -104,12 +109,12 @@ class _Connection(asyncio.Protocol):
 
     def _frame(self, frame: bytes) -> None:
         if len(frame) < _INNER:
-            self.owner._errors += 1
+            self.owner.counters.errors += 1
             self.abort()
             return
         kind, request_id = struct.unpack_from(">BQ", frame)
         body = frame[_INNER:]
-        self.owner._bytes_received += len(body)
+        self.owner.counters.bytes_received += len(body)
         if kind == _RESPONSE:
             future = self.pending.pop(request_id, None)
             if future is not None and not future.done():
@@ -117,22 +122,22 @@ class _Connection(asyncio.Protocol):
         elif kind in (_REQUEST, _ONE_WAY):
             self.owner._spawn(self._serve(kind, request_id, body))
         else:
-            self.owner._errors += 1
+            self.owner.counters.errors += 1
             self.abort()
 
     async def _serve(self, kind: int, request_id: int, body: bytes) -> None:
         owner = self.owner
         if kind == _REQUEST:
-            owner._requests_received += 1
+            owner.counters.requests_received += 1
         else:
-            owner._messages_received += 1
+            owner.counters.messages_received += 1
         handler = owner._handler
         if handler is None:
             return
         try:
             answer = await handler(self.peer, body)
         except Exception:
-            owner._errors += 1
+            owner.counters.errors += 1
             return
         if kind == _REQUEST and answer is not None:
             with contextlib.suppress(PeerUnavailable, PeerTimeout, ShuttingDown):
@@ -153,7 +158,7 @@ class _Connection(asyncio.Protocol):
             if transport.is_closing():
                 raise PeerUnavailable(f"connection to {self.peer!r} is closed")
         transport.write(_HEAD.pack(len(body) + _INNER, kind, request_id) + body)
-        self.owner._bytes_sent += len(body)
+        self.owner.counters.bytes_sent += len(body)
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -203,13 +208,7 @@ class TcpTransport:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count(1)
         self._closed = False
-        self._requests_sent = 0
-        self._requests_received = 0
-        self._messages_sent = 0
-        self._messages_received = 0
-        self._bytes_sent = 0
-        self._bytes_received = 0
-        self._errors = 0
+        self.counters = TransportCounters()
 
     @property
     def local_address(self) -> str:
@@ -281,24 +280,25 @@ class TcpTransport:
                 self.dial_timeout,
             )
         except TimeoutError:
-            self._errors += 1
+            self.counters.errors += 1
             raise PeerTimeout(
                 f"could not connect to {address!r} within {self.dial_timeout:g}s (network.timeout)"
             ) from None
         except OSError as exc:
-            self._errors += 1
+            self.counters.errors += 1
             raise PeerUnavailable(f"cannot connect to {address!r}: {exc.strerror}") from None
         return conn
 
     def _check(self, address: str, payload: bytes) -> None:
-        if self._closed:
-            raise ShuttingDown(f"tcp transport {self._address!r} is closed")
-        if len(payload) > self.max_frame_bytes:
-            self._errors += 1
-            raise ProtocolError(
-                f"frame of {len(payload)} bytes to {address!r} exceeds the limit of "
-                f"{self.max_frame_bytes} (network.max_frame_bytes)"
-            )
+        check_outbound(
+            self.name,
+            self._address,
+            self._closed,
+            address,
+            len(payload),
+            self.max_frame_bytes,
+            self.counters,
+        )
 
     async def request(self, address: str, payload: bytes, timeout: float | None = None) -> bytes:
         """Send ``payload`` to ``address`` and return the answer."""
@@ -307,13 +307,13 @@ class TcpTransport:
         request_id = next(self._ids)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         conn.pending[request_id] = future
-        self._requests_sent += 1
+        self.counters.requests_sent += 1
         wait = self.read_timeout if timeout is None else timeout
         try:
             await conn.write(_REQUEST, request_id, payload)
             return await asyncio.wait_for(future, wait)
         except TimeoutError:
-            self._errors += 1
+            self.counters.errors += 1
             raise PeerTimeout(f"{address!r} did not answer within {wait:g}s") from None
         finally:
             conn.pending.pop(request_id, None)
@@ -323,7 +323,7 @@ class TcpTransport:
         """Send ``payload`` one way."""
         self._check(address, payload)
         conn = await self._connection(address)
-        self._messages_sent += 1
+        self.counters.messages_sent += 1
         await conn.write(_ONE_WAY, 0, payload)
 
     def _trim(self, address: str) -> None:
@@ -362,16 +362,6 @@ class TcpTransport:
 
     def stats(self) -> TransportStats:
         """Current counters."""
-        return TransportStats(
-            type=self.name,
-            local_address=self._address,
-            bind_address=self._bind,
-            requests_sent=self._requests_sent,
-            requests_received=self._requests_received,
-            messages_sent=self._messages_sent,
-            messages_received=self._messages_received,
-            bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
-            errors=self._errors,
-            connections=len(self._connections),
+        return self.counters.snapshot(
+            self.name, self._address, self._bind, connections=len(self._connections)
         )

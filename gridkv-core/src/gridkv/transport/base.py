@@ -24,10 +24,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from gridkv.errors import ProtocolError, ShuttingDown
+
 if TYPE_CHECKING:
     from gridkv.options import Options
 
-__all__ = ["Handler", "Transport", "TransportFactory", "TransportStats"]
+__all__ = [
+    "Handler",
+    "Transport",
+    "TransportFactory",
+    "TransportStats",
+    "TransportCounters",
+    "check_outbound",
+]
 
 #: ``handler(peer_address, frame)`` gets each inbound frame; for a request its return value is
 #: the answer (``None`` answers with nothing, and the requester times out).
@@ -62,6 +71,71 @@ class TransportStats:
     bytes_received: int = 0
     errors: int = 0
     connections: int = 0
+
+
+class TransportCounters:
+    """The counters every transport keeps; :meth:`snapshot` turns them into stats."""
+
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "errors",
+        "messages_received",
+        "messages_sent",
+        "requests_received",
+        "requests_sent",
+    )
+
+    def __init__(self) -> None:
+        self.requests_sent = 0
+        self.requests_received = 0
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.errors = 0
+
+    def snapshot(
+        self, kind: str, local_address: str, bind_address: str, connections: int = 0
+    ) -> TransportStats:
+        """The counters as :class:`TransportStats`."""
+        return TransportStats(
+            type=kind,
+            local_address=local_address,
+            bind_address=bind_address,
+            requests_sent=self.requests_sent,
+            requests_received=self.requests_received,
+            messages_sent=self.messages_sent,
+            messages_received=self.messages_received,
+            bytes_sent=self.bytes_sent,
+            bytes_received=self.bytes_received,
+            errors=self.errors,
+            connections=connections,
+        )
+
+
+def check_outbound(
+    kind: str,
+    local_address: str,
+    closed: bool,
+    address: str,
+    size: int,
+    limit: int,
+    counters: TransportCounters,
+) -> None:
+    """The checks every transport makes before sending a frame of ``size`` bytes.
+
+    :raises ShuttingDown: the transport is closed.
+    :raises ProtocolError: the frame is larger than ``limit`` (network.max_frame_bytes).
+    """
+    if closed:
+        raise ShuttingDown(f"{kind} transport {local_address!r} is closed")
+    if size > limit:
+        counters.errors += 1
+        raise ProtocolError(
+            f"frame of {size} bytes to {address!r} exceeds the limit of {limit} "
+            "(network.max_frame_bytes)"
+        )
 
 
 @runtime_checkable

@@ -21,8 +21,13 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from gridkv.errors import PeerTimeout, PeerUnavailable, ProtocolError, ShuttingDown
-from gridkv.transport.base import Handler, TransportStats
+from gridkv.errors import PeerTimeout, PeerUnavailable, ShuttingDown
+from gridkv.transport.base import (
+    Handler,
+    TransportCounters,
+    TransportStats,
+    check_outbound,
+)
 
 if TYPE_CHECKING:
     from gridkv.options import Options
@@ -160,14 +165,8 @@ class MemoryTransport:
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: set[asyncio.Future[bytes]] = set()
-        self._requests_sent = 0
-        self._requests_received = 0
-        self._messages_sent = 0
-        self._messages_received = 0
-        self._bytes_sent = 0
-        self._bytes_received = 0
-        self._errors = 0
         self._stalled_until = 0.0
+        self.counters = TransportCounters()
 
     @classmethod
     def from_options(cls, options: Options) -> MemoryTransport:
@@ -192,17 +191,12 @@ class MemoryTransport:
         self.network._attach(self)
 
     def _check_out(self, address: str, payload: bytes) -> MemoryTransport:
-        if self._closed:
-            raise ShuttingDown(f"memory transport {self._address!r} is closed")
-        if len(payload) > self._max:
-            self._errors += 1
-            raise ProtocolError(
-                f"frame of {len(payload)} bytes to {address!r} exceeds the limit of {self._max} "
-                "(network.max_frame_bytes)"
-            )
+        check_outbound(
+            self.name, self._address, self._closed, address, len(payload), self._max, self.counters
+        )
         peer = self.network._lookup(address)
         if peer is None or peer._closed or peer._loop is None:
-            self._errors += 1
+            self.counters.errors += 1
             raise PeerUnavailable(f"no node is listening at {address!r} on the memory network")
         return peer
 
@@ -212,8 +206,8 @@ class MemoryTransport:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
         self._pending.add(future)
-        self._requests_sent += 1
-        self._bytes_sent += len(payload)
+        self.counters.requests_sent += 1
+        self.counters.bytes_sent += len(payload)
         fate = self.network._fate(self._address, address)
         if fate is not None:
             peer._deliver(self, payload, fate, future, loop)
@@ -221,7 +215,7 @@ class MemoryTransport:
         try:
             return await asyncio.wait_for(future, wait)
         except TimeoutError:
-            self._errors += 1
+            self.counters.errors += 1
             if self._closed:
                 raise ShuttingDown(f"memory transport {self._address!r} is closed") from None
             raise PeerTimeout(f"{address!r} did not answer within {wait:g}s") from None
@@ -231,8 +225,8 @@ class MemoryTransport:
     async def send(self, address: str, payload: bytes) -> None:
         """Send ``payload`` one way."""
         peer = self._check_out(address, payload)
-        self._messages_sent += 1
-        self._bytes_sent += len(payload)
+        self.counters.messages_sent += 1
+        self.counters.bytes_sent += len(payload)
         fate = self.network._fate(self._address, address)
         if fate is not None:
             peer._deliver(self, payload, fate, None, None)
@@ -283,22 +277,22 @@ class MemoryTransport:
         reply_loop: asyncio.AbstractEventLoop | None,
     ) -> None:
         assert self._handler is not None
-        self._bytes_received += len(payload)
+        self.counters.bytes_received += len(payload)
         if reply_to is None:
-            self._messages_received += 1
+            self.counters.messages_received += 1
         else:
-            self._requests_received += 1
+            self.counters.requests_received += 1
         try:
             answer = await self._handler(sender.local_address, payload)
         except Exception:
-            self._errors += 1
+            self.counters.errors += 1
             return
         if reply_to is None or reply_loop is None or answer is None:
             return
         fate = self.network._fate(self._address, sender.local_address)
         if fate is None:
             return
-        self._bytes_sent += len(answer)
+        self.counters.bytes_sent += len(answer)
 
         def resolve() -> None:
             if not reply_to.done():
@@ -342,18 +336,7 @@ class MemoryTransport:
 
     def stats(self) -> TransportStats:
         """Current counters."""
-        return TransportStats(
-            type=self.name,
-            local_address=self._address,
-            bind_address=self._address,
-            requests_sent=self._requests_sent,
-            requests_received=self._requests_received,
-            messages_sent=self._messages_sent,
-            messages_received=self._messages_received,
-            bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
-            errors=self._errors,
-        )
+        return self.counters.snapshot(self.name, self._address, self._address)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
