@@ -25,15 +25,15 @@ from gridkv import (
     ShuttingDown,
     ValueTooLarge,
 )
+from gridkv.testing.transports import node_options, transport_under_test
 from gridkv.transport import MemoryNetwork, MemoryTransport
 
 _ids = count()
 
 
 def single(**overrides: Any) -> dict[str, Any]:
-    """Options of a single node on a memory network of the test's own."""
-    n = next(_ids)
-    base: dict[str, Any] = {"local_node_id": f"n{n}", "local_address": f"node-{n}:7946"}
+    """Options of a single node on the transport under test (GRIDKV_TEST_TRANSPORT)."""
+    base = node_options(f"n{next(_ids)}")
     base.update(overrides)
     return base
 
@@ -224,7 +224,7 @@ async def test_stats_describe_the_node() -> None:
         assert stats.cluster.replica_factor == 3
         assert stats.cluster.peer_count == 0
         assert [m.node_id for m in stats.cluster.members] == ["stats-node"]
-        assert stats.network.type == "memory"
+        assert stats.network.type == transport_under_test()
         assert stats.storage.keys == 1
         assert stats.storage.tombstones == 1
         assert stats.storage.used_bytes > 0
@@ -353,11 +353,12 @@ def test_blocking_api_from_eight_threads_loses_no_write() -> None:
 
 
 def test_blocking_api_takes_a_loaded_config() -> None:
-    opts = gridkv.load_config('{"local_node_id": "cfg", "local_address": "cfg:1"}')
+    opts = gridkv.load_config(json.dumps(node_options("cfg")))
     with GridKV(opts) as kv:
         assert kv.node_id == "cfg"
-    with GridKV(opts, local_address="cfg:2") as kv:
-        assert kv.stats().network.local_address == "cfg:2"
+    with GridKV(opts, local_node_id="cfg-2") as kv:
+        assert kv.stats().cluster.local_node_id == "cfg-2"
+        assert kv.stats().network.type == transport_under_test()
 
 
 def test_options_must_be_options() -> None:

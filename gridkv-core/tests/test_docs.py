@@ -10,8 +10,10 @@ import pytest
 from gridkv import hookspecs
 from gridkv.options import (
     LogOptions,
+    MembershipOptions,
     NetworkOptions,
     Options,
+    SslOptions,
     StorageOptions,
 )
 
@@ -31,7 +33,9 @@ OPTIONS = [f.name for f in dataclasses.fields(Options)] + [
     f"{prefix}.{f.name}"
     for prefix, cls in (
         ("network", NetworkOptions),
+        ("network.ssl", SslOptions),
         ("storage", StorageOptions),
+        ("membership", MembershipOptions),
         ("log", LogOptions),
     )
     for f in dataclasses.fields(cls)

@@ -32,6 +32,7 @@ from gridkv.errors import (
     ShuttingDown,
     ValueTooLarge,
 )
+from gridkv.eventloop import new_event_loop
 from gridkv.node import Node
 from gridkv.options import CONSISTENCY_LEVELS, Options
 from gridkv.plugins import Plugins
@@ -394,7 +395,7 @@ class GridKV(_ClientBase):
             **config,
         )
         self._adopt(self._async.node)
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._thread = threading.Thread(
             target=self._run_loop, name=f"gridkv-{self.node_id}", daemon=True
         )

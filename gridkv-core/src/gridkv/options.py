@@ -28,6 +28,7 @@ __all__ = [
     "StorageOptions",
     "LogOptions",
     "MembershipOptions",
+    "SslOptions",
     "Consistency",
     "CONSISTENCY_LEVELS",
 ]
@@ -168,10 +169,52 @@ def _closest(key: str, names: set[str]) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class SslOptions(_Section):
+    """The ``network.ssl`` section: TLS between nodes (transports that support it).
+
+    With ``enabled`` every connection is TLS 1.2 or later. Each node presents ``cert_file``
+    (with ``key_file``) both when it accepts and when it dials, and with ``verify_peer`` each
+    side checks the other's certificate against ``ca_file``: mutual TLS, so only nodes holding a
+    certificate from the cluster's CA can connect.
+    """
+
+    _path: ClassVar[str] = "network.ssl."
+
+    #: Use TLS on every connection between nodes.
+    enabled: bool = _opt(False, "bool")
+    #: PEM file with this node's certificate (and its chain).
+    cert_file: str = _opt("", "str")
+    #: PEM file with the certificate's private key; empty when it is in ``cert_file``.
+    key_file: str = _opt("", "str")
+    #: PEM file with the CA certificates peers' certificates must chain to; empty trusts the
+    #: system's default CAs.
+    ca_file: str = _opt("", "str")
+    #: Require and verify the peer's certificate, in both directions.
+    verify_peer: bool = _opt(True, "bool")
+    #: Also check that a dialled peer's certificate names the host of its address (a DNS name
+    #: or IP address in subjectAltName).
+    check_hostname: bool = _opt(True, "bool")
+
+    def _check(self) -> None:
+        if not self.enabled:
+            return
+        if not self.cert_file:
+            raise ConfigError(
+                "config key 'network.ssl.cert_file': TLS is enabled and needs this node's "
+                "certificate (every node presents one, accepting and dialling)"
+            )
+        if self.check_hostname and not self.verify_peer:
+            raise ConfigError(
+                "config key 'network.ssl.check_hostname': needs network.ssl.verify_peer = true"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class NetworkOptions(_Section):
     """The ``network`` section: which transport to use and its limits."""
 
     _path: ClassVar[str] = "network."
+    _sections: ClassVar[dict[str, type[_Section]]] = {"ssl": SslOptions}
 
     #: Transport plugin name ("memory", "tcp", "quic"). ``None`` picks "tcp" when
     #: gridkv-transport-tcp is installed and "memory" otherwise.
@@ -191,6 +234,14 @@ class NetworkOptions(_Section):
     write_timeout: float = _opt(2.0, "duration")
     #: Largest frame sent or accepted, in bytes; checked before anything is allocated.
     max_frame_bytes: int = _opt(16 * 1024 * 1024, "int", min=1024)
+    #: First wait before dialling a peer again after a failed dial; it doubles with each
+    #: further failure (with jitter) up to ``reconnect_max_backoff``. Meanwhile sends to that
+    #: peer fail at once with PeerUnavailable instead of waiting on a dial.
+    reconnect_backoff: float = _opt(0.05, "duration", min=0.0)
+    #: Longest wait between dials to an unreachable peer.
+    reconnect_max_backoff: float = _opt(1.0, "duration", min=0.0)
+    #: TLS between nodes.
+    ssl: SslOptions = field(default_factory=SslOptions)
 
 
 @dataclass(frozen=True, slots=True)

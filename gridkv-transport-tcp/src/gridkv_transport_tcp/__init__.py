@@ -1,11 +1,32 @@
 """The TCP transport for GridKV (asyncio Protocol, pooled connections, TLS).
 
-This distribution is registered as the GridKV plugin ``tcp`` (entry-point group
-``gridkv.plugins``). The transport itself is :class:`gridkv_transport_tcp.transport.TcpTransport`;
-the plugin does not register it as a backend yet (the TCP issue finishes that), so until then
-GridKV behaves exactly as if this distribution were not installed.
+Installing this distribution registers the transport ``tcp`` through the ``gridkv.plugins``
+entry point; ``network.type = "tcp"`` selects it, and it is the default while it is installed.
+The transport is :class:`gridkv_transport_tcp.transport.TcpTransport`. With the ``uvloop``
+extra (``pip install "gridkv-transport-tcp[uvloop]"``) GridKV's own event loops run on uvloop.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from gridkv import hookimpl
+
+if TYPE_CHECKING:
+    from gridkv.options import Options
+    from gridkv.transport.base import Transport, TransportFactory
+
+__all__ = ["gridkv_register_transports"]
+
+
+def _tcp(options: Options) -> Transport:
+    from gridkv_transport_tcp.transport import TcpTransport
+
+    return TcpTransport.from_options(options)
+
+
+@hookimpl
+def gridkv_register_transports(register: Callable[[str, TransportFactory], None]) -> None:
+    """Register the ``tcp`` transport."""
+    register("tcp", _tcp)

@@ -6,8 +6,11 @@ against ``network.max_frame_bytes`` before anything is buffered for the body
 message. Many requests are in flight on one connection at once; a peer has a small pool of
 connections (``network.max_conns``), the least busy one is used, and idle ones beyond
 ``network.max_idle`` are closed. Dial, read and write time-outs come from ``network.timeout``,
-``network.read_timeout`` and ``network.write_timeout``. When the kernel buffer fills, writers
-wait for it to drain (back-pressure) instead of buffering without bound. TCP_NODELAY is set.
+``network.read_timeout`` and ``network.write_timeout``. A lost connection is re-dialled on
+the next send; after a failed dial the next one waits ``network.reconnect_backoff``, doubling
+(with jitter) up to ``network.reconnect_max_backoff``, and sends meanwhile fail at once. When
+the kernel buffer fills, writers wait for it to drain (back-pressure) instead of buffering
+without bound. TCP_NODELAY is set. With ``network.ssl.enabled`` every connection is mutual TLS.
 Errors become GridKV errors: :class:`~gridkv.errors.PeerUnavailable`,
 :class:`~gridkv.errors.PeerTimeout`, :class:`~gridkv.errors.ProtocolError`,
 :class:`~gridkv.errors.ShuttingDown`.
@@ -18,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 import socket
+import ssl
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gridkv.errors import PeerTimeout, PeerUnavailable, ProtocolError, ShuttingDown
+from gridkv.errors import ConfigError, PeerTimeout, PeerUnavailable, ProtocolError, ShuttingDown
 from gridkv.transport.base import (
     Handler,
     TransportCounters,
@@ -31,22 +36,69 @@ from gridkv.transport.base import (
 )
 from gridkv.wire.framing import FrameDecoder
 
-__all__ = ["TcpTransport", "split_address"]
+if TYPE_CHECKING:
+    from gridkv.options import Options, SslOptions
+
+__all__ = ["TcpTransport", "split_address", "ssl_contexts"]
 
 _HEAD = struct.Struct(">IBQ")  # length (of kind + id + body), kind, request id
 _INNER = _HEAD.size - 4
 _REQUEST, _RESPONSE, _ONE_WAY = 0, 1, 2
 
 
-def split_address(address: str) -> tuple[str, int]:
+def split_address(address: str, *, listening: bool = False) -> tuple[str, int]:
     """``"host:port"`` (or ``"[v6]:port"``) to ``(host, port)``.
 
+    :param listening: the address is one to listen on, where port 0 means "any free port".
     :raises PeerUnavailable: the address has no valid port.
     """
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if (
+        not sep
+        or not port.isdigit()
+        or not int(port) >= (0 if listening else 1)
+        or int(port) > 65535
+    ):
         raise PeerUnavailable(f"address {address!r} is not host:port")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def ssl_contexts(options: SslOptions) -> tuple[ssl.SSLContext, ssl.SSLContext] | None:
+    """The (server, client) TLS contexts ``network.ssl`` describes; ``None`` when TLS is off.
+
+    Both present this node's certificate; with ``verify_peer`` both require the peer's and
+    check it against ``ca_file`` (mutual TLS). TLS 1.2 is the oldest version accepted.
+
+    :raises ConfigError: a certificate, key or CA file cannot be loaded; the message names it.
+    """
+    if not options.enabled:
+        return None
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for context in (server, client):
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        _load(context.load_cert_chain, "cert_file", options.cert_file, options.key_file or None)
+        if options.verify_peer:
+            context.verify_mode = ssl.CERT_REQUIRED
+            if options.ca_file:
+                _load(context.load_verify_locations, "ca_file", options.ca_file)
+            else:
+                context.load_default_certs(
+                    ssl.Purpose.CLIENT_AUTH if context is server else ssl.Purpose.SERVER_AUTH
+                )
+    client.check_hostname = options.verify_peer and options.check_hostname
+    if not options.verify_peer:
+        client.verify_mode = ssl.CERT_NONE
+    return server, client
+
+
+def _load(method: Any, key: str, *args: Any) -> None:
+    try:
+        method(*args)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"config key 'network.ssl.{key}': cannot load {args[0]!r}: {exc}"
+        ) from None
 
 
 class _Connection(asyncio.Protocol):
@@ -176,6 +228,9 @@ class TcpTransport:
     :param read_timeout: default seconds to wait for an answer.
     :param write_timeout: seconds a blocked write may wait.
     :param max_frame_bytes: largest frame body sent or accepted.
+    :param reconnect_backoff: first wait after a failed dial before the next one.
+    :param reconnect_max_backoff: longest such wait.
+    :param ssl_contexts: ``(server, client)`` TLS contexts; ``None`` for plain TCP.
     """
 
     name = "tcp"
@@ -191,6 +246,9 @@ class TcpTransport:
         read_timeout: float = 2.0,
         write_timeout: float = 2.0,
         max_frame_bytes: int = 16 * 1024 * 1024,
+        reconnect_backoff: float = 0.05,
+        reconnect_max_backoff: float = 1.0,
+        ssl_contexts: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
     ) -> None:
         self._address = address
         self._bind = bind or address
@@ -200,6 +258,12 @@ class TcpTransport:
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
         self.max_frame_bytes = max_frame_bytes
+        self.reconnect_backoff = reconnect_backoff
+        self.reconnect_max_backoff = reconnect_max_backoff
+        self._ssl = ssl_contexts
+        #: address -> (failed dials in a row, loop time before which no dial is tried, error)
+        self._failures: dict[str, tuple[int, float, str]] = {}
+        self._rng = random.Random(f"tcp {address}")
         self._handler: Handler | None = None
         self._server: asyncio.Server | None = None
         self._pools: dict[str, list[_Connection]] = {}
@@ -209,6 +273,38 @@ class TcpTransport:
         self._ids = itertools.count(1)
         self._closed = False
         self.counters = TransportCounters()
+
+    @classmethod
+    def from_options(cls, options: Options) -> TcpTransport:
+        """Build the transport a node's options describe (its ``network`` section).
+
+        :raises ConfigError: ``local_address`` is not host:port, or a TLS file cannot be loaded.
+        """
+        net = options.network
+        for key, value in (
+            ("local_address", options.local_address),
+            ("network.bind_addr", net.bind_addr),
+        ):
+            if value:
+                try:
+                    split_address(value, listening=True)
+                except PeerUnavailable:
+                    raise ConfigError(
+                        f"config key {key!r}: the tcp transport needs host:port (got {value!r})"
+                    ) from None
+        return cls(
+            options.local_address,
+            bind=net.bind_addr or None,
+            max_conns=net.max_conns,
+            max_idle=net.max_idle,
+            dial_timeout=net.timeout,
+            read_timeout=net.read_timeout,
+            write_timeout=net.write_timeout,
+            max_frame_bytes=net.max_frame_bytes,
+            reconnect_backoff=net.reconnect_backoff,
+            reconnect_max_backoff=net.reconnect_max_backoff,
+            ssl_contexts=ssl_contexts(net.ssl),
+        )
 
     @property
     def local_address(self) -> str:
@@ -223,17 +319,22 @@ class TcpTransport:
         if self._closed:
             raise ShuttingDown(f"tcp transport {self._address!r} is closed")
         self._handler = handler
-        host, port = split_address(self._bind)
+        host, port = split_address(self._bind, listening=True)
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                lambda: _Connection(self, "inbound"), host, port, reuse_address=True
+                lambda: _Connection(self, "inbound"),
+                host,
+                port,
+                reuse_address=True,
+                ssl=self._ssl[0] if self._ssl else None,
+                ssl_handshake_timeout=self.dial_timeout if self._ssl else None,
             )
         except OSError as exc:
             raise PeerUnavailable(f"cannot listen on {self._bind!r}: {exc.strerror}") from None
         if port == 0 and self._server.sockets:
             actual = self._server.sockets[0].getsockname()[1]
-            self._address = f"{split_address(self._address)[0]}:{actual}"
+            self._address = f"{split_address(self._address, listening=True)[0]}:{actual}"
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -257,10 +358,24 @@ class TcpTransport:
         dialing = self._dialing.get(address)
         if dialing is not None:
             return await asyncio.shield(dialing)
+        failed = self._failures.get(address)
+        if failed is not None:
+            wait = failed[1] - asyncio.get_running_loop().time()
+            if wait > 0:
+                self.counters.errors += 1
+                raise PeerUnavailable(
+                    f"{address!r} is unreachable ({failed[2]}); next dial in {wait:.2f}s "
+                    "(network.reconnect_backoff)"
+                )
         future: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
         self._dialing[address] = future
         try:
-            conn = await self._dial(address)
+            try:
+                conn = await self._dial(address)
+            except (PeerUnavailable, PeerTimeout) as exc:
+                self._dial_failed(address, str(exc))
+                raise
+            self._failures.pop(address, None)
             pool.append(conn)
             future.set_result(conn)
             return conn
@@ -271,12 +386,25 @@ class TcpTransport:
         finally:
             del self._dialing[address]
 
+    def _dial_failed(self, address: str, error: str) -> None:
+        count = self._failures.get(address, (0, 0.0, ""))[0] + 1
+        delay = min(self.reconnect_max_backoff, self.reconnect_backoff * 2 ** (count - 1))
+        delay *= self._rng.uniform(0.8, 1.0)
+        self._failures[address] = (count, asyncio.get_running_loop().time() + delay, error)
+
     async def _dial(self, address: str) -> _Connection:
         host, port = split_address(address)
         loop = asyncio.get_running_loop()
+        tls = self._ssl[1] if self._ssl else None
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(self, address), host, port),
+                loop.create_connection(
+                    lambda: _Connection(self, address),
+                    host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls is not None else None,
+                ),
                 self.dial_timeout,
             )
         except TimeoutError:
@@ -284,9 +412,9 @@ class TcpTransport:
             raise PeerTimeout(
                 f"could not connect to {address!r} within {self.dial_timeout:g}s (network.timeout)"
             ) from None
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError included: a refused or unverifiable certificate
             self.counters.errors += 1
-            raise PeerUnavailable(f"cannot connect to {address!r}: {exc.strerror}") from None
+            raise PeerUnavailable(f"cannot connect to {address!r}: {exc.strerror or exc}") from None
         return conn
 
     def _check(self, address: str, payload: bytes) -> None:
