@@ -1,0 +1,87 @@
+"""Reconnecting to a peer that went away: back-off between dials, and the peer reached again."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+pytest.importorskip("gridkv_transport_tcp")
+
+from gridkv import PeerUnavailable
+from gridkv_transport_tcp.transport import TcpTransport
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def echo(peer: str, payload: bytes) -> bytes:
+    return b"echo:" + payload
+
+
+async def test_failed_dials_back_off_and_a_returning_peer_is_reached() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    client = TcpTransport(
+        f"127.0.0.1:{free_port()}", reconnect_backoff=0.2, reconnect_max_backoff=0.4
+    )
+    await client.start(echo)
+    server = TcpTransport(address)
+    loop = asyncio.get_running_loop()
+    try:
+        with pytest.raises(PeerUnavailable, match="cannot connect"):
+            await client.request(address, b"1", 1)
+        # Within the back-off the next send fails at once, without dialling, and says why.
+        with pytest.raises(PeerUnavailable, match=r"unreachable .*next dial in 0\.\d+s"):
+            await client.request(address, b"2", 1)
+        dials_failed_at = loop.time()
+        await server.start(echo)
+        deadline = loop.time() + 5
+        while True:
+            try:
+                assert await client.request(address, b"3", 1) == b"echo:3"
+                break
+            except PeerUnavailable:
+                assert loop.time() < deadline, "the peer was not reached again"
+                await asyncio.sleep(0.02)
+        assert loop.time() - dials_failed_at >= 0.1  # waited out (most of) the back-off
+        # A connection that drops is dialled again on the next send.
+        await server.close()
+        server = TcpTransport(address)
+        await server.start(echo)
+        deadline = loop.time() + 5
+        while True:
+            try:
+                assert await client.request(address, b"4", 1) == b"echo:4"
+                break
+            except PeerUnavailable:
+                assert loop.time() < deadline, "the restarted peer was not reached"
+                await asyncio.sleep(0.02)
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_the_back_off_doubles_up_to_its_maximum() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    client = TcpTransport(
+        f"127.0.0.1:{free_port()}", reconnect_backoff=0.01, reconnect_max_backoff=0.04
+    )
+    await client.start(echo)
+    loop = asyncio.get_running_loop()
+    waits = []
+    try:
+        for _ in range(5):
+            with pytest.raises(PeerUnavailable):
+                await client.request(address, b"x", 1)
+            waits.append(client._failures[address][1] - loop.time())
+            await asyncio.sleep(max(0.0, waits[-1]) + 0.005)
+        assert waits[0] <= 0.011
+        assert waits[1] > waits[0]
+        assert all(w <= 0.041 for w in waits)
+        assert waits[-1] >= 0.03
+    finally:
+        await client.close()
