@@ -1,7 +1,9 @@
-"""A throwaway CA and node certificates for the TLS tests (real X.509 via cryptography)."""
+"""Fixtures of the tcp transport tests: event loops, and a throwaway CA with node certificates
+for the TLS tests (real X.509 via cryptography)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 from collections.abc import Callable
@@ -16,6 +18,20 @@ from cryptography.x509.oid import NameOID
 from gridkv.options import SslOptions
 
 _DAY = datetime.timedelta(days=1)
+
+
+def pytest_asyncio_loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test here runs on asyncio's loop, and again on uvloop when it is installed
+    (GridKV's own loops use uvloop then; see gridkv.eventloop)."""
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    try:
+        import uvloop
+    except ImportError:
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories
 
 
 def _name(common_name: str) -> x509.Name:

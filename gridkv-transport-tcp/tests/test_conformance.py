@@ -6,6 +6,7 @@ import pytest
 
 pytest.importorskip("gridkv_transport_tcp")
 
+from gridkv.eventloop import loop_name, new_event_loop
 from gridkv.testing.conformance import TransportConformance, TransportMaker
 from gridkv.transport import Transport
 from gridkv_transport_tcp.transport import TcpTransport, split_address
@@ -60,3 +61,12 @@ async def test_malformed_frames_close_the_connection_and_are_counted() -> None:
         assert server.stats().errors == 1
     finally:
         await server.close()
+
+
+async def test_gridkv_loops_are_uvloop_when_it_is_installed() -> None:
+    pytest.importorskip("uvloop")
+    loop = new_event_loop()
+    try:
+        assert loop_name(loop) == "uvloop"
+    finally:
+        loop.close()

@@ -25,7 +25,7 @@ import random
 import socket
 import ssl
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from gridkv.errors import ConfigError, PeerTimeout, PeerUnavailable, ProtocolError, ShuttingDown
 from gridkv.transport.base import (
@@ -117,8 +117,8 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         if self.peer == "inbound":
             peername = transport.get_extra_info("peername")
             if peername:
