@@ -44,6 +44,8 @@ __all__ = ["TcpTransport", "split_address", "ssl_contexts"]
 _HEAD = struct.Struct(">IBQ")  # length (of kind + id + body), kind, request id
 _INNER = _HEAD.size - 4
 _REQUEST, _RESPONSE, _ONE_WAY = 0, 1, 2
+#: Frames in progress on each pooled connection before another connection is dialled.
+_BUSY = 16
 
 
 def split_address(address: str, *, listening: bool = False) -> tuple[str, int]:
@@ -111,6 +113,8 @@ class _Connection(asyncio.Protocol):
         self.decoder = FrameDecoder(owner.max_frame_bytes + _INNER)
         self.pending: dict[int, asyncio.Future[bytes]] = {}
         self.closed = asyncio.get_running_loop().create_future()
+        #: Requests and sends using the connection right now (a pool entry in use is not idle).
+        self.users = 0
         self._writable = asyncio.Event()
         self._writable.set()
 
@@ -211,6 +215,13 @@ class _Connection(asyncio.Protocol):
                 raise PeerUnavailable(f"connection to {self.peer!r} is closed")
         transport.write(_HEAD.pack(len(body) + _INNER, kind, request_id) + body)
         self.owner.counters.bytes_sent += len(body)
+
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -346,14 +357,35 @@ class TcpTransport:
         if pool is not None and conn in pool:
             pool.remove(conn)
 
-    async def _connection(self, address: str) -> _Connection:
+    async def _acquire(self, address: str) -> _Connection:
+        """A connection to ``address`` marked in use (give it back with :meth:`_release`).
+
+        The least busy pooled connection is used; another is dialled when every one has
+        ``_BUSY`` frames in progress and the pool is below ``max_conns``.
+        """
+        for _ in range(3):
+            conn = await self._pick(address)
+            if conn.usable():
+                conn.users += 1
+                return conn
+        raise PeerUnavailable(f"connections to {address!r} keep closing")
+
+    def _release(self, conn: _Connection) -> None:
+        conn.users -= 1
+        pool = self._pools.get(conn.peer, [])
+        idle = [c for c in pool if not c.users and not c.pending]
+        for extra in idle[self.max_idle :]:
+            pool.remove(extra)
+            extra.close()
+
+    async def _pick(self, address: str) -> _Connection:
         if self._closed:
             raise ShuttingDown(f"tcp transport {self._address!r} is closed")
         pool = self._pools.setdefault(address, [])
-        live = [c for c in pool if c.transport is not None and not c.transport.is_closing()]
+        live = [c for c in pool if c.usable()]
         if live:
-            best = min(live, key=lambda c: len(c.pending))
-            if not best.pending or len(live) >= self.max_conns:
+            best = min(live, key=lambda c: c.users)
+            if best.users < _BUSY or len(live) >= self.max_conns:
                 return best
         dialing = self._dialing.get(address)
         if dialing is not None:
@@ -431,7 +463,7 @@ class TcpTransport:
     async def request(self, address: str, payload: bytes, timeout: float | None = None) -> bytes:
         """Send ``payload`` to ``address`` and return the answer."""
         self._check(address, payload)
-        conn = await self._connection(address)
+        conn = await self._acquire(address)
         request_id = next(self._ids)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         conn.pending[request_id] = future
@@ -445,22 +477,17 @@ class TcpTransport:
             raise PeerTimeout(f"{address!r} did not answer within {wait:g}s") from None
         finally:
             conn.pending.pop(request_id, None)
-            self._trim(address)
+            self._release(conn)
 
     async def send(self, address: str, payload: bytes) -> None:
         """Send ``payload`` one way."""
         self._check(address, payload)
-        conn = await self._connection(address)
+        conn = await self._acquire(address)
         self.counters.messages_sent += 1
-        await conn.write(_ONE_WAY, 0, payload)
-
-    def _trim(self, address: str) -> None:
-        pool = self._pools.get(address, [])
-        idle = [c for c in pool if not c.pending]
-        for conn in idle[self.max_idle :]:
-            pool.remove(conn)
-            if conn.transport is not None:
-                conn.transport.close()
+        try:
+            await conn.write(_ONE_WAY, 0, payload)
+        finally:
+            self._release(conn)
 
     async def close(self) -> None:
         """Stop listening, close every connection and fail waiting requests; idempotent."""

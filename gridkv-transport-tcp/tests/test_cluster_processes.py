@@ -1,0 +1,121 @@
+"""Five nodes as separate OS processes over TCP on 127.0.0.1: writes and reads through any node,
+``kill -9`` of one, and its restart on the same id and address."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import pytest
+
+pytest.importorskip("gridkv_transport_tcp")
+
+from gridkv.testing.cluster import ProcessCluster
+
+N = 5
+KEYS = 2000
+
+
+def alive(states: dict[str, str]) -> dict[str, str]:
+    return states
+
+
+def assert_all_readable(cluster: ProcessCluster, prefix: str, count: int, **kw: Any) -> None:
+    for node in cluster.live():
+        result = node.call("check_many", prefix=prefix, count=count, **kw)
+        assert result == {"missing": [], "wrong": [], "failures": {}}, node.node_id
+
+
+def assert_gone(pids: list[int]) -> None:
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_kill_9_and_restart_in_a_five_process_cluster() -> None:
+    everyone = {f"p{i}": "alive" for i in range(N)}
+    with ProcessCluster(N, {"replica_count": 3}) as cluster:
+        for node in cluster.live():
+            node.call("wait_ready", timeout=15)
+        cluster.wait_for("every node sees all five alive", lambda: cluster.converged(everyone))
+
+        # Writes through two nodes; every key readable through every node.
+        assert cluster.node(0).call("set_many", prefix="a", count=KEYS, consistency="quorum") == {
+            "written": KEYS,
+            "failures": {},
+        }
+        assert cluster.node(3).call("set_many", prefix="b", count=500, consistency="all") == {
+            "written": 500,
+            "failures": {},
+        }
+        assert_all_readable(cluster, "a", KEYS)
+        assert_all_readable(cluster, "b", 500, consistency="quorum")
+
+        # kill -9 one node while another writes at quorum: no acknowledged write is lost,
+        # and no write fails (two of each key's three replicas remain).
+        writing: dict[str, Any] = {}
+        writer = threading.Thread(
+            target=lambda: writing.update(
+                cluster.node(1).call("set_many", prefix="c", count=KEYS, consistency="quorum")
+            )
+        )
+        writer.start()
+        cluster.kill(2)
+        writer.join(60)
+        assert writing == {"written": KEYS, "failures": {}}
+        cluster.wait_for(
+            "the survivors declare p2 dead",
+            lambda: cluster.converged({**everyone, "p2": "dead"}),
+            timeout=15,
+        )
+        for prefix, count in (("a", KEYS), ("b", 500), ("c", KEYS)):
+            assert_all_readable(cluster, prefix, count)
+            assert_all_readable(cluster, prefix, count, consistency="quorum")
+
+        # Writes while p2 is down, then p2 restarts on the same id and address.
+        cluster.node(4).call("set_many", prefix="d", count=KEYS, consistency="quorum")
+        address = cluster.node(0).address  # unchanged by the restart of another node
+        restarted = cluster.restart(2)
+        assert restarted.node_id == "p2"
+        restarted.call("wait_ready", timeout=15)
+        cluster.wait_for("p2 is alive again everywhere", lambda: cluster.converged(everyone))
+        assert cluster.node(0).address == address
+
+        # It catches up: every key it is a replica of arrives in its own storage (handoff and
+        # anti-entropy), and it serves every key.
+        def caught_up() -> bool:
+            return all(
+                not restarted.call("local_missing", prefix=prefix, count=KEYS)["missing"]
+                for prefix in ("a", "c", "d")
+            )
+
+        cluster.wait_for("p2 holds every key it is a replica of", caught_up, timeout=30)
+        assert restarted.call("local_missing", prefix="d", count=KEYS)["owned"] > 0
+        for prefix in ("a", "c", "d"):
+            result = restarted.call("check_many", prefix=prefix, count=KEYS)
+            assert result == {"missing": [], "wrong": [], "failures": {}}
+        pids = cluster.pids()
+    assert len(pids) == N + 1
+    assert_gone(pids)
+
+
+def test_a_graceful_leave_hands_data_over_and_no_process_is_left_behind() -> None:
+    with ProcessCluster(3, {"replica_count": 1}, prefix="g") as cluster:
+        for node in cluster.live():
+            node.call("wait_ready", timeout=15)
+        cluster.wait_for(
+            "all three alive",
+            lambda: cluster.converged({"g0": "alive", "g1": "alive", "g2": "alive"}),
+        )
+        cluster.node(0).call("set_many", prefix="k", count=KEYS, consistency="all")
+        held = cluster.node(1).call("keys")
+        assert held > 0
+        cluster.node(1).stop()  # close(): its partitions are handed to their new owner
+        cluster.nodes[1] = None
+        cluster.wait_for(
+            "g1 has left", lambda: cluster.converged({"g0": "alive", "g1": "left", "g2": "alive"})
+        )
+        assert_all_readable(cluster, "k", KEYS)
+        pids = cluster.pids()
+    assert_gone(pids)
