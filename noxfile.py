@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "plugins"]
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
 CORE = "./gridkv-core"
-PLUGIN_DISTS = ["./gridkv-transport-tcp", "./gridkv-transport-quic", "./gridkv-metrics"]
+PLUGIN_DISTS = ["./gridkv-transport-tcp[uvloop]", "./gridkv-transport-quic", "./gridkv-metrics"]
 TEST_DEPS = ["pytest>=8", "pytest-asyncio>=0.23", "hypothesis>=6.100"]
 
-# Transports the suites run over, and the distributions each needs besides gridkv-core.
-# "memory" lives in gridkv-core. The plugin distributions hold only their packaging so far;
-# the memory run installs them too so their entry-point tests run.
-TRANSPORTS: dict[str, list[str]] = {
-    "memory": PLUGIN_DISTS,
+# Transports the suites run over: the distributions each needs besides gridkv-core, and the
+# test directories it runs. "memory" lives in gridkv-core; "tcp" brings its own suite (its
+# conformance, TLS, and clusters of real processes) and runs the core suites over TCP too.
+TRANSPORTS: dict[str, dict[str, list[str]]] = {
+    "memory": {"install": [], "paths": ["gridkv-core/tests", "tests"]},
+    "tcp": {
+        "install": ["./gridkv-transport-tcp[uvloop]", "cryptography>=42"],
+        "paths": ["gridkv-core/tests", "gridkv-transport-tcp/tests", "tests"],
+    },
 }
+# Plugin distributions that hold only their packaging so far; their entry-point tests run in
+# the "plugins" session.
+PACKAGING_ONLY = ["./gridkv-transport-quic", "./gridkv-metrics"]
 
 
 @nox.session(python=PYTHON)
@@ -44,6 +51,7 @@ def typecheck(session: nox.Session) -> None:
         "types-PyYAML",
         "cachetools",
         "types-cachetools",
+        "cryptography>=42",
         "nox",
     )
     session.run("mypy")
@@ -52,13 +60,21 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 @nox.parametrize("transport", list(TRANSPORTS), ids=[f"transport={t}" for t in TRANSPORTS])
 def tests(session: nox.Session, transport: str) -> None:
-    """The whole test suite with the distributions the transport needs."""
-    session.install(CORE, *TRANSPORTS[transport], *TEST_DEPS)
+    """The suites over one transport, with only the distributions that transport needs."""
+    spec = TRANSPORTS[transport]
+    session.install(CORE, *spec["install"], *TEST_DEPS)
     session.run(
         "pytest",
-        *session.posargs,
+        *(session.posargs or spec["paths"]),
         env={"GRIDKV_TEST_TRANSPORT": transport},
     )
+
+
+@nox.session(python=PYTHON)
+def plugins(session: nox.Session) -> None:
+    """Entry-point tests of the plugin distributions that hold only their packaging so far."""
+    session.install(CORE, *PACKAGING_ONLY, *TEST_DEPS)
+    session.run("pytest", *(p.removeprefix("./") + "/tests" for p in PACKAGING_ONLY))
 
 
 @nox.session(python=PYTHON)
