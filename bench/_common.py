@@ -8,20 +8,21 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def percentile(samples: list[float], q: float) -> float:
+def percentile(samples: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0-100) of ``samples``, nearest-rank."""
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
 
 
-def summary(samples_ns: list[float]) -> dict[str, float]:
+def summary(samples_ns: Sequence[float]) -> dict[str, float]:
     """Median, p99 and mean of per-operation times, in nanoseconds."""
     return {
         "median_ns": statistics.median(samples_ns),

@@ -106,8 +106,8 @@ async def serve(kind: str, port: int) -> None:
         closer = server.close
     else:
 
-        async def echo(peer: str, body: bytes) -> bytes:
-            return body
+        def echo(peer: str, body: bytes) -> bytes:
+            return body  # answered at once, as a node answers most messages
 
         transport = TcpTransport(f"127.0.0.1:{port}")
         await transport.start(echo)
@@ -184,7 +184,8 @@ def raw_rate(seconds: float, rounds: int) -> dict[str, Any]:
                 text=True,
             )
             try:
-                assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+                assert server.stdout is not None
+                assert server.stdout.readline().strip() == "ready"
                 results[kind].append(run(drive(kind, ("127.0.0.1", port), seconds)))
             finally:
                 assert server.stdin is not None
@@ -238,7 +239,9 @@ def cluster_mix(seconds: float, replica_count: int) -> dict[str, Any]:
         "failures": failures,
         "p50_us": percentile(latencies, 50),
         "p99_us": percentile(latencies, 99),
-        "per_node_ops_per_s": {k: len(a["latencies_us"]) / a["seconds"] for k, a in answers.items()},
+        "per_node_ops_per_s": {
+            k: len(a["latencies_us"]) / a["seconds"] for k, a in answers.items()
+        },
     }
 
 
@@ -261,7 +264,7 @@ def crash_detection(crashes: int, log_dir: Path | None = None) -> dict[str, Any]
             killed_at = cluster.kill(victim)
             cluster.wait_for(
                 f"{name} dead everywhere",
-                lambda name=name: cluster.converged({name: "dead"}),  # type: ignore[misc]
+                lambda name=name: cluster.converged({name: "dead"}),
                 timeout=30,
                 interval=0.02,
             )

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gridkv.errors import (
@@ -225,11 +226,11 @@ class Coordinator:
         elif replica not in self._timers and self.node.loop is not None:
             self._timers[replica] = self.node.loop.call_later(self._window, self._flush, replica)
 
-    async def on_get(self, message: GetRequest) -> GetReply:
-        """A peer's read of one key: this node's entry.
+    def on_get(self, message: GetRequest) -> GetReply | Awaitable[GetReply]:
+        """A peer's read of one key: this node's entry, at once.
 
         While the partition is still moving here, a key that has not arrived yet is looked
-        up on the former replicas.
+        up on the former replicas; then the answer is an awaitable.
         """
         node = self.node
         partition = message.partition
@@ -237,10 +238,16 @@ class Coordinator:
             raise ProtocolError(f"partition {partition} out of range")
         node.ensure_table()  # marks the partitions moving here, if the view just changed
         entry = node.storage.get_entry(partition, message.key)
-        former = [r for r in node.handoff.waiting_on(partition) if r != node.node_id]
-        if entry is None and former:
-            with contextlib.suppress(GridKVError):
-                entry = await self._read_first(partition, message.key, former)
+        if entry is None:
+            former = [r for r in node.handoff.waiting_on(partition) if r != node.node_id]
+            if former:
+                return self._get_from_former(partition, message.key, former)
+        return GetReply(None if entry is None else (partition, entry))
+
+    async def _get_from_former(self, partition: int, key: str, former: list[str]) -> GetReply:
+        entry = None
+        with contextlib.suppress(GridKVError):
+            entry = await self._read_first(partition, key, former)
         return GetReply(None if entry is None else (partition, entry))
 
     def on_batch(self, message: ReplicateBatch) -> BatchAck:

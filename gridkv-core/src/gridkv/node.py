@@ -20,7 +20,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import metadata
 from typing import Literal
 
@@ -417,7 +417,12 @@ class Node:
             address, self.authenticator.wrap(codec.encode(message, max_frame))
         )
 
-    async def _on_frame(self, peer: str, payload: bytes) -> bytes | None:
+    def _on_frame(self, peer: str, payload: bytes) -> bytes | Awaitable[bytes | None] | None:
+        """The transport's handler: decode, dispatch, encode the answer.
+
+        Most messages are answered at once; a read that has to ask former replicas answers
+        with an awaitable (see :data:`gridkv.transport.Handler`).
+        """
         max_frame = self.options.network.max_frame_bytes
         try:
             message = codec.decode(self.authenticator.unwrap(peer, payload), max_frame)
@@ -427,19 +432,42 @@ class Node:
         answer: Message | None
         try:
             if isinstance(message, GetRequest):
-                answer = await self.coordinator.on_get(message)
+                got = self.coordinator.on_get(message)
+                if not isinstance(got, Message):
+                    return self._answer_later(peer, message, got)
+                answer = got
             else:
                 answer = self._dispatch(peer, message)
-        except GridKVError as exc:
-            answer = ErrorReply(type(exc).__name__, str(exc))
-        except Exception as exc:  # a bug here must not leave the peer waiting in silence
-            log.exception(
-                "failed to handle a message", extra={"peer": peer, "type": type(message).__name__}
-            )
-            answer = ErrorReply("InternalError", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            answer = self._error_reply(peer, message, exc)
+        return self._encode_answer(answer)
+
+    async def _answer_later(
+        self, peer: str, message: Message, pending: Awaitable[Message]
+    ) -> bytes | None:
+        try:
+            answer: Message | None = await pending
+        except Exception as exc:
+            answer = self._error_reply(peer, message, exc)
+        return self._encode_answer(answer)
+
+    def _error_reply(self, peer: str, message: Message, exc: Exception) -> ErrorReply:
+        if isinstance(exc, GridKVError):
+            return ErrorReply(type(exc).__name__, str(exc))
+        # A bug here must not leave the peer waiting in silence.
+        log.error(
+            "failed to handle a message",
+            extra={"peer": peer, "type": type(message).__name__},
+            exc_info=exc,
+        )
+        return ErrorReply("InternalError", f"{type(exc).__name__}: {exc}")
+
+    def _encode_answer(self, answer: Message | None) -> bytes | None:
         if answer is None:
             return None
-        framed: bytes = self.authenticator.wrap(codec.encode(answer, max_frame))
+        framed: bytes = self.authenticator.wrap(
+            codec.encode(answer, self.options.network.max_frame_bytes)
+        )
         return framed
 
     def _dispatch(self, peer: str, message: Message) -> Message | None:

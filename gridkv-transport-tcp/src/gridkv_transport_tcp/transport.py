@@ -25,16 +25,16 @@ import random
 import socket
 import ssl
 import struct
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, cast
 
-from gridkv.errors import ConfigError, PeerTimeout, PeerUnavailable, ProtocolError, ShuttingDown
+from gridkv.errors import ConfigError, PeerTimeout, PeerUnavailable, ShuttingDown
 from gridkv.transport.base import (
     Handler,
     TransportCounters,
     TransportStats,
     check_outbound,
 )
-from gridkv.wire.framing import FrameDecoder
 
 if TYPE_CHECKING:
     from gridkv.options import Options, SslOptions
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["TcpTransport", "split_address", "ssl_contexts"]
 
 _HEAD = struct.Struct(">IBQ")  # length (of kind + id + body), kind, request id
+_LENGTH = struct.Struct(">I")
 _INNER = _HEAD.size - 4
 _REQUEST, _RESPONSE, _ONE_WAY = 0, 1, 2
 #: Frames in progress on each pooled connection before another connection is dialled.
@@ -103,6 +104,11 @@ def _load(method: Any, key: str, *args: Any) -> None:
         ) from None
 
 
+def _expire(future: asyncio.Future[bytes]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class _Connection(asyncio.Protocol):
     """One TCP connection, in either direction."""
 
@@ -110,13 +116,18 @@ class _Connection(asyncio.Protocol):
         self.owner = owner
         self.peer = peer
         self.transport: asyncio.Transport | None = None
-        self.decoder = FrameDecoder(owner.max_frame_bytes + _INNER)
         self.pending: dict[int, asyncio.Future[bytes]] = {}
         self.closed = asyncio.get_running_loop().create_future()
         #: Requests and sends using the connection right now (a pool entry in use is not idle).
         self.users = 0
-        self._writable = asyncio.Event()
-        self._writable.set()
+        #: False while the kernel buffer is full (between pause_writing and resume_writing).
+        self.writable = True
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._buffer = bytearray()
+        self._limit = owner.max_frame_bytes + _INNER
+        self._out: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -134,14 +145,33 @@ class _Connection(asyncio.Protocol):
         self.owner._connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        try:
-            frames = self.decoder.feed(data)
-        except ProtocolError:
-            self.owner.counters.errors += 1
-            self.abort()
-            return
-        for frame in frames:
-            self._frame(frame)
+        """Split the stream into frames; the length is checked before the body is buffered."""
+        buffer = self._buffer
+        view: bytes | bytearray = data
+        if buffer:
+            buffer += data
+            view = buffer
+        pos = 0
+        end = len(view)
+        while end - pos >= _HEAD.size:
+            length, kind, request_id = _HEAD.unpack_from(view, pos)
+            if length > self._limit or length < _INNER:
+                self.owner.counters.errors += 1
+                self.abort()
+                return
+            stop = pos + 4 + length
+            if stop > end:
+                break
+            self._frame(kind, request_id, bytes(view[pos + _HEAD.size : stop]))
+            pos = stop
+        if buffer:
+            del buffer[:pos]
+        elif pos < end:
+            if end - pos >= 4 and _LENGTH.unpack_from(view, pos)[0] > self._limit:
+                self.owner.counters.errors += 1
+                self.abort()
+                return
+            buffer += view[pos:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner._connections.discard(self)
@@ -153,73 +183,112 @@ class _Connection(asyncio.Protocol):
         self.pending.clear()
         if not self.closed.done():
             self.closed.set_result(None)
-        self._writable.set()
+        self.writable = True
+        self._drained.set()
 
     def pause_writing(self) -> None:
-        self._writable.clear()
+        self.writable = False
+        self._drained.clear()
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        self.writable = True
+        self._drained.set()
 
     # -- frames ------------------------------------------------------------------------
 
-    def _frame(self, frame: bytes) -> None:
-        if len(frame) < _INNER:
-            self.owner.counters.errors += 1
-            self.abort()
-            return
-        kind, request_id = struct.unpack_from(">BQ", frame)
-        body = frame[_INNER:]
-        self.owner.counters.bytes_received += len(body)
+    def _frame(self, kind: int, request_id: int, body: bytes) -> None:
+        owner = self.owner
+        owner.counters.bytes_received += len(body)
         if kind == _RESPONSE:
             future = self.pending.pop(request_id, None)
             if future is not None and not future.done():
                 future.set_result(body)
-        elif kind in (_REQUEST, _ONE_WAY):
-            self.owner._spawn(self._serve(kind, request_id, body))
-        else:
-            self.owner.counters.errors += 1
-            self.abort()
-
-    async def _serve(self, kind: int, request_id: int, body: bytes) -> None:
-        owner = self.owner
+            return
         if kind == _REQUEST:
             owner.counters.requests_received += 1
-        else:
+        elif kind == _ONE_WAY:
             owner.counters.messages_received += 1
+        else:
+            owner.counters.errors += 1
+            self.abort()
+            return
         handler = owner._handler
         if handler is None:
             return
         try:
-            answer = await handler(self.peer, body)
+            answer = handler(self.peer, body)
         except Exception:
             owner.counters.errors += 1
             return
-        if kind == _REQUEST and answer is not None:
-            with contextlib.suppress(PeerUnavailable, PeerTimeout, ShuttingDown):
-                await self.write(_RESPONSE, request_id, answer)
+        if isinstance(answer, bytes):
+            if kind == _REQUEST:
+                self._answer(request_id, answer)
+        elif answer is not None:
+            owner._spawn(self._answer_later(kind, request_id, answer))
 
-    async def write(self, kind: int, request_id: int, body: bytes) -> None:
+    async def _answer_later(
+        self, kind: int, request_id: int, pending: Awaitable[bytes | None]
+    ) -> None:
+        try:
+            answer = await pending
+        except Exception:
+            self.owner.counters.errors += 1
+            return
+        if kind == _REQUEST and answer is not None:
+            self._answer(request_id, answer)
+
+    def _answer(self, request_id: int, answer: bytes) -> None:
+        if self.writable:
+            with contextlib.suppress(PeerUnavailable):
+                self.write_now(_RESPONSE, request_id, answer)
+        else:
+            self.owner._spawn(self._answer_blocked(request_id, answer))
+
+    async def _answer_blocked(self, request_id: int, answer: bytes) -> None:
+        with contextlib.suppress(PeerUnavailable, PeerTimeout, ShuttingDown):
+            await self.write(_RESPONSE, request_id, answer)
+
+    def write_now(self, kind: int, request_id: int, body: bytes) -> None:
+        """Queue a frame for the kernel buffer (callers check :attr:`writable` first).
+
+        Frames queued in one turn of the event loop go out in one write at its end, so many
+        requests in flight cost one system call, not one each.
+        """
         transport = self.transport
         if transport is None or transport.is_closing():
             raise PeerUnavailable(f"connection to {self.peer!r} is closed")
-        if not self._writable.is_set():
+        out = self._out
+        out.append(_HEAD.pack(len(body) + _INNER, kind, request_id))
+        out.append(body)
+        if len(out) == 2:
+            self._loop.call_soon(self._flush)
+        self.owner.counters.bytes_sent += len(body)
+
+    def _flush(self) -> None:
+        out = self._out
+        self._out = []
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(b"".join(out))
+
+    async def write(self, kind: int, request_id: int, body: bytes) -> None:
+        """Write a frame, waiting up to ``write_timeout`` for a full buffer to drain."""
+        if not self.writable:
             try:
-                await asyncio.wait_for(self._writable.wait(), self.owner.write_timeout)
+                await asyncio.wait_for(self._drained.wait(), self.owner.write_timeout)
             except TimeoutError:
                 raise PeerTimeout(
                     f"{self.peer!r} did not take data for {self.owner.write_timeout:g}s "
                     "(network.write_timeout)"
                 ) from None
-            if transport.is_closing():
-                raise PeerUnavailable(f"connection to {self.peer!r} is closed")
-        transport.write(_HEAD.pack(len(body) + _INNER, kind, request_id) + body)
-        self.owner.counters.bytes_sent += len(body)
+        self.write_now(kind, request_id, body)
 
     def usable(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
     def close(self) -> None:
+        """Close after the queued frames have been written."""
+        self._flush()
         if self.transport is not None:
             self.transport.close()
 
@@ -357,6 +426,16 @@ class TcpTransport:
         if pool is not None and conn in pool:
             pool.remove(conn)
 
+    def _ready(self, address: str) -> _Connection | None:
+        """The fast path of :meth:`_acquire`: the first pooled connection, if open and not busy."""
+        pool = self._pools.get(address)
+        if pool:
+            for conn in pool:
+                if conn.users < _BUSY and conn.usable():
+                    conn.users += 1
+                    return conn
+        return None
+
     async def _acquire(self, address: str) -> _Connection:
         """A connection to ``address`` marked in use (give it back with :meth:`_release`).
 
@@ -463,29 +542,38 @@ class TcpTransport:
     async def request(self, address: str, payload: bytes, timeout: float | None = None) -> bytes:
         """Send ``payload`` to ``address`` and return the answer."""
         self._check(address, payload)
-        conn = await self._acquire(address)
+        conn = self._ready(address) or await self._acquire(address)
         request_id = next(self._ids)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
         conn.pending[request_id] = future
         self.counters.requests_sent += 1
         wait = self.read_timeout if timeout is None else timeout
+        timer = loop.call_later(wait, _expire, future)
         try:
-            await conn.write(_REQUEST, request_id, payload)
-            return await asyncio.wait_for(future, wait)
+            if conn.writable:
+                conn.write_now(_REQUEST, request_id, payload)
+            else:
+                await conn.write(_REQUEST, request_id, payload)
+            return await future
         except TimeoutError:
             self.counters.errors += 1
             raise PeerTimeout(f"{address!r} did not answer within {wait:g}s") from None
         finally:
+            timer.cancel()
             conn.pending.pop(request_id, None)
             self._release(conn)
 
     async def send(self, address: str, payload: bytes) -> None:
         """Send ``payload`` one way."""
         self._check(address, payload)
-        conn = await self._acquire(address)
+        conn = self._ready(address) or await self._acquire(address)
         self.counters.messages_sent += 1
         try:
-            await conn.write(_ONE_WAY, 0, payload)
+            if conn.writable:
+                conn.write_now(_ONE_WAY, 0, payload)
+            else:
+                await conn.write(_ONE_WAY, 0, payload)
         finally:
             self._release(conn)
 
@@ -503,8 +591,7 @@ class TcpTransport:
                 if not future.done():
                     future.set_exception(error)
             conn.pending.clear()
-            if conn.transport is not None:
-                conn.transport.close()
+            conn.close()
         if conns:
             await asyncio.wait([c.closed for c in conns], timeout=2)
         for task in list(self._tasks):

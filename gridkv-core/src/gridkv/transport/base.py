@@ -39,8 +39,11 @@ __all__ = [
 ]
 
 #: ``handler(peer_address, frame)`` gets each inbound frame; for a request its return value is
-#: the answer (``None`` answers with nothing, and the requester times out).
-Handler = Callable[[str, bytes], Awaitable[bytes | None]]
+#: the answer (``None`` answers with nothing, and the requester times out). A handler that can
+#: answer at once returns the answer itself; one that has to wait returns an awaitable of it
+#: (an ``async def`` handler does), which the transport runs as a task. Answering at once
+#: spares a task per frame, the largest cost of a small request.
+Handler = Callable[[str, bytes], "bytes | Awaitable[bytes | None] | None"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ delays and time-outs virtual too. Nodes may run on different event loops (each
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import threading
 from collections.abc import Iterable
@@ -283,7 +284,9 @@ class MemoryTransport:
         else:
             self.counters.requests_received += 1
         try:
-            answer = await self._handler(sender.local_address, payload)
+            answer = self._handler(sender.local_address, payload)
+            if inspect.isawaitable(answer):
+                answer = await answer
         except Exception:
             self.counters.errors += 1
             return
