@@ -241,11 +241,22 @@ def test_stale_gossip_never_resurrects_a_dead_member() -> None:
 def test_a_suspicion_not_refuted_in_time_makes_the_member_dead() -> None:
     a = with_members(machine("a"), *"bcdefg")
     a.apply(0.0, rec("b", 1, SUSPECT, "c"))
-    timeout = a.suspicion_timeout(1)
-    run_ticks(a, 0.0, timeout - 0.01)
+    # a's own probe of b fails too and confirms the suspicion, which shortens it.
+    shortest = a.suspicion_timeout(2)
+    run_ticks(a, 0.0, shortest - 0.01)
     assert a.state_of("b") == SUSPECT
-    run_ticks(a, timeout - 0.01, timeout + 0.01)
+    run_ticks(a, shortest - 0.01, a.suspicion_timeout(1) + 0.01)
     assert a.state_of("b") == DEAD
+
+
+def test_a_heard_suspicion_is_probed_next_and_confirmed_by_a_failed_probe() -> None:
+    a = with_members(machine("a"), *"bcdefg")
+    a.apply(0.0, rec("b", 1, SUSPECT, "c"))
+    first = run_ticks(a, 0.0, 0.01)
+    assert [p.address for p in sends(first, SwimPing)] == ["b:1"]  # out of round-robin turn
+    run_ticks(a, 0.01, CFG.failure_timeout + 0.06)
+    assert a.state_of("b") == SUSPECT
+    assert a._suspicions["b"].confirmers == {"c", "a"}
 
 
 def test_independent_confirmations_shorten_the_suspicion() -> None:

@@ -230,6 +230,9 @@ class Swim:
         self._probe: _Probe | None = None
         self._order: list[str] = []
         self._order_pos = 0
+        #: A member others suspect, probed next out of turn so this node confirms or clears
+        #: the suspicion within one probe instead of waiting for its round-robin turn.
+        self._probe_soon: str | None = None
         self._next_probe = now
         self._next_gossip = now + config.probe_interval
         self._next_sync = now + config.push_pull_interval * (0.5 + rng.random())
@@ -541,6 +544,8 @@ class Swim:
                 self._suspicions[m.node_id] = _Suspicion(now, inc, {record.origin})
                 self._enqueue(record)
                 self._tell_suspect(m, record)
+                if record.origin != self.node_id:
+                    self._probe_soon = m.node_id
                 return True
             if m.state == SUSPECT:
                 if inc > m.incarnation:
@@ -637,6 +642,11 @@ class Swim:
         return self._seq
 
     def _next_target(self) -> Member | None:
+        soon, self._probe_soon = self._probe_soon, None
+        if soon is not None:
+            m = self.members.get(soon)
+            if m is not None and m.state == SUSPECT:
+                return m
         for _ in range(2):
             while self._order_pos < len(self._order):
                 node_id = self._order[self._order_pos]
@@ -715,8 +725,10 @@ class Swim:
         missed = max(0, probe.expected_nacks - probe.nacks)
         self._raise_awareness(1 + (1 if missed else 0))
         m = self.members.get(probe.target)
-        if m is None or m.state != ALIVE:
+        if m is None or m.state not in (ALIVE, SUSPECT):
             return
+        # A new suspicion, or this node's independent confirmation of one others started
+        # (Lifeguard: each confirmation shortens the suspicion).
         record = MemberRecord(m.node_id, m.address, m.incarnation, _CODE[SUSPECT], self.node_id)
         self.apply(now, record)
         # Lifeguard: tell the suspected member first, so that it can refute at once.
