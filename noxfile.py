@@ -80,6 +80,6 @@ def plugins(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run the benchmarks; figures are printed and written to bench/results/."""
-    session.install(CORE, "cachetools")
-    for script in ("bench/local_ops.py", "bench/memory.py"):
+    session.install(CORE, "./gridkv-transport-tcp[uvloop]", "cachetools")
+    for script in ("bench/local_ops.py", "bench/memory.py", "bench/cluster_tcp.py"):
         session.run("python", script, *session.posargs)

@@ -19,8 +19,9 @@ SWIM (Das, Gupta and Motivala, 2002)
       tried too, so two sides of a healed partition find each other again.
 
 Lifeguard (Dadgar, Phillips and Currey, 2018)
-    * Local health awareness: a score (0 to ``awareness_max``) raised by failed probes, missed
-      nacks and having to refute a suspicion about oneself, lowered by successful probes.
+    * Local health awareness: a score (0 to ``awareness_max``) raised by missed nacks (or by a
+      failed probe that asked no relay), by stalls and by having to refute a suspicion about
+      oneself, lowered by successful probes.
       Probe period and time-outs are multiplied by ``score + 1``, so a node that is itself
       slow stops accusing healthy members.
     * Nacks: a relay that cannot reach the target answers with a nack; a prober that gets
@@ -722,8 +723,15 @@ class Swim:
             )
 
     def _probe_failed(self, now: float, probe: _Probe, out: list[Output]) -> None:
-        missed = max(0, probe.expected_nacks - probe.nacks)
-        self._raise_awareness(1 + (1 if missed else 0))
+        # As memberlist does: the score rises by the nacks that did not come (the relays could
+        # not answer us, so the trouble may be ours), or by 1 when no relay was asked. When
+        # every relay sent its nack, they reached us and not the target: the target is the
+        # problem, and this node's own timing is not stretched, so a dead member is detected
+        # at full speed.
+        if probe.expected_nacks:
+            self._raise_awareness(max(0, probe.expected_nacks - probe.nacks))
+        else:
+            self._raise_awareness(1)
         m = self.members.get(probe.target)
         if m is None or m.state not in (ALIVE, SUSPECT):
             return
