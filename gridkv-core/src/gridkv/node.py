@@ -505,5 +505,6 @@ class Node:
             pubkey_count=0,
             peer_count=len(live) - 1,
             members=members,
+            health_score=int(getattr(self.membership, "health_score", lambda: 0)()),
         )
         return Stats(cluster, self.transport.stats(), self.storage.stats(), version())

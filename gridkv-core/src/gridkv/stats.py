@@ -44,6 +44,9 @@ class ClusterStats:
     :ivar pubkey_count: public keys known.
     :ivar peer_count: members other than this node.
     :ivar members: every member in the view.
+    :ivar health_score: this node's own health score (Lifeguard; 0 is healthy): each point
+        stretches its probe period and time-outs by one more multiple, and it rises when this
+        node misses nacks or its timers run late.
     """
 
     ready: bool
@@ -55,6 +58,7 @@ class ClusterStats:
     pubkey_count: int
     peer_count: int
     members: tuple[MemberInfo, ...] = ()
+    health_score: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,6 +124,10 @@ class SwimMembership:
 
     # -- the view ------------------------------------------------------------------------
 
+    def health_score(self) -> int:
+        """This node's Lifeguard health score (0 is healthy)."""
+        return self.swim.awareness if self.swim is not None else 0
+
     def members(self) -> list[MemberInfo]:
         """Every member in the view, this node first."""
         if self.swim is None:

@@ -456,8 +456,12 @@ class Swim:
         elif isinstance(message, SwimPingReq):
             self._apply_all(now, message.updates)
             seq = self._next_seq()
+            # The nack is due one probe_timeout after the ping-req, not stretched by this
+            # node's own health score: the prober counts nacks until its failure_timeout, and
+            # a stretched relay would make a healthy prober miss them and raise its score,
+            # which stretches its own relaying in turn (memberlist does not scale it either).
             self._relays[seq] = _Relay(
-                message.sender_addr, message.seq, now + self.scaled(self.config.probe_timeout)
+                message.sender_addr, message.seq, now + self.config.probe_timeout
             )
             out.append(
                 Send(

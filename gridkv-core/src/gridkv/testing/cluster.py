@@ -541,12 +541,13 @@ class _Child:
     ) -> dict[str, Any]:
         """Run a get/set mix from ``tasks`` concurrent tasks for ``duration`` seconds.
 
-        Returns operation counts, errors by type, and every latency in microseconds.
+        Returns operation counts, errors by type, and every latency in nanoseconds (gets and
+        sets apart).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + duration
         value = b"v" * value_bytes
-        latencies: list[int] = []
+        latencies: dict[str, list[int]] = {"get": [], "set": []}  # nanoseconds
         counts = {"get": 0, "set": 0}
         failures: dict[str, int] = {}
         clock = time.perf_counter_ns
@@ -556,19 +557,19 @@ class _Child:
             kv = self.kv
             while loop.time() < deadline:
                 key = f"load:{rng.randrange(keys)}"
+                kind = "get" if rng.random() < read_ratio else "set"
                 start = clock()
                 try:
-                    if rng.random() < read_ratio:
+                    if kind == "get":
                         await kv.get(key)
-                        counts["get"] += 1
                     else:
                         await kv.set(key, value)
-                        counts["set"] += 1
                 except errors.GridKVError as exc:
                     name = type(exc).__name__
                     failures[name] = failures.get(name, 0) + 1
                     continue
-                latencies.append((clock() - start) // 1000)
+                counts[kind] += 1
+                latencies[kind].append(clock() - start)
 
         started = loop.time()
         await asyncio.gather(*(worker(n) for n in range(tasks)))
@@ -576,7 +577,7 @@ class _Child:
             "seconds": loop.time() - started,
             "counts": counts,
             "failures": failures,
-            "latencies_us": latencies,
+            "latencies_ns": latencies,
         }
 
 
