@@ -164,6 +164,19 @@ def test_a_relay_that_gets_no_ack_sends_a_nack() -> None:
     assert [(n.address, n.message.seq) for n in nacks] == [("a:1", 9)]  # type: ignore[attr-defined]
 
 
+def test_a_relay_nacks_within_the_probers_window_whatever_its_own_health() -> None:
+    # A prober waits for nacks until failure_timeout; its ping-reqs go out at probe_timeout.
+    # An unhealthy relay must not nack later than that, or a healthy prober would count the
+    # nack as missed and raise its own score (a feedback loop across the cluster).
+    b = with_members(machine("b"), "a", "c")
+    b.awareness = CFG.awareness_max
+    start = CFG.probe_timeout
+    b.handle(start, SwimPingReq(9, "a", "a:1", "c", "c:1", []))
+    window = CFG.failure_timeout - 0.01
+    nacks = sends(run_ticks(b, start, window, step=0.01), SwimNack)
+    assert [n.address for n in nacks] == ["a:1"]
+
+
 def test_a_ping_for_another_node_id_is_not_answered() -> None:
     b = machine("b")
     out, _ = b.handle(0.0, SwimPing(1, "a", "a:1", "old-b", []))
