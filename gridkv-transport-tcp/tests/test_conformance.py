@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 pytest.importorskip("gridkv_transport_tcp")
 
 from gridkv.eventloop import loop_name, new_event_loop
-from gridkv.testing.conformance import TransportConformance, TransportMaker
+from gridkv.testing.conformance import RawSender, TransportConformance, TransportMaker
 from gridkv.transport import Transport
 from gridkv_transport_tcp.transport import TcpTransport, split_address
 
@@ -18,7 +19,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def send_raw(address: str, data: bytes) -> None:
+    """Write ``data`` on a fresh TCP connection and wait until the transport closes it."""
+    host, port = split_address(address)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
 class TestTcpTransport(TransportConformance):
+    @pytest.fixture
+    def raw_sender(self) -> RawSender:
+        return send_raw
+
     @pytest.fixture
     def factory(self) -> TransportMaker:
         ports: dict[str, int] = {}

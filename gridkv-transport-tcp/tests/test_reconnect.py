@@ -85,27 +85,3 @@ async def test_the_back_off_doubles_up_to_its_maximum() -> None:
         assert waits[-1] >= 0.03
     finally:
         await client.close()
-
-
-async def test_one_way_frames_sent_just_before_close_are_delivered() -> None:
-    got: list[bytes] = []
-    everything = asyncio.Event()
-
-    def collect(peer: str, payload: bytes) -> None:
-        got.append(payload)
-        if len(got) == 100:
-            everything.set()
-
-    server = TcpTransport(f"127.0.0.1:{free_port()}")
-    client = TcpTransport(f"127.0.0.1:{free_port()}")
-    await server.start(collect)
-    await client.start(echo)
-    try:
-        for i in range(100):  # queued in one turn of the loop, written as one batch
-            await client.send(server.local_address, str(i).encode())
-        await client.close()
-        await asyncio.wait_for(everything.wait(), 5)
-        assert got == [str(i).encode() for i in range(100)]
-    finally:
-        await client.close()
-        await server.close()

@@ -47,6 +47,8 @@ _INNER = _HEAD.size - 4
 _REQUEST, _RESPONSE, _ONE_WAY = 0, 1, 2
 #: Frames in progress on each pooled connection before another connection is dialled.
 _BUSY = 16
+#: Queued bytes that are written at once rather than at the end of the loop turn.
+_FLUSH_BYTES = 64 * 1024
 
 
 def split_address(address: str, *, listening: bool = False) -> tuple[str, int]:
@@ -127,6 +129,7 @@ class _Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._limit = owner.max_frame_bytes + _INNER
         self._out: list[bytes] = []
+        self._out_bytes = 0
         self._loop = asyncio.get_running_loop()
 
     # -- asyncio.Protocol --------------------------------------------------------------
@@ -153,8 +156,8 @@ class _Connection(asyncio.Protocol):
             view = buffer
         pos = 0
         end = len(view)
-        while end - pos >= _HEAD.size:
-            length, kind, request_id = _HEAD.unpack_from(view, pos)
+        while end - pos >= 4:
+            (length,) = _LENGTH.unpack_from(view, pos)
             if length > self._limit or length < _INNER:
                 self.owner.counters.errors += 1
                 self.abort()
@@ -162,15 +165,12 @@ class _Connection(asyncio.Protocol):
             stop = pos + 4 + length
             if stop > end:
                 break
+            _, kind, request_id = _HEAD.unpack_from(view, pos)
             self._frame(kind, request_id, bytes(view[pos + _HEAD.size : stop]))
             pos = stop
         if buffer:
             del buffer[:pos]
         elif pos < end:
-            if end - pos >= 4 and _LENGTH.unpack_from(view, pos)[0] > self._limit:
-                self.owner.counters.errors += 1
-                self.abort()
-                return
             buffer += view[pos:]
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -258,17 +258,25 @@ class _Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             raise PeerUnavailable(f"connection to {self.peer!r} is closed")
         out = self._out
+        if not out:
+            self._loop.call_soon(self._flush)
         out.append(_HEAD.pack(len(body) + _INNER, kind, request_id))
         out.append(body)
-        if len(out) == 2:
-            self._loop.call_soon(self._flush)
+        self._out_bytes += len(body) + _HEAD.size
         self.owner.counters.bytes_sent += len(body)
+        if self._out_bytes >= _FLUSH_BYTES:
+            # A writer that never yields to the loop must not queue without bound: hand the
+            # batch over now, and the transport's high-water mark pauses the next writer.
+            self._flush()
 
     def _flush(self) -> None:
         out = self._out
+        if not out:
+            return
         self._out = []
+        self._out_bytes = 0
         transport = self.transport
-        if out and transport is not None and not transport.is_closing():
+        if transport is not None and not transport.is_closing():
             transport.write(b"".join(out))
 
     async def write(self, kind: int, request_id: int, body: bytes) -> None:
@@ -442,12 +450,22 @@ class TcpTransport:
         The least busy pooled connection is used; another is dialled when every one has
         ``_BUSY`` frames in progress and the pool is below ``max_conns``.
         """
-        for _ in range(3):
+        closed = 0
+        while True:
             conn = await self._pick(address)
-            if conn.usable():
-                conn.users += 1
-                return conn
-        raise PeerUnavailable(f"connections to {address!r} keep closing")
+            if not conn.usable():
+                closed += 1
+                if closed > 3:
+                    raise PeerUnavailable(f"connections to {address!r} keep closing")
+                continue
+            if conn.users >= _BUSY and self._may_dial(address):
+                continue  # it filled up while this caller waited on its dial: spread out
+            conn.users += 1
+            return conn
+
+    def _may_dial(self, address: str) -> bool:
+        live = [c for c in self._pools.get(address, []) if c.usable()]
+        return len(live) < self.max_conns and all(c.users >= _BUSY for c in live)
 
     def _release(self, conn: _Connection) -> None:
         conn.users -= 1

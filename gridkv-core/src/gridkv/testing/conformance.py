@@ -5,10 +5,15 @@
     class TestMyTransport(TransportConformance):
         @pytest.fixture
         def factory(self) -> TransportMaker:
-            ...  # returns make(name) -> (unstarted transport, its address)
+            ...  # make(name) -> a new unstarted transport; the same address for the same name
 
-The tests cover request/response, one-way sends, many requests in flight, large frames,
-oversized frames, unknown peers, a peer that restarts, time-outs and close semantics.
+        @pytest.fixture
+        def raw_sender(self) -> RawSender | None:
+            ...  # optional: send(address, bytes) past the transport's framing
+
+The tests cover request/response, one-way sends, handlers that answer at once or later, many
+requests in flight, large frames, oversized and (with ``raw_sender``) malformed frames, unknown
+peers, a peer that restarts, time-outs and close semantics.
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ import pytest
 from gridkv.errors import PeerTimeout, PeerUnavailable, ProtocolError, ShuttingDown
 from gridkv.transport.base import Handler, Transport
 
-__all__ = ["TransportConformance", "TransportMaker"]
+__all__ = ["RawSender", "TransportConformance", "TransportMaker"]
 
-#: ``make(name)`` returns a new, unstarted transport and the address peers reach it at.
+#: ``make(name)`` returns a new, unstarted transport; the same name gets the same address.
 TransportMaker = Callable[[str], Awaitable[Transport]]
+#: ``send(address, data)`` delivers raw bytes to a transport's listening address, past its
+#: framing (a TCP connection writing ``data``, for example).
+RawSender = Callable[[str, bytes], Awaitable[None]]
 
 
 async def _echo(peer: str, payload: bytes) -> bytes:
@@ -37,6 +45,11 @@ class TransportConformance:
     @pytest.fixture
     def factory(self) -> TransportMaker:  # pragma: no cover - provided by subclasses
         raise NotImplementedError
+
+    @pytest.fixture
+    def raw_sender(self) -> RawSender | None:
+        """Transports with a byte stream or datagrams override this; ``None`` skips."""
+        return None
 
     async def _started(
         self, factory: TransportMaker, name: str, handler: Handler = _echo
@@ -161,6 +174,86 @@ class TransportConformance:
                     if asyncio.get_running_loop().time() > deadline:
                         raise
                     await asyncio.sleep(0.05)
+        finally:
+            await a.close()
+            await b.close()
+
+    async def test_a_handler_may_answer_at_once(self, factory: TransportMaker) -> None:
+        def at_once(peer: str, payload: bytes) -> bytes:
+            return b"now:" + payload
+
+        a = await self._started(factory, "a")
+        b = await self._started(factory, "b", at_once)
+        try:
+            answers = await asyncio.gather(
+                *(a.request(b.local_address, str(i).encode(), 5) for i in range(50))
+            )
+            assert answers == [f"now:{i}".encode() for i in range(50)]
+        finally:
+            await a.close()
+            await b.close()
+
+    async def test_a_failing_handler_is_counted_and_the_requester_times_out(
+        self, factory: TransportMaker
+    ) -> None:
+        def broken(peer: str, payload: bytes) -> bytes:
+            if payload == b"bad":
+                raise RuntimeError("handler bug")
+            return payload
+
+        a = await self._started(factory, "a")
+        b = await self._started(factory, "b", broken)
+        try:
+            with pytest.raises(PeerTimeout):
+                await a.request(b.local_address, b"bad", 0.2)
+            assert b.stats().errors >= 1
+            assert await a.request(b.local_address, b"good", 5) == b"good"
+        finally:
+            await a.close()
+            await b.close()
+
+    async def test_one_way_frames_sent_before_close_arrive_in_order(
+        self, factory: TransportMaker
+    ) -> None:
+        got: list[bytes] = []
+        arrived = asyncio.Event()
+
+        def collect(peer: str, payload: bytes) -> None:
+            got.append(payload)
+            if len(got) == 100:
+                arrived.set()
+
+        a = await self._started(factory, "a")
+        b = await self._started(factory, "b", collect)
+        try:
+            for i in range(100):
+                await a.send(b.local_address, str(i).encode())
+            await a.close()
+            await asyncio.wait_for(arrived.wait(), 5)
+            assert got == [str(i).encode() for i in range(100)]
+        finally:
+            await a.close()
+            await b.close()
+
+    async def test_malformed_input_is_counted_and_the_transport_keeps_serving(
+        self, factory: TransportMaker, raw_sender: RawSender | None
+    ) -> None:
+        if raw_sender is None:
+            pytest.skip("this transport takes no raw bytes from outside")
+        a = await self._started(factory, "a")
+        b = await self._started(factory, "b")
+        try:
+            before = b.stats().errors
+            # GridKV's stream framing: a length over any limit, a length too short for the
+            # header, a frame of an unknown kind.
+            for junk in (b"\xff" * 64, b"\x00\x00\x00\x01", b"\x00\x00\x00\x09\x07" + bytes(8)):
+                await raw_sender(b.local_address, junk)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while b.stats().errors == before:
+                assert loop.time() < deadline, "malformed input was not counted"
+                await asyncio.sleep(0.01)
+            assert await a.request(b.local_address, b"still", 5) == b"echo:still"
         finally:
             await a.close()
             await b.close()

@@ -1,0 +1,117 @@
+"""The pool's limits, back-pressure and time-outs, on real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+pytest.importorskip("gridkv_transport_tcp")
+
+from gridkv import PeerTimeout, PeerUnavailable
+from gridkv_transport_tcp.transport import TcpTransport, split_address
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_the_pool_stays_within_max_conns_and_trims_to_max_idle() -> None:
+    release = asyncio.Event()
+
+    async def slow(peer: str, payload: bytes) -> bytes:
+        await release.wait()
+        return payload
+
+    server = TcpTransport(f"127.0.0.1:{free_port()}")
+    client = TcpTransport(f"127.0.0.1:{free_port()}", max_conns=3, max_idle=1)
+    await server.start(slow)
+    await client.start(slow)
+    try:
+        calls = [
+            asyncio.ensure_future(client.request(server.local_address, str(i).encode(), 10))
+            for i in range(200)
+        ]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while server.stats().requests_received < 200:
+            assert loop.time() < deadline, "the requests did not all arrive"
+            await asyncio.sleep(0.01)
+        assert client.stats().connections == 3  # 200 in flight, at most max_conns
+        assert server.stats().connections == 3
+        release.set()
+        assert await asyncio.gather(*calls) == [str(i).encode() for i in range(200)]
+        deadline = loop.time() + 5
+        while client.stats().connections > 1:
+            assert loop.time() < deadline, "idle connections were not closed"
+            await asyncio.sleep(0.01)
+    finally:
+        release.set()
+        await client.close()
+        await server.close()
+
+
+async def test_a_peer_that_stops_reading_blocks_writers_until_the_write_timeout() -> None:
+    # The peer accepts and never reads: the kernel buffers fill, the transport pauses
+    # writing, and a writer waits at most network.write_timeout instead of buffering more.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    client = TcpTransport(f"127.0.0.1:{free_port()}", write_timeout=0.3)
+
+    async def nothing(peer: str, payload: bytes) -> None:
+        return None
+
+    await client.start(nothing)
+    frame = b"x" * (1 << 20)
+    try:
+        with pytest.raises(PeerTimeout, match="did not take data .*write_timeout"):
+            for _ in range(256):  # far more than any kernel buffers on loopback
+                await client.send(address, frame)
+        conn = next(iter(client._connections))
+        buffered = conn.transport.get_write_buffer_size() if conn.transport else 0
+        assert buffered < 8 * len(frame)  # paused near the high-water mark, not 256 MiB
+    finally:
+        await client.close()
+        listener.close()
+
+
+async def test_a_dial_that_gets_no_answer_times_out() -> None:
+    # A listener whose accept queue is full drops further SYNs, so connects hang.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    fillers = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(listener.getsockname())
+        except BlockingIOError:
+            pass
+        fillers.append(s)
+    client = TcpTransport(f"127.0.0.1:{free_port()}", dial_timeout=0.3)
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        with pytest.raises((PeerTimeout, PeerUnavailable)) as info:
+            await client.request(address, b"x", 5)
+        if isinstance(info.value, PeerTimeout):
+            assert "within 0.3s (network.timeout)" in str(info.value)
+        assert loop.time() - started < 3
+    finally:
+        await client.close()
+        for s in fillers:
+            s.close()
+        listener.close()
+
+
+def test_addresses_with_port_zero_listen_on_a_free_port() -> None:
+    assert split_address("127.0.0.1:0", listening=True) == ("127.0.0.1", 0)
+    with pytest.raises(PeerUnavailable):
+        split_address("127.0.0.1:0")
