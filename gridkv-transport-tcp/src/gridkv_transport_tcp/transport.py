@@ -419,7 +419,10 @@ class TcpTransport:
                 ssl_handshake_timeout=self.dial_timeout if self._ssl else None,
             )
         except OSError as exc:
-            raise PeerUnavailable(f"cannot listen on {self._bind!r}: {exc.strerror}") from None
+            raise PeerUnavailable(
+                f"cannot listen on {self._bind!r} (network.bind_addr or local_address): "
+                f"{exc.strerror or exc}"
+            ) from None
         if port == 0 and self._server.sockets:
             actual = self._server.sockets[0].getsockname()[1]
             self._address = f"{split_address(self._address, listening=True)[0]}:{actual}"
