@@ -173,7 +173,9 @@ class Node:
         self.loop = asyncio.get_running_loop()
         configure_logging(self.options.log)
         try:
-            await self.transport.start(self._on_frame)
+            await self.transport.start(
+                self._on_frame, getattr(self.authenticator, "handshake", None)
+            )
             await self.membership.start()
         except BaseException:
             self.state = "closed"

@@ -28,9 +28,16 @@ import struct
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, cast
 
-from gridkv.errors import ConfigError, PeerTimeout, PeerUnavailable, ShuttingDown
+from gridkv.errors import (
+    AuthenticationError,
+    ConfigError,
+    PeerTimeout,
+    PeerUnavailable,
+    ShuttingDown,
+)
 from gridkv.transport.base import (
     Handler,
+    Handshake,
     TransportCounters,
     TransportStats,
     check_outbound,
@@ -44,7 +51,7 @@ __all__ = ["TcpTransport", "split_address", "ssl_contexts"]
 _HEAD = struct.Struct(">IBQ")  # length (of kind + id + body), kind, request id
 _LENGTH = struct.Struct(">I")
 _INNER = _HEAD.size - 4
-_REQUEST, _RESPONSE, _ONE_WAY = 0, 1, 2
+_REQUEST, _RESPONSE, _ONE_WAY, _HELLO = 0, 1, 2, 3
 #: Frames in progress on each pooled connection before another connection is dialled.
 _BUSY = 16
 #: Queued bytes that are written at once rather than at the end of the loop turn.
@@ -128,8 +135,13 @@ class _Connection(asyncio.Protocol):
         self._drained.set()
         self._buffer = bytearray()
         self._limit = owner.max_frame_bytes + _INNER
+        self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
         self._out_bytes = 0
+        #: Resolved when the peer's hello is accepted (at once without a handshake).
+        self.ready: asyncio.Future[None] = self._loop.create_future()
+        #: The peer's identity from the handshake; its address without one.
+        self.identity = peer
         self._loop = asyncio.get_running_loop()
 
     # -- asyncio.Protocol --------------------------------------------------------------
@@ -146,6 +158,13 @@ class _Connection(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.owner._connections.add(self)
+        self.identity = self.peer
+        handshake = self.owner._handshake
+        if handshake is None:
+            self.ready.set_result(None)
+        else:
+            self.write_now(_HELLO, 0, handshake.hello())
+            self._flush()  # before anything the peer says is read
 
     def data_received(self, data: bytes) -> None:
         """Split the stream into frames; the length is checked before the body is buffered."""
@@ -181,6 +200,9 @@ class _Connection(asyncio.Protocol):
             if not future.done():
                 future.set_exception(error)
         self.pending.clear()
+        if not self.ready.done():
+            self.ready.set_exception(PeerUnavailable(f"{self.peer!r} closed before its hello"))
+            self.ready.exception()
         if not self.closed.done():
             self.closed.set_result(None)
         self.writable = True
@@ -199,6 +221,9 @@ class _Connection(asyncio.Protocol):
     def _frame(self, kind: int, request_id: int, body: bytes) -> None:
         owner = self.owner
         owner.counters.bytes_received += len(body)
+        if not self.ready.done():
+            self._hello(kind, body)
+            return
         if kind == _RESPONSE:
             future = self.pending.pop(request_id, None)
             if future is not None and not future.done():
@@ -225,6 +250,22 @@ class _Connection(asyncio.Protocol):
                 self._answer(request_id, answer)
         elif answer is not None:
             owner._spawn(self._answer_later(kind, request_id, answer))
+
+    def _hello(self, kind: int, body: bytes) -> None:
+        """The first frame on a connection with a handshake: the peer's hello, or the end."""
+        handshake = self.owner._handshake
+        assert handshake is not None
+        try:
+            if kind != _HELLO:
+                raise AuthenticationError(f"{self.peer!r} sent a frame before its hello")
+            self.identity = handshake.check(self.peer, body)
+        except AuthenticationError as exc:
+            self.owner.counters.errors += 1
+            self.ready.set_exception(exc)
+            self.ready.exception()  # retrieved: the dialler reads it through wait_ready
+            self.abort()
+            return
+        self.ready.set_result(None)
 
     async def _answer_later(
         self, kind: int, request_id: int, pending: Awaitable[bytes | None]
@@ -353,6 +394,7 @@ class TcpTransport:
         self._failures: dict[str, tuple[int, float, str]] = {}
         self._rng = random.Random(f"tcp {address}")
         self._handler: Handler | None = None
+        self._handshake: Handshake | None = None
         self._server: asyncio.Server | None = None
         self._pools: dict[str, list[_Connection]] = {}
         self._dialing: dict[str, asyncio.Future[_Connection]] = {}
@@ -399,7 +441,7 @@ class TcpTransport:
         """The address peers reach this node at."""
         return self._address
 
-    async def start(self, handler: Handler) -> None:
+    async def start(self, handler: Handler, handshake: Handshake | None = None) -> None:
         """Listen on the bind address; inbound frames go to ``handler``.
 
         :raises PeerUnavailable: the address cannot be listened on.
@@ -407,6 +449,7 @@ class TcpTransport:
         if self._closed:
             raise ShuttingDown(f"tcp transport {self._address!r} is closed")
         self._handler = handler
+        self._handshake = handshake
         host, port = split_address(self._bind, listening=True)
         loop = asyncio.get_running_loop()
         try:
@@ -547,6 +590,18 @@ class TcpTransport:
         except OSError as exc:  # ssl.SSLError included: a refused or unverifiable certificate
             self.counters.errors += 1
             raise PeerUnavailable(f"cannot connect to {address!r}: {exc.strerror or exc}") from None
+        if self._handshake is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(conn.ready), self.dial_timeout)
+            except TimeoutError:
+                self.counters.errors += 1
+                conn.abort()
+                raise PeerTimeout(
+                    f"{address!r} sent no hello within {self.dial_timeout:g}s (network.timeout)"
+                ) from None
+            except (AuthenticationError, PeerUnavailable) as exc:
+                conn.abort()
+                raise PeerUnavailable(f"handshake with {address!r} failed: {exc}") from None
         return conn
 
     def _check(self, address: str, payload: bytes) -> None:

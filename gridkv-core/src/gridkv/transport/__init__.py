@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from gridkv.transport.base import Handler, Transport, TransportFactory, TransportStats
+from gridkv.transport.base import Handler, Handshake, Transport, TransportFactory, TransportStats
 from gridkv.transport.memory import MemoryNetwork, MemoryTransport
 
 __all__ = [
     "Handler",
+    "Handshake",
     "Transport",
     "TransportFactory",
     "TransportStats",

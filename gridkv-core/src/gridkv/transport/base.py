@@ -13,9 +13,10 @@ cannot be reached, :class:`~gridkv.errors.PeerTimeout` when it does not answer i
 
 Authentication is layered above this interface: the security layer wraps every frame before
 :meth:`~Transport.request` / :meth:`~Transport.send` and unwraps it in the handler, so it covers
-connection-oriented and connectionless sends alike, and a transport that opens connections may
-run a handshake through the optional ``handshake`` hook it is given without changing this
-interface.
+connection-oriented and connectionless sends alike. A transport that opens connections also
+takes an optional :class:`Handshake` in :meth:`Transport.start`: each new connection, in either
+direction, first exchanges hello frames, and no other frame passes until the peer's hello is
+accepted.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Handler",
+    "Handshake",
     "Transport",
     "TransportFactory",
     "TransportStats",
@@ -44,6 +46,26 @@ __all__ = [
 #: (an ``async def`` handler does), which the transport runs as a task. Answering at once
 #: spares a task per frame, the largest cost of a small request.
 Handler = Callable[[str, bytes], "bytes | Awaitable[bytes | None] | None"]
+
+
+@runtime_checkable
+class Handshake(Protocol):
+    """What a connection-oriented transport runs when a connection opens (either direction).
+
+    Each side sends :meth:`hello`; each checks the other's with :meth:`check`. Until that
+    passes no other frame is sent or delivered on the connection; when it fails the connection
+    is closed and counted as an error, and a dialling caller gets
+    :class:`~gridkv.errors.PeerUnavailable` saying why.
+    """
+
+    def hello(self) -> bytes:
+        """This node's opening frame for a new connection."""
+
+    def check(self, peer_address: str, hello: bytes) -> str:
+        """Check the peer's opening frame and return the peer's identity.
+
+        :raises AuthenticationError: the peer is not accepted.
+        """
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +173,12 @@ class Transport(Protocol):
     def local_address(self) -> str:
         """The address peers reach this node at."""
 
-    async def start(self, handler: Handler) -> None:
-        """Start listening; inbound frames go to ``handler``."""
+    async def start(self, handler: Handler, handshake: Handshake | None = None) -> None:
+        """Start listening; inbound frames go to ``handler``.
+
+        :param handshake: run on every new connection by transports that have connections;
+            connectionless transports ignore it (frames are authenticated one by one above).
+        """
 
     async def request(self, address: str, payload: bytes, timeout: float | None = None) -> bytes:
         """Send ``payload`` to ``address`` and return the answer.

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from gridkv.errors import PeerTimeout, PeerUnavailable, ShuttingDown
 from gridkv.transport.base import (
     Handler,
+    Handshake,
     TransportCounters,
     TransportStats,
     check_outbound,
@@ -183,8 +184,12 @@ class MemoryTransport:
         """The address peers reach this node at."""
         return self._address
 
-    async def start(self, handler: Handler) -> None:
-        """Attach to the network; inbound frames go to ``handler``."""
+    async def start(self, handler: Handler, handshake: Handshake | None = None) -> None:
+        """Attach to the network; inbound frames go to ``handler``.
+
+        ``handshake`` is ignored: there are no connections, and frames between nodes in one
+        process are authenticated one by one above the transport.
+        """
         if self._closed:
             raise ShuttingDown(f"memory transport {self._address!r} is closed")
         self._handler = handler
