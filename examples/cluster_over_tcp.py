@@ -23,15 +23,14 @@ def free_port() -> int:
 
 
 def worker(index: int, addresses: list[str], results: multiprocessing.Queue[str]) -> None:
-    options = gridkv.Options(
+    with gridkv.GridKV(
         local_node_id=f"worker-{index}",
         local_address=addresses[index],
         seed_addrs=[a for a in addresses if a != addresses[index]],
         disable_auth=True,  # loopback only; until authentication lands
         network={"type": "tcp"},
         log={"level": "error"},
-    )
-    with gridkv.GridKV(options) as kv:
+    ) as kv:
         kv.wait_ready(timeout=15)
         kv.set(f"greeting:{index}", f"hello from worker {index}".encode(), consistency="all")
         deadline = time.monotonic() + 15
