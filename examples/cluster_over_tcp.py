@@ -11,6 +11,7 @@ import importlib.util
 import multiprocessing
 import socket
 import sys
+import threading
 import time
 
 import gridkv
@@ -22,7 +23,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def worker(index: int, addresses: list[str], results: multiprocessing.Queue[str]) -> None:
+def worker(
+    index: int,
+    addresses: list[str],
+    results: multiprocessing.Queue[str],
+    done: threading.Barrier,
+) -> None:
     with gridkv.GridKV(
         local_node_id=f"worker-{index}",
         local_address=addresses[index],
@@ -42,7 +48,7 @@ def worker(index: int, addresses: list[str], results: multiprocessing.Queue[str]
                     seen[other] = value
             time.sleep(0.02)
         results.put(f"worker-{index} read {len(seen)} greetings: {sorted(seen.values())[0]!r}...")
-        time.sleep(0.5)  # stay up while the others finish reading
+        done.wait(30)  # stay up until every worker has read every greeting
 
 
 def main() -> None:
@@ -52,7 +58,8 @@ def main() -> None:
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
     context = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue[str] = context.Queue()
-    workers = [context.Process(target=worker, args=(i, addresses, results)) for i in range(3)]
+    done = context.Barrier(3)
+    workers = [context.Process(target=worker, args=(i, addresses, results, done)) for i in range(3)]
     for p in workers:
         p.start()
     try:
