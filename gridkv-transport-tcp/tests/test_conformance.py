@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
@@ -9,14 +8,9 @@ pytest.importorskip("gridkv_transport_tcp")
 
 from gridkv.eventloop import loop_name, new_event_loop
 from gridkv.testing.conformance import RawSender, TransportConformance, TransportMaker
+from gridkv.testing.transports import free_port
 from gridkv.transport import Transport
 from gridkv_transport_tcp.transport import TcpTransport, split_address
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def send_raw(address: str, data: bytes) -> None:

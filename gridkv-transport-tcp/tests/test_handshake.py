@@ -14,14 +14,9 @@ import pytest
 pytest.importorskip("gridkv_transport_tcp")
 
 from gridkv import AuthenticationError, PeerUnavailable
+from gridkv.testing.transports import free_port
 from gridkv.transport import Handshake
 from gridkv_transport_tcp.transport import TcpTransport, split_address
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SecretHandshake:

@@ -10,13 +10,8 @@ import pytest
 pytest.importorskip("gridkv_transport_tcp")
 
 from gridkv import PeerTimeout, PeerUnavailable
+from gridkv.testing.transports import free_port
 from gridkv_transport_tcp.transport import TcpTransport, split_address
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_the_pool_stays_within_max_conns_and_trims_to_max_idle() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 
 import pytest
@@ -11,17 +10,12 @@ import pytest
 pytest.importorskip("gridkv_transport_tcp")
 
 from gridkv import AsyncGridKV, NotReady, PeerUnavailable
+from gridkv.testing.transports import free_port
 from gridkv.wire import codec
 from gridkv.wire.messages import ErrorReply
 from gridkv_transport_tcp.transport import split_address
 
 HEAD = struct.Struct(">IBQ")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def options(node: str, **extra: object) -> dict[str, object]:

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
 pytest.importorskip("gridkv_transport_tcp")
 
 from gridkv import PeerUnavailable
+from gridkv.testing.transports import free_port
 from gridkv_transport_tcp.transport import TcpTransport
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def echo(peer: str, payload: bytes) -> bytes:
     return b"echo:" + payload
+
+
+async def answered(client: TcpTransport, address: str, payload: bytes) -> bytes:
+    """Request until the peer answers (it is coming back), for 5 s at most."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while True:
+        try:
+            return await client.request(address, payload, 1)
+        except PeerUnavailable:
+            assert loop.time() < deadline, f"{address} was not reached again"
+            await asyncio.sleep(0.02)
 
 
 async def test_failed_dials_back_off_and_a_returning_peer_is_reached() -> None:
@@ -39,27 +45,13 @@ async def test_failed_dials_back_off_and_a_returning_peer_is_reached() -> None:
             await client.request(address, b"2", 1)
         dials_failed_at = loop.time()
         await server.start(echo)
-        deadline = loop.time() + 5
-        while True:
-            try:
-                assert await client.request(address, b"3", 1) == b"echo:3"
-                break
-            except PeerUnavailable:
-                assert loop.time() < deadline, "the peer was not reached again"
-                await asyncio.sleep(0.02)
+        assert await answered(client, address, b"3") == b"echo:3"
         assert loop.time() - dials_failed_at >= 0.1  # waited out (most of) the back-off
         # A connection that drops is dialled again on the next send.
         await server.close()
         server = TcpTransport(address)
         await server.start(echo)
-        deadline = loop.time() + 5
-        while True:
-            try:
-                assert await client.request(address, b"4", 1) == b"echo:4"
-                break
-            except PeerUnavailable:
-                assert loop.time() < deadline, "the restarted peer was not reached"
-                await asyncio.sleep(0.02)
+        assert await answered(client, address, b"4") == b"echo:4"
     finally:
         await client.close()
         await server.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 
 import pytest
@@ -14,16 +13,11 @@ pytest.importorskip("cryptography")
 from gridkv import AsyncGridKV, ConfigError, Options, PeerTimeout, PeerUnavailable, load_config
 from gridkv.options import SslOptions
 from gridkv.testing.conformance import TransportConformance, TransportMaker
+from gridkv.testing.transports import free_port
 from gridkv.transport import Transport
 from gridkv_transport_tcp.transport import TcpTransport, ssl_contexts
 
 MakeTls = Callable[..., SslOptions]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def echo(peer: str, payload: bytes) -> bytes:

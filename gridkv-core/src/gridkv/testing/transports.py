@@ -8,9 +8,10 @@ tests that start nodes through the public API take their options from :func:`nod
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
-__all__ = ["TRANSPORT_ENV", "node_options", "transport_under_test"]
+__all__ = ["TRANSPORT_ENV", "free_port", "node_options", "transport_under_test"]
 
 #: Environment variable naming the transport under test; "memory" when unset.
 TRANSPORT_ENV = "GRIDKV_TEST_TRANSPORT"
@@ -30,3 +31,14 @@ def node_options(node_id: str) -> dict[str, Any]:
     kind = transport_under_test()
     address = f"{node_id}:7946" if kind == "memory" else "127.0.0.1:0"
     return {"local_node_id": node_id, "local_address": address, "network": {"type": kind}}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now (the kernel's pick).
+
+    Another process may take it before the caller binds it; where that matters, listen on
+    port 0 instead and read the port back (``local_address = "127.0.0.1:0"``).
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
