@@ -33,12 +33,11 @@ class SecretHandshake:
     def hello(self) -> bytes:
         return self._mac(self.name.encode()) + self.name.encode()
 
-    def check(self, peer_address: str, hello: bytes) -> str:
+    def check(self, peer_address: str, hello: bytes) -> None:
         mac, name = hello[:32], hello[32:]
         if not hmac.compare_digest(mac, self._mac(name)):
             raise AuthenticationError(f"{peer_address!r} does not know the secret")
         self.seen.append(name.decode())
-        return name.decode()
 
 
 async def echo(peer: str, payload: bytes) -> bytes:
@@ -92,6 +91,19 @@ async def test_a_frame_before_the_hello_closes_the_connection() -> None:
         data = await asyncio.wait_for(reader.read(), 5)  # a's hello, then the close
         assert len(data) < 100
         assert a.stats().requests_received == 0
+        assert a.stats().errors == 1
+    finally:
+        writer.close()
+        await a.close()
+
+
+async def test_a_connection_that_never_says_hello_is_closed() -> None:
+    a = TcpTransport(f"127.0.0.1:{free_port()}", dial_timeout=0.3)
+    await a.start(echo, SecretHandshake("a", b"s3cret"))
+    host, port = split_address(a.local_address)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        await asyncio.wait_for(reader.read(), 5)  # a's hello, then the close after 0.3 s
         assert a.stats().errors == 1
     finally:
         writer.close()

@@ -126,7 +126,8 @@ class _Connection(asyncio.Protocol):
         self.peer = peer
         self.transport: asyncio.Transport | None = None
         self.pending: dict[int, asyncio.Future[bytes]] = {}
-        self.closed = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
         #: Requests and sends using the connection right now (a pool entry in use is not idle).
         self.users = 0
         #: False while the kernel buffer is full (between pause_writing and resume_writing).
@@ -135,14 +136,10 @@ class _Connection(asyncio.Protocol):
         self._drained.set()
         self._buffer = bytearray()
         self._limit = owner.max_frame_bytes + _INNER
-        self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
         self._out_bytes = 0
         #: Resolved when the peer's hello is accepted (at once without a handshake).
         self.ready: asyncio.Future[None] = self._loop.create_future()
-        #: The peer's identity from the handshake; its address without one.
-        self.identity = peer
-        self._loop = asyncio.get_running_loop()
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -158,13 +155,19 @@ class _Connection(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.owner._connections.add(self)
-        self.identity = self.peer
         handshake = self.owner._handshake
         if handshake is None:
             self.ready.set_result(None)
         else:
             self.write_now(_HELLO, 0, handshake.hello())
             self._flush()  # before anything the peer says is read
+            # A peer that never says hello (either direction) does not keep the socket.
+            self._loop.call_later(self.owner.dial_timeout, self._hello_overdue)
+
+    def _hello_overdue(self) -> None:
+        if not self.ready.done():
+            self.owner.counters.errors += 1
+            self.abort()
 
     def data_received(self, data: bytes) -> None:
         """Split the stream into frames; the length is checked before the body is buffered."""
@@ -258,11 +261,11 @@ class _Connection(asyncio.Protocol):
         try:
             if kind != _HELLO:
                 raise AuthenticationError(f"{self.peer!r} sent a frame before its hello")
-            self.identity = handshake.check(self.peer, body)
+            handshake.check(self.peer, body)
         except AuthenticationError as exc:
             self.owner.counters.errors += 1
             self.ready.set_exception(exc)
-            self.ready.exception()  # retrieved: the dialler reads it through wait_ready
+            self.ready.exception()  # marked retrieved; a dialler awaits it in _dial
             self.abort()
             return
         self.ready.set_result(None)
@@ -480,7 +483,7 @@ class TcpTransport:
         if pool is not None and conn in pool:
             pool.remove(conn)
 
-    def _ready(self, address: str) -> _Connection | None:
+    def _pooled(self, address: str) -> _Connection | None:
         """The fast path of :meth:`_acquire`: the first pooled connection, if open and not busy."""
         pool = self._pools.get(address)
         if pool:
@@ -618,7 +621,7 @@ class TcpTransport:
     async def request(self, address: str, payload: bytes, timeout: float | None = None) -> bytes:
         """Send ``payload`` to ``address`` and return the answer."""
         self._check(address, payload)
-        conn = self._ready(address) or await self._acquire(address)
+        conn = self._pooled(address) or await self._acquire(address)
         request_id = next(self._ids)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
@@ -632,7 +635,10 @@ class TcpTransport:
             else:
                 await conn.write(_REQUEST, request_id, payload)
             return await future
-        except TimeoutError:
+        except PeerTimeout:  # the write timed out (a subclass of TimeoutError)
+            self.counters.errors += 1
+            raise
+        except TimeoutError:  # set by the timer
             self.counters.errors += 1
             raise PeerTimeout(f"{address!r} did not answer within {wait:g}s") from None
         finally:
@@ -643,7 +649,7 @@ class TcpTransport:
     async def send(self, address: str, payload: bytes) -> None:
         """Send ``payload`` one way."""
         self._check(address, payload)
-        conn = self._ready(address) or await self._acquire(address)
+        conn = self._pooled(address) or await self._acquire(address)
         self.counters.messages_sent += 1
         try:
             if conn.writable:

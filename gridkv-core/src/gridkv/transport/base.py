@@ -61,8 +61,8 @@ class Handshake(Protocol):
     def hello(self) -> bytes:
         """This node's opening frame for a new connection."""
 
-    def check(self, peer_address: str, hello: bytes) -> str:
-        """Check the peer's opening frame and return the peer's identity.
+    def check(self, peer_address: str, hello: bytes) -> None:
+        """Check the peer's opening frame.
 
         :raises AuthenticationError: the peer is not accepted.
         """
