@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import random
 import statistics
@@ -278,7 +279,7 @@ def crash_detection(crashes: int, log_dir: Path | None = None) -> dict[str, Any]
             killed_at = cluster.kill(victim)
             cluster.wait_for(
                 f"{name} dead everywhere",
-                lambda name=name: cluster.converged({name: "dead"}),
+                functools.partial(cluster.converged, {name: "dead"}),
                 timeout=30,
                 interval=0.02,
             )

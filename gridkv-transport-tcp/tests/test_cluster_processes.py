@@ -17,10 +17,6 @@ N = 5
 KEYS = 2000
 
 
-def alive(states: dict[str, str]) -> dict[str, str]:
-    return states
-
-
 def assert_all_readable(cluster: ProcessCluster, prefix: str, count: int, **kw: Any) -> None:
     for node in cluster.live():
         result = node.call("check_many", prefix=prefix, count=count, **kw)

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
@@ -306,7 +306,7 @@ class ProcessCluster:
         return node
 
     def wait_for(
-        self, what: str, check: Any, timeout: float = 30.0, interval: float = 0.05
+        self, what: str, check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05
     ) -> None:
         """Poll ``check()`` until it is true.
 
