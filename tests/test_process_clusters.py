@@ -1,5 +1,7 @@
-"""Five nodes as separate OS processes over TCP on 127.0.0.1: writes and reads through any node,
-``kill -9`` of one, and its restart on the same id and address."""
+"""Nodes as separate OS processes on 127.0.0.1 over the transport under test
+(``GRIDKV_TEST_TRANSPORT``): writes and reads through any node, ``kill -9`` of one, its restart
+on the same id and address, and a graceful leave. The memory transport does not cross
+processes, so its run skips these."""
 
 from __future__ import annotations
 
@@ -8,10 +10,14 @@ import threading
 from typing import Any
 
 import pytest
-
-pytest.importorskip("gridkv_transport_tcp")
-
 from gridkv.testing.cluster import ProcessCluster
+from gridkv.testing.transports import transport_under_test
+
+TRANSPORT = transport_under_test()
+pytestmark = pytest.mark.skipif(
+    TRANSPORT == "memory", reason="the memory transport does not cross processes"
+)
+NETWORK = {"network": {"type": TRANSPORT}}
 
 N = 5
 KEYS = 2000
@@ -31,7 +37,7 @@ def assert_gone(pids: list[int]) -> None:
 
 def test_kill_9_and_restart_in_a_five_process_cluster() -> None:
     everyone = {f"p{i}": "alive" for i in range(N)}
-    with ProcessCluster(N, {"replica_count": 3}) as cluster:
+    with ProcessCluster(N, {"replica_count": 3, **NETWORK}) as cluster:
         for node in cluster.live():
             node.call("wait_ready", timeout=15)
         cluster.wait_for("every node sees all five alive", lambda: cluster.converged(everyone))
@@ -97,7 +103,7 @@ def test_kill_9_and_restart_in_a_five_process_cluster() -> None:
 
 
 def test_a_graceful_leave_hands_data_over_and_no_process_is_left_behind() -> None:
-    with ProcessCluster(3, {"replica_count": 1}, prefix="g") as cluster:
+    with ProcessCluster(3, {"replica_count": 1, **NETWORK}, prefix="g") as cluster:
         for node in cluster.live():
             node.call("wait_ready", timeout=15)
         cluster.wait_for(
