@@ -110,3 +110,25 @@ def test_addresses_with_port_zero_listen_on_a_free_port() -> None:
     assert split_address("127.0.0.1:0", listening=True) == ("127.0.0.1", 0)
     with pytest.raises(PeerUnavailable):
         split_address("127.0.0.1:0")
+
+
+async def test_a_frame_that_stops_arriving_midway_closes_its_connection() -> None:
+    server = TcpTransport(f"127.0.0.1:{free_port()}", read_timeout=0.3)
+
+    async def echo(peer: str, payload: bytes) -> bytes:
+        return payload
+
+    await server.start(echo)
+    host, port = split_address(server.local_address)
+    reader, writer = await asyncio.open_connection(host, port)
+    loop = asyncio.get_running_loop()
+    try:
+        writer.write((1000).to_bytes(4, "big") + b"\x00" * 100)  # 100 of 1,000 bytes
+        await writer.drain()
+        started = loop.time()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        assert 0.25 <= loop.time() - started < 3
+        assert server.stats().errors == 1
+    finally:
+        writer.close()
+        await server.close()

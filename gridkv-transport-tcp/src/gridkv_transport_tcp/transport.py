@@ -6,7 +6,8 @@ against ``network.max_frame_bytes`` before anything is buffered for the body
 message. Many requests are in flight on one connection at once; a peer has a small pool of
 connections (``network.max_conns``), the least busy one is used, and idle ones beyond
 ``network.max_idle`` are closed. Dial, read and write time-outs come from ``network.timeout``,
-``network.read_timeout`` and ``network.write_timeout``. A lost connection is re-dialled on
+``network.read_timeout`` and ``network.write_timeout``; a frame that stops arriving midway
+for ``network.read_timeout`` closes its connection. A lost connection is re-dialled on
 the next send; after a failed dial the next one waits ``network.reconnect_backoff``, doubling
 (with jitter) up to ``network.reconnect_max_backoff``, and sends meanwhile fail at once. When
 the kernel buffer fills, writers wait for it to drain (back-pressure) instead of buffering
@@ -135,6 +136,8 @@ class _Connection(asyncio.Protocol):
         self._drained = asyncio.Event()
         self._drained.set()
         self._buffer = bytearray()
+        self._last_data = 0.0
+        self._stall_timer: asyncio.TimerHandle | None = None
         self._limit = owner.max_frame_bytes + _INNER
         self._out: list[bytes] = []
         self._out_bytes = 0
@@ -194,8 +197,30 @@ class _Connection(asyncio.Protocol):
             del buffer[:pos]
         elif pos < end:
             buffer += view[pos:]
+        if buffer:
+            self._last_data = self._loop.time()
+            if self._stall_timer is None:
+                self._stall_timer = self._loop.call_later(
+                    self.owner.read_timeout, self._check_stalled
+                )
+
+    def _check_stalled(self) -> None:
+        """A frame that stops arriving midway for ``read_timeout`` closes the connection."""
+        self._stall_timer = None
+        if not self._buffer:
+            return
+        quiet = self._loop.time() - self._last_data
+        if quiet >= self.owner.read_timeout:
+            self.owner.counters.errors += 1
+            self.abort()
+        else:
+            self._stall_timer = self._loop.call_later(
+                self.owner.read_timeout - quiet, self._check_stalled
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
         self.owner._connections.discard(self)
         self.owner._forget(self)
         error = PeerUnavailable(f"connection to {self.peer!r} lost")
