@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
@@ -454,6 +454,28 @@ class _Child:
     async def op_delete(self, key: str, consistency: str | None = None) -> None:
         await self.kv.delete(key, consistency=consistency)
 
+    @staticmethod
+    async def _each_key(
+        prefix: str, count: int, concurrency: int, step: Callable[[int, str], Awaitable[None]]
+    ) -> dict[str, str]:
+        """Run ``step(i, prefix{i})`` for i < count, ``concurrency`` at a time.
+
+        Returns the GridKV errors by key.
+        """
+        failures: dict[str, str] = {}
+        indexes = iter(range(count))
+
+        async def worker() -> None:
+            for i in indexes:
+                key = f"{prefix}{i}"
+                try:
+                    await step(i, key)
+                except errors.GridKVError as exc:
+                    failures[key] = f"{type(exc).__name__}: {exc}"
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return failures
+
     async def op_set_many(
         self, prefix: str, count: int, consistency: str | None = None, concurrency: int = 64
     ) -> dict[str, Any]:
@@ -461,18 +483,11 @@ class _Child:
 
         Returns how many were written and, for the others, the failures by key.
         """
-        failures: dict[str, str] = {}
-        keys = iter(range(count))
 
-        async def worker() -> None:
-            for i in keys:
-                key = f"{prefix}{i}"
-                try:
-                    await self.kv.set(key, f"value-{i}".encode(), consistency=consistency)
-                except errors.GridKVError as exc:
-                    failures[key] = f"{type(exc).__name__}: {exc}"
+        async def write(i: int, key: str) -> None:
+            await self.kv.set(key, f"value-{i}".encode(), consistency=consistency)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        failures = await self._each_key(prefix, count, concurrency, write)
         return {"written": count - len(failures), "failures": failures}
 
     async def op_check_many(
@@ -481,23 +496,15 @@ class _Child:
         """Read ``prefix{i}`` for i < count; returns the keys missing or wrong, and errors."""
         missing: list[str] = []
         wrong: list[str] = []
-        failures: dict[str, str] = {}
-        keys = iter(range(count))
 
-        async def worker() -> None:
-            for i in keys:
-                key = f"{prefix}{i}"
-                try:
-                    value = await self.kv.get(key, consistency=consistency)
-                except errors.GridKVError as exc:
-                    failures[key] = f"{type(exc).__name__}: {exc}"
-                    continue
-                if value is None:
-                    missing.append(key)
-                elif value != f"value-{i}".encode():
-                    wrong.append(key)
+        async def check(i: int, key: str) -> None:
+            value = await self.kv.get(key, consistency=consistency)
+            if value is None:
+                missing.append(key)
+            elif value != f"value-{i}".encode():
+                wrong.append(key)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        failures = await self._each_key(prefix, count, concurrency, check)
         return {"missing": sorted(missing), "wrong": sorted(wrong), "failures": failures}
 
     async def op_local_missing(self, prefix: str, count: int) -> dict[str, Any]:
