@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -189,3 +190,38 @@ def test_replace_changes_nested_sections_and_keeps_the_rest() -> None:
 
 def test_empty_node_id_gets_a_host_and_pid_default() -> None:
     assert Options().local_node_id
+
+
+@pytest.mark.parametrize(
+    ("mapping", "key"),
+    [
+        ({"seed_addrs": ["10.0.0.2"]}, "seed_addrs[0]"),
+        ({"seed_addrs": ["10.0.0.2:7946", "10.0.0.3:0"]}, "seed_addrs[1]"),
+        ({"seed_addrs": [":7946"]}, "seed_addrs[0]"),
+        ({"local_address": "node-1"}, "local_address"),
+        ({"local_address": "node-1:99999"}, "local_address"),
+        ({"network": {"bind_addr": "0.0.0.0"}}, "network.bind_addr"),
+    ],
+)
+def test_an_address_without_a_port_is_refused_when_the_options_are_built(
+    mapping: dict[str, object], key: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(repr(key))):
+        Options.from_mapping(mapping)
+
+
+def test_ipv6_and_wildcard_addresses_are_accepted() -> None:
+    opts = Options.from_mapping(
+        {
+            "local_address": "[::1]:7946",
+            "seed_addrs": ["[::1]:7947"],
+            "network": {"bind_addr": ":0"},
+        }
+    )
+    assert opts.bind_address == ":0"
+
+
+@pytest.mark.parametrize("key", ["max_inbound_buffer_bytes", "max_output_buffer_bytes"])
+def test_a_buffer_limit_smaller_than_a_frame_is_refused(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"network.{key}"):
+        Options.from_mapping({"network": {key: 1 << 20, "max_frame_bytes": 2 << 20}})

@@ -161,6 +161,25 @@ class _Section:
         return out
 
 
+def _check_address(key: str, address: str, *, listening: bool) -> None:
+    """Raise unless ``address`` is ``host:port`` (``[v6]:port``); port 0 only where listening.
+
+    Every transport addresses nodes this way (the memory transport takes any host name), so a
+    seed without a port is caught when the options are built, not at the first dial.
+    """
+    host, sep, port = address.rpartition(":")
+    low = 0 if listening else 1
+    if not sep or not port.isdigit() or not low <= int(port) <= 65535:
+        raise ConfigError(
+            f"config key {key!r}: expected host:port with a port from {low} to 65535 "
+            f"(got {address!r})"
+        )
+    if not host and not listening:
+        raise ConfigError(
+            f"config key {key!r}: expected host:port, the host is missing (got {address!r})"
+        )
+
+
 def _closest(key: str, names: set[str]) -> str | None:
     import difflib
 
@@ -240,8 +259,30 @@ class NetworkOptions(_Section):
     reconnect_backoff: float = _opt(0.05, "duration", min=0.0)
     #: Longest wait between dials to an unreachable peer.
     reconnect_max_backoff: float = _opt(1.0, "duration", min=0.0)
+    #: Bytes queued on one connection that the peer has not read yet. A peer that lets more
+    #: pile up, or that takes nothing for ``write_timeout`` while data waits, is disconnected
+    #: (Redis's client-output-buffer-limit), so a peer that never reads cannot grow the node.
+    max_output_buffer_bytes: int = _opt(64 * 1024 * 1024, "int", min=64 * 1024)
+    #: Bytes of unfinished inbound frames buffered across all of this node's connections at
+    #: once; a connection whose partial frame would pass it is closed. One connection never
+    #: buffers more than one frame (``max_frame_bytes``).
+    max_inbound_buffer_bytes: int = _opt(64 * 1024 * 1024, "int", min=1024)
     #: TLS between nodes.
     ssl: SslOptions = field(default_factory=SslOptions)
+
+    def _check(self) -> None:
+        if self.max_inbound_buffer_bytes < self.max_frame_bytes:
+            raise ConfigError(
+                f"config key 'network.max_inbound_buffer_bytes': {self.max_inbound_buffer_bytes}"
+                f" cannot hold one frame of network.max_frame_bytes={self.max_frame_bytes}; "
+                "raise it or lower network.max_frame_bytes"
+            )
+        if self.max_output_buffer_bytes < self.max_frame_bytes:
+            raise ConfigError(
+                f"config key 'network.max_output_buffer_bytes': {self.max_output_buffer_bytes}"
+                f" cannot hold one frame of network.max_frame_bytes={self.max_frame_bytes}; "
+                "raise it or lower network.max_frame_bytes"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +437,11 @@ class Options(_Section):
     def _check(self) -> None:
         if not self.local_node_id:
             object.__setattr__(self, "local_node_id", f"{socket.gethostname()}-{os.getpid()}")
+        _check_address("local_address", self.local_address, listening=True)
+        if self.network.bind_addr:
+            _check_address("network.bind_addr", self.network.bind_addr, listening=True)
+        for i, seed in enumerate(self.seed_addrs):
+            _check_address(f"seed_addrs[{i}]", seed, listening=False)
         if self.max_value_bytes + self.max_key_bytes + 1024 > self.network.max_frame_bytes:
             raise ConfigError(
                 f"config key 'max_value_bytes': {self.max_value_bytes} does not fit in a frame "
