@@ -3,7 +3,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 from gridkv.errors import ProtocolError
-from gridkv.storage.base import Entry
+from gridkv.storage.base import BUCKETS, Entry
 from gridkv.wire import (
     BatchAck,
     ErrorReply,
@@ -19,6 +19,13 @@ from gridkv.wire import (
     frame,
 )
 from gridkv.wire.messages import (
+    BucketReply,
+    BucketSync,
+    DigestReply,
+    DigestSync,
+    HandoffDone,
+    KeySync,
+    KeySyncReply,
     MemberRecord,
     PushPull,
     PushPullReply,
@@ -47,12 +54,12 @@ wire_entries = st.tuples(
 )
 messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Ping, seq=u64, sender=node_ids),
-    st.builds(Pong, seq=u64, sender=node_ids),
+    st.builds(Pong, seq=u64, sender=node_ids, clock=u64),
     st.builds(ErrorReply, code=st.text(max_size=20), message=st.text(max_size=100)),
     st.builds(GetRequest, partition=st.integers(0, 2**32 - 1), key=keys),
     st.builds(GetReply, entry=st.one_of(st.none(), wire_entries)),
     st.builds(ReplicateBatch, sender=node_ids, entries=st.lists(wire_entries, max_size=5)),
-    st.builds(BatchAck, applied=st.integers(0, 2**32 - 1)),
+    st.builds(BatchAck, results=st.binary(max_size=20).map(lambda b: bytes(x % 6 for x in b))),
 )
 addresses = st.text(min_size=1, max_size=30)
 records = st.lists(
@@ -84,6 +91,33 @@ messages = messages | st.one_of(
     st.builds(SwimGossip, sender=node_ids, sender_addr=addresses, updates=records),
     st.builds(PushPull, sender=node_ids, sender_addr=addresses, join=st.booleans(), states=records),
     st.builds(PushPullReply, sender=node_ids, states=records),
+)
+u32 = st.integers(0, 2**32 - 1)
+messages = messages | st.one_of(
+    st.builds(DigestSync, sender=node_ids, digests=st.lists(st.tuples(u32, u64), max_size=5)),
+    st.builds(DigestReply, differ=st.lists(u32, max_size=5)),
+    st.builds(
+        BucketSync,
+        sender=node_ids,
+        partition=u32,
+        digests=st.lists(u64, min_size=BUCKETS, max_size=BUCKETS),
+    ),
+    st.builds(BucketReply, differ=st.lists(st.integers(0, BUCKETS - 1), max_size=5)),
+    st.builds(
+        KeySync,
+        sender=node_ids,
+        partition=u32,
+        low=u64,
+        high=u64,
+        versions=st.lists(st.tuples(keys, u64, node_ids), max_size=5),
+    ),
+    st.builds(
+        KeySyncReply,
+        entries=st.lists(wire_entries, max_size=3),
+        wanted=st.lists(keys, max_size=3),
+        complete=st.booleans(),
+    ),
+    st.builds(HandoffDone, sender=node_ids, partitions=st.lists(u32, max_size=5)),
 )
 
 

@@ -52,9 +52,9 @@ def test_inline_plugin_registers_a_storage_backend_and_unregisters(plugins: Plug
     class Plugin:
         @hookimpl
         def gridkv_register_storage(self, register: Callable[[str, Any], None]) -> None:
-            def factory(options: Options) -> MemoryStorage:
+            def factory(options: Options, *, clock: Callable[[], float]) -> MemoryStorage:
                 made.append(options)
-                return MemoryStorage(options.partition_count)
+                return MemoryStorage(options.partition_count, clock=clock)
 
             register("counting", factory)
 

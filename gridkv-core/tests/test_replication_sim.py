@@ -78,7 +78,7 @@ def test_quorum_survives_one_replica_down_and_fails_with_two_down() -> None:
             await kv.set(key, b"v1", consistency="quorum")
             assert await kv.get(key, consistency="quorum") == b"v1"
             await sim.crash(owners[1])
-            with pytest.raises(QuorumNotReached, match="got 1 of 2"):
+            with pytest.raises(QuorumNotReached, match="stored by 1 of 2"):
                 await kv.set(key, b"v2", consistency="quorum")
             with pytest.raises(QuorumNotReached):
                 await kv.get(key, consistency="quorum")
@@ -97,7 +97,7 @@ def test_all_needs_every_replica() -> None:
             await kv.set(key, b"v", consistency="all")
             assert all(stored(sim, n, key) == b"v" for n in owners)
             await sim.crash(owners[2])
-            with pytest.raises(QuorumNotReached, match="got 2 of 3"):
+            with pytest.raises(QuorumNotReached, match="stored by 2 of 3"):
                 await kv.set(key, b"w", consistency="all")
 
     simulate(scenario)
@@ -148,7 +148,7 @@ def test_a_non_owner_write_at_one_waits_for_a_replica() -> None:
             assert any(stored(sim, n, key) == b"v" for n in owners)
             for owner in owners:
                 await sim.crash(owner)
-            with pytest.raises(QuorumNotReached, match="got 0 of 1"):
+            with pytest.raises(QuorumNotReached, match="stored by 0 of 1"):
                 await sim.client(outsider).set(key, b"w")
 
     simulate(scenario)
@@ -286,7 +286,7 @@ def test_a_joining_node_receives_its_partitions_with_no_read_misses_meanwhile() 
             start = sim.now()
             while sim.now() - start < 5:
                 for node_id in sim.nodes:
-                    if not sim.nodes[node_id].membership.joined:
+                    if not sim.nodes[node_id].clock_synced:
                         continue  # a node still joining refuses reads (NotReady)
                     kv = sim.client(node_id)
                     for key in sample:
@@ -299,7 +299,7 @@ def test_a_joining_node_receives_its_partitions_with_no_read_misses_meanwhile() 
             assert mine
             assert all(stored(sim, "n3", k) == b"v" for k in mine)
             # with 4 nodes and replica_count 3, some former replicas gave partitions away
-            dropped = sum(sim.nodes[n].handoff.partitions_dropped for n in ("n0", "n1", "n2"))
+            dropped = sum(sim.nodes[n].handoff.entries_dropped for n in ("n0", "n1", "n2"))
             assert dropped > 0
             for node_id in ("n0", "n1", "n2"):
                 node = sim.nodes[node_id]

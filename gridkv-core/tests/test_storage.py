@@ -241,3 +241,123 @@ def test_concurrent_writers_lose_nothing_and_account_exactly(clock: Clock) -> No
     assert all(s.get(i % 64, f"t{t}-{i}") == b"x" * (i % 50) for t in range(8) for i in range(2000))
     expected = sum(s._cost(k, b) for d in s._parts for k, b in d.items())
     assert s.used_bytes == expected
+
+
+def test_bucket_digests_xor_to_the_partition_digest(clock: Clock) -> None:
+    from gridkv.storage.base import BUCKETS, bucket_of, fingerprint, key_hash
+
+    s = make(clock)
+    for i in range(200):
+        s.apply(5, Entry(f"k{i}", b"v", i + 1, "w"))
+    s.apply(5, Entry("k3", None, 1000, "w"))
+    buckets = s.bucket_digests(5)
+    assert len(buckets) == BUCKETS
+    total = 0
+    for b in buckets:
+        total ^= b
+    assert total == s.digest(5) != 0
+    expected = [0] * BUCKETS
+    for e in s.entries(5):
+        expected[bucket_of(key_hash(e.key))] ^= fingerprint(e.key, e.version, e.writer)
+    assert buckets == expected
+    s.drop_partition(5)
+    assert s.digest(5) == 0 and set(s.bucket_digests(5)) == {0}
+
+
+def test_versions_lists_a_hash_range_without_reading_values(clock: Clock) -> None:
+    from gridkv.storage.base import bucket_range, key_hash
+
+    s = make(clock, compression_threshold=10)
+    for i in range(100):
+        s.apply(2, Entry(f"k{i}", b"z" * 100, i + 1, "w"))
+    every = s.versions(2)
+    assert sorted(k for _, k, _, _ in every) == sorted(f"k{i}" for i in range(100))
+    assert all(h == key_hash(k) for h, k, _, _ in every)
+    low, high = bucket_range(3)
+    inside = s.versions(2, low, high)
+    assert {k for _, k, _, _ in inside} == {k for h, k, _, _ in every if low <= h <= high}
+
+
+def test_the_writer_table_shrinks_when_records_go_and_is_bounded(clock: Clock) -> None:
+    from gridkv.storage import memory
+
+    s = MemoryStorage(64, clock=clock, shard_count=1)
+    for i in range(1000):
+        s.apply(i % 64, Entry(f"k{i}", b"v", 1, f"writer-{i}"))
+    assert s.stats().writers == 1000
+    for i in range(1000):
+        s.apply(i % 64, Entry(f"k{i}", b"v", 2, "one-writer"))
+    assert s.stats().writers == 1
+    slots = len(s._shards[0].writers)
+    assert slots == 1001
+    for i in range(1000, 1500):
+        s.apply(i % 64, Entry(f"k{i}", b"v", 1, f"other-{i}"))
+    assert len(s._shards[0].writers) == slots  # freed slots are reused, not grown
+    s.close()
+    assert s.stats().writers == 0
+
+    memory_max = memory.MAX_WRITERS
+    try:
+        memory.MAX_WRITERS = 20
+        small = MemoryStorage(4, clock=clock, shard_count=2)  # 10 ids per shard
+        for i in range(10):
+            small.apply(0, Entry(f"k{i}", b"v", 1, f"w{i}"))
+        with pytest.raises(MemoryLimitExceeded, match="distinct writer ids"):
+            small.apply(0, Entry("k-new", b"v", 1, "w-new"))
+        assert small.get(0, "k-new") is None
+        small.apply(0, Entry("k0", b"v", 2, "w1"))  # frees w0
+        small.apply(0, Entry("k-new", b"v", 1, "w-new"))
+        assert small.get(0, "k-new") == b"v"
+        assert small.stats().writers == 10
+    finally:
+        memory.MAX_WRITERS = memory_max
+
+
+def test_lru_never_evicts_a_tombstone(clock: Clock) -> None:
+    s = MemoryStorage(1, clock=clock, max_bytes=10_000, eviction="lru", compression_threshold=0)
+    for i in range(5):
+        s.apply(0, Entry(f"t{i}", None, 1, "w", expires_at=clock.ms + 60_000))
+    for i in range(40):
+        s.apply(0, Entry(f"k{i}", b"v" * 500, 1, "w"))
+    assert s.stats().evictions > 0
+    assert s.stats().tombstones == 5
+    assert all(s.get_entry(0, f"t{i}") is not None for i in range(5))
+    assert s.get(0, "t0") is None  # a read of a tombstone under LRU
+
+
+def test_drop_versions_keeps_a_newer_write(clock: Clock) -> None:
+    s = make(clock)
+    s.apply(1, Entry("a", b"1", 1, "w"))
+    s.apply(1, Entry("b", b"1", 1, "w"))
+    sent = [(e.key, e.version, e.writer) for e in s.entries(1)]
+    s.apply(1, Entry("b", b"2", 2, "w"))  # arrives while the handoff is under way
+    assert s.drop_versions(1, sent) == 1
+    assert s.get(1, "a") is None
+    assert s.get(1, "b") == b"2"
+
+
+def test_a_tombstone_is_collected_only_below_its_buckets_horizon(clock: Clock) -> None:
+    from gridkv.storage.base import BUCKETS, bucket_of, key_hash
+
+    s = make(clock)
+    s.apply(0, Entry("k", None, 1, "w", expires_at=clock.ms + 1000))
+    bucket = bucket_of(key_hash("k"))
+    clock.t += 2
+    assert s.sweep(clock.ms, 100, lambda p: None) == 0
+    low = [0] * BUCKETS
+    assert s.sweep(clock.ms, 100, lambda p: low) == 0
+    stored = s.get_entry(0, "k")
+    assert stored is not None
+    horizon = [0] * BUCKETS
+    horizon[bucket] = stored.expires_at  # confirmed at exactly its time: not yet
+    assert s.sweep(clock.ms, 100, lambda p: horizon) == 0
+    horizon[bucket] += 1
+    assert s.sweep(clock.ms, 100, lambda p: horizon) == 1
+    assert s.stats().tombstones_collected == 1
+
+
+def test_a_late_tombstone_expires_no_earlier_than_its_arrival(clock: Clock) -> None:
+    s = make(clock)
+    s.apply(0, Entry("k", None, 1, "w", expires_at=clock.ms - 5000))
+    stored = s.get_entry(0, "k")
+    assert stored is not None and stored.expires_at == clock.ms

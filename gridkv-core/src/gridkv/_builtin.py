@@ -27,10 +27,10 @@ def _swim(node: Node) -> Membership:
     return SwimMembership(node)
 
 
-def _memory_storage(options: Options) -> Storage:
+def _memory_storage(options: Options, *, clock: Callable[[], float]) -> Storage:
     from gridkv.storage.memory import MemoryStorage
 
-    return MemoryStorage.from_options(options)
+    return MemoryStorage.from_options(options, clock=clock)
 
 
 class _NoAuthentication:

@@ -1,43 +1,134 @@
 """Anti-entropy: co-replicas compare what they hold and exchange only what differs.
 
 Every ``anti_entropy_interval`` a node takes each peer it shares partitions with (only peers
-with a greater id, so each pair is compared once a round) and sends the digest of every shared
-partition (:class:`~gridkv.wire.messages.DigestSync`): one 64-bit number each, kept up to date
-by the storage on every write. The peer answers with the partitions whose digests differ, and
-the node drills into those: it sends a partition's ``(key, version, writer)`` list
-(:class:`~gridkv.wire.messages.KeySync`); the peer answers with the entries the node lacks or
-holds older, and the keys it wants in return, which the node sends as a replication batch. Up
-to ``DRILL_CONCURRENCY`` partitions are drilled at once, and a round stops drilling with a peer
+with a greater id, so each pair is compared once a round) and narrows differences down in
+three steps, each a request and its answer:
+
+1. :class:`~gridkv.wire.messages.DigestSync`: the digest of every shared partition (one 64-bit
+   number each, kept up to date by the storage on every write); the peer answers with the
+   partitions whose digests differ.
+2. :class:`~gridkv.wire.messages.BucketSync`, per differing partition: its ``BUCKETS`` bucket
+   digests (the partition split by key hash); the peer answers with the buckets that differ.
+3. :class:`~gridkv.wire.messages.KeySync`, per range of differing buckets: the node's
+   ``(key, version, writer)`` list of that hash range, in pages cut to the message budget; the
+   peer answers with the entries the node lacks or holds older (also cut to the budget; the
+   rest comes next round) and the keys it wants, which the node sends as replication batches.
+
+So a partition of any size is compared with messages of bounded size, and a difference of a
+few keys costs a few small messages, not the partition's whole key list. Up to
+``DRILL_CONCURRENCY`` partitions are drilled at once, and a round stops drilling with a peer
 once ``anti_entropy_keys_per_round`` keys have been compared or exchanged with it. Both sides
-merge by last-writer-wins, so tombstones win over older values and nothing deleted comes back.
+merge by last-writer-wins through :meth:`~gridkv.coordinator.Coordinator.store`, so
+tombstones win over older values and nothing deleted comes back.
+
+Every comparison that finds equal digests is also a confirmation, recorded on both sides in
+the :class:`~gridkv.tombstones.TombstoneLedger`: the peer holds every tombstone this node held
+when it read its digests. Tombstones are collected only once every replica confirmed them.
+
+What is compared and what is sent is decided by plain functions (:func:`diff_versions`,
+:func:`pages`, :func:`differing`) that do no I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from gridkv.errors import GridKVError
 from gridkv.hlc import version_wins
 from gridkv.log import LOGGER_NAME
-from gridkv.storage.base import Entry
+from gridkv.storage.base import BUCKETS, Entry, VersionRecord, bucket_range
+from gridkv.tombstones import TombstoneLedger
+from gridkv.wire.budget import chunks, entry_size, message_budget, version_size
 from gridkv.wire.messages import (
+    STORED,
+    BucketReply,
+    BucketSync,
     DigestReply,
     DigestSync,
     KeySync,
     KeySyncReply,
-    ReplicateBatch,
 )
 
 if TYPE_CHECKING:
     from gridkv.node import Node
 
-__all__ = ["AntiEntropy"]
+__all__ = ["AntiEntropy", "DRILL_CONCURRENCY", "diff_versions", "pages", "differing", "ranges"]
 
 log = logging.getLogger(LOGGER_NAME)
 #: Partitions drilled into at once with one peer.
 DRILL_CONCURRENCY = 8
+#: ``(partition, digest)`` pairs per DigestSync message at most.
+_DIGESTS_PER_MESSAGE = 8192
+
+
+def differing(mine: Sequence[int], theirs: Sequence[int]) -> list[int]:
+    """The indexes where two digest lists differ."""
+    return [i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b]
+
+
+def ranges(buckets: Iterable[int]) -> list[tuple[int, int]]:
+    """The key-hash ranges ``[low, high]`` covering ``buckets``, adjacent buckets merged."""
+    out: list[tuple[int, int]] = []
+    for bucket in sorted(set(buckets)):
+        low, high = bucket_range(bucket)
+        if out and out[-1][1] + 1 == low:
+            out[-1] = (out[-1][0], high)
+        else:
+            out.append((low, high))
+    return out
+
+
+def pages(
+    records: Sequence[VersionRecord], low: int, high: int, budget: int
+) -> list[tuple[int, int, list[VersionRecord]]]:
+    """Split the records of ``[low, high]`` into ``(low, high, records)`` pages of ``budget``.
+
+    Pages cover the range without gaps, in hash order; records with the same hash stay on one
+    page, so a page's range says exactly which keys it lists. A range with no records is one
+    empty page (the peer then sends what it holds there).
+    """
+    inside = sorted(r for r in records if low <= r[0] <= high)
+    if not inside:
+        return [(low, high, [])]
+    out: list[tuple[int, int, list[VersionRecord]]] = []
+    start = low
+    page: list[VersionRecord] = []
+    used = 0
+    for i, record in enumerate(inside):
+        page.append(record)
+        used += version_size(record[1], record[3])
+        last = i + 1 == len(inside)
+        if not last and used >= budget and inside[i + 1][0] != record[0]:
+            out.append((start, record[0], page))
+            start = record[0] + 1
+            page = []
+            used = 0
+    out.append((start, high, page))
+    return out
+
+
+def diff_versions(
+    mine: Iterable[VersionRecord], theirs: Iterable[tuple[str, int, str]]
+) -> tuple[list[str], list[str]]:
+    """What to give and what to ask for, comparing this node's records with a peer's list.
+
+    Returns the keys whose version here is newer than the peer's or missing there, and the
+    keys whose version there is newer or missing here.
+    """
+    other = {key: (version, writer) for key, version, writer in theirs}
+    give: list[str] = []
+    wanted: list[str] = []
+    for _, key, version, writer in mine:
+        there = other.pop(key, None)
+        if there is None or version_wins(version, writer, *there):
+            give.append(key)
+        elif version_wins(there[0], there[1], version, writer):
+            wanted.append(key)
+    wanted.extend(other)
+    return give, wanted
 
 
 class AntiEntropy:
@@ -45,9 +136,14 @@ class AntiEntropy:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        #: Counters: rounds run, partitions found different, entries received and sent.
+        self._budget = message_budget(node.options.network.max_frame_bytes)
+        #: Who confirmed holding what: the tombstone collection rule reads it.
+        self.ledger = TombstoneLedger(node.options.partition_count)
+        #: Counters: rounds run, partitions and buckets found different, entries received
+        #: and sent.
         self.rounds = 0
         self.partitions_differing = 0
+        self.buckets_differing = 0
         self.entries_received = 0
         self.entries_sent = 0
 
@@ -63,13 +159,15 @@ class AntiEntropy:
         node = self.node
         self.rounds += 1
         table = node.ensure_table()
+        me = node.node_id
         shared: dict[str, list[int]] = {}
         for partition, replicas in enumerate(table.replicas):
-            if node.node_id not in replicas:
+            if me not in replicas:
                 continue
             for peer in replicas:
-                if peer > node.node_id:
+                if peer > me:
                     shared.setdefault(peer, []).append(partition)
+        self.ledger.forget_except(m.node_id for m in node.membership.members())
         for peer, parts in shared.items():
             try:
                 await self._sync_with(peer, parts)
@@ -83,61 +181,121 @@ class AntiEntropy:
         address = node.membership.address_of(peer)
         if address is None:
             return
-        digests = [(p, node.storage.digest(p)) for p in parts]
-        reply = await node.request(address, DigestSync(node.node_id, digests))
-        if not isinstance(reply, DigestReply):
-            return
-        self.partitions_differing += len(reply.differ)
+        storage = node.storage
+        differ: list[int] = []
+        for group in chunks(parts, lambda _: 1, _DIGESTS_PER_MESSAGE, _DIGESTS_PER_MESSAGE):
+            at_ms = node.now_ms()  # before the digests: see TombstoneLedger
+            digests = [(p, storage.digest(p)) for p in group]
+            reply = await node.request(address, DigestSync(node.node_id, digests))
+            if not isinstance(reply, DigestReply):
+                return
+            different = set(reply.differ)
+            for partition in group:
+                if partition not in different:
+                    self.ledger.confirm(partition, peer, at_ms)
+            differ.extend(p for p in group if p in different)
+        self.partitions_differing += len(differ)
         budget = [node.options.anti_entropy_keys_per_round]
-        queue = list(reversed(reply.differ))
+        queue = list(reversed(differ))
 
         async def worker() -> None:
             while queue and budget[0] > 0:
-                budget[0] -= await self._drill(address, queue.pop())
+                budget[0] -= await self._drill(address, peer, queue.pop())
 
         await asyncio.gather(*(worker() for _ in range(min(DRILL_CONCURRENCY, len(queue)))))
 
-    async def _drill(self, address: str, partition: int) -> int:
-        """Synchronise one partition with the peer at ``address``; return the keys handled."""
+    async def _drill(self, address: str, peer: str, partition: int) -> int:
+        """Synchronise one partition with ``peer``; return the keys compared or exchanged."""
         node = self.node
-        versions = [(e.key, e.version, e.writer) for e in node.storage.entries(partition)]
-        reply = await node.request(address, KeySync(node.node_id, partition, versions))
+        at_ms = node.now_ms()
+        mine = node.storage.bucket_digests(partition)
+        reply = await node.request(address, BucketSync(node.node_id, partition, mine))
+        if not isinstance(reply, BucketReply):
+            return 1
+        different = set(reply.differ)
+        same = (b for b in range(BUCKETS) if b not in different)
+        self.ledger.confirm(partition, peer, at_ms, same)
+        if not different:
+            return 1
+        self.buckets_differing += len(different)
+        records = node.storage.versions(partition)
+        handled = 0
+        for low, high in ranges(different):
+            for page_low, page_high, page in pages(records, low, high, self._budget):
+                handled += await self._exchange(address, partition, page_low, page_high, page)
+        return max(1, handled)
+
+    async def _exchange(
+        self, address: str, partition: int, low: int, high: int, page: list[VersionRecord]
+    ) -> int:
+        """Send one page of versions; store what comes back and send what the peer wants."""
+        node = self.node
+        versions = [(key, version, writer) for _, key, version, writer in page]
+        reply = await node.request(address, KeySync(node.node_id, partition, low, high, versions))
         if not isinstance(reply, KeySyncReply):
-            return len(versions)
+            return len(page)
+        store = node.coordinator.store
         for part, entry in reply.entries:
-            if part != partition:
-                continue
-            node.hlc.update(entry.version)
-            if node.storage.apply(partition, entry):
+            if part == partition and store(partition, entry) == STORED:
                 self.entries_received += 1
         if reply.wanted:
-            wanted = set(reply.wanted)
-            send = [(partition, e) for e in node.storage.entries(partition) if e.key in wanted]
-            if send:
-                self.entries_sent += len(send)
-                await node.request(address, ReplicateBatch(node.node_id, send))
-        return len(versions) + len(reply.entries)
+            send = [(partition, e) for e in node.storage.entries_of(partition, reply.wanted)]
+            self.entries_sent += len(send)
+            for chunk in chunks(send, lambda pe: entry_size(pe[1]), self._budget):
+                await node.coordinator.send_batch(address, chunk)
+        return len(page) + len(reply.entries) + len(reply.wanted)
 
     # -- answers ---------------------------------------------------------------------------
 
     def on_digests(self, message: DigestSync) -> DigestReply:
         """The partitions whose digest here differs from the sender's."""
-        storage = self.node.storage
-        count = self.node.options.partition_count
-        return DigestReply([p for p, d in message.digests if p < count and storage.digest(p) != d])
+        node = self.node
+        storage = node.storage
+        count = node.options.partition_count
+        at_ms = node.now_ms()
+        differ = []
+        for partition, digest in message.digests:
+            if partition >= count:
+                continue
+            if storage.digest(partition) == digest:
+                self.ledger.confirm(partition, message.sender, at_ms)
+            else:
+                differ.append(partition)
+        return DigestReply(differ)
+
+    def on_buckets(self, message: BucketSync) -> BucketReply:
+        """The buckets of a partition whose digests here differ from the sender's."""
+        node = self.node
+        partition = message.partition
+        if partition >= node.options.partition_count:
+            return BucketReply(list(range(BUCKETS)))
+        at_ms = node.now_ms()
+        differ = differing(node.storage.bucket_digests(partition), message.digests)
+        same = set(range(BUCKETS)).difference(differ)
+        self.ledger.confirm(partition, message.sender, at_ms, same)
+        return BucketReply(differ)
 
     def on_keys(self, message: KeySync) -> KeySyncReply:
-        """What the sender lacks or holds older, and what this node wants from it."""
-        if message.partition >= self.node.options.partition_count:
-            return KeySyncReply([], [])
-        theirs = {k: (v, w) for k, v, w in message.versions}
-        give: list[tuple[int, Entry]] = []
-        for entry in self.node.storage.entries(message.partition):
-            other = theirs.pop(entry.key, None)
-            if other is None or version_wins(entry.version, entry.writer, *other):
-                give.append((message.partition, entry))
-            elif version_wins(other[0], other[1], entry.version, entry.writer):
-                theirs[entry.key] = other
-        wanted = list(theirs)
-        self.entries_sent += len(give)
-        return KeySyncReply(give, wanted)
+        """What the sender lacks or holds older in a hash range, and what this node wants."""
+        node = self.node
+        partition = message.partition
+        if partition >= node.options.partition_count or message.low > message.high:
+            return KeySyncReply([], [], True)
+        storage = node.storage
+        mine = storage.versions(partition, message.low, message.high)
+        give, wanted = diff_versions(mine, message.versions)
+        entries: list[tuple[int, Entry]] = []
+        used = 0
+        complete = True
+        for key in give:
+            found = storage.entries_of(partition, (key,))
+            if not found:
+                continue
+            size = entry_size(found[0])
+            if entries and used + size > self._budget:
+                complete = False
+                break
+            entries.append((partition, found[0]))
+            used += size
+        self.entries_sent += len(entries)
+        return KeySyncReply(entries, wanted, complete)

@@ -6,12 +6,19 @@ the consistency level:
 
 ``one``
     An owner writes locally and acknowledges at once; the other replicas get the entry in
-    batches per peer (``batch_threshold`` entries or ``batch_window``, whichever comes first,
-    one message per batch). A non-owner waits for the first replica's acknowledgement.
+    batches per peer (``batch_threshold`` entries, a byte budget under the frame limit, or
+    ``batch_window``, whichever comes first, one message per batch). A non-owner waits for
+    the first replica's acknowledgement.
 ``quorum`` / ``all``
     ``replica_count // 2 + 1`` / ``replica_count`` acknowledgements (the local write counts)
     within ``replication_timeout``, or :class:`~gridkv.errors.QuorumNotReached`. Sends to the
     remaining replicas go on in the background.
+
+An acknowledgement means stored: a replica answers every entry of a batch with an outcome
+(:data:`~gridkv.wire.messages.STORED`, :data:`~gridkv.wire.messages.HELD` or a refusal), and
+only the first two count. A replica refuses an entry for a partition it does not replicate in
+its own view; the coordinator then looks at its view again, sends to the replicas it names
+now, and asks the refusing one again shortly (views converge within a few gossip rounds).
 
 Reads at ``one`` are local on an owner; elsewhere they ask the replicas in ring order, one
 after the other, until one answers within ``read_timeout``. ``quorum`` and ``all`` reads ask
@@ -26,28 +33,45 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gridkv.errors import (
     ClockDriftExceeded,
     GridKVError,
+    MemoryLimitExceeded,
     PeerUnavailable,
     ProtocolError,
     QuorumNotReached,
 )
 from gridkv.hotcache import HotCache
-from gridkv.log import LOGGER_NAME
-from gridkv.storage.base import Entry, merge
-from gridkv.wire.messages import BatchAck, GetReply, GetRequest, ReplicateBatch
+from gridkv.log import LOGGER_NAME, RateLimitedLog
+from gridkv.storage.base import Entry, key_hash, merge
+from gridkv.wire.budget import entry_size, message_budget
+from gridkv.wire.messages import (
+    CLOCK_DRIFT,
+    HELD,
+    NO_MEMORY,
+    NOT_REPLICA,
+    STATUS_NAMES,
+    STORED,
+    WRONG_PARTITION,
+    BatchAck,
+    GetReply,
+    GetRequest,
+    ReplicateBatch,
+)
 
 if TYPE_CHECKING:
     from gridkv.node import Node
 
-__all__ = ["Coordinator", "required_acks"]
+__all__ = ["Coordinator", "required_acks", "REFUSAL_RETRY"]
 
 log = logging.getLogger(LOGGER_NAME)
 _T = TypeVar("_T")
+#: Seconds before a replica that refused an entry as "not a replica" is asked again: about
+#: the time a membership change takes to reach every view.
+REFUSAL_RETRY = 0.05
 
 
 def required_acks(level: str, replica_count: int) -> int:
@@ -60,16 +84,21 @@ def required_acks(level: str, replica_count: int) -> int:
 
 
 class _TokenBucket:
-    """At most ``rate`` events a second, with a burst of one second's worth."""
+    """At most ``rate`` events a second, with a burst of one second's worth.
 
-    def __init__(self, rate: int) -> None:
+    :param clock: monotonic seconds (the loop's clock, virtual in simulations).
+    """
+
+    def __init__(self, rate: int, clock: Callable[[], float]) -> None:
         self.rate = rate
         self.tokens = float(rate)
-        self.stamp = time.monotonic()
+        self._clock = clock
+        self.stamp: float | None = None  # set by the first take, on the clock it will use
 
     def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(float(self.rate), self.tokens + (now - self.stamp) * self.rate)
+        now = self._clock()
+        elapsed = 0.0 if self.stamp is None else now - self.stamp
+        self.tokens = min(float(self.rate), self.tokens + elapsed * self.rate)
         self.stamp = now
         if self.tokens >= 1:
             self.tokens -= 1
@@ -77,8 +106,18 @@ class _TokenBucket:
         return False
 
 
+class _Batch:
+    """Entries queued for one replica, and their estimated size on the wire."""
+
+    __slots__ = ("entries", "size")
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[int, Entry]] = []
+        self.size = 0
+
+
 class Coordinator:
-    """Coordinates one node's reads and writes with the other replicas.
+    """Coordinates one node's reads and writes with the other replicas, and stores theirs.
 
     All methods run on the node's event loop, except :meth:`replicate_soon`, which any thread
     may call.
@@ -89,21 +128,77 @@ class Coordinator:
         opts = node.options
         self._threshold = opts.batch_threshold
         self._window = opts.batch_window
-        self._batches: dict[str, list[tuple[int, Entry]]] = {}
+        self._budget = message_budget(opts.network.max_frame_bytes)
+        self._batches: dict[str, _Batch] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._inflight: set[asyncio.Future[Any]] = set()
-        self._repairs = _TokenBucket(opts.read_repair_rate_limit_per_sec)
+        self._repairs = _TokenBucket(opts.read_repair_rate_limit_per_sec, self._now)
+        self._refusals = RateLimitedLog(log)
         #: Recent answers for keys this node does not hold (reads at ``one``).
         self.hot = HotCache(opts.hot_cache_size, opts.hot_read_cache_ttl, self._now)
-        #: Counters: batches sent, entries replicated, read repairs sent, failed sends.
+        #: Counters: batches sent, entries replicated (stored by the replica), read repairs
+        #: sent, failed sends, entries refused by replicas, entries this node refused.
         self.batches_sent = 0
         self.entries_replicated = 0
         self.repairs_sent = 0
         self.send_failures = 0
+        self.entries_refused = 0
+        self.refused_here = 0
 
     def _now(self) -> float:
         loop = self.node.loop
         return loop.time() if loop is not None else time.monotonic()
+
+    # -- storing what peers send -------------------------------------------------------------
+
+    def store(self, partition: int, entry: Entry) -> int:
+        """Store an entry a peer sent, by the rules every path follows; return the outcome.
+
+        The key must belong to ``partition``, this node must replicate the partition in its
+        view, the version must not be too far ahead of this node's clock, and storage must
+        have room. Then last-writer-wins decides: :data:`STORED` or :data:`HELD`.
+        """
+        node = self.node
+        hash_ = key_hash(entry.key)
+        if hash_ % node.options.partition_count != partition:
+            return WRONG_PARTITION
+        if not node.holds(partition):
+            return NOT_REPLICA
+        try:
+            node.hlc.update(entry.version)
+        except ClockDriftExceeded:
+            return CLOCK_DRIFT
+        try:
+            stored = node.storage.apply(partition, entry, hash_)
+        except MemoryLimitExceeded:
+            return NO_MEMORY
+        return STORED if stored else HELD
+
+    def on_batch(self, message: ReplicateBatch) -> BatchAck:
+        """Merge a batch from a peer by last-writer-wins; answer one outcome per entry."""
+        count = self.node.options.partition_count
+        results = bytearray()
+        for partition, entry in message.entries:
+            if partition >= count:
+                raise ProtocolError(f"partition {partition} out of range (partition_count={count})")
+            results.append(self.store(partition, entry))
+        self._note_refusals(message.sender, results)
+        return BatchAck(bytes(results))
+
+    def _note_refusals(self, sender: str, results: bytes | bytearray) -> None:
+        for code in (NOT_REPLICA, WRONG_PARTITION, CLOCK_DRIFT, NO_MEMORY):
+            refused = results.count(code)
+            if refused:
+                self.refused_here += refused
+                level = logging.DEBUG if code == NOT_REPLICA else logging.WARNING
+                self._refusals.log(
+                    level,
+                    f"refused {code}",
+                    f"refused entries from a peer: {STATUS_NAMES[code]}",
+                    peer=sender,
+                    entries=refused,
+                    node_id=self.node.node_id,
+                )
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -119,7 +214,8 @@ class Coordinator:
         if running is loop:
             self._enqueue(partition, entry)
         else:
-            loop.call_soon_threadsafe(self._enqueue, partition, entry)
+            with contextlib.suppress(RuntimeError):  # the loop closed: the node is gone
+                loop.call_soon_threadsafe(self._enqueue, partition, entry)
 
     def _enqueue(self, partition: int, entry: Entry) -> None:
         node = self.node
@@ -127,39 +223,98 @@ class Coordinator:
             if replica != node.node_id:
                 self._enqueue_one(replica, partition, entry)
 
+    def _enqueue_one(self, replica: str, partition: int, entry: Entry) -> None:
+        """Add an entry to ``replica``'s batch; send the batch when full or when its window ends.
+
+        A batch is full at ``batch_threshold`` entries or when the next entry would take it
+        past the byte budget (an entry larger than the budget goes alone).
+        """
+        size = entry_size(entry)
+        batch = self._batches.get(replica)
+        if batch is None:
+            batch = self._batches[replica] = _Batch()
+        elif batch.size + size > self._budget:
+            self._flush(replica)
+            batch = self._batches[replica] = _Batch()
+        batch.entries.append((partition, entry))
+        batch.size += size
+        if len(batch.entries) >= self._threshold or batch.size >= self._budget:
+            self._flush(replica)
+        elif replica not in self._timers and self.node.loop is not None:
+            self._timers[replica] = self.node.loop.call_later(self._window, self._flush, replica)
+
     def _flush(self, replica: str) -> None:
         timer = self._timers.pop(replica, None)
         if timer is not None:
             timer.cancel()
-        entries = self._batches.pop(replica, None)
-        if not entries or self.node.loop is None:
+        batch = self._batches.pop(replica, None)
+        if batch is None or not batch.entries or self.node.loop is None:
             return
-        task = self.node.loop.create_task(self._send_batch(replica, entries))
+        self._track(self.node.loop.create_task(self._send_batch(replica, batch.entries)))
+
+    def _track(self, task: asyncio.Future[Any]) -> None:
+        """Keep a send running in the background until it ends; its outcome is consumed."""
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(_consume)
 
     async def _send_batch(self, replica: str, entries: list[tuple[int, Entry]]) -> None:
         self.batches_sent += 1
         try:
-            await self._replicate_to(replica, entries)
-            self.entries_replicated += len(entries)
+            results = await self._replicate_to(replica, entries)
         except GridKVError as exc:
             # Anti-entropy repairs what a failed batch leaves behind.
             self.send_failures += 1
             log.debug("replication batch failed", extra={"peer": replica, "error": str(exc)})
+            return
+        self.entries_replicated += results.count(STORED) + results.count(HELD)
+        refused = [pe for pe, code in zip(entries, results, strict=True) if code == NOT_REPLICA]
+        if refused:
+            self.entries_refused += len(refused)
+            self._reroute(replica, refused)
 
-    async def _replicate_to(self, replica: str, entries: list[tuple[int, Entry]]) -> int:
+    def _reroute(self, refuser: str, entries: list[tuple[int, Entry]]) -> None:
+        """Send entries a replica refused as "not a replica" to the replicas this view names.
+
+        When this node's view still names the refuser, the views disagree for a moment; the
+        replicas then hold the entry anyway and anti-entropy brings it over once they agree.
+        """
+        node = self.node
+        table = node.ensure_table()
+        for partition, entry in entries:
+            owners = table.owners(partition)
+            if refuser in owners:
+                continue
+            if node.node_id in owners:
+                self.store(partition, entry)
+            for replica in owners:
+                if replica != node.node_id:
+                    self._enqueue_one(replica, partition, entry)
+
+    async def _replicate_to(self, replica: str, entries: list[tuple[int, Entry]]) -> bytes:
+        """Send ``entries`` to ``replica``; return its outcome for each."""
         address = self.node.membership.address_of(replica)
         if address is None:
             raise PeerUnavailable(f"replica {replica!r} is not in this node's view")
+        return await self.send_batch(address, entries)
+
+    async def send_batch(self, address: str, entries: list[tuple[int, Entry]]) -> bytes:
+        """Send ``entries`` to the node at ``address`` as one :class:`ReplicateBatch`.
+
+        The caller cuts them to the message budget. Returns the outcome for each entry.
+
+        :raises GridKVError: the peer could not be reached or answered something else.
+        """
         reply = await self.node.request(
             address,
             ReplicateBatch(self.node.node_id, entries),
             self.node.options.replication_timeout,
         )
-        if not isinstance(reply, BatchAck):
-            raise ProtocolError(f"{replica!r} answered a batch with {type(reply).__name__}")
-        return reply.applied
+        if not isinstance(reply, BatchAck) or len(reply.results) != len(entries):
+            raise ProtocolError(
+                f"{address!r} answered a batch of {len(entries)} with {type(reply).__name__}"
+            )
+        return reply.results
 
     async def drain(self, timeout: float) -> None:
         """Send every queued batch and wait for the sends in flight (graceful close)."""
@@ -183,48 +338,104 @@ class Coordinator:
     async def write(self, partition: int, entry: Entry, level: str) -> None:
         """Write ``entry`` to the partition's replicas at ``level``.
 
-        :raises QuorumNotReached: fewer replicas acknowledged than the level needs.
+        :raises QuorumNotReached: fewer replicas stored it than the level needs.
         :raises MemoryLimitExceeded: the local storage is full.
         """
         node = self.node
         replicas = node.ensure_table().owners(partition)
         needed = required_acks(level, node.options.replica_count)
         self.hot.invalidate(entry.key)
-        acks = 0
+        stored: set[str] = set()
         if node.node_id in replicas:
             node.storage.apply(partition, entry)
-            acks = 1
-        others = [r for r in replicas if r != node.node_id]
-        if acks >= needed:
-            for replica in others:
-                self._enqueue_one(replica, partition, entry)
+            stored.add(node.node_id)
+        if len(stored) >= needed:
+            for replica in replicas:
+                if replica != node.node_id:
+                    self._enqueue_one(replica, partition, entry)
             return
-        sends: dict[asyncio.Future[int], str] = {
-            asyncio.ensure_future(self._replicate_to(r, [(partition, entry)])): r for r in others
-        }
-        results, errors, pending = await _until_enough(
-            sends, needed - acks, node.options.replication_timeout
-        )
-        acks += len(results)
-        for task in pending:  # the other replicas still get the write
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
-            task.add_done_callback(_consume)
-        if acks < needed:
+        errors = await self._replicate_until(partition, entry, needed, stored)
+        if len(stored) < needed:
             raise QuorumNotReached(
-                f"write of key {entry.key!r:.60} at {level!r} got {acks} of {needed} "
-                f"acknowledgements within replication_timeout={node.options.replication_timeout:g}s"
-                f" ({_reasons(errors)})"
+                f"write of key {entry.key!r:.60} at {level!r} was stored by {len(stored)} of "
+                f"{needed} replicas within replication_timeout="
+                f"{node.options.replication_timeout:g}s ({_reasons(errors)})"
             )
 
-    def _enqueue_one(self, replica: str, partition: int, entry: Entry) -> None:
-        """Add an entry to ``replica``'s batch; send the batch when full or when its window ends."""
-        batch = self._batches.setdefault(replica, [])
-        batch.append((partition, entry))
-        if len(batch) >= self._threshold:
-            self._flush(replica)
-        elif replica not in self._timers and self.node.loop is not None:
-            self._timers[replica] = self.node.loop.call_later(self._window, self._flush, replica)
+    async def _replicate_until(
+        self, partition: int, entry: Entry, needed: int, stored: set[str]
+    ) -> dict[str, str]:
+        """Send ``entry`` to the replicas until ``needed`` of them stored it, or time runs out.
+
+        ``stored`` collects the replicas that stored it. The replicas are those of the view at
+        each step: a refusal as "not a replica" makes the coordinator look again and ask the
+        replica again after :data:`REFUSAL_RETRY`. Sends still running at the end go on in
+        the background. Returns why each replica that did not store it failed.
+        """
+        node = self.node
+        me = node.node_id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + node.options.replication_timeout
+        sends: dict[asyncio.Future[bytes], str] = {}
+        errors: dict[str, str] = {}
+        retry_at: dict[str, float] = {}
+        while len(stored) < needed:
+            now = loop.time()
+            if now >= deadline:
+                break
+            owners = node.ensure_table().owners(partition)
+            for gone in [r for r in retry_at if r not in owners]:
+                del retry_at[gone]  # no longer a replica in this view: nothing to wait for
+            if me in owners and me not in stored:
+                node.storage.apply(partition, entry)
+                stored.add(me)
+                continue
+            busy = set(sends.values())
+            for replica in owners:
+                if (
+                    replica == me
+                    or replica in stored
+                    or replica in busy
+                    or retry_at.get(replica, 0.0) > now
+                    or (replica in errors and replica not in retry_at)
+                ):
+                    continue
+                retry_at.pop(replica, None)
+                sends[asyncio.ensure_future(self._replicate_to(replica, [(partition, entry)]))] = (
+                    replica
+                )
+            wake = min([deadline, *(t for t in retry_at.values() if t > now)])
+            if not sends:
+                if wake >= deadline and not retry_at:
+                    break  # nobody left to ask
+                await asyncio.sleep(max(0.0, wake - now))
+                continue
+            done, _ = await asyncio.wait(
+                set(sends), timeout=max(0.0, wake - now), return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                replica = sends.pop(task)
+                if task.cancelled():
+                    errors[replica] = "cancelled"
+                    continue
+                exc = task.exception()
+                if exc is not None:
+                    errors[replica] = f"{type(exc).__name__}: {exc}"
+                    continue
+                code = task.result()[0]
+                if code in (STORED, HELD):
+                    stored.add(replica)
+                    errors.pop(replica, None)
+                else:
+                    errors[replica] = f"refused: {STATUS_NAMES[code]}"
+                    if code == NOT_REPLICA:
+                        self.entries_refused += 1
+                        retry_at[replica] = loop.time() + REFUSAL_RETRY
+        for task in sends:  # the other replicas still get the write
+            self._track(task)
+        return errors
+
+    # -- reads -----------------------------------------------------------------------------
 
     def on_get(self, message: GetRequest) -> GetReply | Awaitable[GetReply]:
         """A peer's read of one key: this node's entry, at once.
@@ -250,28 +461,6 @@ class Coordinator:
             entry = await self._read_first(partition, key, former)
         return GetReply(None if entry is None else (partition, entry))
 
-    def on_batch(self, message: ReplicateBatch) -> BatchAck:
-        """Merge a batch from a peer by last-writer-wins; answer how many entries won."""
-        node = self.node
-        applied = 0
-        count = node.options.partition_count
-        for partition, entry in message.entries:
-            if partition >= count:
-                raise ProtocolError(f"partition {partition} out of range (partition_count={count})")
-            try:
-                node.hlc.update(entry.version)
-            except ClockDriftExceeded as exc:
-                log.warning(
-                    "refused an entry from a clock too far ahead",
-                    extra={"peer": message.sender, "error": str(exc)},
-                )
-                continue
-            if node.storage.apply(partition, entry):
-                applied += 1
-        return BatchAck(applied)
-
-    # -- reads -----------------------------------------------------------------------------
-
     async def read(self, partition: int, key: str, level: str) -> Entry | None:
         """The freshest entry of ``key`` that ``level`` allows (tombstones included).
 
@@ -296,8 +485,13 @@ class Coordinator:
             cached, entry = self.hot.lookup(key)
             if cached:
                 return entry
-            found = await self._read_first(partition, key, others)
-            self.hot.put(key, found)
+            self.hot.begin(key)
+            try:
+                found = await self._read_first(partition, key, others)
+            except BaseException:
+                self.hot.abandon(key)
+                raise
+            self.hot.finish(key, found)
             return found
         asks: dict[asyncio.Future[Entry | None], str] = {
             asyncio.ensure_future(self._ask(r, partition, key)): r for r in others
@@ -308,6 +502,7 @@ class Coordinator:
         answers.update(results)
         for task in pending:
             task.cancel()
+            task.add_done_callback(_consume)
         if len(answers) < needed:
             raise QuorumNotReached(
                 f"read of key {key!r:.60} at {level!r} got {len(answers)} of {needed} answers "
@@ -352,7 +547,9 @@ class Coordinator:
             raise ProtocolError(f"{replica!r} answered a read with {type(reply).__name__}")
         if reply.entry is None:
             return None
-        entry = reply.entry[1]
+        part, entry = reply.entry
+        if part != partition or entry.key != key:
+            raise ProtocolError(f"{replica!r} answered a read of {key!r:.60} with another key")
         self.node.hlc.update(entry.version)
         return entry
 
@@ -365,7 +562,8 @@ class Coordinator:
                 return
             self.repairs_sent += 1
             if replica == node.node_id:
-                node.storage.apply(partition, winner)
+                with contextlib.suppress(MemoryLimitExceeded):
+                    node.storage.apply(partition, winner)
             else:
                 self._enqueue_one(replica, partition, winner)
 
@@ -390,6 +588,9 @@ async def _until_enough(
             pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
         )
         for task in done:
+            if task.cancelled():
+                errors[tasks[task]] = "cancelled"
+                continue
             exc = task.exception()
             if exc is None:
                 results[tasks[task]] = task.result()
@@ -402,6 +603,6 @@ def _reasons(errors: dict[str, str]) -> str:
     return "; ".join(f"{r}: {e}" for r, e in errors.items()) or "no answer in time"
 
 
-def _consume(task: asyncio.Future[int]) -> None:
+def _consume(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()

@@ -1,44 +1,90 @@
 """Handoff: when membership changes, partitions move to their new replicas.
 
-After every change of the view (coalesced over one ``gossip_interval``), a node
-compares the partition table it last handed off under with the current one. For each
-partition it held that has gained replicas:
+After every change of the view (coalesced over one ``gossip_interval``), a node compares the
+partition table it last handed off under with the current one. For each partition it held
+that has gained replicas:
 
-* if this node is no longer a replica, it sends its entries to every new replica, in batches it
-  waits to be acknowledged, and drops the partition only once all of them acknowledged;
+* if this node is no longer a replica, it gives its entries to every new replica and then
+  drops exactly the versions they all acknowledged as stored (a write that arrived meanwhile
+  stays, and is given in the next pass);
 * if no former replica that left the partition is alive, the first former replica still in
-  the view sends its entries instead, and keeps them.
+  the view gives its entries instead, and keeps them.
 
-The giver then tells each new replica that the partition is complete
-(:class:`~gridkv.wire.messages.HandoffDone`). Until then, or until ``HANDOFF_WAIT`` passes, a
-new replica answers a ``one`` read that misses locally by asking the former replicas, so
-keys that exist are never reported missing during the move. Anti-entropy repairs anything a
-failed handoff leaves behind.
+Besides, any partition this node holds but does not replicate (a handoff that failed, data
+left from an older view) is given to its current replicas and dropped the same way. A give
+that fails (a new replica unreachable, or not yet seeing itself as a replica) is tried again
+until it succeeds or ``handoff_timeout`` has passed since it began; then a partition this node
+no longer replicates is dropped with whatever could not be given. That bound is what lets
+tombstones be collected safely: see :mod:`gridkv.tombstones`.
+
+Entries travel in replication batches cut to the message budget; the giver then tells each
+new replica that the partition is complete (:class:`~gridkv.wire.messages.HandoffDone`). Until
+then, or until ``handoff_timeout`` passes, a new replica answers a ``one`` read that misses
+locally by asking the former replicas, so keys that exist are never reported missing during
+the move. Anti-entropy repairs anything a handoff leaves behind between replicas.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gridkv.errors import GridKVError
 from gridkv.log import LOGGER_NAME
 from gridkv.ring import PartitionTable
 from gridkv.storage.base import Entry
-from gridkv.wire.messages import BatchAck, HandoffDone, ReplicateBatch
+from gridkv.wire.budget import MAX_ITEMS_PER_MESSAGE, entry_size, message_budget
+from gridkv.wire.messages import HELD, STORED, BatchAck, DigestReply, DigestSync, HandoffDone
 
 if TYPE_CHECKING:
     from gridkv.node import Node
 
-__all__ = ["Handoff", "HANDOFF_WAIT", "CHUNK"]
+__all__ = ["Handoff", "plan_gives"]
 
 log = logging.getLogger(LOGGER_NAME)
 
-#: Seconds a new replica keeps asking former replicas without hearing that a move is done.
-HANDOFF_WAIT = 30.0
-#: Entries per batch of a handoff.
-CHUNK = 1000
+#: Versions of the entries a replica acknowledged: ``(key, version, writer)``.
+_Acked = set[tuple[str, int, str]]
+
+
+@dataclass(slots=True)
+class _Give:
+    """A partition on its way from this node to other nodes."""
+
+    #: Nodes to give it to that have not yet acknowledged all of it.
+    targets: set[str]
+    #: This node no longer replicates the partition: drop what was given.
+    drop: bool
+    #: Loop time the give began; it is abandoned ``handoff_timeout`` later.
+    started: float
+    #: Targets that acknowledged everything in the current pass, and the versions acked.
+    acked: dict[str, _Acked] = field(default_factory=dict)
+
+
+def plan_gives(
+    old: PartitionTable, new: PartitionTable, me: str, live: set[str]
+) -> list[tuple[int, list[str], bool]]:
+    """What this node gives when the table changes from ``old`` to ``new``.
+
+    Returns ``(partition, new replicas to give to, whether this node stops replicating it)``
+    for each partition this node held that gained replicas, when this node is the one to give
+    (it lost the partition, or it is the first former replica still alive and no former
+    replica that lost the partition is alive).
+    """
+    gives: list[tuple[int, list[str], bool]] = []
+    for partition, (before, after) in enumerate(zip(old.replicas, new.replicas, strict=True)):
+        newcomers = [r for r in after if r not in before]
+        if not newcomers or me not in before:
+            continue
+        displaced = me not in after
+        leavers_alive = [r for r in before if r not in after and r in live]
+        first_kept = next((r for r in before if r in after and r in live), None)
+        if displaced or (not leavers_alive and first_kept == me):
+            gives.append((partition, newcomers, displaced))
+    return gives
 
 
 class Handoff:
@@ -46,15 +92,37 @@ class Handoff:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self._timeout = node.options.handoff_timeout
+        self._budget = message_budget(node.options.network.max_frame_bytes)
         self._table: PartitionTable | None = None
         self._scheduled = False
         self._running: asyncio.Task[None] | None = None
-        #: partition -> (former replicas, give up waiting at): moves into this node.
-        self.receiving: dict[int, tuple[tuple[str, ...], float]] = {}
-        #: Counters: partitions given, entries sent, partitions dropped.
+        self._gives: dict[int, _Give] = {}
+        # partition -> (former replicas, give up waiting at): moves into this node. Changed
+        # from callers' threads (a table rebuild) and the loop, so only under the lock.
+        self._receiving: dict[int, tuple[tuple[str, ...], float]] = {}
+        self._lock = threading.Lock()
+        #: Counters: partitions given, entries sent, entries dropped after a give,
+        #: partitions abandoned after handoff_timeout (and the entries they held).
         self.partitions_given = 0
         self.entries_sent = 0
-        self.partitions_dropped = 0
+        self.entries_dropped = 0
+        self.partitions_abandoned = 0
+        self.entries_abandoned = 0
+
+    @property
+    def receiving(self) -> dict[int, tuple[tuple[str, ...], float]]:
+        """Partitions still moving into this node: ``{partition: (former replicas, until)}``.
+
+        A copy, safe to read from any thread.
+        """
+        with self._lock:
+            return dict(self._receiving)
+
+    @property
+    def pending(self) -> int:
+        """Partitions this node is still giving away."""
+        return len(self._gives)
 
     def start(self) -> None:
         """Take the starting table as the one handed off under.
@@ -64,34 +132,69 @@ class Handoff:
         """
         self._table = None if self.node.options.seed_addrs else self.node.ensure_table()
 
+    def _now(self) -> float:
+        loop = self.node.loop
+        return loop.time() if loop is not None else 0.0
+
+    def _without_me(self) -> PartitionTable | None:
+        node = self.node
+        others = [n for n in node.membership.live_ids() if n != node.node_id]
+        if not others:
+            return None
+        opts = node.options
+        return PartitionTable.build(
+            others, opts.partition_count, opts.replica_count, opts.virtual_nodes
+        )
+
     def table_changed(self, old: PartitionTable, new: PartitionTable) -> None:
         """Mark the partitions moving to this node at once (any thread; rebuilds call it).
 
         Until the giver says it is done, reads here that miss ask the former replicas.
         """
-        node = self.node
-        me = node.node_id
+        me = self.node.node_id
         if self._table is None:
-            others = [n for n in node.membership.live_ids() if n != me]
-            if not others:
+            before = self._without_me()
+            if before is None:
                 return
-            opts = node.options
-            old = PartitionTable.build(
-                others, opts.partition_count, opts.replica_count, opts.virtual_nodes
-            )
-        loop = node.loop
-        until = (loop.time() if loop is not None else 0.0) + HANDOFF_WAIT
-        for partition, (before, after) in enumerate(zip(old.replicas, new.replicas, strict=True)):
-            if before and me in after and me not in before:
-                self.receiving[partition] = (before, until)
+            old = before
+        until = self._now() + self._timeout
+        with self._lock:
+            for partition, (was, now) in enumerate(zip(old.replicas, new.replicas, strict=True)):
+                if was and me in now and me not in was:
+                    self._receiving[partition] = (was, until)
+
+    def waiting_on(self, partition: int) -> tuple[str, ...]:
+        """Former replicas to ask when a read of ``partition`` misses here (may be empty)."""
+        with self._lock:
+            item = self._receiving.get(partition)
+            if item is None:
+                return ()
+            owners, until = item
+            if self._now() > until:
+                del self._receiving[partition]
+                return ()
+            return owners
+
+    def on_done(self, message: HandoffDone) -> BatchAck:
+        """A giver finished sending partitions here: stop asking former replicas for them."""
+        with self._lock:
+            for partition in message.partitions:
+                self._receiving.pop(partition, None)
+        self.node.refresh_local_reads()
+        return BatchAck(b"")
+
+    # -- scheduling --------------------------------------------------------------------------
 
     def view_changed(self) -> None:
         """Schedule a rebalance soon (called on the loop for every membership change)."""
+        self._schedule(self.node.options.gossip_interval)
+
+    def _schedule(self, delay: float) -> None:
         loop = self.node.loop
         if self._scheduled or loop is None or not self.node.running:
             return
         self._scheduled = True
-        loop.call_later(self.node.options.gossip_interval, self._kick)
+        loop.call_later(delay, self._kick)
 
     def _kick(self) -> None:
         self._scheduled = False
@@ -101,7 +204,18 @@ class Handoff:
             self.view_changed()  # one rebalance at a time; look again afterwards
             return
         assert self.node.loop is not None
-        self._running = self.node.loop.create_task(self.rebalance(), name="gridkv handoff")
+        self._running = self.node.loop.create_task(
+            self._rebalance_and_retry(), name="gridkv handoff"
+        )
+
+    async def _rebalance_and_retry(self) -> None:
+        try:
+            await self.rebalance()
+        except GridKVError as exc:
+            log.warning("handoff pass failed", extra={"error": str(exc)})
+        if self._gives:
+            # Give the views time to agree, then try again what did not get through.
+            self._schedule(max(self.node.options.gossip_interval, min(1.0, self._timeout / 10)))
 
     async def stop(self) -> None:
         """Cancel a rebalance under way (the node is closing)."""
@@ -110,121 +224,172 @@ class Handoff:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def leave(self) -> None:
-        """Before a graceful leave: give every partition held here to its next replicas.
+    async def leave(self, timeout: float) -> None:
+        """A graceful leave: give every partition held here to its replicas without this node.
 
-        The table without this node says who takes over; they get everything this node holds
-        of the partitions they gain, so nothing is lost even with ``replica_count = 1``.
+        Called once this node's leave was announced (its own view no longer counts it), so the
+        current table says who takes over; they get everything this node holds, so nothing is
+        lost even with ``replica_count = 1``. Replicas that do not see the leave yet refuse
+        and are asked again, until ``timeout``.
         """
+        await self.stop()
         node = self.node
-        me = node.node_id
-        others = [n for n in node.membership.live_ids() if n != me]
-        if not others:
-            return
-        opts = node.options
-        current = node.ensure_table()
-        after = PartitionTable.build(
-            others, opts.partition_count, opts.replica_count, opts.virtual_nodes
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = node.options.gossip_interval
+        while True:
+            await self.rebalance()
+            if not self._gives or not [n for n in node.membership.live_ids() if n != node.node_id]:
+                return
+            if loop.time() + delay >= deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        log.warning(
+            "graceful leave could not hand every partition over",
+            extra={"node_id": node.node_id, "partitions": len(self._gives)},
         )
-        by_peer: dict[str, list[int]] = {}
-        for partition, (before, later) in enumerate(
-            zip(current.replicas, after.replicas, strict=True)
-        ):
-            if me in before:
-                for replica in later:
-                    if replica not in before:
-                        by_peer.setdefault(replica, []).append(partition)
-        for replica, parts in by_peer.items():
-            await self._give(replica, parts)
 
-    def waiting_on(self, partition: int) -> tuple[str, ...]:
-        """Former replicas to ask when a read of ``partition`` misses here (may be empty)."""
-        item = self.receiving.get(partition)
-        if item is None:
-            return ()
-        owners, until = item
-        loop = self.node.loop
-        if loop is not None and loop.time() > until:
-            del self.receiving[partition]
-            return ()
-        return owners
+    # -- the work --------------------------------------------------------------------------
 
     async def rebalance(self) -> None:
-        """Compare the last table with the current one and move what has to move."""
+        """Compare the last table with the current one, and give what has to move."""
         node = self.node
-        old = self._table
-        new = node.ensure_table()
         me = node.node_id
-        live = set(node.membership.live_ids())
-        if old is None:
-            others = sorted(live - {me})
-            if not others:
-                return  # alone so far: wait for the join
-            opts = node.options
-            old = PartitionTable.build(
-                others, opts.partition_count, opts.replica_count, opts.virtual_nodes
-            )
-        if old == new:
-            self._table = new
-            return
-        self._table = new
-        gives: list[tuple[int, list[str], bool]] = []
-        for partition, (before, after) in enumerate(zip(old.replicas, new.replicas, strict=True)):
-            newcomers = [r for r in after if r not in before]
-            if not newcomers or me not in before:
+        table = node.ensure_table()
+        now = self._now()
+        old = self._table if self._table is not None else self._without_me()
+        if old is not None and old != table:
+            live = set(node.membership.live_ids())
+            for partition, newcomers, displaced in plan_gives(old, table, me, live):
+                give = self._gives.get(partition)
+                if give is None:
+                    self._gives[partition] = _Give(set(newcomers), displaced, now)
+                else:
+                    give.targets.update(newcomers)
+        if old is not None:
+            self._table = table
+        for partition in node.storage.held_partitions():
+            if partition not in self._gives and me not in table.owners(partition):
+                self._gives[partition] = _Give(set(table.owners(partition)), True, now)
+        node.refresh_local_reads()
+        by_target: dict[str, list[int]] = {}
+        for partition, give in list(self._gives.items()):
+            owners = table.owners(partition)
+            give.drop = me not in owners
+            give.targets.intersection_update(owners)
+            if give.drop and not give.targets:
+                give.targets.update(o for o in owners if o != me)
+            give.targets.discard(me)
+            if not give.targets or now - give.started > self._timeout:
+                self._finish(partition, give)
                 continue
-            displaced = me not in after
-            leavers_alive = [r for r in before if r not in after and r in live]
-            first_kept = next((r for r in before if r in after and r in live), None)
-            if displaced or (not leavers_alive and first_kept == me):
-                gives.append((partition, newcomers, displaced))
-        node._update_local_reads()
-        by_peer: dict[str, list[int]] = {}
-        for partition, newcomers, _ in gives:
-            for replica in newcomers:
-                by_peer.setdefault(replica, []).append(partition)
-        failed: set[int] = set()
-        for replica, parts in by_peer.items():
-            if not await self._give(replica, parts):
-                failed.update(parts)
-        for partition, _, displaced in gives:
-            # Dropped only once every new replica acknowledged, and if still not ours.
-            if (
-                displaced
-                and partition not in failed
-                and me not in node.ensure_table().owners(partition)
-            ):
-                node.storage.drop_partition(partition)
-                self.partitions_dropped += 1
-        self.partitions_given += len({p for p, _, _ in gives} - failed)
+            for target in give.targets:
+                by_target.setdefault(target, []).append(partition)
+        for target, parts in by_target.items():
+            given = await self._give(target, parts)
+            for partition, acked in given.items():
+                give = self._gives.get(partition)
+                if give is not None and target in give.targets:
+                    give.acked[target] = acked
+                    give.targets.discard(target)
+                    if not give.targets:
+                        self._finish(partition, give)
 
-    async def _give(self, replica: str, parts: list[int]) -> bool:
-        """Send ``replica`` everything held of ``parts``, then say so; return whether it acked."""
+    def _finish(self, partition: int, give: _Give) -> None:
+        """End a give: drop what every target acknowledged (or, abandoned, all of it).
+
+        A partition this node still replicates is never dropped; a give of it just ends.
+        """
+        del self._gives[partition]
+        if not give.drop:
+            if give.acked:
+                self.partitions_given += 1
+            return
+        storage = self.node.storage
+        if give.targets:  # abandoned after handoff_timeout
+            dropped = storage.drop_partition(partition)
+            self.partitions_abandoned += 1
+            self.entries_abandoned += dropped
+            log.warning(
+                "gave up handing a partition over after handoff_timeout; dropped what was left",
+                extra={
+                    "node_id": self.node.node_id,
+                    "partition": partition,
+                    "entries": dropped,
+                    "replicas": sorted(give.targets),
+                },
+            )
+            return
+        acked = set.intersection(*give.acked.values()) if give.acked else set()
+        self.entries_dropped += storage.drop_versions(partition, acked)
+        self.partitions_given += 1
+
+    async def _give(self, target: str, parts: list[int]) -> dict[int, _Acked]:
+        """Send ``target`` everything held of ``parts``, and say which are complete.
+
+        Returns, per partition it stored in full, the versions it acknowledged.
+        """
         node = self.node
-        address = node.membership.address_of(replica)
+        address = node.membership.address_of(target)
         if address is None:
-            return False
-        entries = [(p, e) for p in parts for e in node.storage.entries(p)]
+            return {}
+        done: dict[int, _Acked] = {}
         try:
-            for start in range(0, len(entries), CHUNK):
-                chunk: list[tuple[int, Entry]] = entries[start : start + CHUNK]
-                reply = await node.request(address, ReplicateBatch(node.node_id, chunk))
-                if not isinstance(reply, BatchAck):
-                    raise GridKVError(f"{replica!r} answered {type(reply).__name__}")
-                self.entries_sent += len(chunk)
-            await node.request(address, HandoffDone(node.node_id, parts))
+            for partition in parts:
+                acked = await self._give_partition(address, partition)
+                if acked is not None:
+                    done[partition] = acked
+            if done:
+                await node.request(address, HandoffDone(node.node_id, sorted(done)))
         except GridKVError as exc:
             if node.running:
-                log.warning(
-                    "handoff failed; anti-entropy will repair",
-                    extra={"peer": replica, "partitions": len(parts), "error": str(exc)},
+                log.info(
+                    "handoff to a replica failed; it is tried again",
+                    extra={"peer": target, "partitions": len(parts), "error": str(exc)},
                 )
-            return False
-        return True
+            return {}
+        return done
 
-    def on_done(self, message: HandoffDone) -> BatchAck:
-        """A giver finished sending partitions here: stop asking former replicas for them."""
-        for partition in message.partitions:
-            self.receiving.pop(partition, None)
-        self.node._update_local_reads()
-        return BatchAck(len(message.partitions))
+    async def _give_partition(self, address: str, partition: int) -> _Acked | None:
+        """Send one partition in budget-sized batches; return the versions stored.
+
+        When the target's digest of the partition equals this node's, it holds everything
+        already and nothing is sent (a co-replica, after a leave). ``None`` when the target
+        refused some (it does not replicate the partition in its view yet): the give is tried
+        again in a later pass.
+        """
+        node = self.node
+        storage = node.storage
+        records = storage.versions(partition)
+        reply = await node.request(
+            address, DigestSync(node.node_id, [(partition, storage.digest(partition))])
+        )
+        if isinstance(reply, DigestReply) and not reply.differ:
+            # Equal to this node's content after the listing: a key written since has a newer
+            # version here, which drop_versions keeps.
+            return {(key, version, writer) for _, key, version, writer in records}
+        keys = [key for _, key, _, _ in records]
+        acked: _Acked = set()
+        batch: list[tuple[int, Entry]] = []
+        used = 0
+        for start in range(0, len(keys), MAX_ITEMS_PER_MESSAGE):
+            for entry in storage.entries_of(partition, keys[start : start + MAX_ITEMS_PER_MESSAGE]):
+                size = entry_size(entry)
+                if batch and (used + size > self._budget or len(batch) >= MAX_ITEMS_PER_MESSAGE):
+                    if not await self._send(address, batch, acked):
+                        return None
+                    batch, used = [], 0
+                batch.append((partition, entry))
+                used += size
+        if batch and not await self._send(address, batch, acked):
+            return None
+        return acked
+
+    async def _send(self, address: str, batch: list[tuple[int, Entry]], acked: _Acked) -> bool:
+        results = await self.node.coordinator.send_batch(address, batch)
+        self.entries_sent += len(batch)
+        for (_, entry), code in zip(batch, results, strict=True):
+            if code in (STORED, HELD):
+                acked.add((entry.key, entry.version, entry.writer))
+        return results.count(STORED) + results.count(HELD) == len(batch)

@@ -60,8 +60,10 @@ def gridkv_register_transports(register: Callable[[str, TransportFactory], None]
 def gridkv_register_storage(register: Callable[[str, StorageFactory], None]) -> None:
     """Register storage backends.
 
-    Call ``register(name, factory)``; ``factory(options)`` returns an object implementing
-    :class:`gridkv.storage.Storage`. ``storage.backend = name`` selects it.
+    Call ``register(name, factory)``; ``factory(options, *, clock)`` returns an object
+    implementing :class:`gridkv.storage.Storage`; ``clock()`` is the node's wall clock in
+    seconds, by which the backend judges TTLs and tombstones. ``storage.backend = name``
+    selects it.
 
     :param register: the registration callback.
     """

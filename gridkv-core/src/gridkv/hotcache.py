@@ -5,7 +5,9 @@ keys read over and over (a feature flag, a session hit by every request), the an
 for ``hot_read_cache_ttl`` in a cache of at most ``hot_cache_size`` entries, least recently
 used out first. Writes and deletes that go through this node drop the key from the cache, so
 a node always reads its own writes; writes made elsewhere are seen once the entry ages out.
-Only used on the node's event loop.
+A read still in flight when such a write lands does not put its (older) answer back: a read
+is bracketed by :meth:`HotCache.begin` and :meth:`HotCache.finish`, which keeps the answer
+only if the key was not written meanwhile. Only used on the node's event loop.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class HotCache:
         self.ttl = ttl
         self._clock = clock
         self._data: OrderedDict[str, tuple[Entry | None, float]] = OrderedDict()
+        # Keys with reads in flight: key -> (reads, written meanwhile).
+        self._reading: dict[str, tuple[int, bool]] = {}
         #: Counters.
         self.hits = 0
         self.misses = 0
@@ -60,13 +64,41 @@ class HotCache:
         while len(self._data) > self.size:
             self._data.popitem(last=False)
 
+    def begin(self, key: str) -> None:
+        """Note that a read of ``key`` from a replica starts; end it with :meth:`finish`."""
+        reads, written = self._reading.get(key, (0, False))
+        self._reading[key] = (reads + 1, written)
+
+    def finish(self, key: str, entry: Entry | None) -> None:
+        """A read begun with :meth:`begin` ended with ``entry``.
+
+        The answer is kept unless ``key`` was written or deleted through this node while the
+        read was in flight (it may predate that write).
+        """
+        if not self.abandon(key):
+            self.put(key, entry)
+
+    def abandon(self, key: str) -> bool:
+        """End a read begun with :meth:`begin` that brought no answer.
+
+        Returns whether ``key`` was written through this node while it was in flight.
+        """
+        reads, written = self._reading.pop(key, (1, True))
+        if reads > 1:
+            self._reading[key] = (reads - 1, written)
+        return written
+
     def invalidate(self, key: str) -> None:
         """Forget a key (this node wrote or deleted it)."""
         self._data.pop(key, None)
+        reading = self._reading.get(key)
+        if reading is not None:
+            self._reading[key] = (reading[0], True)
 
     def clear(self) -> None:
         """Forget everything (ownership changed)."""
         self._data.clear()
+        self._reading = {key: (reads, True) for key, (reads, _) in self._reading.items()}
 
     def __len__(self) -> int:
         return len(self._data)

@@ -11,12 +11,20 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gridkv.options import LogOptions
 
-__all__ = ["configure_logging", "TextFormatter", "JSONFormatter", "LOGGER_NAME"]
+__all__ = [
+    "configure_logging",
+    "TextFormatter",
+    "JSONFormatter",
+    "LOGGER_NAME",
+    "RateLimitedLog",
+]
 
 LOGGER_NAME = "gridkv"
 _LEVELS = {
@@ -108,3 +116,53 @@ def configure_logging(options: LogOptions, *, handler: bool = True) -> logging.L
             stream.setFormatter(formatter)
             logger.addHandler(stream)
     return logger
+
+
+class RateLimitedLog:
+    """Logs each kind of message at most once per ``interval``, counting the rest.
+
+    A peer that sends ten thousand bad frames must not write ten thousand lines: the first of
+    a kind is logged, later ones within the interval are only counted, and the next line of
+    that kind says how many were left out (``suppressed`` in its extra fields). The kinds are
+    few and fixed by the code (a message and a reason), so the table stays small.
+
+    :param logger: where the lines go.
+    :param interval: seconds between two lines of one kind.
+    :param clock: monotonic seconds.
+    """
+
+    #: Kinds remembered at most; the oldest are forgotten first.
+    MAX_KINDS = 256
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        # kind -> (time of the last line, occurrences left out since)
+        self._kinds: dict[str, tuple[float, int]] = {}
+
+    def log(self, level: int, kind: str, message: str, **extra: Any) -> bool:
+        """Log ``message`` unless a line of ``kind`` went out within the interval.
+
+        Returns whether a line was written.
+        """
+        now = self._clock()
+        with self._lock:
+            last, suppressed = self._kinds.get(kind, (float("-inf"), 0))
+            if now - last < self._interval:
+                self._kinds[kind] = (last, suppressed + 1)
+                return False
+            self._kinds.pop(kind, None)
+            self._kinds[kind] = (now, 0)
+            while len(self._kinds) > self.MAX_KINDS:
+                del self._kinds[next(iter(self._kinds))]
+        if suppressed:
+            message = f"{message} ({suppressed} more like it in the last {self._interval:g}s)"
+        self._logger.log(level, message, extra={**extra, "suppressed": suppressed})
+        return True

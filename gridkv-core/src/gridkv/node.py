@@ -6,8 +6,10 @@ peers' messages, and runs the background expiry sweep. The public API in :mod:`g
 is a thin layer over it.
 
 Start order: storage (built at construction), transport, membership (which joins through the
-seeds in the background), sweep task, plugins' ``node_started``. Close order is the reverse:
-plugins' ``node_stopping``, a graceful leave, background tasks, transport, storage.
+seeds in the background, after which the node adopts its peers' clocks), sweep task,
+plugins' ``node_started``. Close order: plugins' ``node_stopping``, queued replication sent,
+the leave announced, every partition handed to its next replicas, background tasks,
+transport, storage.
 
 The partition table follows the membership view lazily: a change marks it stale and clears
 the fast-path mask, and the next operation that needs it rebuilds it once.
@@ -20,13 +22,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
 from typing import Literal
 
 from gridkv.antientropy import AntiEntropy
 from gridkv.coordinator import Coordinator
 from gridkv.errors import (
+    ClockDriftExceeded,
     ConfigError,
     GridKVError,
     NotReady,
@@ -36,7 +39,7 @@ from gridkv.errors import (
 )
 from gridkv.handoff import Handoff
 from gridkv.hlc import HLC
-from gridkv.log import LOGGER_NAME, configure_logging
+from gridkv.log import LOGGER_NAME, RateLimitedLog, configure_logging
 from gridkv.membership.base import Membership
 from gridkv.options import Options
 from gridkv.plugins import Plugins, get_plugins
@@ -47,6 +50,7 @@ from gridkv.transport.base import Transport
 from gridkv.wire import codec
 from gridkv.wire.messages import (
     MEMBERSHIP_TYPES,
+    BucketSync,
     DigestSync,
     ErrorReply,
     GetRequest,
@@ -65,6 +69,12 @@ log = logging.getLogger(LOGGER_NAME)
 NodeState = Literal["new", "starting", "running", "closing", "closed"]
 #: Entries the expiry sweep examines per round.
 SWEEP_BUDGET = 20_000
+#: Members asked for their clock at once after a join.
+_CLOCK_SYNC_CONCURRENCY = 64
+#: Messages that carry or compare data: refused from a sender this node holds dead, which has
+#: to learn that (and refute) before it may write here. (A member that left gracefully hands
+#: its partitions over after announcing the leave, so "left" is accepted.)
+_DATA_TYPES = (ReplicateBatch, DigestSync, BucketSync, KeySync, HandoffDone)
 
 
 def version() -> str:
@@ -109,7 +119,9 @@ class Node:
         self.transport_name = options.network.type or (
             "tcp" if "tcp" in self.plugins.transports() else "memory"
         )
-        self.storage: Storage = storage or self.plugins.storage(options.storage.backend)(options)
+        self.storage: Storage = storage or self.plugins.storage(options.storage.backend)(
+            options, clock=clock
+        )
         self.transport: Transport = transport or self.plugins.transport(self.transport_name)(
             options
         )
@@ -138,6 +150,16 @@ class Node:
         self.state: NodeState = "new"
         #: True while the node accepts operations; read without a lock on the fast paths.
         self.running = False
+        #: True once a joining node has adopted its peers' clocks (at once without seeds).
+        self.clock_synced = not options.seed_addrs
+        self._clock_synced = asyncio.Event()
+        if self.clock_synced:
+            self._clock_synced.set()
+        #: Loop time of the last change in the membership view.
+        self.view_changed_at = 0.0
+        self._errors = RateLimitedLog(log)
+        #: Frames from peers that did not decode (each answered with a ProtocolError).
+        self.malformed_frames = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -184,10 +206,13 @@ class Node:
             raise
         self.state = "running"
         self.running = True
+        self.view_changed_at = self.loop.time()
         self.handoff.start()
-        self._update_local_reads()
+        self.refresh_local_reads()
         self._spawn(self._sweep_loop(), "expiry sweep")
         self._spawn(self.anti_entropy.run(), "anti-entropy")
+        if not self.clock_synced:
+            self._spawn(self._sync_clock(), "clock sync")
         self.plugins.node_started(self)
         log.info(
             "node started",
@@ -208,16 +233,22 @@ class Node:
         was_started = self.state != "new"
         self.state = "closing"
         self.running = False
-        self._update_local_reads()
+        self.refresh_local_reads()
         if was_started:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
             with contextlib.suppress(Exception):
                 self.plugins.node_stopping(self)
             with contextlib.suppress(Exception):
                 await self.coordinator.drain(timeout)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.handoff.leave(), timeout)
+            # Announce the leave first: the next replicas accept this node's partitions once
+            # their views no longer count it, and this node keeps serving reads meanwhile.
             with contextlib.suppress(Exception):
                 await self.membership.leave(min(timeout, 4 * self.options.gossip_interval))
+            with self._table_lock:
+                self._table_stale = True  # this node's own view no longer counts it
+            with contextlib.suppress(Exception):
+                await self.handoff.leave(max(0.0, deadline - loop.time()))
         await self._stop(timeout)
         if was_started:
             log.info("node closed", extra={"node_id": self.node_id})
@@ -231,7 +262,7 @@ class Node:
             return
         self.state = "closing"
         self.running = False
-        self._update_local_reads()
+        self.refresh_local_reads()
         await self.membership.stop()
         await self._stop(timeout=30.0)
 
@@ -249,13 +280,18 @@ class Node:
         self.storage.close()
         self.state = "closed"
 
-    def _update_local_reads(self) -> None:
+    def refresh_local_reads(self) -> None:
+        """Recompute :attr:`local_reads` from the table, the state and the partitions moving in.
+
+        Any thread may call it.
+        """
         with self._table_lock:
             if (
                 self.running
                 and not self._table_stale
                 and self.options.consistency == "one"
                 and self.membership.joined
+                and self.clock_synced
             ):
                 reads = bytearray(self.owned)
                 for partition in self.handoff.receiving:
@@ -272,8 +308,25 @@ class Node:
         with self._table_lock:
             self._table_stale = True
             self.local_reads = bytearray(self.options.partition_count)
+        if self.loop is not None:
+            self.view_changed_at = self.loop.time()
         self.handoff.view_changed()
         self.plugins.member_changed(self, member, old, new)
+
+    def on_forgotten(self, last_contact_ms: int) -> None:
+        """The cluster no longer knows this node: it was cut off longer than dead_retention.
+
+        Its peers may have collected tombstones meanwhile, so entries older than the last
+        contact are dropped rather than pushed back, where they could undo deletes; what was
+        written since stays. (A node merely declared dead keeps everything: its peers keep
+        every tombstone while they hold a member dead; see ``docs/replication.md``.)
+        """
+        dropped = self.storage.drop_older_than(last_contact_ms << 16)
+        log.warning(
+            "the cluster forgot this node (cut off longer than membership.dead_retention); "
+            "dropped the entries older than the last contact",
+            extra={"node_id": self.node_id, "entries": dropped},
+        )
 
     def ensure_table(self) -> PartitionTable:
         """The partition table for the current view, rebuilt first if the view changed."""
@@ -290,7 +343,7 @@ class Node:
                 self.handoff.table_changed(self.table, table)
                 self.table = table
                 self.owned = table.owned_mask(self.node_id)
-        self._update_local_reads()
+        self.refresh_local_reads()
         return self.table
 
     def _spawn(self, coro: object, what: str) -> None:
@@ -312,7 +365,60 @@ class Node:
         interval = self.options.storage.expiry_interval
         while True:
             await asyncio.sleep(interval)
-            self.storage.sweep(int(self._clock() * 1000), SWEEP_BUDGET)
+            self.sweep()
+
+    def sweep(self) -> int:
+        """Remove expired values, and the tombstones the rules let go; return how many.
+
+        See :mod:`gridkv.tombstones` for when a tombstone may be collected.
+        """
+        table = self.ensure_table()
+        me = self.node_id
+        ledger = self.anti_entropy.ledger
+        assert self.loop is not None
+        quiet = self.loop.time() - self.view_changed_at >= 2 * self.options.handoff_timeout
+        dead = any(m.state == "dead" for m in self.membership.members())
+
+        def horizon(partition: int) -> Sequence[int] | None:
+            if dead or not quiet:
+                return None
+            return ledger.horizon(partition, table.owners(partition), me)
+
+        return self.storage.sweep(self.now_ms(), SWEEP_BUDGET, horizon)
+
+    async def _sync_clock(self) -> None:
+        """After the join, adopt the greatest clock among the members before taking writes.
+
+        The peers' clocks advanced past every version this node stored there before a
+        restart, so its first write afterwards orders after all of them.
+        """
+        await self.membership.wait_joined()
+        members = [m for m in self.membership.live_ids() if m != self.node_id]
+        gate = asyncio.Semaphore(_CLOCK_SYNC_CONCURRENCY)
+        timeout = self.options.read_timeout
+
+        async def ask(member: str) -> None:
+            address = self.membership.address_of(member)
+            if address is None:
+                return
+            async with gate:
+                try:
+                    reply = await self.request(address, Ping(0, self.node_id), timeout)
+                except GridKVError:
+                    return
+            if isinstance(reply, Pong):
+                try:
+                    self.hlc.update(reply.clock)
+                except ClockDriftExceeded as exc:
+                    log.warning(
+                        "a member's clock is too far ahead to adopt",
+                        extra={"peer": member, "error": str(exc)},
+                    )
+
+        await asyncio.gather(*(ask(m) for m in members))
+        self.clock_synced = True
+        self._clock_synced.set()
+        self.refresh_local_reads()
 
     def check_open(self) -> None:
         """Raise unless the node accepts operations.
@@ -339,7 +445,7 @@ class Node:
         :raises NotReady: not started, or still joining.
         """
         self.check_open()
-        if not self.membership.joined:
+        if not self.clock_synced:
             raise NotReady(
                 f"node {self.node_id!r} is still joining the cluster through its seeds; "
                 "call wait_ready() first"
@@ -348,7 +454,7 @@ class Node:
     @property
     def ready(self) -> bool:
         """Whether the node runs, joined through its seeds (or has none) and its view is stable."""
-        return self.running and self.membership.ready
+        return self.running and self.membership.ready and self.clock_synced
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until the node is ready.
@@ -356,7 +462,16 @@ class Node:
         :raises NotReady: not ready within ``timeout``; names the seeds that did not answer.
         """
         self.check_open()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         await self.membership.wait_ready(timeout)
+        try:
+            await asyncio.wait_for(self._clock_synced.wait(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            raise NotReady(
+                f"node {self.node_id!r} joined but did not learn its peers' clocks within "
+                f"{timeout:g}s"
+            ) from None
 
     def health_check(self) -> None:
         """Raise when the node cannot serve.
@@ -429,7 +544,15 @@ class Node:
         try:
             message = codec.decode(self.authenticator.unwrap(peer, payload), max_frame)
         except ProtocolError as exc:
-            log.warning("dropped a malformed frame", extra={"peer": peer, "error": str(exc)})
+            self.malformed_frames += 1
+            self._errors.log(
+                logging.WARNING,
+                "malformed frame",
+                "dropped a malformed frame",
+                peer=peer,
+                error=str(exc),
+                node_id=self.node_id,
+            )
             return codec.encode(ErrorReply("ProtocolError", str(exc)))
         answer: Message | None
         try:
@@ -457,11 +580,15 @@ class Node:
         if isinstance(exc, GridKVError):
             return ErrorReply(type(exc).__name__, str(exc))
         # A bug here must not leave the peer waiting in silence.
-        log.error(
-            "failed to handle a message",
-            extra={"peer": peer, "type": type(message).__name__},
-            exc_info=exc,
-        )
+        kind = type(message).__name__
+        if self._errors.log(
+            logging.ERROR,
+            f"handler failed: {kind}",
+            f"failed to handle a {kind} message: {type(exc).__name__}: {exc}",
+            peer=peer,
+            node_id=self.node_id,
+        ):
+            log.debug("the failure", exc_info=exc)
         return ErrorReply("InternalError", f"{type(exc).__name__}: {exc}")
 
     def _encode_answer(self, answer: Message | None) -> bytes | None:
@@ -475,16 +602,24 @@ class Node:
     def _dispatch(self, peer: str, message: Message) -> Message | None:
         if isinstance(message, MEMBERSHIP_TYPES):
             return self.membership.handle(peer, message)
+        if isinstance(message, _DATA_TYPES) and self.membership.state_of(message.sender) == "dead":
+            return ErrorReply(
+                "PeerUnavailable",
+                f"node {self.node_id!r} holds {message.sender!r} dead; it must rejoin "
+                "(refute) before its data is taken",
+            )
         if isinstance(message, ReplicateBatch):
             return self.coordinator.on_batch(message)
         if isinstance(message, DigestSync):
             return self.anti_entropy.on_digests(message)
+        if isinstance(message, BucketSync):
+            return self.anti_entropy.on_buckets(message)
         if isinstance(message, KeySync):
             return self.anti_entropy.on_keys(message)
         if isinstance(message, HandoffDone):
             return self.handoff.on_done(message)
         if isinstance(message, Ping):
-            return Pong(message.seq, self.node_id)
+            return Pong(message.seq, self.node_id, self.hlc.now())
         return ErrorReply(
             "ProtocolError", f"{type(message).__name__} is not handled by this node version"
         )

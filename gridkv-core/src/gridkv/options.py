@@ -425,6 +425,11 @@ class Options(_Section):
     max_clock_drift: float = _opt(10.0, "duration", min=0.001)
     #: How long a delete's tombstone is kept so the delete wins over stale copies.
     tombstone_ttl: float = _opt(3600.0, "duration", min=0.001)
+    #: How long a node keeps handing a partition it no longer replicates to the new replicas
+    #: (and a new replica keeps asking the former ones for keys not arrived yet); afterwards
+    #: the giver drops what it could not give. Tombstones are collected only after the view
+    #: has been stable for twice this long.
+    handoff_timeout: float = _opt(30.0, "duration", min=0.01)
     #: Transport settings.
     network: NetworkOptions = field(default_factory=NetworkOptions)
     #: Storage settings.

@@ -18,8 +18,9 @@ class Membership(Protocol):
     """A membership protocol bound to one node.
 
     It owns the node's view of the cluster: who is alive, suspected, dead or gone. It sends
-    through the node (so the security layer covers it) and reports every state change to
-    ``node.on_member_change``.
+    through the node (so the security layer covers it), reports every state change to
+    ``node.on_member_change``, and calls ``node.on_forgotten(last_contact_ms)`` when it finds
+    that the cluster no longer lists this node at all after a long separation.
     """
 
     name: str
@@ -45,6 +46,9 @@ class Membership(Protocol):
     def address_of(self, node_id: str) -> str | None:
         """Where a member is reached, ``None`` when it is not in the view."""
 
+    def state_of(self, node_id: str) -> str | None:
+        """A member's state ("alive", "suspect", "dead", "left"), ``None`` when unknown."""
+
     @property
     def joined(self) -> bool:
         """Whether a seed answered the join (always true for a node without seeds)."""
@@ -52,6 +56,9 @@ class Membership(Protocol):
     @property
     def ready(self) -> bool:
         """Whether the node joined (or needs no seeds) and its view is stable."""
+
+    async def wait_joined(self) -> None:
+        """Wait until :attr:`joined` (returns at once for a node without seeds)."""
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until :attr:`ready`.

@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING
 
 from gridkv.errors import GridKVError, NotReady
 from gridkv.log import LOGGER_NAME
-from gridkv.membership.swim import ALIVE, SUSPECT, Output, Send, Swim, SwimConfig, Sync
+from gridkv.membership.swim import (
+    ALIVE,
+    SUSPECT,
+    Change,
+    Output,
+    Send,
+    Swim,
+    SwimConfig,
+    Sync,
+)
 from gridkv.stats import MemberInfo
 from gridkv.wire.messages import Message, PushPull, PushPullReply
 
@@ -62,6 +71,9 @@ class SwimMembership:
         self._running = False
         self._stalled_until = 0.0
         self._started_at = 0.0
+        # While every other member is dead: (loop time, wall ms) the isolation began, and
+        # the wall ms of the last contact before it.
+        self._isolated: tuple[float, int, int] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -142,6 +154,14 @@ class SwimMembership:
             return [self.node.node_id]
         return [m.node_id for m in self.swim.live_members()]
 
+    def state_of(self, node_id: str) -> str | None:
+        """A member's state in this view, ``None`` when unknown."""
+        return None if self.swim is None else self.swim.state_of(node_id)
+
+    async def wait_joined(self) -> None:
+        """Wait until a seed answered the join (at once without seeds)."""
+        await self._joined.wait()
+
     def address_of(self, node_id: str) -> str | None:
         """Where a member is reached, ``None`` when it is not in the view."""
         swim = self.swim
@@ -215,6 +235,7 @@ class SwimMembership:
         if self._outbox and (self._sender is None or self._sender.done()):
             assert self._loop is not None
             self._sender = self._loop.create_task(self._drain(), name="gridkv swim sender")
+            self._sender.add_done_callback(self._log_failure)
 
     async def _drain(self) -> None:
         outbox = self._outbox
@@ -309,6 +330,7 @@ class SwimMembership:
         changes, swim.changes = swim.changes, []
         assert self._loop is not None
         self._last_change = self._loop.time()
+        self._watch_isolation(swim, changes)
         for change in changes:
             m = change.member
             info = MemberInfo(m.node_id, m.address, change.new, m.incarnation)
@@ -322,8 +344,46 @@ class SwimMembership:
             )
             self.node.on_member_change(info, change.old, change.new)
 
+    def _watch_isolation(self, swim: Swim, changes: list[Change]) -> None:
+        """Notice the end of a separation so long that the cluster forgot this node.
+
+        When every other member was dead here for longer than ``dead_retention`` and a
+        member that existed before the separation is alive again, its side of the cluster
+        dropped this node's records too, and may have collected tombstones this node never
+        saw: the node then drops what it held from before (``node.on_forgotten``). Members
+        that started during the separation (restarted, empty) are no reason to.
+        """
+        assert self._loop is not None
+        others = swim.size() - 1
+        if others == 0 and swim.members:
+            if self._isolated is None:
+                last = self.node.now_ms() - int((self._loop.time() - swim.last_contact) * 1000)
+                self._isolated = (self._loop.time(), self.node.now_ms(), last)
+            return
+        if others == 0 or self._isolated is None:
+            return
+        since, since_ms, last_contact_ms = self._isolated
+        self._isolated = None
+        if self._loop.time() - since <= self.config.dead_retention:
+            return
+        back = [c.member for c in changes if c.new in (ALIVE, SUSPECT)]
+        if any(m.incarnation < since_ms for m in back):
+            self.node.on_forgotten(last_contact_ms)
+
     def _spawn(self, coro: object) -> None:
         assert self._loop is not None
         task: asyncio.Task[None] = self._loop.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._log_failure(task)
+
+    def _log_failure(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "membership task failed",
+                exc_info=task.exception(),
+                extra={"node_id": self.node.node_id, "task": task.get_name()},
+            )

@@ -33,6 +33,12 @@ Lifeguard (Dadgar, Phillips and Currey, 2018)
 Incarnations start at the node's wall-clock time in milliseconds, so a node restarted with the
 same id outranks every record of its previous life and rejoins at once; records about an older
 incarnation (stale gossip) never resurrect a dead member.
+
+Limits against buggy or hostile peers: a record whose incarnation lies more than
+``INCARNATION_MARGIN`` past this node's own clock is ignored (incarnations are wall-clock
+milliseconds plus refutations), so refuting can never overflow 64 bits; one unsolicited
+message adds at most ``max_piggyback`` members this node did not know; and a ping-req is
+relayed only to a member of this node's view, at the address the view holds.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from gridkv.wire.messages import (
 )
 
 __all__ = [
+    "INCARNATION_MARGIN",
     "ALIVE",
     "SUSPECT",
     "DEAD",
@@ -76,6 +83,9 @@ DEAD: MemberState = "dead"
 LEFT: MemberState = "left"
 _CODE: dict[MemberState, int] = {ALIVE: 0, SUSPECT: 1, DEAD: 2, LEFT: 3}
 _STATE: tuple[MemberState, ...] = (ALIVE, SUSPECT, DEAD, LEFT)
+#: How far past this node's own clock (in milliseconds, as incarnations count) an incarnation
+#: may lie: about 50 days of clock difference or four billion refutations.
+INCARNATION_MARGIN = 1 << 32
 
 
 @dataclass(slots=True)
@@ -258,6 +268,14 @@ class Swim:
         self._sender_addr: str | None = None
         self._told: dict[str, float] = {}
         self.left = False
+        # The wall clock in incarnation units, from the starting incarnation and the time.
+        self._wall_origin = incarnation - int(now * 1000)
+        # New members one message may still add (None: no limit, for answers we asked for).
+        self._new_allowed: int | None = None
+        #: Records ignored: incarnations out of bounds, or new members over a message's limit.
+        self.refused_records = 0
+        #: When a message from another member last arrived (the driver's clock).
+        self.last_contact = now
 
     # -- views ---------------------------------------------------------------------------
 
@@ -395,17 +413,24 @@ class Swim:
             suspicion.start += gap
 
     def handle(self, now: float, message: Message) -> tuple[list[Output], Message | None]:
-        """Take a membership message; return what to send and the answer (for requests)."""
+        """Take a membership message; return what to send and the answer (for requests).
+
+        The message may add at most ``max_piggyback`` members this node did not know.
+        """
         out: list[Output] = []
         if self.left:
             return out, None
         sender = getattr(message, "sender", None)
+        if sender is not None and sender != self.node_id:
+            self.last_contact = now
+        self._new_allowed = self.config.max_piggyback
         self._sender_addr = getattr(message, "sender_addr", None)
         if self._sender_addr is None and sender is not None and sender in self.members:
             self._sender_addr = self.members[sender].address
         try:
             return self._handle(now, message, out)
         finally:
+            self._new_allowed = None
             if sender is not None:
                 self._correct_sender(now, sender, out)
             self._sender_addr = None
@@ -455,6 +480,12 @@ class Swim:
             self._on_ack(message.seq, out)
         elif isinstance(message, SwimPingReq):
             self._apply_all(now, message.updates)
+            target = self.members.get(message.target)
+            if target is None or target.state not in (ALIVE, SUSPECT):
+                # Not a member here: relaying would let anyone make this node dial anywhere.
+                out.append(Send(message.sender_addr, SwimNack(message.seq, self.node_id)))
+                self._take_urgent(out)
+                return out, None
             seq = self._next_seq()
             # The nack is due one probe_timeout after the ping-req, not stretched by this
             # node's own health score: the prober counts nacks until its failure_timeout, and
@@ -465,8 +496,8 @@ class Swim:
             )
             out.append(
                 Send(
-                    message.target_addr,
-                    SwimPing(seq, self.node_id, self.me.address, message.target, self._piggyback()),
+                    target.address,
+                    SwimPing(seq, self.node_id, self.me.address, target.node_id, self._piggyback()),
                 )
             )
         elif isinstance(message, SwimNack):
@@ -486,8 +517,12 @@ class Swim:
         """Merge a peer's full member list from a push-pull.
 
         A peer's "dead" about a third member counts only as a suspicion here: this node
-        makes its own decision, through its own suspicion timer.
+        makes its own decision, through its own suspicion timer. Called by the driver with
+        the answer to a sync it asked for, it counts as contact and adds any number of
+        members; inside :meth:`handle` (a sync asked of this node) the message's limit holds.
         """
+        if self._new_allowed is None:
+            self.last_contact = now
         for record in records:
             if record.state == _CODE[DEAD] and record.node_id != self.node_id:
                 record = MemberRecord(
@@ -520,11 +555,19 @@ class Swim:
 
     def apply(self, now: float, record: MemberRecord) -> bool:
         """Apply one gossiped record by SWIM's incarnation rules; return whether it changed."""
+        if record.incarnation > self._wall_origin + int(now * 1000) + INCARNATION_MARGIN:
+            self.refused_records += 1
+            return False
         state = _STATE[record.state]
         if record.node_id == self.node_id:
             return self._about_me(now, record, state)
         m = self.members.get(record.node_id)
         if m is None:
+            if self._new_allowed is not None:
+                if self._new_allowed <= 0:
+                    self.refused_records += 1
+                    return False
+                self._new_allowed -= 1
             m = Member(record.node_id, record.address, record.incarnation, state, now)
             self.members[m.node_id] = m
             self.changes.append(Change(m, None, state))

@@ -2,16 +2,72 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import xxhash
 
 from gridkv.hlc import version_wins
 
 if TYPE_CHECKING:
     from gridkv.options import Options
 
-__all__ = ["Entry", "Storage", "StorageFactory", "StorageStats", "merge"]
+__all__ = [
+    "Entry",
+    "Storage",
+    "StorageFactory",
+    "StorageStats",
+    "merge",
+    "BUCKET_BITS",
+    "BUCKETS",
+    "HASH_MAX",
+    "key_hash",
+    "bucket_of",
+    "bucket_range",
+    "fingerprint",
+    "TombstoneHorizon",
+    "VersionRecord",
+]
+
+#: Each partition's digest is split into ``BUCKETS`` bucket digests by the top ``BUCKET_BITS``
+#: bits of the key's 64-bit hash, so anti-entropy narrows a difference down to 1/32 of a
+#: partition before it lists keys, and lists those keys in pages of hash ranges.
+BUCKET_BITS = 5
+BUCKETS = 1 << BUCKET_BITS
+#: The largest 64-bit key hash.
+HASH_MAX = (1 << 64) - 1
+_SHIFT = 64 - BUCKET_BITS
+_xxh3 = xxhash.xxh3_64_intdigest
+
+#: ``(key hash, key, version, writer)``: what anti-entropy compares, without the value.
+VersionRecord = tuple[int, str, int, str]
+#: ``horizon(partition)`` for the expiry sweep: per bucket, tombstones stored with an
+#: ``expires_at`` below this many milliseconds may be collected; ``None``: none may.
+TombstoneHorizon = Callable[[int], "Sequence[int] | None"]
+
+
+def key_hash(key: str) -> int:
+    """The stable 64-bit hash of a key (xxh3 of its UTF-8 bytes), as the ring uses it."""
+    return _xxh3(key.encode())
+
+
+def bucket_of(hash_: int) -> int:
+    """The bucket of a key hash within its partition."""
+    return hash_ >> _SHIFT
+
+
+def bucket_range(bucket: int) -> tuple[int, int]:
+    """The key hashes ``[low, high]`` (inclusive) a bucket covers."""
+    return bucket << _SHIFT, ((bucket + 1) << _SHIFT) - 1
+
+
+def fingerprint(key: str, version: int, writer: str) -> int:
+    """A record's share of its bucket and partition digests (the digests are XORs of these).
+
+    Every backend computes digests this way, so replicas on different backends compare.
+    """
+    return _xxh3(f"{key}\x00{version}\x00{writer}".encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +121,16 @@ class StorageStats:
 
     :ivar backend: the backend's plugin name.
     :ivar keys: live entries (values not yet expired or swept).
-    :ivar tombstones: delete markers kept until ``tombstone_ttl`` has passed.
+    :ivar tombstones: delete markers, kept until ``tombstone_ttl`` has passed and every
+        replica holds them (see ``docs/replication.md``).
     :ivar used_bytes: memory charged for the entries (see ``docs/architecture.md``).
     :ivar max_bytes: the limit, 0 for none.
     :ivar evictions: entries evicted to stay under the limit.
     :ivar expirations: entries removed because their TTL passed.
     :ivar compressed: entries stored lz4-compressed.
     :ivar shards: number of shards.
+    :ivar writers: distinct writer ids the stored records refer to.
+    :ivar tombstones_collected: tombstones removed by the sweep so far.
     """
 
     backend: str
@@ -83,6 +142,8 @@ class StorageStats:
     expirations: int
     compressed: int
     shards: int
+    writers: int = 0
+    tombstones_collected: int = 0
 
 
 @runtime_checkable
@@ -102,24 +163,64 @@ class Storage(Protocol):
     def get_entry(self, partition: int, key: str) -> Entry | None:
         """The stored entry (tombstones included, expired values not), or ``None``."""
 
-    def apply(self, partition: int, entry: Entry) -> bool:
+    def apply(self, partition: int, entry: Entry, hash_: int | None = None) -> bool:
         """Store ``entry`` if it wins over the stored version; return whether it did.
 
+        ``hash_`` is the key's :func:`key_hash` when the caller has it already (a backend may
+        use it for the bucket digests instead of hashing the key again).
+
+        A tombstone is stored with ``expires_at`` raised to at least the storage's current
+        time, so a tombstone's stored expiry is never earlier than the moment it arrived (the
+        expiry sweep relies on it; see :meth:`sweep`).
+
         :raises MemoryLimitExceeded: storing it would pass the memory limit and nothing can
-            be evicted.
+            be evicted (tombstones are never evicted), or the table of writer ids is full.
         """
 
     def entries(self, partition: int) -> Iterator[Entry]:
         """The entries of a partition (a snapshot; tombstones included)."""
 
+    def entries_of(self, partition: int, keys: Iterable[str]) -> list[Entry]:
+        """The stored entries of ``keys`` (those present; tombstones included)."""
+
+    def versions(self, partition: int, low: int = 0, high: int = HASH_MAX) -> list[VersionRecord]:
+        """The ``(key hash, key, version, writer)`` of the records hashed into ``[low, high]``.
+
+        In no particular order; values are not read.
+        """
+
     def drop_partition(self, partition: int) -> int:
         """Forget a partition this node no longer holds; return the entries dropped."""
 
-    def digest(self, partition: int) -> int:
-        """A summary of the partition's records; equal on two replicas with equal records."""
+    def drop_versions(self, partition: int, versions: Iterable[tuple[str, int, str]]) -> int:
+        """Remove each ``(key, version, writer)`` that is still the stored version of its key.
 
-    def sweep(self, now_ms: int, budget: int) -> int:
-        """Remove up to ``budget`` expired values and collectable tombstones; return how many."""
+        Handoff uses it to drop exactly what the new replicas acknowledged: a newer write that
+        arrived meanwhile stays. Returns the records removed.
+        """
+
+    def drop_older_than(self, version: int) -> int:
+        """Remove every record with a version below ``version``; return how many."""
+
+    def held_partitions(self) -> list[int]:
+        """The partitions holding at least one record."""
+
+    def digest(self, partition: int) -> int:
+        """A summary of the partition's records; equal on two replicas with equal records.
+
+        The XOR of :func:`fingerprint` over the records, read under the partition's lock.
+        """
+
+    def bucket_digests(self, partition: int) -> list[int]:
+        """The partition's ``BUCKETS`` bucket digests (XORs of :func:`fingerprint` by bucket)."""
+
+    def sweep(self, now_ms: int, budget: int, horizon: TombstoneHorizon | None = None) -> int:
+        """Remove up to ``budget`` expired values and collectable tombstones; return how many.
+
+        Without ``horizon`` a tombstone is collectable once its ``expires_at`` has passed.
+        With one, also only when its stored ``expires_at`` is below ``horizon(partition)`` of
+        its bucket (the node passes the moment every replica confirmed holding it).
+        """
 
     def stats(self) -> StorageStats:
         """Current figures."""
@@ -131,5 +232,9 @@ class Storage(Protocol):
 class StorageFactory(Protocol):
     """Builds a storage backend for a node; registered through ``gridkv_register_storage``."""
 
-    def __call__(self, options: Options) -> Storage:
-        """Return a new backend configured from ``options``."""
+    def __call__(self, options: Options, *, clock: Callable[[], float]) -> Storage:
+        """Return a new backend configured from ``options``.
+
+        :param clock: the node's wall clock in seconds; TTLs and tombstones are judged by it
+            (simulations pass a virtual one).
+        """

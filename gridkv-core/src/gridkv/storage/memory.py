@@ -14,18 +14,28 @@ shard owns a lock, taken by writes to its partitions and, under LRU eviction, by
 reorder the recency list); plain reads take no lock, since a single dict lookup is atomic in
 CPython. The shard is also the unit of eviction and of the expiry sweep.
 
+Writers. ``writer`` indexes its shard's table of node ids, which counts the records referring to
+each id: an id is kept while a record refers to it and its slot is reused afterwards, and the
+tables hold at most ``MAX_WRITERS`` ids together, so a stream of made-up writer ids cannot grow
+the node for good.
+
+Digests. Each partition keeps the XOR of :func:`~gridkv.storage.base.fingerprint` over its
+records, whole and split into ``BUCKETS`` buckets by key hash; anti-entropy compares them.
+
 Memory accounting. Every record is charged ``sys.getsizeof(key) + sys.getsizeof(record)`` plus
 a fixed share of its dict slot (``SLOT_BYTES``, and ``LRU_SLOT_BYTES`` more under LRU). The
 charge is added on insert and the difference on overwrite, and given back on delete, expiry,
 eviction and partition drop, so ``used_bytes`` returns to 0 when the store empties. A write that
 would pass ``storage.max_memory_mb`` raises :class:`~gridkv.errors.MemoryLimitExceeded` with
-``eviction = "none"``, or first evicts least-recently-used entries of its shard (then of other
-shards whose locks are free) with ``eviction = "lru"``.
+``eviction = "none"``, or first evicts least-recently-used values of its shard (then of other
+shards whose locks are free) with ``eviction = "lru"``. Tombstones are never evicted: dropping
+one early would let an older copy of its value come back; the sweep collects them.
 
 Expiry. A record with a TTL past its expiry time reads as missing at once (lazy expiry) and is
 removed by the next read that sees it or by :meth:`MemoryStorage.sweep`, which the node calls
 every ``storage.expiry_interval`` with a budget, shard by shard. Tombstones carry the time they
-may be collected in the same field and are removed by the same sweep.
+may be collected in the same field, raised on arrival to at least the arrival time, and are
+removed by the same sweep once the node's horizon allows (every replica holds them).
 
 Compression. A value of at least ``storage.compression_threshold`` bytes is stored
 lz4-compressed when that makes it smaller; reads decompress it.
@@ -38,7 +48,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import lz4.block
@@ -46,12 +56,23 @@ import xxhash
 
 from gridkv.errors import MemoryLimitExceeded
 from gridkv.hlc import version_wins
-from gridkv.storage.base import Entry, StorageStats
+from gridkv.storage.base import (
+    BUCKET_BITS,
+    BUCKETS,
+    HASH_MAX,
+    Entry,
+    StorageStats,
+    TombstoneHorizon,
+    VersionRecord,
+    bucket_of,
+    fingerprint,
+    key_hash,
+)
 
 if TYPE_CHECKING:
     from gridkv.options import Options
 
-__all__ = ["MemoryStorage", "SLOT_BYTES", "LRU_SLOT_BYTES"]
+__all__ = ["MemoryStorage", "SLOT_BYTES", "LRU_SLOT_BYTES", "MAX_WRITERS"]
 
 FLAG_TTL = 1
 FLAG_TOMBSTONE = 2
@@ -67,30 +88,71 @@ _HT = _H + _EXPIRY.size  # 21
 SLOT_BYTES = 48
 #: Extra charge per record under LRU eviction: the recency list's link and its dict slot.
 LRU_SLOT_BYTES = 104
+#: Distinct writer ids the stored records may refer to at once. A real cluster has a few
+#: hundred node ids at most (restarted nodes keep theirs); the bound keeps a peer that makes
+#: ids up from growing the table without limit.
+MAX_WRITERS = 65_536
 
 _sizeof = sys.getsizeof
-_xxh3 = xxhash.xxh3_64_intdigest
-
-
-def _fingerprint(key: str, version: int, writer: str) -> int:
-    return _xxh3(f"{key}\x00{version}\x00{writer}".encode())
-
+# The fingerprint and the bucket inlined on the write path (see gridkv.storage.base).
+_fingerprint = xxhash.xxh3_64_intdigest
+_BUCKET_SHIFT = 64 - BUCKET_BITS
 
 _EXPIRED = 1
 _EVICTED = 2
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+def _wall() -> float:
+    return time.time()
 
 
 class _Shard:
-    __slots__ = ("lock", "lru")
+    """A lock, the recency list under LRU, and the writer table of the shard's records.
 
-    def __init__(self, lru: bool) -> None:
+    The writer table and its reference counts change only under the shard's lock.
+    """
+
+    __slots__ = ("free", "lock", "lru", "max_writers", "refs", "writer_ids", "writers")
+
+    def __init__(self, lru: bool, max_writers: int) -> None:
         self.lock = threading.Lock()
-        # key -> partition, oldest first; only kept under LRU eviction.
+        # key -> partition of the values (never tombstones), oldest first; LRU eviction only.
         self.lru: OrderedDict[str, int] | None = OrderedDict() if lru else None
+        self.writers: list[str] = []
+        self.writer_ids: dict[str, int] = {}
+        self.refs: list[int] = []
+        self.free: list[int] = []
+        self.max_writers = max_writers
+
+    def new_writer(self, writer: str) -> int:
+        """A slot for a writer id not in the table yet, with one reference.
+
+        :raises MemoryLimitExceeded: the shard's share of ``MAX_WRITERS`` is in use.
+        """
+        if self.free:
+            wid = self.free.pop()
+            self.writers[wid] = writer
+            self.refs[wid] = 1
+        elif len(self.writers) < self.max_writers:
+            wid = len(self.writers)
+            self.writers.append(writer)
+            self.refs.append(1)
+        else:
+            raise MemoryLimitExceeded(
+                f"the records refer to {MAX_WRITERS} distinct writer ids, the most a "
+                f"storage keeps; refused a record of writer {writer[:64]!r}"
+            )
+        self.writer_ids[writer] = wid
+        return wid
+
+    def unref(self, wid: int) -> None:
+        """One record less refers to writer ``wid``; its slot is freed at zero."""
+        refs = self.refs[wid] - 1
+        self.refs[wid] = refs
+        if not refs:
+            del self.writer_ids[self.writers[wid]]
+            self.writers[wid] = ""
+            self.free.append(wid)
 
 
 class MemoryStorage:
@@ -101,7 +163,7 @@ class MemoryStorage:
     :param shard_count: number of shards.
     :param eviction: ``"none"`` or ``"lru"``.
     :param compression_threshold: compress values at least this long; 0 turns it off.
-    :param clock: wall time in seconds; simulations pass a virtual clock.
+    :param clock: wall time in seconds (the node's clock; simulations pass a virtual one).
     """
 
     name = "memory"
@@ -114,18 +176,20 @@ class MemoryStorage:
         shard_count: int = 32,
         eviction: str = "none",
         compression_threshold: int = 1024,
-        clock: object = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if eviction not in ("none", "lru"):
             raise ValueError(f"eviction must be 'none' or 'lru', got {eviction!r}")
         self._parts: list[dict[str, bytes]] = [{} for _ in range(partition_count)]
         self._nshards = max(1, min(shard_count, partition_count))
-        self._shards = [_Shard(eviction == "lru") for _ in range(self._nshards)]
+        share = max(1, MAX_WRITERS // self._nshards)
+        self._shards = [_Shard(eviction == "lru", share) for _ in range(self._nshards)]
         self._lru = eviction == "lru"
         self._slot = SLOT_BYTES + (LRU_SLOT_BYTES if self._lru else 0)
         self._max = max_bytes
         self._compress_at = compression_threshold
-        self._clock_ms = _now_ms if clock is None else (lambda: int(clock() * 1000))  # type: ignore[operator]
+        wall = clock or _wall
+        self._clock_ms: Callable[[], int] = lambda: int(wall() * 1000)
         self._acct = threading.Lock()
         self._used = 0
         self._count = 0
@@ -133,18 +197,20 @@ class MemoryStorage:
         self._compressed = 0
         self._evictions = 0
         self._expirations = 0
-        self._writers: list[str] = []
-        self._writer_ids: dict[str, int] = {}
+        self._collected = 0
         self._sweep_cursor = 0
-        # XOR of the fingerprints of each partition's records: equal digests mean (almost
-        # surely) equal contents, so anti-entropy compares one number per partition.
+        # XOR of the fingerprints of each partition's records, whole and by bucket: equal
+        # digests mean (almost surely) equal contents, so anti-entropy compares numbers.
         self._digests = [0] * partition_count
+        self._buckets = [[0] * BUCKETS for _ in range(partition_count)]
         if self._lru:
             self.get = self._get_lru  # type: ignore[method-assign]
 
     @classmethod
-    def from_options(cls, options: Options) -> MemoryStorage:
-        """Build the backend from a node's options."""
+    def from_options(
+        cls, options: Options, *, clock: Callable[[], float] | None = None
+    ) -> MemoryStorage:
+        """Build the backend from a node's options and clock."""
         s = options.storage
         return cls(
             options.partition_count,
@@ -152,6 +218,7 @@ class MemoryStorage:
             shard_count=s.shard_count,
             eviction=s.eviction,
             compression_threshold=s.compression_threshold,
+            clock=clock,
         )
 
     # -- reads ---------------------------------------------------------------------------
@@ -171,7 +238,8 @@ class MemoryStorage:
             blob = self._parts[partition].get(key)
             if blob is None:
                 return None
-            shard.lru.move_to_end(key)  # type: ignore[union-attr]
+            if not blob[0] & FLAG_TOMBSTONE:
+                shard.lru.move_to_end(key)  # type: ignore[union-attr]
         if not blob[0]:
             return blob[_H:]
         return self._decode_value(partition, key, blob)
@@ -194,16 +262,19 @@ class MemoryStorage:
 
     def get_entry(self, partition: int, key: str) -> Entry | None:
         """The stored entry (tombstones included, expired values not), or ``None``."""
-        blob = self._parts[partition].get(key)
-        if blob is None:
-            return None
-        entry = self._to_entry(key, blob)
+        shard = self._shards[partition % self._nshards]
+        with shard.lock:  # the writer slot of a record may be reused once it is replaced
+            blob = self._parts[partition].get(key)
+            if blob is None:
+                return None
+            writer = shard.writers[_HEADER.unpack_from(blob)[2]]
+        entry = self._to_entry(key, blob, writer)
         if entry.value is not None and entry.expired(self._clock_ms()):
             return None
         return entry
 
-    def _to_entry(self, key: str, blob: bytes) -> Entry:
-        flags, version, writer = _HEADER.unpack_from(blob)
+    def _to_entry(self, key: str, blob: bytes, writer: str) -> Entry:
+        flags, version, _ = _HEADER.unpack_from(blob)
         start = _H
         expires = 0
         if flags & FLAG_TTL:
@@ -216,96 +287,143 @@ class MemoryStorage:
             value = bytes(lz4.block.decompress(blob[start:]))
         else:
             value = blob[start:]
-        return Entry(key, value, version, self._writers[writer], expires)
+        return Entry(key, value, version, writer, expires)
+
+    def _snapshot(self, partition: int) -> list[tuple[str, bytes, str]]:
+        """``(key, record, writer)`` of a partition's records, taken under its lock."""
+        shard = self._shards[partition % self._nshards]
+        writers = shard.writers
+        unpack = _HEADER.unpack_from
+        with shard.lock:
+            return [(k, b, writers[unpack(b)[2]]) for k, b in self._parts[partition].items()]
 
     def entries(self, partition: int) -> Iterator[Entry]:
         """The entries of a partition (a snapshot; tombstones included, expired values not)."""
-        shard = self._shards[partition % self._nshards]
-        with shard.lock:
-            items = list(self._parts[partition].items())
         now = self._clock_ms()
-        for key, blob in items:
-            entry = self._to_entry(key, blob)
+        for key, blob, writer in self._snapshot(partition):
+            entry = self._to_entry(key, blob, writer)
             if entry.value is None or not entry.expired(now):
                 yield entry
 
+    def entries_of(self, partition: int, keys: Iterable[str]) -> list[Entry]:
+        """The stored entries of ``keys`` (those present; tombstones included)."""
+        out = []
+        for key in keys:
+            entry = self.get_entry(partition, key)
+            if entry is not None:
+                out.append(entry)
+        return out
+
+    def versions(self, partition: int, low: int = 0, high: int = HASH_MAX) -> list[VersionRecord]:
+        """The ``(key hash, key, version, writer)`` of the records hashed into ``[low, high]``.
+
+        Values are not read, and expired values are listed too: the digests count them.
+        """
+        out: list[VersionRecord] = []
+        whole = low == 0 and high == HASH_MAX
+        for key, blob, writer in self._snapshot(partition):
+            h = key_hash(key)
+            if whole or low <= h <= high:
+                out.append((h, key, _HEADER.unpack_from(blob)[1], writer))
+        return out
+
     def digest(self, partition: int) -> int:
-        """A 64-bit summary of a partition's records (key, version, writer), kept up to date."""
-        return self._digests[partition]
+        """The XOR of the fingerprints of a partition's records, read under its lock."""
+        with self._shards[partition % self._nshards].lock:
+            return self._digests[partition]
+
+    def bucket_digests(self, partition: int) -> list[int]:
+        """The partition's bucket digests, read under its lock."""
+        with self._shards[partition % self._nshards].lock:
+            return list(self._buckets[partition])
 
     def partition_size(self, partition: int) -> int:
         """Number of records (tombstones included) held for a partition."""
         return len(self._parts[partition])
 
+    def held_partitions(self) -> list[int]:
+        """The partitions holding at least one record."""
+        return [p for p, records in enumerate(self._parts) if records]
+
     # -- writes --------------------------------------------------------------------------
 
-    def _writer_id(self, writer: str) -> int:
-        wid = self._writer_ids.get(writer)
-        if wid is None:
-            with self._acct:
-                wid = self._writer_ids.get(writer)
-                if wid is None:
-                    wid = len(self._writers)
-                    self._writers.append(writer)
-                    self._writer_ids[writer] = wid
-        return wid
-
-    def _encode(self, entry: Entry) -> tuple[bytes, bool]:
-        flags = 0
-        value = entry.value
-        compressed = False
+    def _payload(self, value: bytes | None) -> tuple[int, bytes]:
+        """The flags and stored bytes of a value (compressed when that is smaller)."""
         if value is None:
-            flags |= FLAG_TOMBSTONE
-            payload = b""
-        else:
-            payload = value
-            if self._compress_at and len(value) >= self._compress_at:
-                packed = lz4.block.compress(value, store_size=True)
-                if len(packed) < len(value):
-                    payload = packed
-                    flags |= FLAG_COMPRESSED
-                    compressed = True
-        wid = self._writer_id(entry.writer)
-        if entry.expires_at:
-            flags |= FLAG_TTL
-            head = _HEADER.pack(flags, entry.version, wid) + _EXPIRY.pack(entry.expires_at)
-        else:
-            head = _HEADER.pack(flags, entry.version, wid)
-        return head + payload, compressed
+            return FLAG_TOMBSTONE, b""
+        if self._compress_at and len(value) >= self._compress_at:
+            packed = lz4.block.compress(value, store_size=True)
+            if len(packed) < len(value):
+                return FLAG_COMPRESSED, packed
+        return 0, value
 
     def _cost(self, key: str, blob: bytes) -> int:
         return _sizeof(key) + _sizeof(blob) + self._slot
 
-    def apply(self, partition: int, entry: Entry) -> bool:
+    def apply(self, partition: int, entry: Entry, hash_: int | None = None) -> bool:
         """Store ``entry`` if it wins over the stored version; return whether it did.
 
+        :param hash_: the key's :func:`~gridkv.storage.base.key_hash` when the caller has it
+            (it picks the bucket; computed here otherwise).
         :raises MemoryLimitExceeded: storing it would pass the memory limit and nothing can
-            be evicted.
+            be evicted, or ``MAX_WRITERS`` writer ids are in use.
         """
-        blob, compressed = self._encode(entry)
+        flags, payload = self._payload(entry.value)  # compression outside the lock
         key = entry.key
+        writer = entry.writer
+        version = entry.version
         shard_no = partition % self._nshards
         shard = self._shards[shard_no]
         part = self._parts[partition]
+        tombstone = flags & FLAG_TOMBSTONE
         with shard.lock:
             old = part.get(key)
             if old is not None:
-                _, old_version, old_writer = _HEADER.unpack_from(old)
-                if not version_wins(
-                    entry.version, entry.writer, old_version, self._writers[old_writer]
-                ):
+                _, old_version, old_wid = _HEADER.unpack_from(old)
+                old_writer = shard.writers[old_wid]
+                if not version_wins(version, writer, old_version, old_writer):
                     return False
+            wid = shard.writer_ids.get(writer)
+            if wid is None:
+                wid = shard.new_writer(writer)
+            elif old is None or wid != old_wid:
+                shard.refs[wid] += 1
+            else:
+                old_wid = -1  # the same writer again: its count stays
+            expires = entry.expires_at
+            if tombstone:
+                # Never earlier than its arrival: the sweep's horizon counts on it.
+                expires = max(expires, self._clock_ms())
+            if expires:
+                flags |= FLAG_TTL
+                blob = _HEADER.pack(flags, version, wid) + _EXPIRY.pack(expires) + payload
+            else:
+                blob = _HEADER.pack(flags, version, wid) + payload
             delta = self._cost(key, blob) - (self._cost(key, old) if old is not None else 0)
             if delta > 0 and self._max:
-                self._reserve(delta, shard_no, key)
+                try:
+                    self._reserve(delta, shard_no, key)
+                except MemoryLimitExceeded:
+                    if old is None or old_wid >= 0:
+                        shard.unref(wid)
+                    raise
             part[key] = blob
-            fingerprint = _fingerprint(key, entry.version, entry.writer)
+            fp = _fingerprint(f"{key}\x00{version}\x00{writer}".encode())
             if old is not None:
-                fingerprint ^= _fingerprint(key, old_version, self._writers[old_writer])
-            self._digests[partition] ^= fingerprint
-            if shard.lru is not None:
-                shard.lru[key] = partition
-                shard.lru.move_to_end(key)
+                fp ^= _fingerprint(f"{key}\x00{old_version}\x00{old_writer}".encode())
+                if old_wid >= 0:
+                    shard.unref(old_wid)
+            self._digests[partition] ^= fp
+            if hash_ is None:
+                hash_ = _fingerprint(key.encode())
+            self._buckets[partition][hash_ >> _BUCKET_SHIFT] ^= fp
+            lru = shard.lru
+            if lru is not None:
+                if tombstone:
+                    lru.pop(key, None)
+                else:
+                    lru[key] = partition
+                    lru.move_to_end(key)
             with self._acct:
                 self._used += delta
                 if old is None:
@@ -314,8 +432,8 @@ class MemoryStorage:
                     old_flags = old[0]
                     self._tombstones -= (old_flags & FLAG_TOMBSTONE) >> 1
                     self._compressed -= (old_flags & FLAG_COMPRESSED) >> 2
-                self._tombstones += entry.value is None
-                self._compressed += compressed
+                self._tombstones += tombstone >> 1
+                self._compressed += (flags & FLAG_COMPRESSED) >> 2
         return True
 
     def _reserve(self, delta: int, shard_no: int, protect: str) -> None:
@@ -355,16 +473,22 @@ class MemoryStorage:
 
     def _remove_locked(self, shard: _Shard, partition: int, key: str, why: int = 0) -> None:
         blob = self._parts[partition].pop(key)
-        _, version, writer = _HEADER.unpack_from(blob)
-        self._digests[partition] ^= _fingerprint(key, version, self._writers[writer])
+        _, version, wid = _HEADER.unpack_from(blob)
+        fp = fingerprint(key, version, shard.writers[wid])
+        shard.unref(wid)
+        self._digests[partition] ^= fp
+        self._buckets[partition][bucket_of(key_hash(key))] ^= fp
         if shard.lru is not None:
             shard.lru.pop(key, None)
         flags = blob[0]
         with self._acct:
             if why == _EVICTED:
                 self._evictions += 1
-            elif why == _EXPIRED and not flags & FLAG_TOMBSTONE:
-                self._expirations += 1
+            elif why == _EXPIRED:
+                if flags & FLAG_TOMBSTONE:
+                    self._collected += 1
+                else:
+                    self._expirations += 1
             self._used -= self._cost(key, blob)
             self._count -= 1
             self._tombstones -= (flags & FLAG_TOMBSTONE) >> 1
@@ -385,11 +509,43 @@ class MemoryStorage:
                 self._remove_locked(shard, partition, key)
         return len(keys)
 
-    def sweep(self, now_ms: int, budget: int) -> int:
+    def drop_versions(self, partition: int, versions: Iterable[tuple[str, int, str]]) -> int:
+        """Remove each ``(key, version, writer)`` that is still the stored version of its key."""
+        shard = self._shards[partition % self._nshards]
+        part = self._parts[partition]
+        removed = 0
+        with shard.lock:
+            for key, version, writer in versions:
+                blob = part.get(key)
+                if blob is None:
+                    continue
+                _, stored, wid = _HEADER.unpack_from(blob)
+                if stored == version and shard.writers[wid] == writer:
+                    self._remove_locked(shard, partition, key)
+                    removed += 1
+        return removed
+
+    def drop_older_than(self, version: int) -> int:
+        """Remove every record with a version below ``version``; return how many."""
+        removed = 0
+        for partition, part in enumerate(self._parts):
+            if not part:
+                continue
+            shard = self._shards[partition % self._nshards]
+            with shard.lock:
+                for key, blob in list(part.items()):
+                    if _HEADER.unpack_from(blob)[1] < version:
+                        self._remove_locked(shard, partition, key)
+                        removed += 1
+        return removed
+
+    def sweep(self, now_ms: int, budget: int, horizon: TombstoneHorizon | None = None) -> int:
         """Remove up to ``budget`` expired values and collectable tombstones; return how many.
 
         Examines partitions round-robin from where the previous sweep stopped, so repeated
-        calls cover the whole store.
+        calls cover the whole store. A tombstone is collectable once its stored
+        ``expires_at`` has passed and, with a ``horizon``, lies below the horizon of its
+        bucket.
         """
         removed = 0
         examined = 0
@@ -402,14 +558,25 @@ class MemoryStorage:
             part = self._parts[partition]
             if not part:
                 continue
+            limits: Sequence[int] | None = None if horizon is None else horizon(partition)
             shard = self._shards[partition % self._nshards]
             with shard.lock:
                 for key, blob in list(part.items()):
                     examined += 1
                     flags = blob[0]
-                    if flags & FLAG_TTL and _EXPIRY.unpack_from(blob, _H)[0] <= now_ms:
-                        self._remove_locked(shard, partition, key, _EXPIRED)
-                        removed += 1
+                    if not flags & FLAG_TTL:
+                        continue
+                    expires = _EXPIRY.unpack_from(blob, _H)[0]
+                    if expires > now_ms:
+                        continue
+                    if (
+                        flags & FLAG_TOMBSTONE
+                        and horizon is not None
+                        and (limits is None or expires >= limits[bucket_of(key_hash(key))])
+                    ):
+                        continue
+                    self._remove_locked(shard, partition, key, _EXPIRED)
+                    removed += 1
         return removed
 
     # -- figures -------------------------------------------------------------------------
@@ -434,6 +601,8 @@ class MemoryStorage:
             expirations=self._expirations,
             compressed=self._compressed,
             shards=self._nshards,
+            writers=len(set().union(*(shard.writer_ids for shard in self._shards))),
+            tombstones_collected=self._collected,
         )
 
     def close(self) -> None:

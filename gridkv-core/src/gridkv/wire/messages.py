@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from gridkv.errors import ProtocolError
-from gridkv.storage.base import Entry
+from gridkv.storage.base import BUCKETS, Entry
 
 __all__ = [
     "Message",
@@ -37,6 +37,15 @@ __all__ = [
     "KeySync",
     "KeySyncReply",
     "HandoffDone",
+    "BucketSync",
+    "BucketReply",
+    "STORED",
+    "HELD",
+    "NOT_REPLICA",
+    "WRONG_PARTITION",
+    "CLOCK_DRIFT",
+    "NO_MEMORY",
+    "STATUS_NAMES",
     "MEMBERSHIP_TYPES",
     "MESSAGE_TYPES",
     "MAX_KEY_BYTES_ON_WIRE",
@@ -214,12 +223,22 @@ class Ping(Message):
 
 @dataclass(frozen=True, slots=True)
 class Pong(Message):
-    """The answer to :class:`Ping`."""
+    """The answer to :class:`Ping`, with the answerer's hybrid logical clock.
+
+    A node that has just joined asks every member for its clock and adopts the greatest
+    before it accepts writes, so its first write orders after everything it wrote before a
+    restart (its peers' clocks advanced past those versions when they stored them).
+    """
 
     TYPE: ClassVar[int] = 2
-    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (("seq", u64), ("sender", node_id))
+    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (
+        ("seq", u64),
+        ("sender", node_id),
+        ("clock", u64),
+    )
     seq: int
     sender: str
+    clock: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,13 +291,54 @@ class ReplicateBatch(Message):
         return [self.sender, [pack_entry(p, e) for p, e in self.entries]]
 
 
+#: Per-entry outcomes in a :class:`BatchAck`. The first two mean "stored": the replica now
+#: holds this version or a newer one, and only they count towards a consistency level.
+STORED = 0
+#: The replica already held this version or a newer one.
+HELD = 1
+#: Refused: the receiver does not replicate the entry's partition in its view (the sender's
+#: view is stale, or the receiver's is; ask again once the views agree).
+NOT_REPLICA = 2
+#: Refused: the key does not belong to the partition it was filed under.
+WRONG_PARTITION = 3
+#: Refused: the version is further ahead of the receiver's clock than max_clock_drift.
+CLOCK_DRIFT = 4
+#: Refused: the receiver's storage is full (or its writer table is).
+NO_MEMORY = 5
+#: Readable names of the outcomes, for errors and logs.
+STATUS_NAMES: dict[int, str] = {
+    STORED: "stored",
+    HELD: "held a newer version",
+    NOT_REPLICA: "not a replica of the partition",
+    WRONG_PARTITION: "key filed under the wrong partition",
+    CLOCK_DRIFT: "version too far ahead of its clock",
+    NO_MEMORY: "storage full",
+}
+
+
+def statuses(value: Any, name: str) -> bytes:
+    """One outcome byte per entry (see :data:`STATUS_NAMES`)."""
+    data = blob(value, name)
+    if any(code not in STATUS_NAMES for code in set(data)):
+        raise _fail(name, "expected outcome codes 0 to 5", value)
+    return data
+
+
 @dataclass(frozen=True, slots=True)
 class BatchAck(Message):
-    """The answer to :class:`ReplicateBatch`: how many entries were applied."""
+    """The answer to :class:`ReplicateBatch`: one outcome per entry, in the batch's order.
+
+    :ivar results: a byte per entry: :data:`STORED`, :data:`HELD` or a refusal code.
+    """
 
     TYPE: ClassVar[int] = 13
-    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (("applied", u32),)
-    applied: int
+    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (("results", statuses),)
+    results: bytes
+
+    @property
+    def stored(self) -> int:
+        """Entries the receiver now holds (stored, or held in this or a newer version)."""
+        return self.results.count(STORED) + self.results.count(HELD)
 
 
 class _WithUpdates(Message):
@@ -482,37 +542,97 @@ class DigestReply(Message):
     differ: list[int]
 
 
+def bucket_digests(value: Any, name: str) -> list[int]:
+    """The ``BUCKETS`` bucket digests of a partition."""
+    if type(value) is not list or len(value) != BUCKETS:
+        raise _fail(name, f"expected a list of {BUCKETS} bucket digests", value)
+    return [u64(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def buckets(value: Any, name: str) -> list[int]:
+    """A list of bucket numbers."""
+    if type(value) is not list:
+        raise _fail(name, "expected a list of buckets", value)
+    out = [u32(item, f"{name}[{i}]") for i, item in enumerate(value)]
+    if any(b >= BUCKETS for b in out):
+        raise _fail(name, f"expected bucket numbers below {BUCKETS}", value)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSync(Message):
+    """Anti-entropy, step two: the bucket digests of one partition whose digests differ."""
+
+    TYPE: ClassVar[int] = 35
+    FIELDS: ClassVar[_Fields] = (
+        ("sender", node_id),
+        ("partition", u32),
+        ("digests", bucket_digests),
+    )
+    sender: str
+    partition: int
+    digests: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class BucketReply(Message):
+    """The buckets whose digests differ."""
+
+    TYPE: ClassVar[int] = 36
+    FIELDS: ClassVar[_Fields] = (("differ", buckets),)
+    differ: list[int]
+
+
 @dataclass(frozen=True, slots=True)
 class KeySync(Message):
-    """Anti-entropy, step two: the sender's (key, version, writer) list of one partition."""
+    """Anti-entropy, step three: the sender's (key, version, writer) list of one hash range.
+
+    The range ``[low, high]`` of key hashes lies within one bucket of the partition; a bucket
+    with more keys than fit in a message is listed in several ranges, one after the other.
+    """
 
     TYPE: ClassVar[int] = 32
     FIELDS: ClassVar[_Fields] = (
         ("sender", node_id),
         ("partition", u32),
+        ("low", u64),
+        ("high", u64),
         ("versions", key_versions),
     )
     sender: str
     partition: int
+    low: int
+    high: int
     versions: list[tuple[str, int, str]]
 
     def to_fields(self) -> list[Any]:
         """The field values in wire order."""
-        return [self.sender, self.partition, [list(v) for v in self.versions]]
+        return [
+            self.sender,
+            self.partition,
+            self.low,
+            self.high,
+            [list(v) for v in self.versions],
+        ]
 
 
 @dataclass(frozen=True, slots=True)
 class KeySyncReply(Message):
-    """The entries the asker lacks or holds older, and the keys the answerer wants."""
+    """The entries the asker lacks or holds older, and the keys the answerer wants.
+
+    ``complete`` is false when the entries were cut to fit a message: the next round sends
+    the rest.
+    """
 
     TYPE: ClassVar[int] = 33
-    FIELDS: ClassVar[_Fields] = (("entries", entry_list), ("wanted", keys))
+    FIELDS: ClassVar[_Fields] = (("entries", entry_list), ("wanted", keys), ("complete", flag))
     entries: list[tuple[int, Entry]]
     wanted: list[str]
+    complete: bool
 
     def to_fields(self) -> list[Any]:
         """The field values in wire order."""
-        return [[pack_entry(p, e) for p, e in self.entries], self.wanted]
+        return [[pack_entry(p, e) for p, e in self.entries], self.wanted, self.complete]
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,6 +658,8 @@ _ALL: tuple[type[Message], ...] = (
     KeySync,
     KeySyncReply,
     HandoffDone,
+    BucketSync,
+    BucketReply,
     *MEMBERSHIP_TYPES,
 )
 MESSAGE_TYPES: dict[int, type[Message]] = {cls.TYPE: cls for cls in _ALL}
