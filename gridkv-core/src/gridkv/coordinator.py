@@ -379,60 +379,62 @@ class Coordinator:
         sends: dict[asyncio.Future[bytes], str] = {}
         errors: dict[str, str] = {}
         retry_at: dict[str, float] = {}
-        while len(stored) < needed:
-            now = loop.time()
-            if now >= deadline:
-                break
-            owners = node.ensure_table().owners(partition)
-            for gone in [r for r in retry_at if r not in owners]:
-                del retry_at[gone]  # no longer a replica in this view: nothing to wait for
-            if me in owners and me not in stored:
-                node.storage.apply(partition, entry)
-                stored.add(me)
-                continue
-            busy = set(sends.values())
-            for replica in owners:
-                if (
-                    replica == me
-                    or replica in stored
-                    or replica in busy
-                    or retry_at.get(replica, 0.0) > now
-                    or (replica in errors and replica not in retry_at)
-                ):
+        try:
+            while len(stored) < needed:
+                now = loop.time()
+                if now >= deadline:
+                    break
+                owners = node.ensure_table().owners(partition)
+                for gone in [r for r in retry_at if r not in owners]:
+                    del retry_at[gone]  # no longer a replica in this view: nothing to wait for
+                if me in owners and me not in stored:
+                    node.storage.apply(partition, entry)
+                    stored.add(me)
                     continue
-                retry_at.pop(replica, None)
-                sends[asyncio.ensure_future(self._replicate_to(replica, [(partition, entry)]))] = (
-                    replica
+                busy = set(sends.values())
+                for replica in owners:
+                    if (
+                        replica == me
+                        or replica in stored
+                        or replica in busy
+                        or retry_at.get(replica, 0.0) > now
+                        or (replica in errors and replica not in retry_at)
+                    ):
+                        continue
+                    retry_at.pop(replica, None)
+                    sends[
+                        asyncio.ensure_future(self._replicate_to(replica, [(partition, entry)]))
+                    ] = replica
+                wake = min([deadline, *(t for t in retry_at.values() if t > now)])
+                if not sends:
+                    if wake >= deadline and not retry_at:
+                        break  # nobody left to ask
+                    await asyncio.sleep(max(0.0, wake - now))
+                    continue
+                done, _ = await asyncio.wait(
+                    set(sends), timeout=max(0.0, wake - now), return_when=asyncio.FIRST_COMPLETED
                 )
-            wake = min([deadline, *(t for t in retry_at.values() if t > now)])
-            if not sends:
-                if wake >= deadline and not retry_at:
-                    break  # nobody left to ask
-                await asyncio.sleep(max(0.0, wake - now))
-                continue
-            done, _ = await asyncio.wait(
-                set(sends), timeout=max(0.0, wake - now), return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in done:
-                replica = sends.pop(task)
-                if task.cancelled():
-                    errors[replica] = "cancelled"
-                    continue
-                exc = task.exception()
-                if exc is not None:
-                    errors[replica] = f"{type(exc).__name__}: {exc}"
-                    continue
-                code = task.result()[0]
-                if code in (STORED, HELD):
-                    stored.add(replica)
-                    errors.pop(replica, None)
-                else:
-                    errors[replica] = f"refused: {STATUS_NAMES[code]}"
-                    if code == NOT_REPLICA:
-                        self.entries_refused += 1
-                        retry_at[replica] = loop.time() + REFUSAL_RETRY
-        for task in sends:  # the other replicas still get the write
-            self._track(task)
+                for task in done:
+                    replica = sends.pop(task)
+                    if task.cancelled():
+                        errors[replica] = "cancelled"
+                        continue
+                    exc = task.exception()
+                    if exc is not None:
+                        errors[replica] = f"{type(exc).__name__}: {exc}"
+                        continue
+                    code = task.result()[0]
+                    if code in (STORED, HELD):
+                        stored.add(replica)
+                        errors.pop(replica, None)
+                    else:
+                        errors[replica] = f"refused: {STATUS_NAMES[code]}"
+                        if code == NOT_REPLICA:
+                            self.entries_refused += 1
+                            retry_at[replica] = loop.time() + REFUSAL_RETRY
+        finally:
+            for task in sends:  # the other replicas still get the write
+                self._track(task)
         return errors
 
     # -- reads -----------------------------------------------------------------------------
@@ -496,13 +498,15 @@ class Coordinator:
         asks: dict[asyncio.Future[Entry | None], str] = {
             asyncio.ensure_future(self._ask(r, partition, key)): r for r in others
         }
-        results, errors, pending = await _until_enough(
-            asks, needed - len(answers), node.options.read_timeout
-        )
+        try:
+            results, errors, _ = await _until_enough(
+                asks, needed - len(answers), node.options.read_timeout
+            )
+        finally:
+            for task in asks:
+                task.cancel()  # the answers not needed (a no-op for those that came)
+                task.add_done_callback(_consume)
         answers.update(results)
-        for task in pending:
-            task.cancel()
-            task.add_done_callback(_consume)
         if len(answers) < needed:
             raise QuorumNotReached(
                 f"read of key {key!r:.60} at {level!r} got {len(answers)} of {needed} answers "

@@ -69,6 +69,8 @@ log = logging.getLogger(LOGGER_NAME)
 NodeState = Literal["new", "starting", "running", "closing", "closed"]
 #: Entries the expiry sweep examines per round.
 SWEEP_BUDGET = 20_000
+#: Seconds background work gets to end once a close's own time is up.
+_STOP_GRACE = 1.0
 #: Members asked for their clock at once after a join.
 _CLOCK_SYNC_CONCURRENCY = 64
 #: Messages that carry or compare data: refused from a sender this node holds dead, which has
@@ -226,7 +228,9 @@ class Node:
     async def close(self, timeout: float = 30.0) -> None:
         """Stop the node; idempotent. Later operations raise :class:`ShuttingDown`.
 
-        :param timeout: seconds allowed for background work to finish before it is cancelled.
+        :param timeout: seconds for the whole close: sending queued replication, the leave,
+            handing partitions over, and background work finishing before it is cancelled
+            (one deadline for all of them).
         """
         if self.state in ("closing", "closed"):
             return
@@ -234,22 +238,26 @@ class Node:
         self.state = "closing"
         self.running = False
         self.refresh_local_reads()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+
+        def left() -> float:
+            return max(0.0, deadline - loop.time())
+
         if was_started:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
             with contextlib.suppress(Exception):
                 self.plugins.node_stopping(self)
             with contextlib.suppress(Exception):
-                await self.coordinator.drain(timeout)
+                await self.coordinator.drain(left())
             # Announce the leave first: the next replicas accept this node's partitions once
             # their views no longer count it, and this node keeps serving reads meanwhile.
             with contextlib.suppress(Exception):
-                await self.membership.leave(min(timeout, 4 * self.options.gossip_interval))
+                await self.membership.leave(min(left(), 4 * self.options.gossip_interval))
             with self._table_lock:
                 self._table_stale = True  # this node's own view no longer counts it
             with contextlib.suppress(Exception):
-                await self.handoff.leave(max(0.0, deadline - loop.time()))
-        await self._stop(timeout)
+                await self.handoff.leave(left())
+        await self._stop(max(left(), _STOP_GRACE))
         if was_started:
             log.info("node closed", extra={"node_id": self.node_id})
 
@@ -268,6 +276,7 @@ class Node:
 
     async def _stop(self, timeout: float) -> None:
         """The end of both :meth:`close` and :meth:`kill`: stop all work, then the transport."""
+        await self.membership.stop()
         await self.handoff.stop()
         await self.coordinator.abort()
         tasks = list(self._tasks)

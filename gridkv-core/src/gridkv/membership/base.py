@@ -29,10 +29,15 @@ class Membership(Protocol):
         """Start probing and join through the seeds (in the background)."""
 
     async def leave(self, timeout: float) -> None:
-        """Announce a graceful leave and stop; waits at most ``timeout`` seconds."""
+        """Announce a graceful leave; waits at most ``timeout`` seconds for it to go out.
+
+        Afterwards the protocol sends nothing, and its view no longer counts this node, but
+        it keeps taking in what it hears until :meth:`stop` (the node hands its data over
+        meanwhile, and must see who else left).
+        """
 
     async def stop(self) -> None:
-        """Stop at once, without a word to anybody (a crash)."""
+        """Stop at once, without a word to anybody (a crash, or the end of a leave)."""
 
     def handle(self, peer: str, message: Message) -> Message | None:
         """Take a membership message from ``peer``; return the answer to a request."""

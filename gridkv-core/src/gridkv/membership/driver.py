@@ -9,7 +9,6 @@ handle, joins through the seeds with back-off, and reports each state change to 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import deque
@@ -104,15 +103,18 @@ class SwimMembership:
         self._schedule()
 
     async def leave(self, timeout: float) -> None:
-        """Announce the leave to a few members, let the sends go out, and stop."""
+        """Announce the leave to a few members and let the sends go out.
+
+        Afterwards the node sends nothing and answers nothing, but still takes what it hears
+        into its view (who else left) until :meth:`stop`, while it hands its data over.
+        """
         if not self._running or self.swim is None:
             return
         assert self._loop is not None
         self._emit(self.swim.leave(self._loop.time()))
         if self._sender is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._sender), timeout)
-        await self.stop()
+            # wait() neither raises the sender's own end nor swallows this call's cancellation.
+            await asyncio.wait([self._sender], timeout=timeout)
 
     async def stop(self) -> None:
         """Stop at once: no more probes, sends or syncs."""
@@ -286,8 +288,8 @@ class SwimMembership:
     # -- timers --------------------------------------------------------------------------
 
     def _schedule(self) -> None:
-        if not self._running or self.swim is None or self._loop is None:
-            return
+        if not self._running or self.swim is None or self._loop is None or self.swim.left:
+            return  # a node that left has no timers: it only listens until it stops
         when = self.swim.next_deadline()
         if not self._ready.is_set() and self._joined.is_set():
             when = min(when, self._stable_at())

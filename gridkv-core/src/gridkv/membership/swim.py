@@ -86,6 +86,8 @@ _STATE: tuple[MemberState, ...] = (ALIVE, SUSPECT, DEAD, LEFT)
 #: How far past this node's own clock (in milliseconds, as incarnations count) an incarnation
 #: may lie: about 50 days of clock difference or four billion refutations.
 INCARNATION_MARGIN = 1 << 32
+#: Seconds after a member's leave during which this node, leaving too, tells it so.
+LEFT_NOTICE_WINDOW = 60.0
 
 
 @dataclass(slots=True)
@@ -418,12 +420,20 @@ class Swim:
         The message may add at most ``max_piggyback`` members this node did not know.
         """
         out: list[Output] = []
-        if self.left:
-            return out, None
         sender = getattr(message, "sender", None)
         if sender is not None and sender != self.node_id:
             self.last_contact = now
         self._new_allowed = self.config.max_piggyback
+        if self.left:
+            # Gone: say nothing, but keep the view current (who else left) while this node
+            # hands its partitions over.
+            records = getattr(message, "updates", None) or getattr(message, "states", None) or []
+            for record in records:
+                if record.node_id != self.node_id:
+                    self.apply(now, record)
+            self._new_allowed = None
+            self._urgent.clear()
+            return out, None
         self._sender_addr = getattr(message, "sender_addr", None)
         if self._sender_addr is None and sender is not None and sender in self.members:
             self._sender_addr = self.members[sender].address
@@ -535,7 +545,12 @@ class Swim:
             self.apply(now, record)
 
     def leave(self, now: float) -> list[Output]:
-        """Announce a graceful leave; return the messages that carry it."""
+        """Announce a graceful leave; return the messages that carry it.
+
+        Besides a few live members, every member that left within ``LEFT_NOTICE_WINDOW`` is
+        told too: it may still be handing its data over, and would otherwise keep offering
+        it to this node (a whole fleet shutting down at once).
+        """
         if self.left:
             return []
         self.me.incarnation += 1
@@ -544,10 +559,13 @@ class Swim:
         targets = [m for m in self.members.values() if m.state in (ALIVE, SUSPECT)]
         self.rng.shuffle(targets)
         fanout = max(self.config.gossip_fanout, self.config.indirect_checks) + 1
-        out: list[Output] = [
-            Send(m.address, SwimGossip(self.node_id, self.me.address, [record]))
-            for m in targets[:fanout]
+        leaving = [
+            m
+            for m in self.members.values()
+            if m.state == LEFT and now - m.since <= LEFT_NOTICE_WINDOW
         ]
+        message = SwimGossip(self.node_id, self.me.address, [record])
+        out: list[Output] = [Send(m.address, message) for m in targets[:fanout] + leaving]
         self.left = True
         return out
 
