@@ -630,6 +630,7 @@ class GridKV(_ClientBase):
             ) from exc
         self._loop_ident = self._thread.ident
         self._closed = False
+        _register(self)
         try:
             self._call(self._node.start, start_bound, "start", late=NotReady)
         except BaseException:
@@ -640,7 +641,6 @@ class GridKV(_ClientBase):
                 now = time.monotonic()
                 self._end_close(stopping, now + _STOP_TIMEOUT, now + 2 * _STOP_TIMEOUT)
             raise
-        _live.add(self)
 
     def _run_loop(self) -> None:
         """The loop thread: run until a close stops the loop, then end what is left on it."""
@@ -650,6 +650,10 @@ class GridKV(_ClientBase):
             loop.run_forever()
             loop.run_until_complete(_cancel_and_wait(None, _STOP_TIMEOUT))
             loop.run_until_complete(loop.shutdown_asyncgens())
+            # asyncio's loop resolves host names on executor threads: end them with the loop.
+            loop.run_until_complete(
+                asyncio.wait_for(loop.shutdown_default_executor(), _STOP_TIMEOUT)
+            )
         except Exception:
             log.exception("the loop thread failed", extra={"node_id": self.node_id})
         finally:
@@ -846,7 +850,6 @@ class GridKV(_ClientBase):
             if self._closed:
                 return None
             self._closed = True
-        _live.discard(self)
         closing = self._close_on_loop(timeout, graceful)
         try:
             return asyncio.run_coroutine_threadsafe(closing, self._loop)
@@ -890,6 +893,7 @@ class GridKV(_ClientBase):
                 )
         finally:
             self._stop_loop(stopped)
+            _unregister(self)
 
     def _stop_loop(self, deadline: float) -> None:
         """Stop the loop and wait for its thread until ``deadline`` (monotonic)."""
@@ -920,12 +924,35 @@ class GridKV(_ClientBase):
         self._node.local_reads = bytearray(self._pcount)
 
 
-#: The instances whose loop runs, for the exit and fork handlers below.
+#: The instances whose loop thread runs (from their start to the end of their close), for
+#: the exit and fork handlers below; ``_live_lock`` guards it.
 _live: weakref.WeakSet[GridKV] = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+def _register(kv: GridKV) -> None:
+    with _live_lock:
+        _live.add(kv)
+
+
+def _unregister(kv: GridKV) -> None:
+    with _live_lock:
+        _live.discard(kv)
+
+
+def _running_instances() -> list[GridKV]:
+    with _live_lock:
+        return list(_live)
 
 
 def _disown_after_fork() -> None:
-    """``os.register_at_fork(after_in_child=...)``: disown every instance the child inherited."""
+    """``os.register_at_fork(after_in_child=...)``: disown every instance the child inherited.
+
+    The child has one thread; the lock, which another thread of the parent may have held at
+    the fork, is replaced rather than taken.
+    """
+    global _live_lock
+    _live_lock = threading.Lock()
     inherited = list(_live)
     _live.clear()
     for kv in inherited:
@@ -941,7 +968,7 @@ def _close_all_at_exit() -> None:
     start = time.monotonic()
     stopped = start + EXIT_CLOSE_TIMEOUT
     given_up = stopped - min(_STOP_TIMEOUT, EXIT_CLOSE_TIMEOUT / 4)
-    closing = [(kv, kv._begin_close(given_up - start)) for kv in list(_live)]
+    closing = [(kv, kv._begin_close(given_up - start)) for kv in _running_instances()]
     for kv, future in closing:
         if future is not None:
             kv._end_close(future, given_up, stopped)
