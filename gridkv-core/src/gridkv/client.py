@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import Future
 from datetime import timedelta
+from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -749,7 +750,7 @@ class GridKV(_ClientBase):
             raise self._forked_error()
         self._node.check_open()
         self._call(
-            lambda: self._node.wait_ready(seconds),
+            partial(self._node.wait_ready, seconds),
             seconds + WAIT_MARGIN,
             "wait_ready()",
             late=NotReady,
@@ -760,6 +761,8 @@ class GridKV(_ClientBase):
 
         :raises PeerTimeout: the replicas did not answer within the bound the options give.
         """
+        # No closure below: a variable a lambda captured would become a cell, made on every
+        # call, and the fast path would pay for it.
         if consistency is None and key.__class__ is str:
             try:
                 raw = key.encode()
@@ -773,7 +776,7 @@ class GridKV(_ClientBase):
         if local:
             return self._storage.get(partition, key)
         entry = self._call(
-            lambda: self._node.coordinator.read(partition, key, level),
+            partial(self._node.coordinator.read, partition, key, level),
             self._read_bound,
             "get",
             key,
@@ -789,7 +792,7 @@ class GridKV(_ClientBase):
             self._write_local(partition, entry)
         else:
             self._call(
-                lambda: self._node.coordinator.write(partition, entry, level),
+                partial(self._node.coordinator.write, partition, entry, level),
                 self._write_bound,
                 "set",
                 entry.key,
@@ -802,7 +805,7 @@ class GridKV(_ClientBase):
             self._write_local(partition, entry)
         else:
             self._call(
-                lambda: self._node.coordinator.write(partition, entry, level),
+                partial(self._node.coordinator.write, partition, entry, level),
                 self._write_bound,
                 "delete",
                 entry.key,
