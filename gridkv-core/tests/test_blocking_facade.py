@@ -515,6 +515,35 @@ def test_str_and_bytes_subclasses_are_read_by_their_contents_only() -> None:
         kv.wait_ready(timeout=10**400)  # as good as forever; ready at once here
 
 
+def test_a_local_write_whose_loop_closed_under_it_raises_shutting_down() -> None:
+    net = MemoryNetwork()
+    common: dict[str, Any] = {"disable_auth": True, "replica_count": 2}
+    with (
+        GridKV(
+            local_node_id="a", local_address="a:1", transport=MemoryTransport("a:1", net), **common
+        ) as a,
+        GridKV(
+            local_node_id="b",
+            local_address="b:1",
+            seed_addrs=["a:1"],
+            transport=MemoryTransport("b:1", net),
+            **common,
+        ) as b,
+    ):
+        b.wait_ready(timeout=10)
+        wait_for("a sees b", lambda: len(a.node.membership.live_ids()) == 2)
+        node = a.node
+        live_loop = node.loop
+        closed_loop = asyncio.new_event_loop()
+        closed_loop.close()
+        node.loop = closed_loop  # as if a close on another thread had just ended the loop
+        try:
+            with pytest.raises(ShuttingDown, match="closed during the write of key 'k'"):
+                a.set("k", b"v")  # both nodes hold it: local, then queued for b
+        finally:
+            node.loop = live_loop
+
+
 async def test_the_async_api_checks_arguments_the_same_way() -> None:
     async with AsyncGridKV(**single()) as kv:
         with pytest.raises(InvalidValue, match="cannot be read"):

@@ -407,11 +407,20 @@ class _ClientBase:
         return partition, level, local, node.new_entry(key, data, expires)
 
     def _write_local(self, partition: int, entry: Entry) -> None:
-        """Store a write this node holds at level one, and queue it for the other replicas."""
+        """Store a write this node holds at level one, and queue it for the other replicas.
+
+        :raises ShuttingDown: the node's loop closed under the write (a close on another
+            thread), so the other replicas cannot be sent it.
+        """
         node = self._node
         node.storage.apply(partition, entry)
         if len(node.table.owners(partition)) > 1:
-            node.coordinator.replicate_soon(partition, entry)
+            try:
+                node.coordinator.replicate_soon(partition, entry)
+            except RuntimeError:  # "Event loop is closed"
+                raise ShuttingDown(
+                    f"node {node.node_id!r} closed during the write of key {entry.key!r:.60}"
+                ) from None
 
     def _value_of(self, entry: Entry | None) -> bytes | None:
         """What a read returns for the freshest entry: its value, or ``None``."""
