@@ -711,6 +711,9 @@ class GridKV(_ClientBase):
                 f"{bound:g}s (the longest its options allow, plus WAIT_MARGIN={WAIT_MARGIN:g}s) "
                 "and was cancelled; check that the peers answer and the network.* time-outs"
             ) from None
+        except BaseException:  # KeyboardInterrupt in the waiting thread: end the work too
+            future.cancel()
+            raise
 
     async def _tracked(self, work: Callable[[], Awaitable[_T]], what: str, key: str | None) -> _T:
         """``work()`` under :func:`_guarded`, listed in ``_calls`` while it runs."""
