@@ -213,9 +213,8 @@ class Coordinator:
             running = None
         if running is loop:
             self._enqueue(partition, entry)
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop closed: the node is gone
-                loop.call_soon_threadsafe(self._enqueue, partition, entry)
+        else:  # a closed loop raises RuntimeError; the API turns it into ShuttingDown
+            loop.call_soon_threadsafe(self._enqueue, partition, entry)
 
     def _enqueue(self, partition: int, entry: Entry) -> None:
         node = self.node
