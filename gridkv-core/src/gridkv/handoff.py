@@ -121,8 +121,14 @@ class Handoff:
 
     @property
     def pending(self) -> int:
-        """Partitions this node is still giving away."""
-        return len(self._gives)
+        """Partitions this node is still giving away, or holds without replicating them."""
+        return len(set(self._gives).union(self._leftovers()))
+
+    def _leftovers(self) -> list[int]:
+        """Partitions held here that this node does not replicate (given in the next pass)."""
+        node = self.node
+        table = node.ensure_table()
+        return [p for p in node.storage.held_partitions() if node.node_id not in table.owners(p)]
 
     def start(self) -> None:
         """Take the starting table as the one handed off under.
@@ -213,7 +219,7 @@ class Handoff:
             await self.rebalance()
         except GridKVError as exc:
             log.warning("handoff pass failed", extra={"error": str(exc)})
-        if self._gives:
+        if self._gives or self._leftovers():
             # Give the views time to agree, then try again what did not get through.
             self._schedule(max(self.node.options.gossip_interval, min(1.0, self._timeout / 10)))
 
@@ -239,7 +245,7 @@ class Handoff:
         delay = node.options.gossip_interval
         while True:
             await self.rebalance()
-            if not self._gives or not [n for n in node.membership.live_ids() if n != node.node_id]:
+            if not self.pending or not [n for n in node.membership.live_ids() if n != node.node_id]:
                 return
             if loop.time() + delay >= deadline:
                 break
@@ -269,8 +275,8 @@ class Handoff:
                     give.targets.update(newcomers)
         if old is not None:
             self._table = table
-        for partition in node.storage.held_partitions():
-            if partition not in self._gives and me not in table.owners(partition):
+        for partition in self._leftovers():
+            if partition not in self._gives:
                 self._gives[partition] = _Give(set(table.owners(partition)), True, now)
         node.refresh_local_reads()
         by_target: dict[str, list[int]] = {}

@@ -322,18 +322,19 @@ class Node:
         self.handoff.view_changed()
         self.plugins.member_changed(self, member, old, new)
 
-    def on_forgotten(self, last_contact_ms: int) -> None:
+    def on_forgotten(self, alone_since_ms: int) -> None:
         """The cluster no longer knows this node: it was cut off longer than dead_retention.
 
-        Its peers may have collected tombstones meanwhile, so entries older than the last
-        contact are dropped rather than pushed back, where they could undo deletes; what was
-        written since stays. (A node merely declared dead keeps everything: its peers keep
-        every tombstone while they hold a member dead; see ``docs/replication.md``.)
+        Its peers may have collected tombstones meanwhile, so entries older than the moment
+        this node found itself alone are dropped rather than pushed back, where they could
+        undo deletes; what it wrote since stays. (A node merely declared dead keeps
+        everything: its peers keep every tombstone while they hold a member dead; see
+        ``docs/replication.md``.)
         """
-        dropped = self.storage.drop_older_than(last_contact_ms << 16)
+        dropped = self.storage.drop_older_than(alone_since_ms << 16)
         log.warning(
             "the cluster forgot this node (cut off longer than membership.dead_retention); "
-            "dropped the entries older than the last contact",
+            "dropped the entries older than its separation",
             extra={"node_id": self.node_id, "entries": dropped},
         )
 

@@ -19,7 +19,7 @@ class Membership(Protocol):
 
     It owns the node's view of the cluster: who is alive, suspected, dead or gone. It sends
     through the node (so the security layer covers it), reports every state change to
-    ``node.on_member_change``, and calls ``node.on_forgotten(last_contact_ms)`` when it finds
+    ``node.on_member_change``, and calls ``node.on_forgotten(alone_since_ms)`` when it finds
     that the cluster no longer lists this node at all after a long separation.
     """
 

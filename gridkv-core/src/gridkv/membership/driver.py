@@ -70,9 +70,8 @@ class SwimMembership:
         self._running = False
         self._stalled_until = 0.0
         self._started_at = 0.0
-        # While every other member is dead: (loop time, wall ms) the isolation began, and
-        # the wall ms of the last contact before it.
-        self._isolated: tuple[float, int, int] | None = None
+        # While every other member is dead: (loop time, wall ms) the isolation began.
+        self._isolated: tuple[float, int] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -94,6 +93,7 @@ class SwimMembership:
         )
         self._running = True
         seeds = [s for s in self.node.options.seed_addrs if s != self.swim.me.address]
+        self.swim.seeds = seeds
         if seeds:
             self._seeds = dict.fromkeys(seeds, "not contacted yet")
             self._spawn(self._join(seeds))
@@ -352,25 +352,25 @@ class SwimMembership:
         When every other member was dead here for longer than ``dead_retention`` and a
         member that existed before the separation is alive again, its side of the cluster
         dropped this node's records too, and may have collected tombstones this node never
-        saw: the node then drops what it held from before (``node.on_forgotten``). Members
+        saw: the node then drops what it held from before it found itself alone
+        (``node.on_forgotten``), which bounds what it took in from the other side. Members
         that started during the separation (restarted, empty) are no reason to.
         """
         assert self._loop is not None
         others = swim.size() - 1
         if others == 0 and swim.members:
             if self._isolated is None:
-                last = self.node.now_ms() - int((self._loop.time() - swim.last_contact) * 1000)
-                self._isolated = (self._loop.time(), self.node.now_ms(), last)
+                self._isolated = (self._loop.time(), self.node.now_ms())
             return
         if others == 0 or self._isolated is None:
             return
-        since, since_ms, last_contact_ms = self._isolated
+        since, since_ms = self._isolated
         self._isolated = None
         if self._loop.time() - since <= self.config.dead_retention:
             return
         back = [c.member for c in changes if c.new in (ALIVE, SUSPECT)]
         if any(m.incarnation < since_ms for m in back):
-            self.node.on_forgotten(last_contact_ms)
+            self.node.on_forgotten(since_ms)
 
     def _spawn(self, coro: object) -> None:
         assert self._loop is not None

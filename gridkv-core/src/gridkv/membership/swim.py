@@ -16,7 +16,9 @@ SWIM (Das, Gupta and Motivala, 2002)
       ``gossip_fanout`` random members each period, each update sent at most
       ``retransmit_mult * ceil(log10(n + 1))`` times by each node.
     * Every ``push_pull_interval`` a full state sync with one random member; failed members are
-      tried too, so two sides of a healed partition find each other again.
+      tried too, so two sides of a healed partition find each other again. A node that sees
+      no live member at all also tries its seeds again, every ``reconnect_interval``: after a
+      separation longer than ``dead_retention`` both sides have forgotten each other.
 
 Lifeguard (Dadgar, Phillips and Currey, 2018)
     * Local health awareness: a score (0 to ``awareness_max``) raised by missed nacks (or by a
@@ -37,7 +39,7 @@ incarnation (stale gossip) never resurrect a dead member.
 Limits against buggy or hostile peers: a record whose incarnation lies more than
 ``INCARNATION_MARGIN`` past this node's own clock is ignored (incarnations are wall-clock
 milliseconds plus refutations), so refuting can never overflow 64 bits; one unsolicited
-message adds at most ``max_piggyback`` members this node did not know; and a ping-req is
+message adds at most ``NEW_MEMBERS_PER_MESSAGE`` members this node did not know; and a ping-req is
 relayed only to a member of this node's view, at the address the view holds.
 """
 
@@ -86,6 +88,10 @@ _STATE: tuple[MemberState, ...] = (ALIVE, SUSPECT, DEAD, LEFT)
 #: How far past this node's own clock (in milliseconds, as incarnations count) an incarnation
 #: may lie: about 50 days of clock difference or four billion refutations.
 INCARNATION_MARGIN = 1 << 32
+#: Members one unsolicited message may add that this node did not know. A join brings one
+#: (the joiner), and news of joins spreads a few at a time; a message naming hundreds of
+#: strangers is a bug or an attack.
+NEW_MEMBERS_PER_MESSAGE = 4
 #: Seconds after a member's leave during which this node, leaving too, tells it so.
 LEFT_NOTICE_WINDOW = 60.0
 
@@ -276,8 +282,11 @@ class Swim:
         self._new_allowed: int | None = None
         #: Records ignored: incarnations out of bounds, or new members over a message's limit.
         self.refused_records = 0
-        #: When a message from another member last arrived (the driver's clock).
-        self.last_contact = now
+        #: Seed addresses, tried again while no other member is alive (set by the driver).
+        self.seeds: list[str] = []
+        self._next_seed = now
+        self._seed_turn = 0
+        self._had_peers = False
 
     # -- views ---------------------------------------------------------------------------
 
@@ -336,6 +345,8 @@ class Swim:
         times = [self._next_sync]
         if self._others_live < len(self.members):
             times.append(self._next_reconnect)
+        if self._lonely():
+            times.append(self._next_seed)
         if self._times:
             times.append(self._next_gossip)
         probe = self._probe
@@ -384,10 +395,22 @@ class Swim:
         if now >= self._next_reconnect:
             self._next_reconnect = now + self.config.reconnect_interval
             self._sync(out, live=False)
+        if self._lonely() and now >= self._next_seed:
+            self._next_seed = now + self.config.reconnect_interval
+            seed = self.seeds[self._seed_turn % len(self.seeds)]
+            self._seed_turn += 1
+            out.append(Sync(seed, self.join_message()))
         self._forget_old_dead(now)
         self._take_urgent(out)
         self._due = self.next_deadline()
         return out
+
+    def _lonely(self) -> bool:
+        """No other member is alive, though some were: time to try the seeds again."""
+        if self._others_live:
+            self._had_peers = True
+            return False
+        return self._had_peers and bool(self.seeds)
 
     def _take_urgent(self, out: list[Output]) -> None:
         if self._urgent:
@@ -417,13 +440,11 @@ class Swim:
     def handle(self, now: float, message: Message) -> tuple[list[Output], Message | None]:
         """Take a membership message; return what to send and the answer (for requests).
 
-        The message may add at most ``max_piggyback`` members this node did not know.
+        The message may add at most ``NEW_MEMBERS_PER_MESSAGE`` members this node did not know.
         """
         out: list[Output] = []
         sender = getattr(message, "sender", None)
-        if sender is not None and sender != self.node_id:
-            self.last_contact = now
-        self._new_allowed = self.config.max_piggyback
+        self._new_allowed = NEW_MEMBERS_PER_MESSAGE
         if self.left:
             # Gone: say nothing, but keep the view current (who else left) while this node
             # hands its partitions over.
@@ -528,11 +549,9 @@ class Swim:
 
         A peer's "dead" about a third member counts only as a suspicion here: this node
         makes its own decision, through its own suspicion timer. Called by the driver with
-        the answer to a sync it asked for, it counts as contact and adds any number of
-        members; inside :meth:`handle` (a sync asked of this node) the message's limit holds.
+        the answer to a sync it asked for, it adds any number of members; inside
+        :meth:`handle` (a sync asked of this node) the message's limit holds.
         """
-        if self._new_allowed is None:
-            self.last_contact = now
         for record in records:
             if record.state == _CODE[DEAD] and record.node_id != self.node_id:
                 record = MemberRecord(

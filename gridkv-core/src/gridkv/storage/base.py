@@ -205,6 +205,9 @@ class Storage(Protocol):
     def held_partitions(self) -> list[int]:
         """The partitions holding at least one record."""
 
+    def partition_size(self, partition: int) -> int:
+        """Number of records (tombstones included) held for a partition."""
+
     def digest(self, partition: int) -> int:
         """A summary of the partition's records; equal on two replicas with equal records.
 
