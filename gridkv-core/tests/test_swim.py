@@ -432,3 +432,62 @@ def test_the_refutation_goes_to_the_accuser_and_the_messenger() -> None:
     out, _ = b.handle(0.0, SwimGossip("c", "c:1", [rec("b", 5, SUSPECT, "a")]))
     addresses = {x.address for x in sends(out, SwimGossip)}
     assert {"a:1", "c:1"} <= addresses
+
+
+# -- limits against buggy or hostile peers --------------------------------------------------
+
+
+def test_an_accusation_at_the_largest_incarnation_is_ignored_and_refutation_never_overflows() -> (
+    None
+):
+    from gridkv.membership.swim import INCARNATION_MARGIN
+
+    start = 1_700_000_000_000  # incarnations start at wall-clock milliseconds
+    me = with_members(machine("a", inc=start), "b")
+    out, _ = me.handle(0.0, SwimGossip("b", "b:1", [rec("a", 2**64 - 1, DEAD, "b")]))
+    assert me.me.incarnation == start and me.me.state == ALIVE
+    assert me.refused_records == 1
+    # The largest accusation still accepted is refuted within 64 bits.
+    highest = start + INCARNATION_MARGIN
+    me.handle(0.0, SwimGossip("b", "b:1", [rec("a", highest, DEAD, "b")]))
+    assert me.me.incarnation == highest + 1 < 2**64
+    # Another member's record far ahead is ignored the same way.
+    me.handle(0.0, SwimGossip("b", "b:1", [rec("b", 2**63, DEAD, "b")]))
+    assert me.state_of("b") == ALIVE
+
+
+def test_one_message_adds_only_a_few_members_this_node_did_not_know() -> None:
+    from gridkv.membership.swim import NEW_MEMBERS_PER_MESSAGE
+
+    me = with_members(machine("a"), "b")
+    fakes = [rec(f"fake{i}", 1, ALIVE, f"fake{i}") for i in range(1000)]
+    me.handle(0.0, PushPull("b", "b:1", False, fakes))
+    assert len(me.members) == 1 + NEW_MEMBERS_PER_MESSAGE
+    me.handle(0.0, SwimGossip("b", "b:1", fakes[100:120]))
+    assert len(me.members) == 1 + 2 * NEW_MEMBERS_PER_MESSAGE
+    # An answer to a sync this node asked for (a join) is not limited.
+    joiner = machine("j")
+    joiner.merge_state(0.0, fakes)
+    assert len(joiner.members) == 1000
+
+
+def test_a_ping_req_for_a_stranger_is_not_relayed_and_the_member_address_is_used() -> None:
+    me = with_members(machine("a"), "b", "c")
+    out, _ = me.handle(0.0, SwimPingReq(7, "b", "b:1", "stranger", "10.9.9.9:22", []))
+    assert [type(o.message) for o in out if isinstance(o, Send)] == [SwimNack]
+    assert all(o.address != "10.9.9.9:22" for o in out)
+    out, _ = me.handle(0.0, SwimPingReq(8, "b", "b:1", "c", "10.9.9.9:22", []))
+    pings = [o for o in out if isinstance(o, Send) and isinstance(o.message, SwimPing)]
+    assert [p.address for p in pings] == ["c:1"]
+
+
+def test_a_node_without_live_members_tries_its_seeds_again() -> None:
+    me = with_members(machine("a"), "b")
+    me.seeds = ["seed:1"]
+    me.apply(0.0, rec("b", 1, DEAD, "a"))
+    out = run_ticks(me, 0.0, 3.0)
+    syncs = [o for o in out if isinstance(o, Sync) and o.address == "seed:1"]
+    assert syncs and all(s.message.join for s in syncs)
+    fresh = machine("f")  # never had a peer: the driver's join does this, not the machine
+    fresh.seeds = ["seed:1"]
+    assert not [o for o in run_ticks(fresh, 0.0, 3.0) if isinstance(o, Sync)]

@@ -407,10 +407,7 @@ class Swim:
 
     def _lonely(self) -> bool:
         """No other member is alive, though some were: time to try the seeds again."""
-        if self._others_live:
-            self._had_peers = True
-            return False
-        return self._had_peers and bool(self.seeds)
+        return not self._others_live and self._had_peers and bool(self.seeds)
 
     def _take_urgent(self, out: list[Output]) -> None:
         if self._urgent:
@@ -610,6 +607,7 @@ class Swim:
             self.changes.append(Change(m, None, state))
             if state in (ALIVE, SUSPECT):
                 self._others_live += 1
+                self._had_peers = True
             if state == SUSPECT:
                 self._suspicions[m.node_id] = _Suspicion(now, m.incarnation, {record.origin})
             self._enqueue(record)
@@ -715,6 +713,7 @@ class Swim:
             m.since = now
             self.changes.append(Change(m, old, state))
             self._others_live += (state in (ALIVE, SUSPECT)) - (old in (ALIVE, SUSPECT))
+            self._had_peers = self._had_peers or state in (ALIVE, SUSPECT)
 
     def _apply_all(self, now: float, records: list[MemberRecord]) -> None:
         for record in records:
