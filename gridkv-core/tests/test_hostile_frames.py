@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from gridkv import AsyncGridKV
@@ -16,7 +17,11 @@ async def test_ten_thousand_bad_frames_write_a_few_lines_and_say_how_many_were_l
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     net = MemoryNetwork()
-    options = {"local_node_id": "victim", "local_address": "victim:1", "disable_auth": True}
+    options: dict[str, Any] = {
+        "local_node_id": "victim",
+        "local_address": "victim:1",
+        "disable_auth": True,
+    }
     async with AsyncGridKV(**options, transport=MemoryTransport("victim:1", net)):
         attacker = MemoryTransport("attacker:1", net)
         await attacker.start(lambda peer, frame: None)

@@ -444,7 +444,7 @@ def test_an_accusation_at_the_largest_incarnation_is_ignored_and_refutation_neve
 
     start = 1_700_000_000_000  # incarnations start at wall-clock milliseconds
     me = with_members(machine("a", inc=start), "b")
-    out, _ = me.handle(0.0, SwimGossip("b", "b:1", [rec("a", 2**64 - 1, DEAD, "b")]))
+    me.handle(0.0, SwimGossip("b", "b:1", [rec("a", 2**64 - 1, DEAD, "b")]))
     assert me.me.incarnation == start and me.me.state == ALIVE
     assert me.refused_records == 1
     # The largest accusation still accepted is refuted within 64 bits.

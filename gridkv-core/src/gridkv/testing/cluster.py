@@ -347,6 +347,23 @@ class ProcessCluster:
             self._tmp.cleanup()
             self._tmp = None
 
+    def partition(self, *groups: list[int]) -> None:
+        """Cut the network between the groups of node indexes (both directions).
+
+        Nodes in no group keep every link; a later call replaces the cuts.
+        """
+        for i, group in enumerate(groups):
+            cut = [self._addresses[j] for other in groups[:i] + groups[i + 1 :] for j in other]
+            for index in group:
+                node = self.nodes[index]
+                if node is not None:
+                    node.call("block", addresses=cut)
+
+    def heal(self) -> None:
+        """Restore every link cut by :meth:`partition`."""
+        for node in self.live():
+            node.call("block", addresses=[])
+
     def pids(self) -> list[int]:
         """PIDs of every process this cluster started, running or not."""
         return [n.pid for n in self._all]
@@ -377,6 +394,7 @@ class _Child:
         #: (wall time, member id, old state, new state) of every change in this node's view.
         self.changes: list[tuple[float, str, str | None, str]] = []
         self._out: IO[bytes] = sys.stdout.buffer
+        self.transport: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @hookimpl
@@ -386,8 +404,12 @@ class _Child:
 
     async def run(self) -> None:
         from gridkv import AsyncGridKV, Options
+        from gridkv.testing.faults import PartitionableTransport
 
-        self.kv = AsyncGridKV(Options.from_mapping(self.options), plugins=self.plugins)
+        options = Options.from_mapping(self.options)
+        inner = self.plugins.transport(options.network.type or "tcp")(options)
+        self.transport = PartitionableTransport(inner, options.network.read_timeout)
+        self.kv = AsyncGridKV(options, plugins=self.plugins, transport=self.transport)
         await self.kv.start()
         self._emit(
             {
@@ -507,6 +529,53 @@ class _Child:
         failures = await self._each_key(prefix, count, concurrency, check)
         return {"missing": sorted(missing), "wrong": sorted(wrong), "failures": failures}
 
+    async def op_lifecycles(
+        self, prefix: str, duration: float, consistency: str = "quorum", seed: int = 0
+    ) -> dict[str, Any]:
+        """Key after key for ``duration`` seconds: written one to three times, then deleted.
+
+        Operations on a key run one after the other, so what each key may end as is known:
+        returns ``allowed`` (key -> the last acknowledged value and the failed ones after it,
+        ``None`` for a delete) and counts of acknowledged deletes and writes and failures.
+        """
+        rng = random.Random(f"{seed}-{prefix}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + duration
+        allowed: dict[str, list[str | None]] = {}
+        counts = {"acked_deletes": 0, "acked_writes": 0, "failed": 0}
+        n = 0
+        while loop.time() < deadline:
+            key = f"{prefix}{n}"
+            n += 1
+            ops: list[str | None] = [f"{key}/{i}" for i in range(rng.randint(1, 3))]
+            for value in [*ops, None]:
+                try:
+                    if value is None:
+                        await self.kv.delete(key, consistency=consistency)
+                    else:
+                        await self.kv.set(key, value.encode(), consistency=consistency)
+                except errors.GridKVError:
+                    allowed.setdefault(key, [None]).append(value)
+                    counts["failed"] += 1
+                else:
+                    allowed[key] = [value]
+                    counts["acked_deletes" if value is None else "acked_writes"] += 1
+                await asyncio.sleep(rng.uniform(0.005, 0.02))
+        return {"allowed": allowed, **counts}
+
+    async def op_read_many(self, keys: list[str], consistency: str | None = None) -> dict[str, Any]:
+        """The value of each key (``None`` when missing), and the errors by key."""
+        values: dict[str, str | None] = {}
+        failures: dict[str, str] = {}
+        for key in keys:
+            try:
+                value = await self.kv.get(key, consistency=consistency)
+            except errors.GridKVError as exc:
+                failures[key] = f"{type(exc).__name__}: {exc}"
+                continue
+            values[key] = None if value is None else value.decode()
+        return {"values": values, "failures": failures}
+
     async def op_local_missing(self, prefix: str, count: int) -> dict[str, Any]:
         """Of the keys ``prefix{i}`` this node is a replica of, those its storage lacks."""
         node = self.kv.node
@@ -521,6 +590,10 @@ class _Child:
                 if node.storage.get(partition, key) is None:
                     missing.append(key)
         return {"owned": owned, "missing": missing}
+
+    async def op_block(self, addresses: list[str]) -> None:
+        """Cut this node off from ``addresses`` (what it sends there is dropped)."""
+        self.transport.blocked = set(addresses)
 
     async def op_members(self) -> list[dict[str, Any]]:
         return [
