@@ -563,6 +563,24 @@ class _Child:
                 await asyncio.sleep(rng.uniform(0.005, 0.02))
         return {"allowed": allowed, **counts}
 
+    async def op_set_random(
+        self, prefix: str, count: int, size: int, consistency: str | None = None, seed: int = 0
+    ) -> dict[str, Any]:
+        """Write ``prefix{i}`` = ``size`` incompressible bytes for i < count, 8 at a time.
+
+        Returns how many were written and the failures by key.
+        """
+        noise = random.Random(seed).randbytes(2 * size)
+        rng = random.Random(seed)
+        starts = [rng.randrange(size) for _ in range(count)]
+
+        async def write(i: int, key: str) -> None:
+            value = noise[starts[i] : starts[i] + size]
+            await self.kv.set(key, value, consistency=consistency)
+
+        failures = await self._each_key(prefix, count, 8, write)
+        return {"written": count - len(failures), "failures": failures}
+
     async def op_read_many(self, keys: list[str], consistency: str | None = None) -> dict[str, Any]:
         """The value of each key (``None`` when missing), and the errors by key."""
         values: dict[str, str | None] = {}
@@ -618,15 +636,20 @@ class _Child:
         read_ratio: float = 0.9,
         value_bytes: int = 100,
         seed: int = 0,
+        consistency: str | None = None,
+        big_ratio: float = 0.0,
+        big_bytes: tuple[int, int] = (100_000, 1_000_000),
     ) -> dict[str, Any]:
         """Run a get/set mix from ``tasks`` concurrent tasks for ``duration`` seconds.
 
-        Returns operation counts, errors by type, and every latency in nanoseconds (gets and
-        sets apart).
+        A ``big_ratio`` of the sets write an incompressible value of ``big_bytes`` (a range);
+        the rest write ``value_bytes``. Returns operation counts, errors by type, and every
+        latency in nanoseconds (gets and sets apart).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + duration
         value = b"v" * value_bytes
+        noise = random.Random(seed).randbytes(2 * big_bytes[1]) if big_ratio else b""
         latencies: dict[str, list[int]] = {"get": [], "set": []}  # nanoseconds
         counts = {"get": 0, "set": 0}
         failures: dict[str, int] = {}
@@ -641,9 +664,13 @@ class _Child:
                 start = clock()
                 try:
                     if kind == "get":
-                        await kv.get(key)
+                        await kv.get(key, consistency=consistency)
+                    elif big_ratio and rng.random() < big_ratio:
+                        size = rng.randint(*big_bytes)
+                        at = rng.randrange(len(noise) - size)
+                        await kv.set(key, noise[at : at + size], consistency=consistency)
                     else:
-                        await kv.set(key, value)
+                        await kv.set(key, value, consistency=consistency)
                 except errors.GridKVError as exc:
                     name = type(exc).__name__
                     failures[name] = failures.get(name, 0) + 1
