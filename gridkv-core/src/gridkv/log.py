@@ -147,10 +147,19 @@ class RateLimitedLog:
         # kind -> (time of the last line, occurrences left out since)
         self._kinds: dict[str, tuple[float, int]] = {}
 
-    def log(self, level: int, kind: str, message: str, **extra: Any) -> bool:
+    def log(
+        self,
+        level: int,
+        kind: str,
+        message: str,
+        *,
+        exc_info: BaseException | None = None,
+        **extra: Any,
+    ) -> bool:
         """Log ``message`` unless a line of ``kind`` went out within the interval.
 
-        Returns whether a line was written.
+        ``exc_info`` adds a traceback to the lines that are written. Returns whether a line
+        was written.
         """
         now = self._clock()
         with self._lock:
@@ -164,5 +173,7 @@ class RateLimitedLog:
                 del self._kinds[next(iter(self._kinds))]
         if suppressed:
             message = f"{message} ({suppressed} more like it in the last {self._interval:g}s)"
-        self._logger.log(level, message, extra={**extra, "suppressed": suppressed})
+        self._logger.log(
+            level, message, exc_info=exc_info, extra={**extra, "suppressed": suppressed}
+        )
         return True

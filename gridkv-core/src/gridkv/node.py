@@ -591,14 +591,14 @@ class Node:
             return ErrorReply(type(exc).__name__, str(exc))
         # A bug here must not leave the peer waiting in silence.
         kind = type(message).__name__
-        if self._errors.log(
+        self._errors.log(
             logging.ERROR,
             f"handler failed: {kind}",
             f"failed to handle a {kind} message: {type(exc).__name__}: {exc}",
+            exc_info=exc,
             peer=peer,
             node_id=self.node_id,
-        ):
-            log.debug("the failure", exc_info=exc)
+        )
         return ErrorReply("InternalError", f"{type(exc).__name__}: {exc}")
 
     def _encode_answer(self, answer: Message | None) -> bytes | None:
