@@ -261,8 +261,8 @@ class _Connection(asyncio.Protocol):
             owner.counters.inbound_full_cuts += 1
             self._cut(
                 PeerUnavailable(
-                    f"{self.peer!r} would pass the node's {owner.max_inbound_buffer_bytes} bytes "
-                    "of unfinished inbound frames (network.max_inbound_buffer_bytes)"
+                    f"{self.peer!r} took the node past {owner.max_inbound_buffer_bytes} bytes of "
+                    "unfinished inbound frames (network.max_inbound_buffer_bytes)"
                 )
             )
             return False
@@ -304,7 +304,6 @@ class _Connection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._frame_timer = self._write_timer = None
-        self._backlog.clear()
         self.owner._connections.discard(self)
         self.owner._forget(self)
         error = self._failure or PeerUnavailable(f"connection to {self.peer!r} lost")
@@ -549,6 +548,7 @@ class _Connection(asyncio.Protocol):
         """Deliver nothing more, and give the unfinished frame's bytes back to the budget."""
         self._gone = True
         self._reading = False
+        self._backlog.clear()
         self.owner._inbound -= self._held
         self._held = 0
         self._reader.clear()
@@ -581,8 +581,10 @@ class TcpTransport:
     :param max_conns: connections per peer at most.
     :param max_idle: idle connections kept per peer.
     :param dial_timeout: seconds to open a connection.
-    :param read_timeout: default seconds to wait for an answer.
-    :param write_timeout: seconds a blocked write may wait.
+    :param read_timeout: default seconds to wait for an answer; also the most an inbound
+        frame may take from its first byte to its last.
+    :param write_timeout: seconds a blocked request may wait to be written; also the most a
+        peer may go without taking anything while data waits for it.
     :param max_frame_bytes: largest frame body sent or accepted.
     :param max_output_buffer_bytes: bytes queued for one connection's peer at most.
     :param max_inbound_buffer_bytes: bytes of unfinished inbound frames held across all
@@ -776,15 +778,6 @@ class TcpTransport:
                 return best
         return await self._connect(address, lane=False)
 
-    async def _lane(self, address: str) -> _Connection:
-        """The control lane to ``address``: its open one, or a new one."""
-        conn = self._lanes.get(address)
-        if conn is not None and conn.usable():
-            return conn
-        if self._closed:
-            raise ShuttingDown(f"tcp transport {self._address!r} is closed")
-        return await self._connect(address, lane=True)
-
     async def _connect(self, address: str, *, lane: bool) -> _Connection:
         """Dial ``address`` for its pool or as its control lane.
 
@@ -924,7 +917,7 @@ class TcpTransport:
         self._check(address, payload)
         conn = self._lanes.get(address)
         if conn is None or not conn.usable():
-            conn = await self._lane(address)
+            conn = await self._connect(address, lane=True)
         self.counters.messages_sent += 1
         conn.queue(ONE_WAY, 0, payload)
 
