@@ -59,12 +59,12 @@ from gridkv.transport.base import (
 from gridkv_transport_tcp.frames import (
     HEAD,
     HELLO,
+    INNER,
     ONE_WAY,
     REQUEST,
     RESPONSE,
     Frame,
     FrameReader,
-    head,
 )
 
 if TYPE_CHECKING:
@@ -466,8 +466,13 @@ class _Connection(asyncio.Protocol):
     # -- frames out --------------------------------------------------------------------
 
     def _answer(self, request_id: int, answer: bytes) -> None:
-        with contextlib.suppress(PeerUnavailable):
-            self.queue(RESPONSE, request_id, answer)
+        try:
+            if self.writable:
+                self.write_now(RESPONSE, request_id, answer)
+            else:
+                self.queue(RESPONSE, request_id, answer)
+        except PeerUnavailable:
+            pass  # closed: the requester learns it from its own side
 
     def queue(self, kind: int, request_id: int, body: bytes) -> None:
         """Queue a frame without waiting for the peer (answers and one-way frames).
@@ -503,7 +508,7 @@ class _Connection(asyncio.Protocol):
         out = self._out
         if not out:
             self._loop.call_soon(self._flush)
-        out.append(head(kind, request_id, len(body)))
+        out.append(HEAD.pack(len(body) + INNER, kind, request_id))  # frames.head, inlined
         out.append(body)
         self._out_bytes += len(body) + HEAD.size
         self.owner.counters.bytes_sent += len(body)
