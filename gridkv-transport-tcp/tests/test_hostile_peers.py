@@ -188,6 +188,25 @@ async def test_one_way_sends_never_wait_for_a_peer_that_does_not_read() -> None:
         listener.close()
 
 
+async def test_close_drops_what_a_peer_that_does_not_read_leaves_queued() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts in the kernel, never reads
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    client = await started(lambda peer, payload: None, write_timeout=30)
+    loop = asyncio.get_running_loop()
+    try:
+        for _ in range(64):  # 16 MiB, more than the kernel buffers take
+            await client.send(address, b"g" * (256 * KIB))
+        began = loop.time()
+        await client.close()
+        assert loop.time() - began < 4
+        assert client.stats().connections == 0
+    finally:
+        await client.close()
+        listener.close()
+
+
 # -- inbound: unfinished frames and trickles ---------------------------------------------------
 
 

@@ -79,6 +79,8 @@ _FLUSH_BYTES = 64 * 1024
 #: Awaitable answers (handlers that could not answer at once) running for one connection; at
 #: this many it stops reading from the peer until one finishes.
 MAX_ANSWERS_IN_PROGRESS = 256
+#: Seconds :meth:`TcpTransport.close` lets queued frames go out before it drops them.
+_CLOSE_FLUSH = 2.0
 #: How often, per ``network.write_timeout``, a connection whose writing is paused checks that
 #: the peer took something meanwhile.
 _WRITE_CHECKS = 4
@@ -927,7 +929,10 @@ class TcpTransport:
         conn.queue(ONE_WAY, 0, payload)
 
     async def close(self) -> None:
-        """Stop listening, close every connection and fail waiting requests; idempotent."""
+        """Stop listening, close every connection and fail waiting requests; idempotent.
+
+        Frames already queued are written first, for a few seconds at most.
+        """
         if self._closed:
             return
         self._closed = True
@@ -942,7 +947,11 @@ class TcpTransport:
             conn.pending.clear()
             conn.close()
         if conns:
-            await asyncio.wait([c.closed for c in conns], timeout=2)
+            _, unflushed = await asyncio.wait([c.closed for c in conns], timeout=_CLOSE_FLUSH)
+            if unflushed:  # peers that do not read their last frames: drop them
+                for conn in conns:
+                    conn.abort()
+                await asyncio.wait(unflushed, timeout=_CLOSE_FLUSH)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
