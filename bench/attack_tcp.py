@@ -45,7 +45,7 @@ from gridkv.testing.cluster import ProcessCluster
 from gridkv.testing.transports import free_port
 from gridkv.wire import codec
 from gridkv.wire.messages import GetRequest
-from gridkv_transport_tcp.frames import HEAD, INNER, ONE_WAY, REQUEST, FrameReader
+from gridkv_transport_tcp.frames import ONE_WAY, REQUEST, FrameReader, head
 from gridkv_transport_tcp.transport import TcpTransport
 
 KIB = 1024
@@ -55,10 +55,6 @@ RSS_CAP = 1536 * MIB
 #: The value the attacker of (a) asks for, stored as text of this length.
 VALUE_BYTES = MIB
 PARTITIONS = 1024
-
-
-def head(kind: int, request_id: int, size: int) -> bytes:
-    return HEAD.pack(size + INNER, kind, request_id)
 
 
 # -- the victim's memory -----------------------------------------------------------------------
