@@ -97,6 +97,28 @@ async def test_a_frame_before_the_hello_closes_the_connection() -> None:
         await a.close()
 
 
+async def test_nothing_after_a_refused_hello_is_delivered() -> None:
+    # A refused hello and a request in the same write: the request must not reach the handler.
+    a = await started(SecretHandshake("a", b"s3cret"))
+    host, port = split_address(a.local_address)
+    reader, writer = await asyncio.open_connection(host, port)
+    forged = SecretHandshake("mallory", b"guess").hello()
+    try:
+        writer.write(
+            struct.pack(">IBQ", 9 + len(forged), 3, 0)
+            + forged
+            + struct.pack(">IBQ", 9 + 2, 0, 1)
+            + b"hi"
+        )
+        await writer.drain()
+        await asyncio.wait_for(reader.read(), 5)  # a's hello, then the close
+        assert a.stats().errors == 1
+        assert a.stats().requests_received == 0
+    finally:
+        writer.close()
+        await a.close()
+
+
 async def test_a_connection_that_never_says_hello_is_closed() -> None:
     a = TcpTransport(f"127.0.0.1:{free_port()}", dial_timeout=0.3)
     await a.start(echo, SecretHandshake("a", b"s3cret"))

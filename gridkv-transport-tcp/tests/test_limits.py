@@ -49,14 +49,15 @@ async def test_the_pool_stays_within_max_conns_and_trims_to_max_idle() -> None:
         await server.close()
 
 
-async def test_a_peer_that_stops_reading_blocks_writers_until_the_write_timeout() -> None:
+async def test_a_peer_that_stops_reading_blocks_request_writers_until_the_write_timeout() -> None:
     # The peer accepts and never reads: the kernel buffers fill, the transport pauses
-    # writing, and a writer waits at most network.write_timeout instead of buffering more.
+    # writing, and requests wait at most network.write_timeout instead of buffering more;
+    # then the connection, on which the peer took nothing for that long, is cut.
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
     address = f"127.0.0.1:{listener.getsockname()[1]}"
-    client = TcpTransport(f"127.0.0.1:{free_port()}", write_timeout=0.3)
+    client = TcpTransport(f"127.0.0.1:{free_port()}", write_timeout=0.3, max_conns=1)
 
     async def nothing(peer: str, payload: bytes) -> None:
         return None
@@ -64,12 +65,21 @@ async def test_a_peer_that_stops_reading_blocks_writers_until_the_write_timeout(
     await client.start(nothing)
     frame = b"x" * (1 << 20)
     try:
-        with pytest.raises(PeerTimeout, match="did not take data .*write_timeout"):
-            for _ in range(256):  # far more than any kernel buffers on loopback
-                await client.send(address, frame)
-        conn = next(iter(client._connections))
-        buffered = conn.transport.get_write_buffer_size() if conn.transport else 0
-        assert buffered < 8 * len(frame)  # paused near the high-water mark, not 256 MiB
+        calls = [
+            asyncio.ensure_future(client.request(address, frame, 30)) for _ in range(256)
+        ]  # far more than any kernel buffers on loopback
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while not any(not c.writable for c in client._connections):
+            assert loop.time() < deadline, "writing never paused"
+            await asyncio.sleep(0.005)
+        (conn,) = client._connections
+        assert conn.transport is not None
+        assert conn.transport.get_write_buffer_size() < 8 * len(frame)  # near the high-water mark
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(r, PeerTimeout) for r in results)
+        assert all("did not take data for 0.3s (network.write_timeout)" in str(r) for r in results)
+        assert client.stats().slow_reader_cuts == 1
     finally:
         await client.close()
         listener.close()

@@ -1,18 +1,29 @@
 """A TCP transport on asyncio's Protocol API.
 
-Frames on the wire are ``length:u32 | kind:u8 | request id:u64 | body``; the length is checked
-against ``network.max_frame_bytes`` before anything is buffered for the body
-(:class:`gridkv.wire.FrameDecoder`). Kinds are a request, its response (same id) and a one-way
-message. Many requests are in flight on one connection at once; a peer has a small pool of
-connections (``network.max_conns``), the least busy one is used, and idle ones beyond
-``network.max_idle`` are closed. Dial, read and write time-outs come from ``network.timeout``,
-``network.read_timeout`` and ``network.write_timeout``; a frame that stops arriving midway
-for ``network.read_timeout`` closes its connection. A lost connection is re-dialled on
-the next send; after a failed dial the next one waits ``network.reconnect_backoff``, doubling
-(with jitter) up to ``network.reconnect_max_backoff``, and sends meanwhile fail at once. When
-the kernel buffer fills, writers wait for it to drain (back-pressure) instead of buffering
-without bound. TCP_NODELAY is set. With ``network.ssl.enabled`` every connection is mutual TLS.
-Errors become GridKV errors: :class:`~gridkv.errors.PeerUnavailable`,
+Frames on the wire are ``length:u32 | kind:u8 | request id:u64 | body``
+(:mod:`gridkv_transport_tcp.frames`); a bad length or kind closes the connection before any
+body is buffered. Kinds are a request, its response (same id), a one-way message and a hello.
+
+Two lanes per peer. Requests go over a small pool of connections (``network.max_conns``): many
+in flight on each, the least busy one used, idle ones beyond ``network.max_idle`` closed, and
+a writer waits up to ``network.write_timeout`` when the peer's buffers are full
+(back-pressure). One-way frames (every membership probe, ack and gossip) go over one control
+connection of their own, so they never queue behind the large replication, handoff and
+anti-entropy frames on the pool; they never wait for the peer either: like datagrams they are
+queued at once, or lost with the connection.
+
+Limits against a peer that is hostile or broken, each a counted disconnect: at most
+``network.max_output_buffer_bytes`` queued for one connection, and nothing taken by the peer
+for ``network.write_timeout`` while writing is paused; unfinished inbound frames within
+``network.max_inbound_buffer_bytes`` across the node; every frame complete within
+``network.read_timeout`` of its first byte; at most :data:`MAX_ANSWERS_IN_PROGRESS` awaitable
+answers per connection, with reading paused while that many run.
+
+Dial time-out is ``network.timeout``, answer time-out ``network.read_timeout``. A lost
+connection is re-dialled on the next send; after a failed dial the next one waits
+``network.reconnect_backoff``, doubling (with jitter) up to ``network.reconnect_max_backoff``,
+and sends meanwhile fail at once. TCP_NODELAY is set. With ``network.ssl.enabled`` every
+connection is mutual TLS. Errors become GridKV errors: :class:`~gridkv.errors.PeerUnavailable`,
 :class:`~gridkv.errors.PeerTimeout`, :class:`~gridkv.errors.ProtocolError`,
 :class:`~gridkv.errors.ShuttingDown`.
 """
@@ -25,7 +36,7 @@ import itertools
 import random
 import socket
 import ssl
-import struct
+from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -34,6 +45,7 @@ from gridkv.errors import (
     ConfigError,
     PeerTimeout,
     PeerUnavailable,
+    ProtocolError,
     ShuttingDown,
 )
 from gridkv.transport.base import (
@@ -44,19 +56,34 @@ from gridkv.transport.base import (
     check_outbound,
 )
 
+from gridkv_transport_tcp.frames import (
+    HEAD,
+    HELLO,
+    INNER,
+    ONE_WAY,
+    REQUEST,
+    RESPONSE,
+    Frame,
+    FrameReader,
+)
+
 if TYPE_CHECKING:
     from gridkv.options import Options, SslOptions
 
-__all__ = ["TcpTransport", "split_address", "ssl_contexts"]
+__all__ = ["MAX_ANSWERS_IN_PROGRESS", "TcpTransport", "split_address", "ssl_contexts"]
 
-_HEAD = struct.Struct(">IBQ")  # length (of kind + id + body), kind, request id
-_LENGTH = struct.Struct(">I")
-_INNER = _HEAD.size - 4
-_REQUEST, _RESPONSE, _ONE_WAY, _HELLO = 0, 1, 2, 3
 #: Frames in progress on each pooled connection before another connection is dialled.
 _BUSY = 16
 #: Queued bytes that are written at once rather than at the end of the loop turn.
 _FLUSH_BYTES = 64 * 1024
+#: Awaitable answers (handlers that could not answer at once) running for one connection; at
+#: this many it stops reading from the peer until one finishes.
+MAX_ANSWERS_IN_PROGRESS = 256
+#: Seconds :meth:`TcpTransport.close` lets queued frames go out before it drops them.
+_CLOSE_FLUSH = 2.0
+#: How often, per ``network.write_timeout``, a connection whose writing is paused checks that
+#: the peer took something meanwhile.
+_WRITE_CHECKS = 4
 
 
 def split_address(address: str, *, listening: bool = False) -> tuple[str, int]:
@@ -119,28 +146,59 @@ def _expire(future: asyncio.Future[bytes]) -> None:
         future.set_exception(TimeoutError())
 
 
-class _Connection(asyncio.Protocol):
-    """One TCP connection, in either direction."""
+def _abandon(future: asyncio.Future[bytes]) -> None:
+    """Let go of an answer nobody will await (its request was never written)."""
+    if not future.cancel() and not future.cancelled():
+        future.exception()  # set meanwhile (time-out, lost connection): marked retrieved
 
-    def __init__(self, owner: TcpTransport, peer: str) -> None:
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection, in either direction.
+
+    What it promises against its peer: one unfinished inbound frame at most, held within the
+    node's inbound budget and for ``read_timeout`` from its first byte; at most
+    ``max_output_buffer_bytes`` queued for the peer, and no more than ``write_timeout`` with
+    writing paused and nothing taken; at most :data:`MAX_ANSWERS_IN_PROGRESS` awaitable answers
+    running. Breaking one cuts the connection, counted.
+    """
+
+    def __init__(self, owner: TcpTransport, peer: str, *, lane: bool = False) -> None:
         self.owner = owner
         self.peer = peer
+        #: The control lane to ``peer`` (one-way frames), not a pooled request connection.
+        self.lane = lane
         self.transport: asyncio.Transport | None = None
         self.pending: dict[int, asyncio.Future[bytes]] = {}
         self._loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = self._loop.create_future()
-        #: Requests and sends using the connection right now (a pool entry in use is not idle).
+        #: Requests using the connection right now (a pool entry in use is not idle).
         self.users = 0
         #: False while the kernel buffer is full (between pause_writing and resume_writing).
         self.writable = True
         self._drained = asyncio.Event()
         self._drained.set()
-        self._buffer = bytearray()
-        self._last_data = 0.0
-        self._stall_timer: asyncio.TimerHandle | None = None
-        self._limit = owner.max_frame_bytes + _INNER
         self._out: list[bytes] = []
         self._out_bytes = 0
+        #: Bytes handed to the asyncio transport, and of those the part it had passed on to
+        #: the kernel when last checked, and when that last grew: a peer's reading progress.
+        self._handed = 0
+        self._taken = 0
+        self._taken_at = 0.0
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._reader = FrameReader(owner.max_frame_bytes)
+        #: Inbound bytes this connection holds in the node's budget.
+        self._held = 0
+        self._frame_timer: asyncio.TimerHandle | None = None
+        #: Awaitable answers running, and the frames that arrived while reading was paused
+        #: because of them (at most the rest of one read).
+        self._answering = 0
+        self._backlog: deque[Frame] = deque()
+        #: Frames are delivered as they arrive; False while paused for answers, or closing.
+        self._reading = True
+        #: Closed or closing: nothing more is delivered.
+        self._gone = False
+        #: Why this side cut the connection; what waiting writers and requests get.
+        self._failure: PeerUnavailable | None = None
         #: Resolved when the peer's hello is accepted (at once without a handshake).
         self.ready: asyncio.Future[None] = self._loop.create_future()
 
@@ -162,7 +220,7 @@ class _Connection(asyncio.Protocol):
         if handshake is None:
             self.ready.set_result(None)
         else:
-            self.write_now(_HELLO, 0, handshake.hello())
+            self.write_now(HELLO, 0, handshake.hello())
             self._flush()  # before anything the peer says is read
             # A peer that never says hello (either direction) does not keep the socket.
             self._loop.call_later(self.owner.dial_timeout, self._hello_overdue)
@@ -173,57 +231,84 @@ class _Connection(asyncio.Protocol):
             self.abort()
 
     def data_received(self, data: bytes) -> None:
-        """Split the stream into frames; the length is checked before the body is buffered."""
-        buffer = self._buffer
-        view: bytes | bytearray = data
-        if buffer:
-            buffer += data
-            view = buffer
-        pos = 0
-        end = len(view)
-        while end - pos >= 4:
-            (length,) = _LENGTH.unpack_from(view, pos)
-            if length > self._limit or length < _INNER:
-                self.owner.counters.errors += 1
-                self.abort()
-                return
-            stop = pos + 4 + length
-            if stop > end:
-                break
-            _, kind, request_id = _HEAD.unpack_from(view, pos)
-            self._frame(kind, request_id, bytes(view[pos + _HEAD.size : stop]))
-            pos = stop
-        if buffer:
-            del buffer[:pos]
-        elif pos < end:
-            buffer += view[pos:]
-        if buffer:
-            self._last_data = self._loop.time()
-            if self._stall_timer is None:
-                self._stall_timer = self._loop.call_later(
-                    self.owner.read_timeout, self._check_stalled
-                )
-
-    def _check_stalled(self) -> None:
-        """A frame that stops arriving midway for ``read_timeout`` closes the connection."""
-        self._stall_timer = None
-        if not self._buffer:
+        """Split the stream into frames and deliver them; enforce the inbound limits."""
+        if self._gone:
             return
-        quiet = self._loop.time() - self._last_data
-        if quiet >= self.owner.read_timeout:
-            self.owner.counters.errors += 1
-            self.abort()
+        reader = self._reader
+        try:
+            frames = reader.feed(data, self._loop.time())
+        except ProtocolError as exc:
+            self._cut(PeerUnavailable(f"{self.peer!r} broke the frame format: {exc}"))
+            return
+        if (reader.buffered or self._held) and not self._hold(reader.buffered):
+            return
+        if not frames:
+            return
+        if self._reading:
+            self._deliver(frames)
         else:
-            self._stall_timer = self._loop.call_later(
-                self.owner.read_timeout - quiet, self._check_stalled
+            self._backlog.extend(frames)
+
+    def _hold(self, size: int) -> bool:
+        """Account ``size`` bytes of unfinished frame in the node's inbound budget.
+
+        :returns: False when that passes the budget and the connection was cut for it.
+        """
+        owner = self.owner
+        owner._inbound += size - self._held
+        self._held = size
+        if not size:
+            return True
+        if owner._inbound > owner.max_inbound_buffer_bytes:
+            owner.counters.inbound_full_cuts += 1
+            self._cut(
+                PeerUnavailable(
+                    f"{self.peer!r} took the node past {owner.max_inbound_buffer_bytes} bytes of "
+                    "unfinished inbound frames (network.max_inbound_buffer_bytes)"
+                )
             )
+            return False
+        self._watch_frame()
+        return True
+
+    def _watch_frame(self) -> None:
+        """Arm the deadline of the unfinished frame, if there is one and it is not armed."""
+        started = self._reader.started
+        if started is not None and self._frame_timer is None and self._reading:
+            delay = started + self.owner.read_timeout - self._loop.time()
+            self._frame_timer = self._loop.call_later(delay, self._check_frame)
+
+    def _check_frame(self) -> None:
+        """A frame not complete ``read_timeout`` after its first byte cuts the connection.
+
+        Counted from the first byte, not the last: a peer trickling a frame a byte at a time
+        does not keep the connection (and its buffer) any longer than one that stops.
+        """
+        self._frame_timer = None
+        started = self._reader.started
+        if started is None or not self._reading:
+            return  # complete, or paused by this side (resuming re-arms it)
+        timeout = self.owner.read_timeout
+        if self._loop.time() - started < timeout:
+            self._watch_frame()  # a later frame is in progress now
+            return
+        self.owner.counters.slow_frame_cuts += 1
+        self._cut(
+            PeerTimeout(
+                f"{self.peer!r} did not complete a frame within {timeout:g}s of its first byte "
+                "(network.read_timeout)"
+            )
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
+        self._stop()
+        for timer in (self._frame_timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._frame_timer = self._write_timer = None
         self.owner._connections.discard(self)
         self.owner._forget(self)
-        error = PeerUnavailable(f"connection to {self.peer!r} lost")
+        error = self._failure or PeerUnavailable(f"connection to {self.peer!r} lost")
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(error)
@@ -239,12 +324,58 @@ class _Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.writable = False
         self._drained.clear()
+        if self._write_timer is None:
+            self._taken = self._taken_now()
+            self._taken_at = self._loop.time()
+            self._write_timer = self._loop.call_later(
+                self.owner.write_timeout / _WRITE_CHECKS, self._check_writing
+            )
 
     def resume_writing(self) -> None:
         self.writable = True
         self._drained.set()
 
-    # -- frames ------------------------------------------------------------------------
+    def _taken_now(self) -> int:
+        transport = self.transport
+        return self._handed - (transport.get_write_buffer_size() if transport else 0)
+
+    def _check_writing(self) -> None:
+        """While writing is paused, a peer that takes nothing for ``write_timeout`` is cut.
+
+        The peer may read slowly (what it takes is bounded by ``max_output_buffer_bytes``);
+        one that takes nothing at all is not reading, and would hold its connection forever.
+        """
+        self._write_timer = None
+        if self.writable or self._gone:
+            return
+        now = self._loop.time()
+        taken = self._taken_now()
+        if taken > self._taken:
+            self._taken, self._taken_at = taken, now
+        timeout = self.owner.write_timeout
+        if now - self._taken_at >= timeout:
+            self.owner.counters.slow_reader_cuts += 1
+            self._cut(self._write_timed_out())
+            return
+        delay = min(timeout / _WRITE_CHECKS, self._taken_at + timeout - now)
+        self._write_timer = self._loop.call_later(delay, self._check_writing)
+
+    def _write_timed_out(self) -> PeerTimeout:
+        return PeerTimeout(
+            f"{self.peer!r} did not take data for {self.owner.write_timeout:g}s "
+            "(network.write_timeout)"
+        )
+
+    # -- frames in ---------------------------------------------------------------------
+
+    def _deliver(self, frames: list[Frame]) -> None:
+        rest = iter(frames)
+        for kind, request_id, body in rest:
+            self._frame(kind, request_id, body)
+            if not self._reading:
+                if not self._gone:
+                    self._backlog.extend(rest)
+                return
 
     def _frame(self, kind: int, request_id: int, body: bytes) -> None:
         owner = self.owner
@@ -252,16 +383,16 @@ class _Connection(asyncio.Protocol):
         if not self.ready.done():
             self._hello(kind, body)
             return
-        if kind == _RESPONSE:
+        if kind == RESPONSE:
             future = self.pending.pop(request_id, None)
             if future is not None and not future.done():
                 future.set_result(body)
             return
-        if kind == _REQUEST:
+        if kind == REQUEST:
             owner.counters.requests_received += 1
-        elif kind == _ONE_WAY:
+        elif kind == ONE_WAY:
             owner.counters.messages_received += 1
-        else:
+        else:  # a second hello
             owner.counters.errors += 1
             self.abort()
             return
@@ -274,24 +405,27 @@ class _Connection(asyncio.Protocol):
             owner.counters.errors += 1
             return
         if isinstance(answer, bytes):
-            if kind == _REQUEST:
+            if kind == REQUEST:
                 self._answer(request_id, answer)
         elif answer is not None:
+            self._answering += 1
             owner._spawn(self._answer_later(kind, request_id, answer))
+            if self._answering >= MAX_ANSWERS_IN_PROGRESS:
+                self._pause_reading()
 
     def _hello(self, kind: int, body: bytes) -> None:
         """The first frame on a connection with a handshake: the peer's hello, or the end."""
         handshake = self.owner._handshake
         assert handshake is not None
         try:
-            if kind != _HELLO:
+            if kind != HELLO:
                 raise AuthenticationError(f"{self.peer!r} sent a frame before its hello")
             handshake.check(self.peer, body)
         except AuthenticationError as exc:
             self.owner.counters.errors += 1
             self.ready.set_exception(exc)
             self.ready.exception()  # marked retrieved; a dialler awaits it in _dial
-            self.abort()
+            self.abort()  # and nothing after the refused hello is delivered
             return
         self.ready.set_result(None)
 
@@ -299,39 +433,86 @@ class _Connection(asyncio.Protocol):
         self, kind: int, request_id: int, pending: Awaitable[bytes | None]
     ) -> None:
         try:
-            answer = await pending
-        except Exception:
-            self.owner.counters.errors += 1
-            return
-        if kind == _REQUEST and answer is not None:
-            self._answer(request_id, answer)
+            try:
+                answer = await pending
+            except Exception:
+                self.owner.counters.errors += 1
+                return
+            if kind == REQUEST and answer is not None:
+                self._answer(request_id, answer)
+        finally:
+            self._answering -= 1
+            if not self._reading and not self._gone:
+                self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        """Stop reading from the peer while :data:`MAX_ANSWERS_IN_PROGRESS` answers run."""
+        self._reading = False
+        if self.transport is not None:
+            self.transport.pause_reading()
+        if self._frame_timer is not None:  # the peer cannot finish a frame nobody reads
+            self._frame_timer.cancel()
+            self._frame_timer = None
+
+    def _resume_reading(self) -> None:
+        """Deliver the frames held back while answers ran; read again once they are out."""
+        self._reading = True
+        backlog = self._backlog
+        while backlog and self._reading:
+            self._frame(*backlog.popleft())
+        if self._reading and self.transport is not None:
+            self.transport.resume_reading()
+            self._reader.postpone(self._loop.time())
+            self._watch_frame()
+
+    # -- frames out --------------------------------------------------------------------
 
     def _answer(self, request_id: int, answer: bytes) -> None:
-        if self.writable:
-            with contextlib.suppress(PeerUnavailable):
-                self.write_now(_RESPONSE, request_id, answer)
-        else:
-            self.owner._spawn(self._answer_blocked(request_id, answer))
+        try:
+            if self.writable:
+                self.write_now(RESPONSE, request_id, answer)
+            else:
+                self.queue(RESPONSE, request_id, answer)
+        except PeerUnavailable:
+            pass  # closed: the requester learns it from its own side
 
-    async def _answer_blocked(self, request_id: int, answer: bytes) -> None:
-        with contextlib.suppress(PeerUnavailable, PeerTimeout, ShuttingDown):
-            await self.write(_RESPONSE, request_id, answer)
+    def queue(self, kind: int, request_id: int, body: bytes) -> None:
+        """Queue a frame without waiting for the peer (answers and one-way frames).
+
+        While the peer is behind (writing paused) the frame waits in the connection's output
+        buffer; if that would pass ``max_output_buffer_bytes`` the connection is cut instead.
+
+        :raises PeerUnavailable: the connection is closed, or was cut for this frame.
+        """
+        transport = self.transport
+        if not self.writable and transport is not None:
+            queued = self._out_bytes + transport.get_write_buffer_size()
+            limit = self.owner.max_output_buffer_bytes
+            if queued + len(body) + HEAD.size > limit:
+                self.owner.counters.slow_reader_cuts += 1
+                error = PeerUnavailable(
+                    f"{self.peer!r} left more than {limit} bytes unread "
+                    "(network.max_output_buffer_bytes)"
+                )
+                self._cut(error)
+                raise error
+        self.write_now(kind, request_id, body)
 
     def write_now(self, kind: int, request_id: int, body: bytes) -> None:
-        """Queue a frame for the kernel buffer (callers check :attr:`writable` first).
+        """Queue a frame for the kernel buffer; callers check :attr:`writable` first.
 
         Frames queued in one turn of the event loop go out in one write at its end, so many
         requests in flight cost one system call, not one each.
         """
         transport = self.transport
         if transport is None or transport.is_closing():
-            raise PeerUnavailable(f"connection to {self.peer!r} is closed")
+            raise self._failure or PeerUnavailable(f"connection to {self.peer!r} is closed")
         out = self._out
         if not out:
             self._loop.call_soon(self._flush)
-        out.append(_HEAD.pack(len(body) + _INNER, kind, request_id))
+        out.append(HEAD.pack(len(body) + INNER, kind, request_id))  # frames.head, inlined
         out.append(body)
-        self._out_bytes += len(body) + _HEAD.size
+        self._out_bytes += len(body) + HEAD.size
         self.owner.counters.bytes_sent += len(body)
         if self._out_bytes >= _FLUSH_BYTES:
             # A writer that never yields to the loop must not queue without bound: hand the
@@ -343,33 +524,58 @@ class _Connection(asyncio.Protocol):
         if not out:
             return
         self._out = []
+        self._handed += self._out_bytes
         self._out_bytes = 0
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(b"".join(out))
 
     async def write(self, kind: int, request_id: int, body: bytes) -> None:
-        """Write a frame, waiting up to ``write_timeout`` for a full buffer to drain."""
+        """Write a frame, waiting up to ``write_timeout`` for the peer to take queued data.
+
+        :raises PeerTimeout: the peer took nothing in time.
+        :raises PeerUnavailable: the connection closed meanwhile.
+        """
         if not self.writable:
-            try:
-                await asyncio.wait_for(self._drained.wait(), self.owner.write_timeout)
-            except TimeoutError:
-                raise PeerTimeout(
-                    f"{self.peer!r} did not take data for {self.owner.write_timeout:g}s "
-                    "(network.write_timeout)"
-                ) from None
+            loop = self._loop
+            deadline = loop.time() + self.owner.write_timeout
+            while not self.writable:  # woken with other writers, one may have filled it again
+                try:
+                    await asyncio.wait_for(self._drained.wait(), deadline - loop.time())
+                except TimeoutError:
+                    raise self._write_timed_out() from None
         self.write_now(kind, request_id, body)
+
+    # -- closing -----------------------------------------------------------------------
 
     def usable(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
+    def _stop(self) -> None:
+        """Deliver nothing more, and give the unfinished frame's bytes back to the budget."""
+        self._gone = True
+        self._reading = False
+        self._backlog.clear()
+        self.owner._inbound -= self._held
+        self._held = 0
+        self._reader.clear()
+
+    def _cut(self, error: PeerUnavailable) -> None:
+        """Close at once because the peer broke a limit or the frame format; counted."""
+        self.owner.counters.errors += 1
+        self._failure = error
+        self.abort()
+
     def close(self) -> None:
         """Close after the queued frames have been written."""
         self._flush()
+        self._stop()
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
+        """Close at once, dropping what is queued either way."""
+        self._stop()
         if self.transport is not None:
             self.transport.abort()
 
@@ -382,9 +588,14 @@ class TcpTransport:
     :param max_conns: connections per peer at most.
     :param max_idle: idle connections kept per peer.
     :param dial_timeout: seconds to open a connection.
-    :param read_timeout: default seconds to wait for an answer.
-    :param write_timeout: seconds a blocked write may wait.
+    :param read_timeout: default seconds to wait for an answer; also the most an inbound
+        frame may take from its first byte to its last.
+    :param write_timeout: seconds a blocked request may wait to be written; also the most a
+        peer may go without taking anything while data waits for it.
     :param max_frame_bytes: largest frame body sent or accepted.
+    :param max_output_buffer_bytes: bytes queued for one connection's peer at most.
+    :param max_inbound_buffer_bytes: bytes of unfinished inbound frames held across all
+        connections at most (at least ``max_frame_bytes``).
     :param reconnect_backoff: first wait after a failed dial before the next one.
     :param reconnect_max_backoff: longest such wait.
     :param ssl_contexts: ``(server, client)`` TLS contexts; ``None`` for plain TCP.
@@ -403,6 +614,8 @@ class TcpTransport:
         read_timeout: float = 2.0,
         write_timeout: float = 2.0,
         max_frame_bytes: int = 16 * 1024 * 1024,
+        max_output_buffer_bytes: int = 64 * 1024 * 1024,
+        max_inbound_buffer_bytes: int = 64 * 1024 * 1024,
         reconnect_backoff: float = 0.05,
         reconnect_max_backoff: float = 1.0,
         ssl_contexts: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
@@ -415,6 +628,8 @@ class TcpTransport:
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
         self.max_frame_bytes = max_frame_bytes
+        self.max_output_buffer_bytes = max_output_buffer_bytes
+        self.max_inbound_buffer_bytes = max_inbound_buffer_bytes
         self.reconnect_backoff = reconnect_backoff
         self.reconnect_max_backoff = reconnect_max_backoff
         self._ssl = ssl_contexts
@@ -425,8 +640,13 @@ class TcpTransport:
         self._handshake: Handshake | None = None
         self._server: asyncio.Server | None = None
         self._pools: dict[str, list[_Connection]] = {}
-        self._dialing: dict[str, asyncio.Future[_Connection]] = {}
+        #: address -> the control lane: the connection one-way frames to it go over.
+        self._lanes: dict[str, _Connection] = {}
+        #: (address, lane) -> the dial in progress, which concurrent callers share.
+        self._dialing: dict[tuple[str, bool], asyncio.Future[_Connection]] = {}
         self._connections: set[_Connection] = set()
+        #: Bytes of unfinished inbound frames held by all connections.
+        self._inbound = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count(1)
         self._closed = False
@@ -459,6 +679,8 @@ class TcpTransport:
             read_timeout=net.read_timeout,
             write_timeout=net.write_timeout,
             max_frame_bytes=net.max_frame_bytes,
+            max_output_buffer_bytes=net.max_output_buffer_bytes,
+            max_inbound_buffer_bytes=net.max_inbound_buffer_bytes,
             reconnect_backoff=net.reconnect_backoff,
             reconnect_max_backoff=net.reconnect_max_backoff,
             ssl_contexts=ssl_contexts(net.ssl),
@@ -504,6 +726,10 @@ class TcpTransport:
         task.add_done_callback(self._tasks.discard)
 
     def _forget(self, conn: _Connection) -> None:
+        if conn.lane:
+            if self._lanes.get(conn.peer) is conn:
+                del self._lanes[conn.peer]
+            return
         pool = self._pools.get(conn.peer)
         if pool is not None and conn in pool:
             pool.remove(conn)
@@ -552,13 +778,21 @@ class TcpTransport:
     async def _pick(self, address: str) -> _Connection:
         if self._closed:
             raise ShuttingDown(f"tcp transport {self._address!r} is closed")
-        pool = self._pools.setdefault(address, [])
-        live = [c for c in pool if c.usable()]
+        live = [c for c in self._pools.get(address, []) if c.usable()]
         if live:
             best = min(live, key=lambda c: c.users)
             if best.users < _BUSY or len(live) >= self.max_conns:
                 return best
-        dialing = self._dialing.get(address)
+        return await self._connect(address, lane=False)
+
+    async def _connect(self, address: str, *, lane: bool) -> _Connection:
+        """Dial ``address`` for its pool or as its control lane.
+
+        Concurrent callers share one dial per address and role. After failed dials the peer
+        is not dialled again until its back-off has passed; meanwhile this fails at once.
+        """
+        key = (address, lane)
+        dialing = self._dialing.get(key)
         if dialing is not None:
             return await asyncio.shield(dialing)
         failed = self._failures.get(address)
@@ -571,15 +805,18 @@ class TcpTransport:
                     "(network.reconnect_backoff)"
                 )
         future: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
-        self._dialing[address] = future
+        self._dialing[key] = future
         try:
             try:
-                conn = await self._dial(address)
+                conn = await self._dial(address, lane)
             except (PeerUnavailable, PeerTimeout) as exc:
                 self._dial_failed(address, str(exc))
                 raise
             self._failures.pop(address, None)
-            pool.append(conn)
+            if lane:
+                self._lanes[address] = conn
+            else:
+                self._pools.setdefault(address, []).append(conn)
             future.set_result(conn)
             return conn
         except BaseException as exc:
@@ -587,7 +824,7 @@ class TcpTransport:
             future.exception()  # retrieved: waiters get it through shield
             raise
         finally:
-            del self._dialing[address]
+            del self._dialing[key]
 
     def _dial_failed(self, address: str, error: str) -> None:
         count = self._failures.get(address, (0, 0.0, ""))[0] + 1
@@ -595,14 +832,14 @@ class TcpTransport:
         delay *= self._rng.uniform(0.8, 1.0)
         self._failures[address] = (count, asyncio.get_running_loop().time() + delay, error)
 
-    async def _dial(self, address: str) -> _Connection:
+    async def _dial(self, address: str, lane: bool) -> _Connection:
         host, port = split_address(address)
         loop = asyncio.get_running_loop()
         tls = self._ssl[1] if self._ssl else None
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(self, address),
+                    lambda: _Connection(self, address, lane=lane),
                     host,
                     port,
                     ssl=tls,
@@ -655,10 +892,14 @@ class TcpTransport:
         wait = self.read_timeout if timeout is None else timeout
         timer = loop.call_later(wait, _expire, future)
         try:
-            if conn.writable:
-                conn.write_now(_REQUEST, request_id, payload)
-            else:
-                await conn.write(_REQUEST, request_id, payload)
+            try:
+                if conn.writable:
+                    conn.write_now(REQUEST, request_id, payload)
+                else:
+                    await conn.write(REQUEST, request_id, payload)
+            except BaseException:
+                _abandon(future)
+                raise
             return await future
         except PeerTimeout:  # the write timed out (a subclass of TimeoutError)
             self.counters.errors += 1
@@ -672,20 +913,26 @@ class TcpTransport:
             self._release(conn)
 
     async def send(self, address: str, payload: bytes) -> None:
-        """Send ``payload`` one way."""
+        """Send ``payload`` one way, over the peer's control lane.
+
+        It never waits for the peer to read: the frame is queued at once (within
+        ``max_output_buffer_bytes``), so a probe is not held up by a peer that has stopped.
+
+        :raises PeerUnavailable: the lane cannot be opened, or was cut because the peer reads
+            nothing.
+        """
         self._check(address, payload)
-        conn = self._pooled(address) or await self._acquire(address)
+        conn = self._lanes.get(address)
+        if conn is None or not conn.usable():
+            conn = await self._connect(address, lane=True)
         self.counters.messages_sent += 1
-        try:
-            if conn.writable:
-                conn.write_now(_ONE_WAY, 0, payload)
-            else:
-                await conn.write(_ONE_WAY, 0, payload)
-        finally:
-            self._release(conn)
+        conn.queue(ONE_WAY, 0, payload)
 
     async def close(self) -> None:
-        """Stop listening, close every connection and fail waiting requests; idempotent."""
+        """Stop listening, close every connection and fail waiting requests; idempotent.
+
+        Frames already queued are written first, for a few seconds at most.
+        """
         if self._closed:
             return
         self._closed = True
@@ -700,7 +947,11 @@ class TcpTransport:
             conn.pending.clear()
             conn.close()
         if conns:
-            await asyncio.wait([c.closed for c in conns], timeout=2)
+            _, unflushed = await asyncio.wait([c.closed for c in conns], timeout=_CLOSE_FLUSH)
+            if unflushed:  # peers that do not read their last frames: drop them
+                for conn in conns:
+                    conn.abort()
+                await asyncio.wait(unflushed, timeout=_CLOSE_FLUSH)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -712,5 +963,9 @@ class TcpTransport:
     def stats(self) -> TransportStats:
         """Current counters."""
         return self.counters.snapshot(
-            self.name, self._address, self._bind, connections=len(self._connections)
+            self.name,
+            self._address,
+            self._bind,
+            connections=len(self._connections),
+            partial_bytes=self._inbound,
         )

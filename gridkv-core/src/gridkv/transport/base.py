@@ -83,6 +83,14 @@ class TransportStats:
     :ivar bytes_received: payload bytes received.
     :ivar errors: failed sends and requests (unreachable, timed out, refused frames).
     :ivar connections: open connections (0 for connectionless transports).
+    :ivar slow_reader_cuts: connections cut because the peer did not read what was sent to
+        it (more than ``network.max_output_buffer_bytes`` queued, or nothing taken for
+        ``network.write_timeout`` while data waited).
+    :ivar inbound_full_cuts: connections cut because their unfinished frame would have
+        passed the node's ``network.max_inbound_buffer_bytes``.
+    :ivar slow_frame_cuts: connections cut because a frame did not complete within
+        ``network.read_timeout`` of its first byte.
+    :ivar partial_bytes: bytes of unfinished inbound frames held right now.
     """
 
     type: str
@@ -96,6 +104,10 @@ class TransportStats:
     bytes_received: int = 0
     errors: int = 0
     connections: int = 0
+    slow_reader_cuts: int = 0
+    inbound_full_cuts: int = 0
+    slow_frame_cuts: int = 0
+    partial_bytes: int = 0
 
 
 class TransportCounters:
@@ -105,10 +117,13 @@ class TransportCounters:
         "bytes_received",
         "bytes_sent",
         "errors",
+        "inbound_full_cuts",
         "messages_received",
         "messages_sent",
         "requests_received",
         "requests_sent",
+        "slow_frame_cuts",
+        "slow_reader_cuts",
     )
 
     def __init__(self) -> None:
@@ -119,11 +134,19 @@ class TransportCounters:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.errors = 0
+        self.slow_reader_cuts = 0
+        self.inbound_full_cuts = 0
+        self.slow_frame_cuts = 0
 
     def snapshot(
-        self, kind: str, local_address: str, bind_address: str, connections: int = 0
+        self,
+        kind: str,
+        local_address: str,
+        bind_address: str,
+        connections: int = 0,
+        partial_bytes: int = 0,
     ) -> TransportStats:
-        """The counters as :class:`TransportStats`."""
+        """The counters as :class:`TransportStats`, with the gauges the transport passes."""
         return TransportStats(
             type=kind,
             local_address=local_address,
@@ -136,6 +159,10 @@ class TransportCounters:
             bytes_received=self.bytes_received,
             errors=self.errors,
             connections=connections,
+            slow_reader_cuts=self.slow_reader_cuts,
+            inbound_full_cuts=self.inbound_full_cuts,
+            slow_frame_cuts=self.slow_frame_cuts,
+            partial_bytes=partial_bytes,
         )
 
 
