@@ -9,7 +9,6 @@ held dead.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import threading
 from collections.abc import Callable, Coroutine
@@ -445,7 +444,6 @@ def test_a_node_the_cluster_forgot_drops_what_it_held_before_the_separation() ->
     simulate(scenario)
 
 
-@pytest.mark.skipif(os.environ.get("GRIDKV_TEST_TRANSPORT", "memory") != "memory", reason="sim")
 def test_nothing_but_gridkv_errors_reach_a_caller_during_faults() -> None:
     async def scenario() -> None:
         async with Simulation(seed=113, loss=0.05) as sim:
@@ -464,5 +462,29 @@ def test_nothing_but_gridkv_errors_reach_a_caller_during_faults() -> None:
                 assert all(r is None or isinstance(r, GridKVError | bytes) for r in results)
                 sim.heal()
                 await sim.run_for(1)
+
+    simulate(scenario)
+
+
+def test_a_send_that_hangs_for_one_member_does_not_hold_up_probes_to_the_others() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=116) as sim:
+            await cluster(sim, 5)
+            node = sim.nodes["n0"]
+            original = node.transport.send
+            stuck = sim.address_of("n4")
+
+            async def send(address: str, payload: bytes) -> None:
+                if address == stuck:  # a dial to a peer that never answers
+                    await asyncio.sleep(3600)
+                await original(address, payload)
+
+            node.transport.send = send  # type: ignore[method-assign]
+            start = sim.now()
+            await sim.run_for(10)
+            deaths = [
+                (who, whom) for t, who, whom, _, new in sim.events if new == "dead" and t > start
+            ]
+            assert [d for d in deaths if d[1] != "n4"] == []
 
     simulate(scenario)

@@ -9,6 +9,7 @@ handle, joins through the seeds with back-off, and reports each state change to 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections import deque
@@ -36,6 +37,9 @@ __all__ = ["SwimMembership"]
 
 log = logging.getLogger(LOGGER_NAME)
 
+#: Membership messages queued for one destination at most; the oldest go first (as datagrams
+#: would be lost) when a peer cannot keep up.
+MAX_QUEUED_PER_PEER = 64
 #: The view counts as stable after this many probe periods without a change.
 STABLE_PERIODS = 2
 _JOIN_BACKOFF = (0.05, 2.0)
@@ -60,8 +64,10 @@ class SwimMembership:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
-        self._outbox: deque[tuple[str, Message]] = deque()
-        self._sender: asyncio.Task[None] | None = None
+        # One queue and one sender task per destination: a send that has to wait (a dial to
+        # a peer that does not answer) holds up only the messages to that peer.
+        self._outboxes: dict[str, deque[Message]] = {}
+        self._senders: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._joined = asyncio.Event()
         self._ready = asyncio.Event()
@@ -112,9 +118,9 @@ class SwimMembership:
             return
         assert self._loop is not None
         self._emit(self.swim.leave(self._loop.time()))
-        if self._sender is not None:
-            # wait() neither raises the sender's own end nor swallows this call's cancellation.
-            await asyncio.wait([self._sender], timeout=timeout)
+        if self._senders:
+            # wait() neither raises the senders' own ends nor swallows this call's cancellation.
+            await asyncio.wait(list(self._senders.values()), timeout=timeout)
 
     async def stop(self) -> None:
         """Stop at once: no more probes, sends or syncs."""
@@ -122,14 +128,13 @@ class SwimMembership:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        tasks = list(self._tasks)
-        if self._sender is not None:
-            tasks.append(self._sender)
+        tasks = [*self._tasks, *self._senders.values()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        self._outbox.clear()
+        self._outboxes.clear()
+        self._senders.clear()
 
     def stall(self, seconds: float) -> None:
         """Stop processing timers for ``seconds``, as a paused process would (simulations)."""
@@ -231,24 +236,37 @@ class SwimMembership:
     def _emit(self, outputs: list[Output]) -> None:
         for output in outputs:
             if isinstance(output, Send):
-                self._outbox.append((output.address, output.message))
+                address = output.address
+                queue = self._outboxes.get(address)
+                if queue is None:
+                    queue = self._outboxes[address] = deque(maxlen=MAX_QUEUED_PER_PEER)
+                queue.append(output.message)
+                sender = self._senders.get(address)
+                if sender is None or sender.done():
+                    assert self._loop is not None
+                    task = self._loop.create_task(self._drain(address, queue))
+                    self._senders[address] = task
+                    task.add_done_callback(functools.partial(self._sent, address))
             elif isinstance(output, Sync):
                 self._spawn(self._sync(output.address, output.message))
-        if self._outbox and (self._sender is None or self._sender.done()):
-            assert self._loop is not None
-            self._sender = self._loop.create_task(self._drain(), name="gridkv swim sender")
-            self._sender.add_done_callback(self._log_failure)
 
-    async def _drain(self) -> None:
-        outbox = self._outbox
+    async def _drain(self, address: str, queue: deque[Message]) -> None:
         send = self.node.send
-        while outbox:
-            address, message = outbox.popleft()
+        while queue:
+            message = queue.popleft()
             try:
                 await send(address, message)
             except GridKVError as exc:
                 # An unreachable member is what failure detection is for: no ack will come.
                 log.debug("membership send failed", extra={"peer": address, "error": str(exc)})
+
+    def _sent(self, address: str, task: asyncio.Task[None]) -> None:
+        if self._senders.get(address) is task:
+            del self._senders[address]
+            queue = self._outboxes.get(address)
+            if queue is not None and not queue:
+                del self._outboxes[address]
+        self._log_failure(task)
 
     async def _sync(self, address: str, message: PushPull) -> None:
         try:
