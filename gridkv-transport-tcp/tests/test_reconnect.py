@@ -77,3 +77,38 @@ async def test_the_back_off_doubles_up_to_its_maximum() -> None:
         assert waits[-1] >= 0.03
     finally:
         await client.close()
+
+
+class _SaysNothing:
+    """A handshake whose peer never answers: a dial waits for its hello until it is cut."""
+
+    def hello(self) -> bytes:
+        return b"hello"
+
+    def check(self, peer_address: str, hello: bytes) -> None:
+        return None
+
+
+async def test_a_cancelled_dial_gives_the_callers_sharing_it_a_gridkv_error() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts and never says hello
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    client = TcpTransport(f"127.0.0.1:{free_port()}", dial_timeout=30)
+    await client.start(echo, _SaysNothing())
+    try:
+        first = asyncio.ensure_future(client.request(address, b"one", 30))
+        await asyncio.sleep(0)  # the first caller starts the dial
+        second = asyncio.ensure_future(client.request(address, b"two", 30))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        with pytest.raises(PeerUnavailable, match="abandoned"):
+            await second
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()

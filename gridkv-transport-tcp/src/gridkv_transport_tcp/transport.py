@@ -820,7 +820,15 @@ class TcpTransport:
             future.set_result(conn)
             return conn
         except BaseException as exc:
-            future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                # The caller that dialled was cancelled; the others waiting on its dial were
+                # not, and get a GridKV error (and may dial again), not its cancellation.
+                shared: BaseException = PeerUnavailable(
+                    f"the dial to {address!r} was abandoned by the caller that started it"
+                )
+            else:
+                shared = exc
+            future.set_exception(shared)
             future.exception()  # retrieved: waiters get it through shield
             raise
         finally:
