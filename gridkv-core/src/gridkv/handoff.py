@@ -58,7 +58,8 @@ class _Give:
     targets: set[str]
     #: This node no longer replicates the partition: drop what was given.
     drop: bool
-    #: Loop time the give began; it is abandoned ``handoff_timeout`` later.
+    #: Loop time the give began, or the view last changed; it is abandoned
+    #: ``handoff_timeout`` later.
     started: float
     #: Targets that acknowledged everything in the current pass, and the versions acked.
     acked: dict[str, _Acked] = field(default_factory=dict)
@@ -266,6 +267,8 @@ class Handoff:
         now = self._now()
         old = self._table if self._table is not None else self._without_me()
         if old is not None and old != table:
+            for give in self._gives.values():
+                give.started = now  # new replicas get the whole handoff_timeout
             live = set(node.membership.live_ids())
             for partition, newcomers, displaced in plan_gives(old, table, me, live):
                 give = self._gives.get(partition)
