@@ -110,13 +110,16 @@ def _is_path(text: str) -> bool:
 
 
 def _read_file(path: Path) -> tuple[str, str | None, str]:
-    name = repr(str(path.absolute()))
+    try:
+        name = repr(str(path.absolute()))
+    except OSError:  # the working directory is gone
+        name = repr(str(path))
     try:
         if not path.is_file():
             if path.exists():
                 raise ConfigError(f"config file {name} is not a regular file")
             raise ConfigError(f"config file {name} does not exist")
-        # Is_file first: opening a FIFO or a device would block or never end.
+        # is_file() before open(): reading a FIFO or a device could block or never end.
         with path.open("rb") as handle:
             raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:

@@ -43,7 +43,7 @@ __all__ = [
 ENTRY_POINT_GROUP = "gridkv.plugins"
 DISABLE_ENV = "GRIDKV_DISABLE_PLUGINS"
 BUILTIN_NAME = "gridkv.builtin"
-#: Hooks called on a running node, one plugin at a time (see :meth:`Plugins.notify`).
+#: Hooks called on a running node, one plugin at a time (see :meth:`Plugins._notify`).
 LIFECYCLE_HOOKS = ("gridkv_node_started", "gridkv_node_stopping", "gridkv_member_changed")
 
 log = logging.getLogger(LOGGER_NAME)
@@ -99,7 +99,7 @@ class Plugins:
         """Raise when a plugin implements a hook GridKV does not have, or wraps a lifecycle hook.
 
         A misspelt hook name would otherwise be ignored silently; lifecycle hooks are called
-        one plugin at a time (:meth:`notify`), so there is nothing for a wrapper to wrap.
+        one plugin at a time (:meth:`_notify`), so there is nothing for a wrapper to wrap.
 
         :raises ConfigError: naming the plugin and the hook.
         """
@@ -184,7 +184,7 @@ class Plugins:
         """
         return _pick(self.membership(), "membership", name, "membership.protocol")
 
-    def notify(self, hook: str, **kwargs: Any) -> None:
+    def _notify(self, hook: str, **kwargs: Any) -> None:
         """Call each plugin's implementation of lifecycle ``hook`` on its own.
 
         Implementations run in pluggy's order (``tryfirst`` first, then the latest
@@ -204,15 +204,15 @@ class Plugins:
 
     def node_started(self, node: Node) -> None:
         """Tell plugins a node has started; a plugin that raises is logged and skipped."""
-        self.notify("gridkv_node_started", node=node)
+        self._notify("gridkv_node_started", node=node)
 
     def node_stopping(self, node: Node) -> None:
         """Tell plugins a node is closing; a plugin that raises is logged and skipped."""
-        self.notify("gridkv_node_stopping", node=node)
+        self._notify("gridkv_node_stopping", node=node)
 
     def member_changed(self, node: Node, member: Any, old: str | None, new: str) -> None:
         """Tell plugins a member changed state; a plugin that raises is logged and skipped."""
-        self.notify("gridkv_member_changed", node=node, member=member, old=old, new=new)
+        self._notify("gridkv_member_changed", node=node, member=member, old=old, new=new)
 
 
 def _pick(found: Mapping[str, _F], kind: str, name: str, key: str) -> _F:
