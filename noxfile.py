@@ -1,10 +1,12 @@
-"""Nox sessions: lint, typecheck, tests (one per transport), bench.
+"""Nox sessions: lint, typecheck, tests (one per transport), plugins; on request, fuzz and bench.
 
 Distributions are installed non-editable, as users get them, so a missing entry point, a file
 left out of a wheel or a missing ``py.typed`` fails here rather than on a user's machine.
 """
 
 from __future__ import annotations
+
+import os
 
 import nox
 
@@ -30,6 +32,14 @@ TRANSPORTS: dict[str, dict[str, list[str]]] = {
 # Plugin distributions that hold only their packaging so far; their entry-point tests run in
 # the "plugins" session.
 PACKAGING_ONLY = ["./gridkv-transport-quic", "./gridkv-metrics"]
+# The fuzz tests (marked "fuzz") of the wire codec, the config loader and the tcp frame reader,
+# and the inputs each tries in the "fuzz" session (the default run tries a few hundred).
+FUZZ_PATHS = ["gridkv-core/tests", "gridkv-transport-tcp/tests"]
+FUZZ_ENV = "GRIDKV_FUZZ_EXAMPLES"
+FUZZ_EXAMPLES = 100_000
+# Every benchmark docs/benchmarks.md describes, quickest first: one node, then memory, then
+# simulated clusters, then real processes over TCP.
+BENCHMARKS = ["local_ops", "memory", "membership", "replication", "cluster_tcp"]
 
 
 @nox.session(python=PYTHON)
@@ -78,8 +88,40 @@ def plugins(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """The fuzz tests at length: 100,000 inputs each. Not part of the default run.
+
+    ``nox -s fuzz -- [COUNT] [PYTEST ARGS]``: a first argument that is a number sets the
+    inputs per test (as ``GRIDKV_FUZZ_EXAMPLES`` in the environment also does); the rest
+    replace the test paths (``-- 1000 gridkv-core/tests/test_fuzz_codec.py``).
+    """
+    args = list(session.posargs)
+    examples = os.environ.get(FUZZ_ENV, str(FUZZ_EXAMPLES))
+    if args and args[0].isdigit():
+        examples = args.pop(0)
+    session.install(CORE, *TRANSPORTS["tcp"]["install"], *TEST_DEPS)
+    session.run(
+        "pytest",
+        "-m",
+        "fuzz",
+        "--durations=0",  # the time of every fuzz test, to keep each under a few minutes
+        *(args or FUZZ_PATHS),
+        env={FUZZ_ENV: examples},
+    )
+
+
+@nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks; figures are printed and written to bench/results/."""
+    """Run every benchmark in bench/, one after another; figures go to bench/results/.
+
+    ``nox -s bench -- membership replication`` runs only the named ones; arguments that start
+    with ``-`` are passed to each (``-- membership --quick``).
+    """
+    names = [arg for arg in session.posargs if not arg.startswith("-")]
+    flags = [arg for arg in session.posargs if arg.startswith("-")]
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        session.error(f"no benchmark named {', '.join(unknown)}; there are {', '.join(BENCHMARKS)}")
     session.install(CORE, "./gridkv-transport-tcp[uvloop]", "cachetools")
-    for script in ("bench/local_ops.py", "bench/memory.py", "bench/cluster_tcp.py"):
-        session.run("python", script, *session.posargs)
+    for name in names or BENCHMARKS:
+        session.run("python", f"bench/{name}.py", *flags)

@@ -166,7 +166,7 @@ def test_unparseable_and_unreadable_configs_are_config_errors(tmp_path: Path) ->
         load_config(tmp_path / "bad.toml")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config("- a\n- b\n")
-    with pytest.raises(ConfigError, match="cannot read config file"):
+    with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.json")
     with pytest.raises(ConfigError, match="empty"):
         load_config("   ")
@@ -225,3 +225,83 @@ def test_ipv6_and_wildcard_addresses_are_accepted() -> None:
 def test_a_buffer_limit_smaller_than_a_frame_is_refused(key: str) -> None:
     with pytest.raises(ConfigError, match=f"network.{key}"):
         Options.from_mapping({"network": {key: 1 << 20, "max_frame_bytes": 2 << 20}})
+
+
+# -- load_config of a path ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["node.yaml", "node.yml", "NODE.TOML", "conf/node.json", "etc/gridkv/node", "./node"],
+)
+def test_a_path_that_does_not_exist_is_reported_missing_with_its_absolute_path(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_config(source)
+    message = str(info.value)
+    assert "does not exist" in message
+    assert repr(str(tmp_path / source)) in message
+
+
+def test_a_missing_path_object_is_reported_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"{str(tmp_path / 'n.yaml')!r} does not")):
+        load_config(tmp_path / "n.yaml")
+
+
+def test_a_windows_path_with_a_config_suffix_is_a_path_despite_its_colon() -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("C:\\gridkv\\node.yml")
+
+
+def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
+    (tmp_path / "conf.yaml").mkdir()
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_config(tmp_path / "conf.yaml")
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_config(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("text", "node_id"),
+    [
+        ("local_node_id: a/b", "a/b"),
+        ('local_node_id = "a/b"', "a/b"),
+        ('{"local_node_id": "a/b"}', "a/b"),
+        ("log: {time_format: '%Y/%m/%d'}\nlocal_node_id: a/b", "a/b"),
+        ("local_node_id: a/b.yaml\n", "a/b.yaml"),
+    ],
+)
+def test_configuration_text_that_mentions_a_path_still_loads_as_text(
+    text: str, node_id: str
+) -> None:
+    assert load_config(text).local_node_id == node_id
+
+
+def test_inline_yaml_toml_and_json_text_still_load() -> None:
+    assert load_config("local_node_id: a").local_node_id == "a"
+    assert load_config('local_node_id = "a"').local_node_id == "a"
+    assert load_config('{"local_node_id": "a"}').local_node_id == "a"
+    assert load_config("log: {time_format: '%Y/%m/%d'}\n").log.time_format == "%Y/%m/%d"
+
+
+def test_one_line_text_ending_in_a_config_suffix_is_a_path() -> None:
+    # The rule is simple on purpose; a line break makes the same string text.
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("local_node_id: n1.yaml")
+    assert load_config("local_node_id: n1.yaml\n").local_node_id == "n1.yaml"
+
+
+def test_an_existing_file_without_a_config_suffix_is_read_by_its_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "node.conf").write_text("local_node_id: from-file\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("node.conf").local_node_id == "from-file"
+    assert load_config(tmp_path / "node.conf").local_node_id == "from-file"
+
+
+def test_a_one_line_scalar_that_is_not_a_path_says_how_it_was_read() -> None:
+    with pytest.raises(ConfigError, match="read as a path only when it looks like one"):
+        load_config("node")

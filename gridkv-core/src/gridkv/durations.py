@@ -6,6 +6,8 @@ import math
 import re
 from datetime import timedelta
 
+from gridkv._repr import shown
+
 __all__ = ["parse_duration", "format_duration"]
 
 _UNITS = {
@@ -35,15 +37,18 @@ def parse_duration(value: object) -> float:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond the float range
+            seconds = math.inf
     elif isinstance(value, str):
         seconds = _parse_text(value)
     else:
         raise ValueError(
-            f"expected a duration such as '250ms' or a number of seconds, got {value!r}"
+            f"expected a duration such as '250ms' or a number of seconds, got {shown(value)}"
         )
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"a duration must be finite and not negative, got {value!r}")
+        raise ValueError(f"a duration must be finite and not negative, got {shown(value)}")
     return seconds
 
 
@@ -64,7 +69,7 @@ def _parse_text(text: str) -> float:
         pos = match.end()
     if pos != len(stripped) or pos == 0:
         raise ValueError(
-            f"{text!r} is not a duration: use a number of seconds or units such as "
+            f"{shown(text)} is not a duration: use a number of seconds or units such as "
             "'250ms', '5s', '5m', '1h30m'"
         )
     return total

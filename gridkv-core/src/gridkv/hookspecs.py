@@ -9,6 +9,12 @@ Hooks are synchronous. Registration hooks are called once when the plugin manage
 and receive a ``register`` callback; they register *factories* and must not do I/O or import
 heavy dependencies (import those inside the factory). Lifecycle hooks are called on the node's
 event loop thread and must return quickly; start background work with ``asyncio.create_task``.
+
+Lifecycle hooks are isolated: GridKV calls each plugin's implementation on its own, and one
+that raises is logged (logger ``"gridkv"``, naming the plugin and the hook, with the traceback)
+while the other plugins still run; the exception never reaches the node, so a plugin's bug
+cannot break a start, a close or membership. They cannot be wrappers (``wrapper=True`` or
+``hookwrapper=True``): a plugin that tries is refused when it is registered.
 """
 
 from __future__ import annotations
@@ -99,6 +105,8 @@ def gridkv_register_membership(register: Callable[[str, Callable[..., Any]], Non
 def gridkv_node_started(node: Node) -> None:
     """Called once a node has started (transport listening, storage open).
 
+    An exception is logged and goes no further: the node is started either way.
+
     :param node: the node; read-only use of its public attributes.
     """
 
@@ -107,6 +115,8 @@ def gridkv_node_started(node: Node) -> None:
 def gridkv_node_stopping(node: Node) -> None:
     """Called when a node begins to close, before its transport stops.
 
+    An exception is logged and goes no further: the close carries on.
+
     :param node: the node.
     """
 
@@ -114,6 +124,9 @@ def gridkv_node_stopping(node: Node) -> None:
 @hookspec
 def gridkv_member_changed(node: Node, member: Any, old: str | None, new: str) -> None:
     """Called on every change of a member's state in this node's view.
+
+    An exception is logged and goes no further: the change is applied and the other plugins
+    hear of it all the same.
 
     :param node: the node whose view changed.
     :param member: the member, a :class:`gridkv.MemberInfo` (id, address, state,

@@ -13,12 +13,14 @@ The defaults, their units and their reasons are listed in ``docs/configuration.m
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
+from gridkv._repr import shown
 from gridkv.durations import parse_duration
 from gridkv.errors import ConfigError
 
@@ -52,7 +54,7 @@ def _coerce(path: str, value: Any, spec: Mapping[str, Any]) -> Any:
     kind = spec["kind"]
 
     def bad(why: str) -> ConfigError:
-        return ConfigError(f"config key {path!r}: {why} (got {value!r})")
+        return ConfigError(f"config key {path!r}: {why} (got {shown(value)})")
 
     if kind == "duration":
         try:
@@ -69,7 +71,12 @@ def _coerce(path: str, value: Any, spec: Mapping[str, Any]) -> Any:
     elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad("expected a number")
-        out = float(value)
+        try:
+            out = float(value)
+        except OverflowError:  # an int beyond the float range
+            raise bad("expected a finite number") from None
+        if not math.isfinite(out):
+            raise bad("expected a finite number")
     elif kind == "bool":
         if not isinstance(value, bool):
             raise bad("expected true or false")
@@ -121,7 +128,7 @@ class _Section:
                     value = section()
                 elif not isinstance(value, section):
                     raise ConfigError(
-                        f"config key {path!r}: expected a mapping of options (got {value!r})"
+                        f"config key {path!r}: expected a mapping of options (got {shown(value)})"
                     )
             else:
                 value = _coerce(path, value, f.metadata)
@@ -140,14 +147,16 @@ class _Section:
         if not isinstance(data, Mapping):
             raise ConfigError(
                 f"config section {cls._path.rstrip('.') or '<root>'!r}: expected a mapping, "
-                f"got {data!r}"
+                f"got {shown(data)}"
             )
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         for key in data:
             if key not in names:
-                hint = _closest(str(key), names)
+                # shown(), not str(): a key may be any value, an int too long to print too.
+                name = key if isinstance(key, str) else shown(key)
+                hint = _closest(name, names)
                 raise ConfigError(
-                    f"unknown config key {cls._path + str(key)!r}"
+                    f"unknown config key {cls._path + name!r}"
                     + (f"; did you mean {cls._path + hint!r}?" if hint else "")
                 )
         return cls(**dict(data))
@@ -169,7 +178,9 @@ def _check_address(key: str, address: str, *, listening: bool) -> None:
     """
     host, sep, port = address.rpartition(":")
     low = 0 if listening else 1
-    if not sep or not port.isdigit() or not low <= int(port) <= 65535:
+    # isascii(): str.isdigit() also accepts digits int() refuses (superscripts) or reads
+    # (Arabic-Indic), which no resolver takes as a port.
+    if not sep or not (port.isascii() and port.isdigit()) or not low <= int(port) <= 65535:
         raise ConfigError(
             f"config key {key!r}: expected host:port with a port from {low} to 65535 "
             f"(got {address!r})"

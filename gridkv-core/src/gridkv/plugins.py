@@ -5,10 +5,16 @@ Nothing outside this module calls ``pm.hook``: node code asks :class:`Plugins` f
 found through the ``gridkv.plugins`` entry-point group; ``GRIDKV_DISABLE_PLUGINS=name,...``
 keeps the named ones from loading, and :meth:`Plugins.check_pending` rejects hook
 implementations whose names match no hook (a typo would otherwise be ignored silently).
+
+Lifecycle hooks are isolated: each plugin's implementation is called on its own, and one that
+raises is logged (logger ``"gridkv"``, naming the plugin and the hook, with the traceback)
+while the others still run and the node carries on. A plugin's bug never breaks a start, a
+close or the handling of a membership change.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -18,17 +24,29 @@ import pluggy
 
 from gridkv import _builtin, hookspecs
 from gridkv.errors import BackendNotInstalled, ConfigError
+from gridkv.log import LOGGER_NAME
 
 if TYPE_CHECKING:
     from gridkv.node import Node
     from gridkv.storage.base import StorageFactory
     from gridkv.transport.base import TransportFactory
 
-__all__ = ["ENTRY_POINT_GROUP", "DISABLE_ENV", "Plugins", "get_plugins", "distribution_for"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "DISABLE_ENV",
+    "LIFECYCLE_HOOKS",
+    "Plugins",
+    "get_plugins",
+    "distribution_for",
+]
 
 ENTRY_POINT_GROUP = "gridkv.plugins"
 DISABLE_ENV = "GRIDKV_DISABLE_PLUGINS"
 BUILTIN_NAME = "gridkv.builtin"
+#: Hooks called on a running node, one plugin at a time (see :meth:`Plugins._notify`).
+LIFECYCLE_HOOKS = ("gridkv_node_started", "gridkv_node_stopping", "gridkv_member_changed")
+
+log = logging.getLogger(LOGGER_NAME)
 
 _F = TypeVar("_F")
 
@@ -56,11 +74,19 @@ class Plugins:
         self._cache: dict[str, dict[str, Any]] = {}
 
     def register(self, plugin: object, name: str | None = None) -> str:
-        """Register a plugin object or module (tests and embedders); returns its name."""
+        """Register a plugin object or module (tests and embedders); returns its name.
+
+        :raises ConfigError: the name is blocked or taken, or the plugin implements a hook
+            GridKV does not have or wraps a lifecycle hook; such a plugin is not kept.
+        """
         registered = self.pm.register(plugin, name=name)
         if registered is None:
             raise ConfigError(f"plugin {name or plugin!r} is blocked or already registered")
-        self.check_pending()
+        try:
+            self.check_pending()
+        except ConfigError:
+            self.pm.unregister(name=registered)
+            raise
         self._cache.clear()
         return registered
 
@@ -70,7 +96,10 @@ class Plugins:
         self._cache.clear()
 
     def check_pending(self) -> None:
-        """Raise when a plugin implements a hook GridKV does not have (a misspelt name).
+        """Raise when a plugin implements a hook GridKV does not have, or wraps a lifecycle hook.
+
+        A misspelt hook name would otherwise be ignored silently; lifecycle hooks are called
+        one plugin at a time (:meth:`_notify`), so there is nothing for a wrapper to wrap.
 
         :raises ConfigError: naming the plugin and the hook.
         """
@@ -78,6 +107,13 @@ class Plugins:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             raise ConfigError(f"plugin error: {exc}") from None
+        for hook in LIFECYCLE_HOOKS:
+            for impl in getattr(self.pm.hook, hook).get_hookimpls():
+                if impl.wrapper or impl.hookwrapper:
+                    raise ConfigError(
+                        f"plugin {impl.plugin_name!r}: {hook} cannot be a wrapper; lifecycle "
+                        "hooks are called one plugin at a time"
+                    )
 
     def plugin_names(self) -> list[str]:
         """Names of the registered plugins (blocked names are not plugins)."""
@@ -148,17 +184,35 @@ class Plugins:
         """
         return _pick(self.membership(), "membership", name, "membership.protocol")
 
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        """Call each plugin's implementation of lifecycle ``hook`` on its own.
+
+        Implementations run in pluggy's order (``tryfirst`` first, then the latest
+        registered). One that raises is logged once, with its traceback, naming the plugin
+        and the hook; the others still run, and nothing is raised to the caller.
+        """
+        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+            try:
+                impl.function(*[kwargs[arg] for arg in impl.argnames])
+            except Exception:
+                log.exception(
+                    "plugin %r raised in %s; the node and the other plugins carry on",
+                    impl.plugin_name,
+                    hook,
+                    extra={"plugin": impl.plugin_name, "hook": hook},
+                )
+
     def node_started(self, node: Node) -> None:
-        """Tell plugins a node has started."""
-        self.pm.hook.gridkv_node_started(node=node)
+        """Tell plugins a node has started; a plugin that raises is logged and skipped."""
+        self._notify("gridkv_node_started", node=node)
 
     def node_stopping(self, node: Node) -> None:
-        """Tell plugins a node is closing."""
-        self.pm.hook.gridkv_node_stopping(node=node)
+        """Tell plugins a node is closing; a plugin that raises is logged and skipped."""
+        self._notify("gridkv_node_stopping", node=node)
 
     def member_changed(self, node: Node, member: Any, old: str | None, new: str) -> None:
-        """Tell plugins a member changed state."""
-        self.pm.hook.gridkv_member_changed(node=node, member=member, old=old, new=new)
+        """Tell plugins a member changed state; a plugin that raises is logged and skipped."""
+        self._notify("gridkv_member_changed", node=node, member=member, old=old, new=new)
 
 
 def _pick(found: Mapping[str, _F], kind: str, name: str, key: str) -> _F:

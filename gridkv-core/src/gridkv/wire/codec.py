@@ -14,6 +14,7 @@ from typing import Any
 
 import msgpack
 
+from gridkv._repr import shown
 from gridkv.errors import ProtocolError
 from gridkv.wire.messages import MESSAGE_TYPES, Message
 
@@ -32,9 +33,21 @@ def _no_ext(code: int, data: bytes) -> Any:
 def encode(message: Message, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
     """Serialize ``message``.
 
-    :raises ProtocolError: the encoded message is larger than ``max_frame_bytes``.
+    The fields are not validated again (the node built them); a value msgpack cannot carry,
+    such as an integer beyond 64 bits, is refused here, and one it can carry but the field's
+    range excludes is refused by the receiver's :func:`decode`.
+
+    :raises ProtocolError: a field cannot be encoded, or the encoded message is larger than
+        ``max_frame_bytes``.
     """
-    data: bytes = _packb([PROTOCOL_VERSION, message.TYPE, *message.to_fields()], use_bin_type=True)
+    try:
+        data: bytes = _packb(
+            [PROTOCOL_VERSION, message.TYPE, *message.to_fields()], use_bin_type=True
+        )
+    except (OverflowError, TypeError, ValueError) as exc:
+        # msgpack's own errors (an integer out of its range, a type it cannot pack) become
+        # the codec's, so callers handle one exception for "this message cannot be sent".
+        raise ProtocolError(f"{type(message).__name__} cannot be encoded: {exc}") from None
     if len(data) > max_frame_bytes:
         raise ProtocolError(
             f"{type(message).__name__} encodes to {len(data)} bytes, more than the frame "
@@ -76,11 +89,11 @@ def decode(
     version, mtype = raw[0], raw[1]
     if version != PROTOCOL_VERSION or type(version) is not int:
         raise ProtocolError(
-            f"unsupported protocol version {version!r}; this node speaks {PROTOCOL_VERSION}"
+            f"unsupported protocol version {shown(version)}; this node speaks {PROTOCOL_VERSION}"
         )
     cls = MESSAGE_TYPES.get(mtype) if type(mtype) is int else None
     if cls is None:
-        raise ProtocolError(f"unknown message type {mtype!r}")
+        raise ProtocolError(f"unknown message type {shown(mtype)}")
     fields = raw[2:]
     if len(fields) != len(cls.FIELDS):
         raise ProtocolError(

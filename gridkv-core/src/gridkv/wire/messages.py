@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from gridkv._repr import shown
 from gridkv.errors import ProtocolError
 from gridkv.storage.base import BUCKETS, Entry
 
@@ -60,10 +61,8 @@ Validator = Callable[[Any, str], Any]
 
 
 def _fail(name: str, why: str, value: Any) -> ProtocolError:
-    shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return ProtocolError(f"field {name!r}: {why} (got {shown})")
+    # shown(), not repr(): a value nested a thousand levels deep would raise RecursionError.
+    return ProtocolError(f"field {name!r}: {why} (got {shown(value)})")
 
 
 def u64(value: Any, name: str) -> int:
