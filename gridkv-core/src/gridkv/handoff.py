@@ -267,8 +267,8 @@ class Handoff:
         now = self._now()
         old = self._table if self._table is not None else self._without_me()
         if old is not None and old != table:
-            for give in self._gives.values():
-                give.started = now  # new replicas get the whole handoff_timeout
+            for pending in self._gives.values():
+                pending.started = now  # new replicas get the whole handoff_timeout
             live = set(node.membership.live_ids())
             for partition, newcomers, displaced in plan_gives(old, table, me, live):
                 give = self._gives.get(partition)
@@ -293,7 +293,7 @@ class Handoff:
             if not give.targets or now - give.started > self._timeout:
                 self._finish(partition, give)
                 continue
-            for target in give.targets:
+            for target in sorted(give.targets):  # a replayable order, whatever the hash seed
                 by_target.setdefault(target, []).append(partition)
         for target, parts in by_target.items():
             given = await self._give(target, parts)

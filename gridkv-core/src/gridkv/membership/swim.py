@@ -481,7 +481,9 @@ class Swim:
         if m is None or m.state not in (SUSPECT, DEAD) or not self._may_tell(now, sender):
             return
         record = m.record(self.node_id)
-        out.append(Send(m.address, SwimGossip(self.node_id, self.me.address, [record])))
+        # Where it spoke from: a member restarted at a new address is not at the old one.
+        addr = self._sender_addr or m.address
+        out.append(Send(addr, SwimGossip(self.node_id, self.me.address, [record])))
 
     def _may_tell(self, now: float, node_id: str) -> bool:
         if now - self._told.get(node_id, -1e18) < self.config.probe_interval:

@@ -24,9 +24,17 @@ import os
 from collections.abc import Sequence
 from typing import TypeVar
 
-from gridkv.storage.base import Entry
+from gridkv.storage.base import BUCKETS, Entry
 from gridkv.wire.messages import (
+    CLOCK_DRIFT,
+    HELD,
+    NO_MEMORY,
+    NOT_REPLICA,
+    STORED,
+    WRONG_PARTITION,
     BatchAck,
+    BucketReply,
+    BucketSync,
     DigestReply,
     DigestSync,
     ErrorReply,
@@ -135,12 +143,12 @@ def message_samples() -> list[Message]:
     ]
     samples: list[Message] = [
         Ping(_U64_MAX, _NODE),
-        Pong(0, _LONG_NODE),
+        Pong(0, _LONG_NODE, _U64_MAX),
         ErrorReply("QuorumNotReached", "2 of 3 replicas answered for key 'user:\u00e9'"),
         GetRequest(_U32_MAX, "user:\u00e9"),
         GetReply(value),
         ReplicateBatch(_NODE, [value, tombstone]),
-        BatchAck(_U32_MAX),
+        BatchAck(bytes([STORED, HELD, NOT_REPLICA, WRONG_PARTITION, CLOCK_DRIFT, NO_MEMORY])),
         SwimPing(1, _NODE, "10.0.0.1:7946", "b", records),
         SwimAck(_U64_MAX, "b", records[:2]),
         SwimPingReq(2, _NODE, "10.0.0.1:7946", "c", "host.example:1", records[1:]),
@@ -150,8 +158,10 @@ def message_samples() -> list[Message]:
         PushPullReply("b", records),
         DigestSync(_NODE, [(0, _U64_MAX), (_U32_MAX, 0)]),
         DigestReply([0, 5, _U32_MAX]),
-        KeySync(_NODE, 7, [("user:\u00e9", _U64_MAX, _NODE), ("k", 1, _LONG_NODE)]),
-        KeySyncReply([value, tombstone], ["user:\u00e9", "wanted"]),
+        KeySync(_NODE, 7, 0, _U64_MAX, [("user:\u00e9", _U64_MAX, _NODE), ("k", 1, _LONG_NODE)]),
+        KeySyncReply([value, tombstone], ["user:\u00e9", "wanted"], False),
         HandoffDone(_NODE, [0, 1, _U32_MAX]),
+        BucketSync(_NODE, _U32_MAX, [_U64_MAX, *range(1, BUCKETS)]),
+        BucketReply([0, 5, BUCKETS - 1]),
     ]
     return sorted(samples, key=lambda message: message.TYPE)
