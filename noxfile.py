@@ -39,7 +39,18 @@ FUZZ_ENV = "GRIDKV_FUZZ_EXAMPLES"
 FUZZ_EXAMPLES = 100_000
 # Every benchmark docs/benchmarks.md describes, quickest first: one node, then memory, then
 # simulated clusters, then real processes over TCP.
-BENCHMARKS = ["local_ops", "memory", "membership", "replication", "cluster_tcp"]
+BENCHMARKS = [
+    "local_ops",
+    "memory",
+    "membership",
+    "replication",
+    "cluster_tcp",
+    "attack_tcp",
+    "hardening",
+]
+# The fault tests of real processes at length (the default run makes two fault cycles).
+FAULT_TESTS = ["tests/test_process_faults.py"]
+FAULT_CYCLES = "20"
 
 
 @nox.session(python=PYTHON)
@@ -107,6 +118,21 @@ def fuzz(session: nox.Session) -> None:
         "--durations=0",  # the time of every fuzz test, to keep each under a few minutes
         *(args or FUZZ_PATHS),
         env={FUZZ_ENV: examples},
+    )
+
+
+@nox.session(python=PYTHON)
+def faults(session: nox.Session) -> None:
+    """The fault tests of real TCP processes at length: 20 cycles of partitions and
+    isolations (``GRIDKV_FAULT_CYCLES`` sets another count). Not part of the default run."""
+    session.install(CORE, *TRANSPORTS["tcp"]["install"], *TEST_DEPS)
+    session.run(
+        "pytest",
+        *(session.posargs or FAULT_TESTS),
+        env={
+            "GRIDKV_TEST_TRANSPORT": "tcp",
+            "GRIDKV_FAULT_CYCLES": os.environ.get("GRIDKV_FAULT_CYCLES", FAULT_CYCLES),
+        },
     )
 
 
