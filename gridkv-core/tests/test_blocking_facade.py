@@ -5,6 +5,7 @@ tests/test_process_exit.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import math
@@ -143,6 +144,31 @@ def in_forked_child(
     report = dict(json.loads(line) for line in data.splitlines())
     assert finished, f"the child did not finish within {timeout:g}s; it reported {report}"
     return report
+
+
+@contextlib.contextmanager
+def pair(
+    net: MemoryNetwork, options: dict[str, Any], transport_a: MemoryTransport | None = None
+) -> Iterator[tuple[GridKV, GridKV]]:
+    """Two blocking nodes on ``net``: ``a``, and ``b`` joined through it; both ready."""
+    with (
+        GridKV(
+            local_node_id="a",
+            local_address="a:1",
+            transport=transport_a or MemoryTransport("a:1", net),
+            **options,
+        ) as a,
+        GridKV(
+            local_node_id="b",
+            local_address="b:1",
+            seed_addrs=["a:1"],
+            transport=MemoryTransport("b:1", net),
+            **options,
+        ) as b,
+    ):
+        b.wait_ready(timeout=10)
+        wait_for("a sees b", lambda: len(a.node.membership.live_ids()) == 2)
+        yield a, b
 
 
 def exited(pid: int, deadline: float) -> bool:
@@ -326,18 +352,7 @@ def test_a_read_from_a_peer_that_never_answers_ends_in_peer_timeout_within_the_b
         "network": {"timeout": 0.1},
     }
     patient = _PatientTransport("a:1", net)
-    with (
-        GridKV(local_node_id="a", local_address="a:1", transport=patient, **options) as a,
-        GridKV(
-            local_node_id="b",
-            local_address="b:1",
-            seed_addrs=["a:1"],
-            transport=MemoryTransport("b:1", net),
-            **options,
-        ) as b,
-    ):
-        b.wait_ready(timeout=10)
-        wait_for("a sees b", lambda: len(a.node.membership.live_ids()) == 2)
+    with pair(net, options, patient) as (a, _):
         table = a.node.ensure_table()
         key = next(
             k
@@ -518,20 +533,7 @@ def test_str_and_bytes_subclasses_are_read_by_their_contents_only() -> None:
 def test_a_local_write_whose_loop_closed_under_it_raises_shutting_down() -> None:
     net = MemoryNetwork()
     common: dict[str, Any] = {"disable_auth": True, "replica_count": 2}
-    with (
-        GridKV(
-            local_node_id="a", local_address="a:1", transport=MemoryTransport("a:1", net), **common
-        ) as a,
-        GridKV(
-            local_node_id="b",
-            local_address="b:1",
-            seed_addrs=["a:1"],
-            transport=MemoryTransport("b:1", net),
-            **common,
-        ) as b,
-    ):
-        b.wait_ready(timeout=10)
-        wait_for("a sees b", lambda: len(a.node.membership.live_ids()) == 2)
+    with pair(net, common) as (a, _):
         node = a.node
         live_loop = node.loop
         closed_loop = asyncio.new_event_loop()
