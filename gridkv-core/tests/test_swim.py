@@ -473,12 +473,27 @@ def test_one_message_adds_only_a_few_members_this_node_did_not_know() -> None:
 
 def test_a_ping_req_for_a_stranger_is_not_relayed_and_the_member_address_is_used() -> None:
     me = with_members(machine("a"), "b", "c")
-    out, _ = me.handle(0.0, SwimPingReq(7, "b", "b:1", "stranger", "10.9.9.9:22", []))
-    assert [type(o.message) for o in out if isinstance(o, Send)] == [SwimNack]
-    assert all(o.address != "10.9.9.9:22" for o in out)
-    out, _ = me.handle(0.0, SwimPingReq(8, "b", "b:1", "c", "10.9.9.9:22", []))
+    out, _ = me.handle(0.0, SwimPingReq(7, "b", "10.9.9.8:22", "stranger", "10.9.9.9:22", []))
+    assert out == []  # no relay, and no nack to an address the message names
+    out, _ = me.handle(0.0, SwimPingReq(8, "b", "10.9.9.8:22", "c", "10.9.9.9:22", []))
     pings = [o for o in out if isinstance(o, Send) and isinstance(o.message, SwimPing)]
     assert [p.address for p in pings] == ["c:1"]
+    out = run_ticks(me, 0.0, 1.0)  # c never answers: the nack goes to b at b's own address
+    nacks = [o for o in out if isinstance(o, Send) and isinstance(o.message, SwimNack)]
+    assert [n.address for n in nacks] == ["b:1"]
+
+
+def test_answers_go_to_a_members_own_address_and_to_claimed_ones_a_few_times_a_second() -> None:
+    from gridkv.membership.swim import STRANGER_REPLIES
+
+    me = with_members(machine("a"), "b")
+    out, _ = me.handle(0.0, SwimPing(1, "b", "10.9.9.9:22", "a", []))
+    assert [o.address for o in out if isinstance(o, Send)] == ["b:1"]
+    acks: list[str] = []
+    for i in range(1000):  # made-up senders naming a thousand addresses within one second
+        out, _ = me.handle(0.5, SwimPing(i, f"x{i}", f"10.9.{i // 250}.{i % 250}:1", "a", []))
+        acks.extend(o.address for o in out if isinstance(o, Send))
+    assert 0 < len(acks) <= STRANGER_REPLIES
 
 
 def test_a_node_without_live_members_tries_its_seeds_again() -> None:

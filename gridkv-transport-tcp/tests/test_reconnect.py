@@ -112,3 +112,20 @@ async def test_a_cancelled_dial_gives_the_callers_sharing_it_a_gridkv_error() ->
         await client.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_failed_dials_are_remembered_for_a_bounded_number_of_addresses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gridkv_transport_tcp import transport as tcp
+
+    monkeypatch.setattr(tcp, "MAX_REMEMBERED_FAILURES", 50)
+    client = TcpTransport(f"127.0.0.1:{free_port()}", dial_timeout=1)
+    await client.start(echo)
+    try:
+        for port in [free_port() for _ in range(120)]:
+            with pytest.raises(PeerUnavailable):
+                await client.request(f"127.0.0.1:{port}", b"x", 1)
+        assert len(client._failures) == 50
+    finally:
+        await client.close()

@@ -69,10 +69,13 @@ log = logging.getLogger(LOGGER_NAME)
 NodeState = Literal["new", "starting", "running", "closing", "closed"]
 #: Entries the expiry sweep examines per round.
 SWEEP_BUDGET = 20_000
+#: Member states that count in the partition table.
+_LIVE = ("alive", "suspect")
 #: Seconds background work gets to end once a close's own time is up.
 _STOP_GRACE = 1.0
-#: Members asked for their clock at once after a join.
+#: Members asked for their clock at once after a join, and rounds of asking until one answers.
 _CLOCK_SYNC_CONCURRENCY = 64
+_CLOCK_SYNC_ROUNDS = 3
 #: Messages that carry or compare data: refused from a sender this node holds dead, which has
 #: to learn that (and refute) before it may write here. (A member that left gracefully hands
 #: its partitions over after announcing the leave, so "left" is accepted.)
@@ -319,6 +322,10 @@ class Node:
             self.local_reads = bytearray(self.options.partition_count)
         if self.loop is not None:
             self.view_changed_at = self.loop.time()
+        if (old in _LIVE) != (new in _LIVE):
+            # The table changes: answers cached as a non-owner may predate writes made here
+            # while this node owned the key (local writes do not pass through the cache).
+            self.coordinator.hot.clear()
         self.handoff.view_changed()
         self.plugins.member_changed(self, member, old, new)
 
@@ -403,29 +410,38 @@ class Node:
         restart, so its first write afterwards orders after all of them.
         """
         await self.membership.wait_joined()
-        members = [m for m in self.membership.live_ids() if m != self.node_id]
         gate = asyncio.Semaphore(_CLOCK_SYNC_CONCURRENCY)
         timeout = self.options.read_timeout
 
-        async def ask(member: str) -> None:
+        async def ask(member: str) -> bool:
             address = self.membership.address_of(member)
             if address is None:
-                return
+                return False
             async with gate:
                 try:
                     reply = await self.request(address, Ping(0, self.node_id), timeout)
                 except GridKVError:
-                    return
-            if isinstance(reply, Pong):
-                try:
-                    self.hlc.update(reply.clock)
-                except ClockDriftExceeded as exc:
-                    log.warning(
-                        "a member's clock is too far ahead to adopt",
-                        extra={"peer": member, "error": str(exc)},
-                    )
+                    return False
+            if not isinstance(reply, Pong):
+                return False
+            try:
+                self.hlc.update(reply.clock)
+            except ClockDriftExceeded as exc:
+                log.warning(
+                    "a member's clock is too far ahead to adopt",
+                    extra={"peer": member, "error": str(exc)},
+                )
+            return True
 
-        await asyncio.gather(*(ask(m) for m in members))
+        for _ in range(_CLOCK_SYNC_ROUNDS):
+            members = [m for m in self.membership.live_ids() if m != self.node_id]
+            if not members or any(await asyncio.gather(*(ask(m) for m in members))):
+                break
+        else:
+            log.warning(
+                "no member answered with its clock; taking writes on this node's own clock",
+                extra={"node_id": self.node_id},
+            )
         self.clock_synced = True
         self._clock_synced.set()
         self.refresh_local_reads()

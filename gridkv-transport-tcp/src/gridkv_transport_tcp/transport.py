@@ -70,12 +70,21 @@ from gridkv_transport_tcp.frames import (
 if TYPE_CHECKING:
     from gridkv.options import Options, SslOptions
 
-__all__ = ["MAX_ANSWERS_IN_PROGRESS", "TcpTransport", "split_address", "ssl_contexts"]
+__all__ = [
+    "MAX_ANSWERS_IN_PROGRESS",
+    "MAX_REMEMBERED_FAILURES",
+    "TcpTransport",
+    "split_address",
+    "ssl_contexts",
+]
 
 #: Frames in progress on each pooled connection before another connection is dialled.
 _BUSY = 16
 #: Queued bytes that are written at once rather than at the end of the loop turn.
 _FLUSH_BYTES = 64 * 1024
+#: Addresses whose failed dials (and back-off) are remembered at most; the oldest failure is
+#: forgotten first, so addresses named by others cannot grow the table without bound.
+MAX_REMEMBERED_FAILURES = 4096
 #: Awaitable answers (handlers that could not answer at once) running for one connection; at
 #: this many it stops reading from the peer until one finishes.
 MAX_ANSWERS_IN_PROGRESS = 256
@@ -835,10 +844,13 @@ class TcpTransport:
             del self._dialing[key]
 
     def _dial_failed(self, address: str, error: str) -> None:
-        count = self._failures.get(address, (0, 0.0, ""))[0] + 1
+        count = self._failures.pop(address, (0, 0.0, ""))[0] + 1
         delay = min(self.reconnect_max_backoff, self.reconnect_backoff * 2 ** (count - 1))
         delay *= self._rng.uniform(0.8, 1.0)
         self._failures[address] = (count, asyncio.get_running_loop().time() + delay, error)
+        while len(self._failures) > MAX_REMEMBERED_FAILURES:
+            # The address that failed longest ago goes first (kept in order of failure).
+            del self._failures[next(iter(self._failures))]
 
     async def _dial(self, address: str, lane: bool) -> _Connection:
         host, port = split_address(address)

@@ -39,8 +39,10 @@ incarnation (stale gossip) never resurrect a dead member.
 Limits against buggy or hostile peers: a record whose incarnation lies more than
 ``INCARNATION_MARGIN`` past this node's own clock is ignored (incarnations are wall-clock
 milliseconds plus refutations), so refuting can never overflow 64 bits; one unsolicited
-message adds at most ``NEW_MEMBERS_PER_MESSAGE`` members this node did not know; and a ping-req is
-relayed only to a member of this node's view, at the address the view holds.
+message adds at most ``NEW_MEMBERS_PER_MESSAGE`` members this node did not know; a ping-req is
+relayed only to a member of this node's view, at the address the view holds; and answers go
+to the address the view holds for a live member, and to an address a message merely claims
+only ``STRANGER_REPLIES`` times a second.
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ INCARNATION_MARGIN = 1 << 32
 #: (the joiner), and news of joins spreads a few at a time; a message naming hundreds of
 #: strangers is a bug or an attack.
 NEW_MEMBERS_PER_MESSAGE = 4
+#: Answers a second, in all, to addresses that messages claim rather than this view holds (a
+#: stranger's, or a member's held dead): they let a joiner or a restarted member through at
+#: once, and keep a peer that invents addresses from making this node dial them at will.
+STRANGER_REPLIES = 20
 #: Seconds after a member's leave during which this node, leaving too, tells it so.
 LEFT_NOTICE_WINDOW = 60.0
 
@@ -270,10 +276,15 @@ class Swim:
         # Sends that the rules decide on while applying records (refutations), taken by the
         # next handle() or tick().
         self._urgent: list[Output] = []
-        # The sender of the message being handled, and when each member (by id, or by
-        # address where only that is known) was last told something directly, to rate-limit
-        # the corrections below.
-        self._sender_addr: str | None = None
+        # The sender of the message being handled: its id, the address it claims, and the
+        # address answers go to (worked out once per message, see _reply_address). And when
+        # each member (by id, or by address where only that is known) was last told
+        # something directly, to rate-limit the corrections below.
+        self._sender: str | None = None
+        self._claimed: str | None = None
+        self._reply: str | bool | None = False  # False: not worked out yet
+        self._stranger_tokens = float(STRANGER_REPLIES)
+        self._stranger_at = now
         self._told: dict[str, float] = {}
         self.left = False
         # The wall clock in incarnation units, from the starting incarnation and the time.
@@ -452,17 +463,48 @@ class Swim:
             self._new_allowed = None
             self._urgent.clear()
             return out, None
-        self._sender_addr = getattr(message, "sender_addr", None)
-        if self._sender_addr is None and sender is not None and sender in self.members:
-            self._sender_addr = self.members[sender].address
+        self._sender = sender
+        self._claimed = getattr(message, "sender_addr", None)
+        self._reply = False
         try:
             return self._handle(now, message, out)
         finally:
             self._new_allowed = None
             if sender is not None:
                 self._correct_sender(now, sender, out)
-            self._sender_addr = None
+            self._sender = self._claimed = None
+            self._reply = False
             self._due = self.next_deadline()
+
+    def _reply_address(self, now: float) -> str | None:
+        """Where answers to the message being handled go, or ``None``: nowhere.
+
+        A live member is answered at the address this view holds for it, whatever the message
+        claims. Anyone else (a member held dead that came back, one whose arrival was gossiped
+        past this node, or a stranger) at the address it claims, but only
+        ``STRANGER_REPLIES`` times a second in all (or once a second per member, if more):
+        otherwise anyone could make this node dial any address, as fast as it can send.
+        """
+        if self._reply is not False:
+            return self._reply if isinstance(self._reply, str) else None
+        sender = self._sender
+        m = self.members.get(sender) if sender is not None else None
+        if m is not None and m.state in (ALIVE, SUSPECT):
+            reply: str | None = m.address
+        elif self._claimed is None:
+            reply = m.address if m is not None else None
+        else:
+            rate = max(STRANGER_REPLIES, len(self.members))
+            self._stranger_tokens = min(
+                float(rate), self._stranger_tokens + (now - self._stranger_at) * rate
+            )
+            self._stranger_at = now
+            reply = None
+            if self._stranger_tokens >= 1:
+                self._stranger_tokens -= 1
+                reply = self._claimed
+        self._reply = reply if reply is not None else None
+        return reply
 
     def _correct_sender(self, now: float, sender: str, out: list[Output]) -> None:
         """A member we suspect, hold dead or do not know just talked to us: fix our view.
@@ -472,17 +514,18 @@ class Swim:
         within a round trip, whether or not gossip would have reached us.
         """
         if sender not in self.members and sender != self.node_id:
-            addr = self._sender_addr
-            if addr is not None and self._may_tell(now, sender):
-                message = PushPull(self.node_id, self.me.address, False, self.local_state())
-                out.append(Sync(addr, message))
+            if self._may_tell(now, sender):
+                addr = self._reply_address(now)
+                if addr is not None:
+                    message = PushPull(self.node_id, self.me.address, False, self.local_state())
+                    out.append(Sync(addr, message))
             return
         m = self.members.get(sender)
         if m is None or m.state not in (SUSPECT, DEAD) or not self._may_tell(now, sender):
             return
         record = m.record(self.node_id)
         # Where it spoke from: a member restarted at a new address is not at the old one.
-        addr = self._sender_addr or m.address
+        addr = self._reply_address(now) or m.address
         out.append(Send(addr, SwimGossip(self.node_id, self.me.address, [record])))
 
     def _may_tell(self, now: float, node_id: str) -> bool:
@@ -498,22 +541,19 @@ class Swim:
     ) -> tuple[list[Output], Message | None]:
         if isinstance(message, SwimPing):
             self._apply_all(now, message.updates)
-            if message.target == self.node_id:
-                out.append(
-                    Send(
-                        message.sender_addr,
-                        SwimAck(message.seq, self.node_id, self._piggyback()),
-                    )
-                )
+            reply = self._reply_address(now) if message.target == self.node_id else None
+            if reply is not None:
+                out.append(Send(reply, SwimAck(message.seq, self.node_id, self._piggyback())))
         elif isinstance(message, SwimAck):
             self._apply_all(now, message.updates)
             self._on_ack(message.seq, out)
         elif isinstance(message, SwimPingReq):
             self._apply_all(now, message.updates)
             target = self.members.get(message.target)
-            if target is None or target.state not in (ALIVE, SUSPECT):
-                # Not a member here: relaying would let anyone make this node dial anywhere.
-                out.append(Send(message.sender_addr, SwimNack(message.seq, self.node_id)))
+            origin = self._reply_address(now)
+            if target is None or target.state not in (ALIVE, SUSPECT) or origin is None:
+                # Not a member here: relaying (or even a nack) would let anyone make this node
+                # dial anywhere. The prober misses one nack, as if this relay were slow.
                 self._take_urgent(out)
                 return out, None
             seq = self._next_seq()
@@ -521,9 +561,7 @@ class Swim:
             # node's own health score: the prober counts nacks until its failure_timeout, and
             # a stretched relay would make a healthy prober miss them and raise its score,
             # which stretches its own relaying in turn (memberlist does not scale it either).
-            self._relays[seq] = _Relay(
-                message.sender_addr, message.seq, now + self.config.probe_timeout
-            )
+            self._relays[seq] = _Relay(origin, message.seq, now + self.config.probe_timeout)
             out.append(
                 Send(
                     target.address,
@@ -677,7 +715,7 @@ class Swim:
             return False
         if state != ALIVE and record.incarnation < self.me.incarnation:
             # A stale accusation: this node refuted it already, but the sender missed that.
-            addr = self._sender_addr
+            addr = self._reply_address(now)
             if addr is not None and self._may_tell(now, addr):
                 alive = self.me.record(self.node_id)
                 self._urgent.append(Send(addr, SwimGossip(self.node_id, self.me.address, [alive])))
@@ -697,8 +735,9 @@ class Swim:
         accuser = self.members.get(record.origin)
         if accuser is not None:
             addresses.add(accuser.address)
-        if self._sender_addr is not None:
-            addresses.add(self._sender_addr)
+        sender_addr = self._reply_address(now) if self._sender is not None else None
+        if sender_addr is not None:
+            addresses.add(sender_addr)
         self._urgent.extend(Send(addr, message) for addr in sorted(addresses))
         return True
 
