@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pytest
 from gridkv.errors import GridKVError
 from gridkv.testing import Simulation, run_virtual
 
@@ -139,5 +140,82 @@ def test_acknowledged_deletes_never_come_back_under_partitions_and_isolations() 
             assert history.acked_deletes > 100
             assert collected > 50
             assert history.failed > 0
+
+    simulate(scenario)
+
+
+SEPARATION_OPTIONS: dict[str, Any] = {
+    **OPTIONS,
+    "anti_entropy_interval": "300ms",
+    "membership": {"dead_retention": "3s"},
+}
+
+
+def test_a_split_longer_than_dead_retention_heals_and_the_smaller_side_brings_nothing_back() -> (
+    None
+):
+    # Both sides forget each other; the larger one collects the tombstones of deletes the
+    # smaller one never saw. After the heal the sides meet again through the seeds, and the
+    # smaller side drops what it held from before, so no deleted key comes back.
+    async def scenario() -> None:
+        async with Simulation(seed=7, options=SEPARATION_OPTIONS) as sim:
+            await sim.start(5)
+            await sim.wait_until(sim.converged, timeout=10)
+            kv = sim.client("n0")
+            table = sim.nodes["n0"].ensure_table()
+            keys = [f"k{i}" for i in range(200)]
+            for key in keys:
+                await kv.set(key, b"old", consistency="all")
+            hot = [k for k in keys if {"n3", "n4"} & set(table.owners(table.partition_of(k)))]
+            sim.partition(["n3", "n4"], ["n0", "n1", "n2"])
+            await sim.run_for(3.0)
+            for key in hot:
+                await kv.delete(key, consistency="quorum")
+            await sim.run_for(12.0)  # past dead_retention, ttl and the quiet wait
+            assert "n3" not in sim.view("n0")
+            majority = ("n0", "n1", "n2")
+            assert sum(sim.nodes[n].storage.stats().tombstones_collected for n in majority)
+            sim.heal()
+            await sim.wait_until(sim.converged, timeout=30)
+            await sim.run_for(5.0)
+            back = [k for k in hot if await kv.get(k, consistency="quorum") is not None]
+            assert back == []
+            served = [k for k in hot if await sim.client("n3").get(k) is not None]
+            assert served == []
+
+    simulate(scenario)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_node_cut_off_alone_and_forgotten_brings_no_deleted_key_back(seed: int) -> None:
+    # The cluster declares the node dead, forgets it and collects the tombstones of the keys
+    # it held, before the node itself (its time-outs stretched by its own health score) has
+    # even noticed it is alone.
+    options = {**SEPARATION_OPTIONS, "gossip_interval": "30ms"}
+    options["membership"] = {"dead_retention": "2s"}
+
+    async def scenario() -> None:
+        async with Simulation(seed=seed, options=options) as sim:
+            await sim.start(5)
+            await sim.wait_until(sim.converged, timeout=10)
+            kv = sim.client("n0")
+            table = sim.nodes["n0"].ensure_table()
+            keys = [f"k{i}" for i in range(200)]
+            for key in keys:
+                await kv.set(key, b"old", consistency="all")
+            hot = [k for k in keys if "n4" in table.owners(table.partition_of(k))]
+            others = ["n0", "n1", "n2", "n3"]
+            sim.partition(["n4"], others)
+            await sim.wait_until(lambda: sim.all_see("n4", "dead", others), 5)
+            for key in hot:
+                await kv.delete(key, consistency="quorum")
+            await sim.wait_until(lambda: "n4" not in sim.view("n0"), 30)
+            await sim.wait_until(
+                lambda: all(sim.nodes[n].storage.stats().tombstones == 0 for n in others), 10
+            )
+            sim.heal()
+            await sim.run_for(20.0)
+            back = [k for k in hot if await kv.get(k, consistency="quorum") is not None]
+            assert back == []
 
     simulate(scenario)

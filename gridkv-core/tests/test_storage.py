@@ -361,3 +361,13 @@ def test_a_late_tombstone_expires_no_earlier_than_its_arrival(clock: Clock) -> N
     s.apply(0, Entry("k", None, 1, "w", expires_at=clock.ms - 5000))
     stored = s.get_entry(0, "k")
     assert stored is not None and stored.expires_at == clock.ms
+
+
+def test_drop_values_keeps_the_tombstones(clock: Clock) -> None:
+    s = make(clock)
+    s.apply(4, Entry("v", b"1", 1, "w"))
+    s.apply(4, Entry("t", None, 2, "w", expires_at=clock.ms + 1000))
+    assert s.drop_values(4) == 1
+    assert s.get_entry(4, "v") is None
+    stored = s.get_entry(4, "t")
+    assert stored is not None and stored.tombstone

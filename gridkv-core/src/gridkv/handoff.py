@@ -317,11 +317,13 @@ class Handoff:
             return
         storage = self.node.storage
         if give.targets:  # abandoned after handoff_timeout
-            dropped = storage.drop_partition(partition)
+            # Values go: none may arrive after the wait tombstone collection counts on. The
+            # tombstones stay (they may be the last copies of deletes) and are given later.
+            dropped = storage.drop_values(partition)
             self.partitions_abandoned += 1
             self.entries_abandoned += dropped
             log.warning(
-                "gave up handing a partition over after handoff_timeout; dropped what was left",
+                "gave up handing a partition over after handoff_timeout; dropped its values",
                 extra={
                     "node_id": self.node.node_id,
                     "partition": partition,

@@ -80,6 +80,12 @@ _CLOCK_SYNC_ROUNDS = 3
 #: to learn that (and refute) before it may write here. (A member that left gracefully hands
 #: its partitions over after announcing the leave, so "left" is accepted.)
 _DATA_TYPES = (ReplicateBatch, DigestSync, BucketSync, KeySync, HandoffDone)
+#: Messages that push what a node already held (anti-entropy, handoff): refused also from a
+#: sender this view does not know. A node back from a separation longer than dead_retention
+#: (both sides forgot each other) first drops what it held from before, on its first contact
+#: with this side (gridkv.membership.separation); until this side knows it again, what it
+#: sends in the meantime (a round begun under its old view) is refused.
+_BULK_TYPES = (DigestSync, BucketSync, KeySync, HandoffDone)
 
 
 def version() -> str:
@@ -625,15 +631,27 @@ class Node:
         )
         return framed
 
+    def _refuse_data(
+        self, message: ReplicateBatch | DigestSync | BucketSync | KeySync | HandoffDone
+    ) -> ErrorReply | None:
+        """The refusal of data from a sender that may not give it yet, or ``None``."""
+        sender = message.sender
+        state = self.membership.state_of(sender)
+        if state == "dead":
+            why = "dead; it must rejoin (refute) before its data is taken"
+        elif isinstance(message, _BULK_TYPES) and state is None:
+            why = "unknown; it must join before it pushes what it holds"
+        else:
+            return None
+        return ErrorReply("PeerUnavailable", f"node {self.node_id!r} holds {sender!r} {why}")
+
     def _dispatch(self, peer: str, message: Message) -> Message | None:
         if isinstance(message, MEMBERSHIP_TYPES):
             return self.membership.handle(peer, message)
-        if isinstance(message, _DATA_TYPES) and self.membership.state_of(message.sender) == "dead":
-            return ErrorReply(
-                "PeerUnavailable",
-                f"node {self.node_id!r} holds {message.sender!r} dead; it must rejoin "
-                "(refute) before its data is taken",
-            )
+        if isinstance(message, _DATA_TYPES):
+            refused = self._refuse_data(message)
+            if refused is not None:
+                return refused
         if isinstance(message, ReplicateBatch):
             return self.coordinator.on_batch(message)
         if isinstance(message, DigestSync):

@@ -434,12 +434,13 @@ class Options(_Section):
     max_value_bytes: int = _opt(4 * 1024 * 1024, "int", min=1)
     #: How far ahead of this node's clock a peer's clock may be before its messages are refused.
     max_clock_drift: float = _opt(10.0, "duration", min=0.001)
-    #: How long a delete's tombstone is kept so the delete wins over stale copies.
+    #: The shortest time a delete's tombstone is kept so the delete wins over stale copies;
+    #: afterwards it goes once every replica holds it (see docs/replication.md).
     tombstone_ttl: float = _opt(3600.0, "duration", min=0.001)
     #: How long a node keeps handing a partition it no longer replicates to the new replicas
     #: (and a new replica keeps asking the former ones for keys not arrived yet); afterwards
-    #: the giver drops what it could not give. Tombstones are collected only after the view
-    #: has been stable for twice this long.
+    #: the giver drops the values it could not give (tombstones it keeps giving). Tombstones
+    #: are collected only after the view has been stable for twice this long.
     handoff_timeout: float = _opt(30.0, "duration", min=0.01)
     #: Transport settings.
     network: NetworkOptions = field(default_factory=NetworkOptions)

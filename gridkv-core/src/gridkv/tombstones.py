@@ -13,7 +13,8 @@ collects a tombstone only when all of these hold (see ``docs/replication.md``):
    an old value, and comes back with it;
 4. the view has not changed for ``quiet`` seconds (twice ``handoff_timeout``): a node that
    lost a partition keeps handing it to the new replicas for up to ``handoff_timeout`` and
-   then drops what is left, so no old copy can arrive after the wait.
+   then drops the values left (tombstones stay: they only ever delete), so no old value can
+   arrive after the wait.
 
 This module is sans-I/O: it records confirmations and answers with horizons, given the view.
 """

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from gridkv.errors import GridKVError, NotReady
 from gridkv.log import LOGGER_NAME
+from gridkv.membership.separation import SeparationWatch
 from gridkv.membership.swim import (
     ALIVE,
     SUSPECT,
-    Change,
     Output,
     Send,
     Swim,
@@ -40,6 +40,9 @@ log = logging.getLogger(LOGGER_NAME)
 #: Membership messages queued for one destination at most; the oldest go first (as datagrams
 #: would be lost) when a peer cannot keep up.
 MAX_QUEUED_PER_PEER = 64
+#: Seconds a node remembers when it last heard from a member no longer in its view (at least
+#: twice dead_retention): what lets it recognise a member back from a long separation.
+_REMEMBER_CONTACT = 86_400.0
 #: The view counts as stable after this many probe periods without a change.
 STABLE_PERIODS = 2
 _JOIN_BACKOFF = (0.05, 2.0)
@@ -76,8 +79,14 @@ class SwimMembership:
         self._running = False
         self._stalled_until = 0.0
         self._started_at = 0.0
-        # While every other member is dead: (loop time, wall ms) the isolation began.
-        self._isolated: tuple[float, int] | None = None
+        cfg = self.config
+        detection = cfg.failure_timeout + cfg.suspicion_max_mult * cfg.suspicion_min
+        self._separation = SeparationWatch(
+            node.node_id,
+            threshold=max(cfg.dead_retention / 2, cfg.dead_retention - 2 * detection),
+            window=max(5.0, 2 * cfg.reconnect_interval),
+            margin_ms=int(1000 * (node.options.replication_timeout + node.options.read_timeout)),
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -227,6 +236,11 @@ class SwimMembership:
         swim = self.swim
         if swim is None or not self._running or self._loop is None:
             return None
+        sender = getattr(message, "sender", None)
+        if sender is not None and self._separation.heard(
+            sender, self._loop.time(), self.node.now_ms()
+        ):
+            self._check_separation()
         outputs, answer = swim.handle(self._loop.time(), message)
         self._emit(outputs)
         self._take_changes()
@@ -275,7 +289,9 @@ class SwimMembership:
             return
         if isinstance(reply, PushPullReply) and self.swim is not None and self._running:
             assert self._loop is not None
+            self._separation.heard(reply.sender, self._loop.time(), self.node.now_ms())
             self.swim.merge_state(self._loop.time(), reply.states)
+            self._check_separation()
             self._take_changes()
             self._schedule()
 
@@ -350,7 +366,7 @@ class SwimMembership:
         changes, swim.changes = swim.changes, []
         assert self._loop is not None
         self._last_change = self._loop.time()
-        self._watch_isolation(swim, changes)
+        self._check_separation()
         for change in changes:
             m = change.member
             info = MemberInfo(m.node_id, m.address, change.new, m.incarnation)
@@ -364,31 +380,24 @@ class SwimMembership:
             )
             self.node.on_member_change(info, change.old, change.new)
 
-    def _watch_isolation(self, swim: Swim, changes: list[Change]) -> None:
-        """Notice the end of a separation so long that the cluster forgot this node.
+    def _check_separation(self) -> None:
+        """Drop what this node held before a separation so long that the cluster forgot it.
 
-        When every other member was dead here for longer than ``dead_retention`` and a
-        member that existed before the separation is alive again, its side of the cluster
-        dropped this node's records too, and may have collected tombstones this node never
-        saw: the node then drops what it held from before it found itself alone
-        (``node.on_forgotten``), which bounds what it took in from the other side. Members
-        that started during the separation (restarted, empty) are no reason to.
+        See :mod:`gridkv.membership.separation`: when members silent for longer than about
+        ``dead_retention`` are back and outnumber this node's side, this node drops the
+        entries older than its last contact with them (``node.on_forgotten``).
         """
+        swim = self.swim
+        assert swim is not None
         assert self._loop is not None
-        others = swim.size() - 1
-        if others == 0 and swim.members:
-            if self._isolated is None:
-                self._isolated = (self._loop.time(), self.node.now_ms())
-            return
-        if others == 0 or self._isolated is None:
-            return
-        since, since_ms = self._isolated
-        self._isolated = None
-        if self._loop.time() - since <= self.config.dead_retention:
-            return
-        back = [c.member for c in changes if c.new in (ALIVE, SUSPECT)]
-        if any(m.incarnation < since_ms for m in back):
-            self.node.on_forgotten(since_ms)
+        now = self._loop.time()
+        live = {m.node_id: m.incarnation for m in swim.live_members()}
+        drop_before = self._separation.decide(now, live)
+        if drop_before is not None:
+            self.node.on_forgotten(drop_before)
+        self._separation.prune(
+            now, swim.members, max(_REMEMBER_CONTACT, 2 * self.config.dead_retention)
+        )
 
     def _spawn(self, coro: object) -> None:
         assert self._loop is not None

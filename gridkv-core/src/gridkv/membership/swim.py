@@ -295,7 +295,7 @@ class Swim:
         self.refused_records = 0
         #: Seed addresses, tried again while no other member is alive (set by the driver).
         self.seeds: list[str] = []
-        self._next_seed = now
+        self._seeds_tried = now
         self._seed_turn = 0
         self._had_peers = False
 
@@ -356,8 +356,8 @@ class Swim:
         times = [self._next_sync]
         if self._others_live < len(self.members):
             times.append(self._next_reconnect)
-        if self._lonely():
-            times.append(self._next_seed)
+        if self.seeds:
+            times.append(self._seed_due())
         if self._times:
             times.append(self._next_gossip)
         probe = self._probe
@@ -406,19 +406,39 @@ class Swim:
         if now >= self._next_reconnect:
             self._next_reconnect = now + self.config.reconnect_interval
             self._sync(out, live=False)
-        if self._lonely() and now >= self._next_seed:
-            self._next_seed = now + self.config.reconnect_interval
-            seed = self.seeds[self._seed_turn % len(self.seeds)]
-            self._seed_turn += 1
-            out.append(Sync(seed, self.join_message()))
+        if self.seeds and now >= self._seed_due():
+            self._try_seeds(now, out)
         self._forget_old_dead(now)
         self._take_urgent(out)
         self._due = self.next_deadline()
         return out
 
-    def _lonely(self) -> bool:
-        """No other member is alive, though some were: time to try the seeds again."""
-        return not self._others_live and self._had_peers and bool(self.seeds)
+    def _try_seeds(self, now: float, out: list[Output]) -> None:
+        """Sync with a seed that is not a live member, if any (one a turn).
+
+        After a separation longer than ``dead_retention`` both sides have forgotten each
+        other: only a seed on the other side brings them together again. A node that sees no
+        live member at all (though it had some) tries every ``reconnect_interval``; one that
+        merely misses a seed, every ``push_pull_interval``.
+        """
+        self._seeds_tried = now
+        if not self._had_peers:
+            return  # not joined yet: the driver's join does this
+        if not self._others_live:
+            candidates = self.seeds
+        else:
+            live = {m.address for m in self.members.values() if m.state in (ALIVE, SUSPECT)}
+            candidates = [seed for seed in self.seeds if seed not in live]
+        if candidates:
+            seed = candidates[self._seed_turn % len(candidates)]
+            self._seed_turn += 1
+            out.append(Sync(seed, self.join_message()))
+
+    def _seed_due(self) -> float:
+        """When the seeds are looked at next: sooner while no other member is alive."""
+        cfg = self.config
+        lonely = not self._others_live and self._had_peers
+        return self._seeds_tried + (cfg.reconnect_interval if lonely else cfg.push_pull_interval)
 
     def _take_urgent(self, out: list[Output]) -> None:
         if self._urgent:

@@ -199,6 +199,13 @@ class Storage(Protocol):
         arrived meanwhile stays. Returns the records removed.
         """
 
+    def drop_values(self, partition: int) -> int:
+        """Remove a partition's values but keep its tombstones; return how many went.
+
+        Handoff abandons a partition this way: an old value must not arrive late anywhere,
+        but a tombstone only ever deletes, and may still be the last copy of a delete.
+        """
+
     def drop_older_than(self, version: int) -> int:
         """Remove every record with a version below ``version``; return how many."""
 

@@ -525,6 +525,16 @@ class MemoryStorage:
                     removed += 1
         return removed
 
+    def drop_values(self, partition: int) -> int:
+        """Remove a partition's values, keep its tombstones; return how many went."""
+        shard = self._shards[partition % self._nshards]
+        part = self._parts[partition]
+        with shard.lock:
+            keys = [key for key, blob in part.items() if not blob[0] & FLAG_TOMBSTONE]
+            for key in keys:
+                self._remove_locked(shard, partition, key)
+        return len(keys)
+
     def drop_older_than(self, version: int) -> int:
         """Remove every record with a version below ``version``; return how many."""
         removed = 0

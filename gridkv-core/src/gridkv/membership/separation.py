@@ -1,0 +1,123 @@
+"""Noticing the end of a separation so long that the two sides forgot each other.
+
+Members held dead are forgotten after ``membership.dead_retention``; from then on a side of a
+split no longer holds tombstones back for the other side (see :mod:`gridkv.tombstones`), and may
+collect tombstones of deletes the other side never saw. When the sides meet again, the old
+values the other side still holds would undo those deletes. So one side drops what it held
+from before the separation, and keeps what it wrote since: the side with fewer members that
+lived through the separation (a node cut off alone is always that side); on a tie, the side
+without the smallest node id. A member counts as back from the other side when this node hears
+from it again after a silence longer than ``threshold`` (about ``dead_retention``), and it is
+the same process as then (its incarnation did not move past that moment); members this node
+never heard from count too when they are that old.
+
+:class:`SeparationWatch` is sans-I/O: the driver tells it when it heard from whom and which
+members are live, and it answers with the moment before which this node must drop its
+entries, or ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["SeparationWatch", "MAX_REMEMBERED"]
+
+#: Members whose last contact is remembered at most.
+MAX_REMEMBERED = 65_536
+
+
+@dataclass(slots=True)
+class SeparationWatch:
+    """Decides when this node must drop what it held before a long separation.
+
+    :param me: this node's id.
+    :param threshold: seconds of silence after which a member may have forgotten this node
+        (``dead_retention``, less the time its detection takes).
+    :param window: seconds over which the members coming back are counted together (a merge
+        reaches a node through several messages).
+    :param margin_ms: how long after the last membership message from the other side data
+        from it may still have arrived (answers and batches in flight); what this node holds
+        from before the last contact plus this margin is dropped.
+    """
+
+    me: str
+    threshold: float
+    window: float
+    margin_ms: int
+    #: member -> (loop time this node last heard from it, wall milliseconds then)
+    _heard: dict[str, tuple[float, int]] = field(default_factory=dict)
+    #: members heard again after a silence longer than the threshold -> wall ms of the last
+    #: contact before it; and members heard for the first time
+    _silent: dict[str, int] = field(default_factory=dict)
+    _first: set[str] = field(default_factory=set)
+    #: members back from a long separation: member -> (loop time back, wall ms of last contact)
+    _back: dict[str, tuple[float, int]] = field(default_factory=dict)
+    _dropped_at: float = float("-inf")
+
+    def heard(self, member: str, now: float, wall_ms: int) -> bool:
+        """A message from ``member`` arrived; return whether it ended a long silence."""
+        if member == self.me:
+            return False
+        before = self._heard.get(member)
+        self._heard[member] = (now, wall_ms)
+        if before is None:
+            self._first.add(member)
+            return False
+        if now - before[0] > self.threshold:
+            self._silent[member] = before[1]
+            return True
+        return False
+
+    def decide(self, now: float, live: Mapping[str, int]) -> int | None:
+        """Whether this node drops its old entries now.
+
+        :param live: every live member (this node too) and its incarnation now (wall-clock
+            milliseconds at its start, plus refutations: a restarted process has a greater one).
+        :returns: the wall-clock milliseconds before which this node must drop its entries
+            (the last contact with the other side, plus the margin), or ``None``.
+        """
+        for member in [m for m in self._silent if m in live]:
+            since = self._silent.pop(member)
+            # The same process as before the silence: a restart holds nothing old.
+            if live[member] <= since:
+                self._back[member] = (now, since)
+        if self._back:
+            # Members this node never heard from, alive since before the separation, were on
+            # the other side too.
+            before = max(since for _, since in self._back.values())
+            for member in [m for m in self._first if m in live]:
+                if live[member] <= before:
+                    self._back[member] = (now, before)
+        self._first.difference_update(live)
+        for gone in [m for m, (at, _) in self._back.items() if now - at > self.window]:
+            del self._back[gone]
+        if not self._back or now - self._dropped_at <= self.window:
+            return None
+        back = {m for m in self._back if m in live}
+        recent = {m for m, (at, _) in self._heard.items() if now - at <= self.threshold}
+        mine = {self.me} | ((set(live) - back) & recent)
+        if not back or len(back) < len(mine) or (len(back) == len(mine) and min(mine) < min(back)):
+            return None  # the other side drops
+        self._dropped_at = now
+        last_contact = max(self._back[m][1] for m in back)
+        self._back.clear()
+        return last_contact + self.margin_ms
+
+    def prune(self, now: float, keep: Iterable[str], horizon: float) -> None:
+        """Forget when members not in ``keep`` were last heard, past ``horizon`` seconds.
+
+        At most ``MAX_REMEMBERED`` members are remembered, the longest silent forgotten first.
+        """
+        members = set(keep)
+        for member in [
+            m for m, (at, _) in self._heard.items() if m not in members and now - at > horizon
+        ]:
+            del self._heard[member]
+            self._silent.pop(member, None)
+            self._first.discard(member)
+        if len(self._heard) > MAX_REMEMBERED:
+            for member, _ in sorted(self._heard.items(), key=lambda item: item[1][0])[
+                : len(self._heard) - MAX_REMEMBERED
+            ]:
+                del self._heard[member]
