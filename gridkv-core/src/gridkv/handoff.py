@@ -104,7 +104,7 @@ class Handoff:
         self._receiving: dict[int, tuple[tuple[str, ...], float]] = {}
         self._lock = threading.Lock()
         #: Counters: partitions given, entries sent, entries dropped after a give,
-        #: partitions abandoned after handoff_timeout (and the entries they held).
+        #: partitions abandoned after handoff_timeout (and the values dropped then).
         self.partitions_given = 0
         self.entries_sent = 0
         self.entries_dropped = 0
@@ -322,7 +322,8 @@ class Handoff:
             dropped = storage.drop_values(partition)
             self.partitions_abandoned += 1
             self.entries_abandoned += dropped
-            log.warning(
+            log.log(
+                logging.WARNING if dropped else logging.DEBUG,
                 "gave up handing a partition over after handoff_timeout; dropped its values",
                 extra={
                     "node_id": self.node.node_id,
