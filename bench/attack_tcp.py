@@ -38,9 +38,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from _common import write
-from gridkv.eventloop import loop_name, new_event_loop, run
-from gridkv.options import NetworkOptions
-from gridkv.ring import partition_of
+from gridkv.base.eventloop import loop_name, new_event_loop, run
+from gridkv.base.options import NetworkOptions
+from gridkv.cluster.ring import partition_of
 from gridkv.testing.cluster import ProcessCluster
 from gridkv.testing.transports import free_port
 from gridkv.wire import codec

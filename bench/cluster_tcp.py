@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import percentile, write
-from gridkv.eventloop import loop_name, new_event_loop, run
+from gridkv.base.eventloop import loop_name, new_event_loop, run
 from gridkv.testing.cluster import ProcessCluster
 from gridkv.testing.transports import free_port
 from gridkv_transport_tcp.transport import TcpTransport

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import pytest
-from gridkv.client import EXIT_CLOSE_TIMEOUT
+from gridkv.api.client import EXIT_CLOSE_TIMEOUT
 from gridkv.testing.cluster import ProcessCluster
 from gridkv.testing.transports import node_options, transport_under_test
 
@@ -29,7 +29,7 @@ CHILD = textwrap.dedent(
     """
     import json, sys, threading, time
     import gridkv
-    from gridkv import client
+    from gridkv.api import client
     from gridkv.plugins import Plugins
 
     spec = json.loads(sys.argv[1])

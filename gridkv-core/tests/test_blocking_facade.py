@@ -35,7 +35,7 @@ from gridkv import (
     ShuttingDown,
     hookimpl,
 )
-from gridkv.client import WAIT_MARGIN
+from gridkv.api.client import WAIT_MARGIN
 from gridkv.plugins import Plugins
 from gridkv.testing.transports import node_options, transport_under_test
 from gridkv.transport import MemoryNetwork, MemoryTransport

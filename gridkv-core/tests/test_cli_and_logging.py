@@ -5,9 +5,9 @@ import logging
 import re
 
 import pytest
+from gridkv.base.log import configure_logging
+from gridkv.base.options import LogOptions
 from gridkv.cli import main
-from gridkv.log import configure_logging
-from gridkv.options import LogOptions
 
 
 def test_demo_runs_a_cluster_and_prints_the_stats_table(

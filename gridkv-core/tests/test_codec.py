@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import msgpack
 import pytest
-from gridkv.errors import ProtocolError
+from gridkv.base.errors import ProtocolError
 from gridkv.storage.base import BUCKETS, Entry
 from gridkv.wire import (
     BatchAck,

@@ -8,7 +8,7 @@ from pathlib import Path
 import gridkv
 import pytest
 from gridkv import ConfigError, Options, load_config
-from gridkv.durations import format_duration, parse_duration
+from gridkv.base.durations import format_duration, parse_duration
 
 GO_STYLE_JSON = """
 {

@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from gridkv.errors import GridKVError
+from gridkv.base.errors import GridKVError
 from gridkv.testing import Simulation, run_virtual
 
 OPTIONS: dict[str, Any] = {

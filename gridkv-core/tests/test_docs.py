@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from gridkv import hookspecs
-from gridkv.options import (
+from gridkv.base.options import (
     LogOptions,
     MembershipOptions,
     NetworkOptions,
@@ -16,6 +15,7 @@ from gridkv.options import (
     SslOptions,
     StorageOptions,
 )
+from gridkv.plugins import hookspecs
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 pytestmark = pytest.mark.skipif(not DOCS.is_dir(), reason="docs/ is not in this checkout")

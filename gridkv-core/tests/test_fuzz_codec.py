@@ -24,7 +24,7 @@ from typing import Any, ClassVar, TypeVar
 
 import msgpack
 import pytest
-from gridkv.errors import ProtocolError
+from gridkv.base.errors import ProtocolError
 from gridkv.testing.fuzz import Entropy, fuzz_examples, message_samples
 from gridkv.wire import PROTOCOL_VERSION, Message, decode, encode
 from gridkv.wire.messages import MESSAGE_TYPES

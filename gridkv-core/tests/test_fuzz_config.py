@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 import yaml
 from gridkv import ConfigError, Options, load_config
-from gridkv.options import NetworkOptions, SslOptions, StorageOptions
+from gridkv.base.options import NetworkOptions, SslOptions, StorageOptions
 from gridkv.testing.fuzz import Entropy, fuzz_examples
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -15,9 +15,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from gridkv.errors import GridKVError, QuorumNotReached
-from gridkv.hlc import HLC
-from gridkv.membership.swim import NEW_MEMBERS_PER_MESSAGE
+from gridkv.base.errors import GridKVError, QuorumNotReached
+from gridkv.base.hlc import HLC
+from gridkv.cluster.membership.swim import NEW_MEMBERS_PER_MESSAGE
 from gridkv.node import Node
 from gridkv.storage.base import Entry
 from gridkv.testing import Simulation, run_virtual

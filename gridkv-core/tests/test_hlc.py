@@ -3,8 +3,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from gridkv.errors import ClockDriftExceeded
-from gridkv.hlc import HLC, MAX_COUNTER, pack, physical_ms, unpack, version_wins
+from gridkv.base.errors import ClockDriftExceeded
+from gridkv.base.hlc import HLC, MAX_COUNTER, pack, physical_ms, unpack, version_wins
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from gridkv import AsyncGridKV
-from gridkv.log import RateLimitedLog
+from gridkv.base.log import RateLimitedLog
 from gridkv.transport import MemoryNetwork, MemoryTransport
 from gridkv.wire import codec
 from gridkv.wire.messages import ErrorReply

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from gridkv import hookimpl
-from gridkv.errors import NotReady
+from gridkv.base.errors import NotReady
 from gridkv.testing import Simulation, run_virtual
 
 

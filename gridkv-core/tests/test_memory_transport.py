@@ -4,7 +4,7 @@ import asyncio
 import threading
 
 import pytest
-from gridkv.errors import PeerTimeout, PeerUnavailable, ProtocolError, ShuttingDown
+from gridkv.base.errors import PeerTimeout, PeerUnavailable, ProtocolError, ShuttingDown
 from gridkv.transport import MemoryNetwork, MemoryTransport, Transport
 
 

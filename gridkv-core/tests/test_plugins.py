@@ -7,8 +7,8 @@ from typing import Any
 import gridkv
 import pytest
 from gridkv import hookimpl
-from gridkv.errors import BackendNotInstalled, ConfigError
-from gridkv.options import Options
+from gridkv.base.errors import BackendNotInstalled, ConfigError
+from gridkv.base.options import Options
 from gridkv.plugins import Plugins
 from gridkv.storage import MemoryStorage
 from gridkv.transport import MemoryNetwork, MemoryTransport

@@ -6,7 +6,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from gridkv.errors import QuorumNotReached
+from gridkv.base.errors import QuorumNotReached
 from gridkv.storage import Entry, merge
 from gridkv.testing import Simulation, run_virtual
 

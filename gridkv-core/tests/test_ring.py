@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from gridkv.ring import HashRing, PartitionTable, partition_of
+from gridkv.cluster.ring import HashRing, PartitionTable, partition_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,7 +63,7 @@ def test_partition_of_is_stable_and_in_range(key: str) -> None:
 
 def test_partition_of_is_the_same_in_every_process() -> None:
     keys = ["a", "user:1", "ключ", "🙂"]
-    code = "import sys; from gridkv.ring import partition_of; " + (
+    code = "import sys; from gridkv.cluster.ring import partition_of; " + (
         f"print([partition_of(k, 1024) for k in {keys!r}])"
     )
     outputs = {

@@ -4,7 +4,7 @@ import os
 import threading
 
 import pytest
-from gridkv.errors import MemoryLimitExceeded
+from gridkv.base.errors import MemoryLimitExceeded
 from gridkv.storage import Entry, MemoryStorage, Storage
 from gridkv.storage.memory import LRU_SLOT_BYTES, SLOT_BYTES
 from hypothesis import given, settings

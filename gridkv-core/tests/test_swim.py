@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from gridkv.membership.swim import (
+from gridkv.cluster.membership.swim import (
     ALIVE,
     DEAD,
     LEFT,
@@ -440,7 +440,7 @@ def test_the_refutation_goes_to_the_accuser_and_the_messenger() -> None:
 def test_an_accusation_at_the_largest_incarnation_is_ignored_and_refutation_never_overflows() -> (
     None
 ):
-    from gridkv.membership.swim import INCARNATION_MARGIN
+    from gridkv.cluster.membership.swim import INCARNATION_MARGIN
 
     start = 1_700_000_000_000  # incarnations start at wall-clock milliseconds
     me = with_members(machine("a", inc=start), "b")
@@ -457,7 +457,7 @@ def test_an_accusation_at_the_largest_incarnation_is_ignored_and_refutation_neve
 
 
 def test_one_message_adds_only_a_few_members_this_node_did_not_know() -> None:
-    from gridkv.membership.swim import NEW_MEMBERS_PER_MESSAGE
+    from gridkv.cluster.membership.swim import NEW_MEMBERS_PER_MESSAGE
 
     me = with_members(machine("a"), "b")
     fakes = [rec(f"fake{i}", 1, ALIVE, f"fake{i}") for i in range(1000)]
@@ -484,7 +484,7 @@ def test_a_ping_req_for_a_stranger_is_not_relayed_and_the_member_address_is_used
 
 
 def test_answers_go_to_a_members_own_address_and_to_claimed_ones_a_few_times_a_second() -> None:
-    from gridkv.membership.swim import STRANGER_REPLIES
+    from gridkv.cluster.membership.swim import STRANGER_REPLIES
 
     me = with_members(machine("a"), "b")
     out, _ = me.handle(0.0, SwimPing(1, "b", "10.9.9.9:22", "a", []))

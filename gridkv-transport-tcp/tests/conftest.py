@@ -15,14 +15,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from gridkv.options import SslOptions
+from gridkv.base.options import SslOptions
 
 _DAY = datetime.timedelta(days=1)
 
 
 def pytest_asyncio_loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Every async test here runs on asyncio's loop, and again on uvloop when it is installed
-    (GridKV's own loops use uvloop then; see gridkv.eventloop)."""
+    (GridKV's own loops use uvloop then; see gridkv.base.eventloop)."""
     factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
         "asyncio": asyncio.new_event_loop
     }

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("gridkv_transport_tcp")
 
-from gridkv.eventloop import loop_name, new_event_loop
+from gridkv.base.eventloop import loop_name, new_event_loop
 from gridkv.testing.conformance import RawSender, TransportConformance, TransportMaker
 from gridkv.testing.transports import free_port
 from gridkv.transport import Transport
@@ -48,7 +48,7 @@ def test_addresses_are_split_into_host_and_port() -> None:
 
 @pytest.mark.parametrize("bad", ["nohost", "host:", "host:port", "h:70000"])
 def test_bad_addresses_are_refused(bad: str) -> None:
-    from gridkv.errors import PeerUnavailable
+    from gridkv.base.errors import PeerUnavailable
 
     with pytest.raises(PeerUnavailable, match="is not host:port"):
         split_address(bad)

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("gridkv_transport_tcp")
 
-from gridkv.errors import ProtocolError
+from gridkv.base.errors import ProtocolError
 from gridkv.testing.fuzz import fuzz_examples
 from gridkv_transport_tcp.frames import (
     HEAD,

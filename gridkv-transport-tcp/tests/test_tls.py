@@ -11,7 +11,7 @@ pytest.importorskip("gridkv_transport_tcp")
 pytest.importorskip("cryptography")
 
 from gridkv import AsyncGridKV, ConfigError, Options, PeerTimeout, PeerUnavailable, load_config
-from gridkv.options import SslOptions
+from gridkv.base.options import SslOptions
 from gridkv.testing.conformance import TransportConformance, TransportMaker
 from gridkv.testing.transports import free_port
 from gridkv.transport import Transport

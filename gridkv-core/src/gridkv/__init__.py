@@ -7,9 +7,9 @@ keyword options, an :class:`Options`, or :func:`load_config`. Every error is a
 
 from __future__ import annotations
 
-from gridkv.client import TTL, AsyncGridKV, GridKV, Value
-from gridkv.config import load_config
-from gridkv.errors import (
+from gridkv.api.client import TTL, AsyncGridKV, GridKV, Value
+from gridkv.base.config import load_config
+from gridkv.base.errors import (
     AuthenticationError,
     BackendNotInstalled,
     ClockDriftExceeded,
@@ -30,10 +30,10 @@ from gridkv.errors import (
     ValueTooLarge,
     VersionMismatch,
 )
-from gridkv.hookspecs import hookimpl
+from gridkv.base.options import LogOptions, NetworkOptions, Options, StorageOptions
 from gridkv.node import version
-from gridkv.options import LogOptions, NetworkOptions, Options, StorageOptions
-from gridkv.stats import ClusterStats, MemberInfo, NetworkStats, Stats, StorageStats
+from gridkv.node.stats import ClusterStats, MemberInfo, NetworkStats, Stats, StorageStats
+from gridkv.plugins.hookspecs import hookimpl
 
 __version__ = version()
 

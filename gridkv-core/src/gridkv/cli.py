@@ -7,11 +7,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-from gridkv.client import GridKV
-from gridkv.config import load_config
-from gridkv.errors import GridKVError
+from gridkv.api.client import GridKV
+from gridkv.base.config import load_config
+from gridkv.base.errors import GridKVError
+from gridkv.base.options import Options
 from gridkv.node import version
-from gridkv.options import Options
 
 __all__ = ["main"]
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from gridkv import hookimpl
 
 if TYPE_CHECKING:
-    from gridkv.options import Options
+    from gridkv.base.options import Options
     from gridkv.transport.base import Transport, TransportFactory
 
 __all__ = ["gridkv_register_transports"]

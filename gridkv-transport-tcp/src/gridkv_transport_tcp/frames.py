@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from gridkv.errors import ProtocolError
+from gridkv.base.errors import ProtocolError
 
 __all__ = [
     "HEAD",
@@ -49,8 +49,8 @@ class FrameReader:
     It holds at most one unfinished frame: what :meth:`feed` returns is every frame completed
     so far, in order, and the bytes kept are those of the frame still arriving. A frame whose
     body is longer than ``max_frame_bytes`` or whose kind is unknown raises
-    :class:`~gridkv.errors.ProtocolError` as soon as its length or kind is in; the stream cannot
-    be resynchronised after that, so the reader is done (the connection is closed, and frames
+    :class:`~gridkv.base.errors.ProtocolError` as soon as its length or kind is in; the stream
+    cannot be resynchronised after that, so the reader is done (the connection is closed, and frames
     completed in the same :meth:`feed` call are dropped with it).
     """
 

@@ -23,9 +23,9 @@ Dial time-out is ``network.timeout``, answer time-out ``network.read_timeout``. 
 connection is re-dialled on the next send; after a failed dial the next one waits
 ``network.reconnect_backoff``, doubling (with jitter) up to ``network.reconnect_max_backoff``,
 and sends meanwhile fail at once. TCP_NODELAY is set. With ``network.ssl.enabled`` every
-connection is mutual TLS. Errors become GridKV errors: :class:`~gridkv.errors.PeerUnavailable`,
-:class:`~gridkv.errors.PeerTimeout`, :class:`~gridkv.errors.ProtocolError`,
-:class:`~gridkv.errors.ShuttingDown`.
+connection is mutual TLS. Errors become GridKV errors: :class:`~gridkv.base.errors.PeerUnavailable`,
+:class:`~gridkv.base.errors.PeerTimeout`, :class:`~gridkv.base.errors.ProtocolError`,
+:class:`~gridkv.base.errors.ShuttingDown`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, cast
 
-from gridkv.errors import (
+from gridkv.base.errors import (
     AuthenticationError,
     ConfigError,
     PeerTimeout,
@@ -68,7 +68,7 @@ from gridkv_transport_tcp.frames import (
 )
 
 if TYPE_CHECKING:
-    from gridkv.options import Options, SslOptions
+    from gridkv.base.options import Options, SslOptions
 
 __all__ = [
     "MAX_ANSWERS_IN_PROGRESS",

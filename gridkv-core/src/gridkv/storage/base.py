@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import xxhash
 
-from gridkv.hlc import version_wins
+from gridkv.base.hlc import version_wins
 
 if TYPE_CHECKING:
-    from gridkv.options import Options
+    from gridkv.base.options import Options
 
 __all__ = [
     "Entry",

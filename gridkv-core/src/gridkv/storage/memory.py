@@ -26,7 +26,7 @@ Memory accounting. Every record is charged ``sys.getsizeof(key) + sys.getsizeof(
 a fixed share of its dict slot (``SLOT_BYTES``, and ``LRU_SLOT_BYTES`` more under LRU). The
 charge is added on insert and the difference on overwrite, and given back on delete, expiry,
 eviction and partition drop, so ``used_bytes`` returns to 0 when the store empties. A write that
-would pass ``storage.max_memory_mb`` raises :class:`~gridkv.errors.MemoryLimitExceeded` with
+would pass ``storage.max_memory_mb`` raises :class:`~gridkv.base.errors.MemoryLimitExceeded` with
 ``eviction = "none"``, or first evicts least-recently-used values of its shard (then of other
 shards whose locks are free) with ``eviction = "lru"``. Tombstones are never evicted: dropping
 one early would let an older copy of its value come back; the sweep collects them.
@@ -54,8 +54,8 @@ from typing import TYPE_CHECKING
 import lz4.block
 import xxhash
 
-from gridkv.errors import MemoryLimitExceeded
-from gridkv.hlc import version_wins
+from gridkv.base.errors import MemoryLimitExceeded
+from gridkv.base.hlc import version_wins
 from gridkv.storage.base import (
     BUCKET_BITS,
     BUCKETS,
@@ -70,7 +70,7 @@ from gridkv.storage.base import (
 )
 
 if TYPE_CHECKING:
-    from gridkv.options import Options
+    from gridkv.base.options import Options
 
 __all__ = ["MemoryStorage", "SLOT_BYTES", "LRU_SLOT_BYTES", "MAX_WRITERS"]
 

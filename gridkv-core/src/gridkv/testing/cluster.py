@@ -9,7 +9,7 @@ when the cluster closes, and a process whose stdin closes (its parent died) exit
 so none is left behind.
 
 The network transport is whatever the options name (``"tcp"`` by default here); the node in
-the process runs on :func:`gridkv.eventloop.run`, so on uvloop when it is installed.
+the process runs on :func:`gridkv.base.eventloop.run`, so on uvloop when it is installed.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from gridkv import errors
-from gridkv.hookspecs import hookimpl
+from gridkv.base import errors
+from gridkv.plugins.hookspecs import hookimpl
 
 __all__ = ["NodeProcess", "NodeProcessError", "ProcessCluster"]
 
@@ -689,7 +689,7 @@ class _Child:
 
 
 def _child_main(argv: list[str]) -> int:
-    from gridkv.eventloop import run
+    from gridkv.base.eventloop import run
 
     child = _Child(json.loads(argv[0]))
     try:

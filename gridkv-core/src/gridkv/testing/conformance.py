@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from gridkv.errors import PeerTimeout, PeerUnavailable, ProtocolError, ShuttingDown
+from gridkv.base.errors import PeerTimeout, PeerUnavailable, ProtocolError, ShuttingDown
 from gridkv.transport.base import Handler, Transport
 
 __all__ = ["RawSender", "TransportConformance", "TransportMaker"]

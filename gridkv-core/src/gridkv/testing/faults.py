@@ -3,7 +3,7 @@
 :class:`PartitionableTransport` wraps a transport (TCP, QUIC, memory) and black-holes what this
 node sends to the addresses it is told to cut off, the way a firewall dropping packets does:
 a request to a cut-off peer waits its whole time-out and fails with
-:class:`~gridkv.errors.PeerTimeout`, a one-way frame vanishes. Cutting the same pair off on
+:class:`~gridkv.base.errors.PeerTimeout`, a one-way frame vanishes. Cutting the same pair off on
 both sides makes a symmetric partition; cutting one side only, an asymmetric one. Frames
 already on their way, and answers to requests the peer sent first, still arrive.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gridkv.errors import PeerTimeout
+from gridkv.base.errors import PeerTimeout
 from gridkv.transport.base import Handler, Handshake, Transport, TransportStats
 
 __all__ = ["PartitionableTransport"]

@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
-from gridkv.client import AsyncGridKV
-from gridkv.membership.driver import SwimMembership
+from gridkv.api.client import AsyncGridKV
+from gridkv.base.options import Options
+from gridkv.cluster.membership.driver import SwimMembership
 from gridkv.node import Node
-from gridkv.options import Options
 from gridkv.plugins import Plugins
 from gridkv.transport.memory import MemoryNetwork, MemoryTransport
 

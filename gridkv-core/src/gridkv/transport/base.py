@@ -6,10 +6,10 @@ many in flight at once) and :meth:`Transport.send` (one-way, no answer, may be l
 UDP gossip packet is). Inbound frames go to the node's :data:`Handler`; for a request, what the
 handler returns is the answer.
 
-Transports raise only GridKV errors: :class:`~gridkv.errors.PeerUnavailable` when the peer
-cannot be reached, :class:`~gridkv.errors.PeerTimeout` when it does not answer in time,
-:class:`~gridkv.errors.ProtocolError` for a frame over the limit, and
-:class:`~gridkv.errors.ShuttingDown` after :meth:`Transport.close`.
+Transports raise only GridKV errors: :class:`~gridkv.base.errors.PeerUnavailable` when the peer
+cannot be reached, :class:`~gridkv.base.errors.PeerTimeout` when it does not answer in time,
+:class:`~gridkv.base.errors.ProtocolError` for a frame over the limit, and
+:class:`~gridkv.base.errors.ShuttingDown` after :meth:`Transport.close`.
 
 Authentication is layered above this interface: the security layer wraps every frame before
 :meth:`~Transport.request` / :meth:`~Transport.send` and unwraps it in the handler, so it covers
@@ -25,10 +25,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from gridkv.errors import ProtocolError, ShuttingDown
+from gridkv.base.errors import ProtocolError, ShuttingDown
 
 if TYPE_CHECKING:
-    from gridkv.options import Options
+    from gridkv.base.options import Options
 
 __all__ = [
     "Handler",
@@ -55,7 +55,7 @@ class Handshake(Protocol):
     Each side sends :meth:`hello`; each checks the other's with :meth:`check`. Until that
     passes no other frame is sent or delivered on the connection; when it fails the connection
     is closed and counted as an error, and a dialling caller gets
-    :class:`~gridkv.errors.PeerUnavailable` saying why.
+    :class:`~gridkv.base.errors.PeerUnavailable` saying why.
     """
 
     def hello(self) -> bytes:

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from gridkv.errors import PeerTimeout, PeerUnavailable, ShuttingDown
+from gridkv.base.errors import PeerTimeout, PeerUnavailable, ShuttingDown
 from gridkv.transport.base import (
     Handler,
     Handshake,
@@ -32,7 +32,7 @@ from gridkv.transport.base import (
 )
 
 if TYPE_CHECKING:
-    from gridkv.options import Options
+    from gridkv.base.options import Options
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
 

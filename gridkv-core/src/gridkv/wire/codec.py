@@ -4,7 +4,7 @@ A message is the msgpack array ``[PROTOCOL_VERSION, TYPE, *fields]``. :func:`dec
 anything else: frames larger than the limit (checked first), bytes that are not msgpack,
 trailing bytes, extension types, maps with non-string keys, an unknown version or type, a wrong
 number of fields, a field of the wrong type or range. Every such input raises
-:class:`~gridkv.errors.ProtocolError` and nothing else, so a node can drop a bad frame from a
+:class:`~gridkv.base.errors.ProtocolError` and nothing else, so a node can drop a bad frame from a
 peer and carry on.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import msgpack
 
-from gridkv._repr import shown
-from gridkv.errors import ProtocolError
+from gridkv.base._repr import shown
+from gridkv.base.errors import ProtocolError
 from gridkv.wire.messages import MESSAGE_TYPES, Message
 
 __all__ = ["PROTOCOL_VERSION", "DEFAULT_MAX_FRAME_BYTES", "encode", "decode"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from gridkv.errors import ProtocolError
+from gridkv.base.errors import ProtocolError
 
 __all__ = ["FrameDecoder", "frame", "LENGTH_PREFIX"]
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from gridkv._repr import shown
-from gridkv.errors import ProtocolError
+from gridkv.base._repr import shown
+from gridkv.base.errors import ProtocolError
 from gridkv.storage.base import BUCKETS, Entry
 
 __all__ = [

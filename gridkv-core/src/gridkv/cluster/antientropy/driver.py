@@ -18,12 +18,14 @@ So a partition of any size is compared with messages of bounded size, and a diff
 few keys costs a few small messages, not the partition's whole key list. Up to
 ``DRILL_CONCURRENCY`` partitions are drilled at once, and a round stops drilling with a peer
 once ``anti_entropy_keys_per_round`` keys have been compared or exchanged with it. Both sides
-merge by last-writer-wins through :meth:`~gridkv.coordinator.Coordinator.store`, so
-tombstones win over older values and nothing deleted comes back.
+merge by last-writer-wins through the coordinator's
+:meth:`~gridkv.cluster.replication.coordinator.Coordinator.store`, so tombstones win over older
+values and nothing deleted comes back.
 
 Every comparison that finds equal digests is also a confirmation, recorded on both sides in
-the :class:`~gridkv.tombstones.TombstoneLedger`: the peer holds every tombstone this node held
-when it read its digests. Tombstones are collected only once every replica confirmed them.
+the :class:`~gridkv.cluster.replication.tombstones.TombstoneLedger`: the peer holds every
+tombstone this node held when it read its digests. Tombstones are collected only once every
+replica confirmed them.
 
 What is compared and what is sent is decided by plain functions (:func:`diff_versions`,
 :func:`pages`, :func:`differing`) that do no I/O.
@@ -36,11 +38,11 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from gridkv.errors import GridKVError
-from gridkv.hlc import version_wins
-from gridkv.log import LOGGER_NAME
+from gridkv.base.errors import GridKVError
+from gridkv.base.hlc import version_wins
+from gridkv.base.log import LOGGER_NAME
+from gridkv.cluster.replication.tombstones import TombstoneLedger
 from gridkv.storage.base import BUCKETS, Entry, VersionRecord, bucket_range
-from gridkv.tombstones import TombstoneLedger
 from gridkv.wire.budget import chunks, entry_size, message_budget, version_size
 from gridkv.wire.messages import (
     STORED,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gridkv.membership.base import Membership, MembershipFactory
-from gridkv.membership.driver import SwimMembership
-from gridkv.membership.swim import ALIVE, DEAD, LEFT, SUSPECT, Swim, SwimConfig
+from gridkv.cluster.membership.base import Membership, MembershipFactory
+from gridkv.cluster.membership.driver import SwimMembership
+from gridkv.cluster.membership.swim import ALIVE, DEAD, LEFT, SUSPECT, Swim, SwimConfig
 
 __all__ = [
     "Membership",

@@ -56,7 +56,7 @@ def gridkv_register_transports(register: Callable[[str, TransportFactory], None]
 
     Call ``register(name, factory)`` once per transport. ``factory(options)`` returns a new,
     unstarted object implementing :class:`gridkv.transport.Transport`. ``network.type = name``
-    selects it. Registering a name twice raises :class:`~gridkv.errors.ConfigError`.
+    selects it. Registering a name twice raises :class:`~gridkv.base.errors.ConfigError`.
 
     :param register: the registration callback.
     """
@@ -91,7 +91,7 @@ def gridkv_register_membership(register: Callable[[str, Callable[..., Any]], Non
     """Register membership protocols (failure detection and dissemination).
 
     Call ``register(name, factory)``; ``factory(node)`` returns an unstarted object
-    implementing :class:`gridkv.membership.Membership`. ``membership.protocol = name``
+    implementing :class:`gridkv.cluster.membership.Membership`. ``membership.protocol = name``
     selects it; the built-in ``"swim"`` (SWIM with Lifeguard) is the default.
 
     :param register: the registration callback.

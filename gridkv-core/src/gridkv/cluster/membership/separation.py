@@ -1,8 +1,9 @@
 """Noticing the end of a separation so long that the two sides forgot each other.
 
 Members held dead are forgotten after ``membership.dead_retention``; from then on a side of a
-split no longer holds tombstones back for the other side (see :mod:`gridkv.tombstones`), and may
-collect tombstones of deletes the other side never saw. When the sides meet again, the old
+split no longer holds tombstones back for the other side (see
+:mod:`gridkv.cluster.replication.tombstones`), and may collect tombstones of deletes the other
+side never saw. When the sides meet again, the old
 values the other side still holds would undo those deletes. So one side drops what it held
 from before the separation, and keeps what it wrote since: the side with fewer members that
 lived through the separation (a node cut off alone is always that side); on a tie, the side

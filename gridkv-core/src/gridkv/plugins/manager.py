@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
-from gridkv import _builtin, hookspecs
-from gridkv.errors import BackendNotInstalled, ConfigError
-from gridkv.log import LOGGER_NAME
+from gridkv.base.errors import BackendNotInstalled, ConfigError
+from gridkv.base.log import LOGGER_NAME
+from gridkv.plugins import builtin, hookspecs
 
 if TYPE_CHECKING:
     from gridkv.node import Node
@@ -67,7 +67,7 @@ class Plugins:
         self.pm.add_hookspecs(hookspecs)
         for name in _disabled():
             self.pm.set_blocked(name)
-        self.pm.register(_builtin, name=BUILTIN_NAME)
+        self.pm.register(builtin, name=BUILTIN_NAME)
         if load_entry_points:
             self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         self.check_pending()

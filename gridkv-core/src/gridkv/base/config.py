@@ -1,7 +1,7 @@
-"""Loading :class:`~gridkv.options.Options` from JSON, YAML or TOML.
+"""Loading :class:`~gridkv.base.options.Options` from JSON, YAML or TOML.
 
 Whatever it is given, :func:`load_config` returns options or raises
-:class:`~gridkv.errors.ConfigError`, and does so quickly: the text it reads is bounded in size,
+:class:`~gridkv.base.errors.ConfigError`, and does so quickly: the text it reads is bounded in size,
 the data parsed from it in nesting depth and in values (a YAML alias counts each time it is
 used, so an alias "billion laughs" is refused instead of expanded), and the parsers' own
 failures (recursion limits, integers too long to convert, impossible dates) become
@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from gridkv._repr import shown
-from gridkv.errors import ConfigError
-from gridkv.options import Options
+from gridkv.base._repr import shown
+from gridkv.base.errors import ConfigError
+from gridkv.base.options import Options
 
 __all__ = ["load_config", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH", "MAX_CONFIG_VALUES"]
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gridkv.options import LogOptions
+from gridkv.base.options import LogOptions
 
 __all__ = [
     "configure_logging",

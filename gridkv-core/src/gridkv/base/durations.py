@@ -6,7 +6,7 @@ import math
 import re
 from datetime import timedelta
 
-from gridkv._repr import shown
+from gridkv.base._repr import shown
 
 __all__ = ["parse_duration", "format_duration"]
 

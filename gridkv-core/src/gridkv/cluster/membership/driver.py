@@ -1,4 +1,4 @@
-"""The asyncio driver of :class:`~gridkv.membership.swim.Swim`: the built-in "swim" membership.
+"""The asyncio driver of :class:`~gridkv.cluster.membership.swim.Swim`: the "swim" membership.
 
 The driver owns no protocol logic. It feeds the state machine the messages the node receives
 and the loop's clock, sends what the machine returns (one-way sends through one sender task,
@@ -15,10 +15,11 @@ import random
 from collections import deque
 from typing import TYPE_CHECKING
 
-from gridkv.errors import GridKVError, NotReady
-from gridkv.log import LOGGER_NAME
-from gridkv.membership.separation import SeparationWatch
-from gridkv.membership.swim import (
+from gridkv.base.errors import GridKVError, NotReady
+from gridkv.base.log import LOGGER_NAME
+from gridkv.cluster.membership.base import MemberInfo
+from gridkv.cluster.membership.separation import SeparationWatch
+from gridkv.cluster.membership.swim import (
     ALIVE,
     SUSPECT,
     Output,
@@ -27,7 +28,6 @@ from gridkv.membership.swim import (
     SwimConfig,
     Sync,
 )
-from gridkv.stats import MemberInfo
 from gridkv.wire.messages import Message, PushPull, PushPullReply
 
 if TYPE_CHECKING:
@@ -383,7 +383,7 @@ class SwimMembership:
     def _check_separation(self) -> None:
         """Drop what this node held before a separation so long that the cluster forgot it.
 
-        See :mod:`gridkv.membership.separation`: when members silent for longer than about
+        See :mod:`gridkv.cluster.membership.separation`: when members silent for longer than about
         ``dead_retention`` are back and outnumber this node's side, this node drops the
         entries older than its last contact with them (``node.on_forgotten``).
         """

@@ -1,8 +1,8 @@
 """SWIM with Lifeguard, written sans-I/O.
 
 :class:`Swim` is a state machine: it takes messages and the current time and returns what to
-send; it never reads a clock, sleeps or touches a socket. :mod:`gridkv.membership.driver` runs
-it on an event loop. What it implements:
+send; it never reads a clock, sleeps or touches a socket. The driver
+(:mod:`gridkv.cluster.membership.driver`) runs it on an event loop. What it implements:
 
 SWIM (Das, Gupta and Motivala, 2002)
     * A probe each period to the next member of a shuffled round-robin list (every member is
@@ -52,7 +52,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gridkv.options import Options
+from gridkv.base.options import Options
 from gridkv.wire.messages import (
     MemberRecord,
     Message,

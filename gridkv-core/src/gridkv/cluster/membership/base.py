@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from gridkv.stats import MemberInfo
 from gridkv.wire.messages import Message
 
 if TYPE_CHECKING:
     from gridkv.node import Node
 
-__all__ = ["Membership", "MembershipFactory"]
+__all__ = ["Membership", "MembershipFactory", "MemberInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """One member in this node's view.
+
+    :ivar node_id: the member's id.
+    :ivar address: where it is reached.
+    :ivar state: "alive", "suspect", "dead" or "left".
+    :ivar incarnation: the member's incarnation number (raised to refute suspicion).
+    """
+
+    node_id: str
+    address: str
+    state: str
+    incarnation: int
 
 
 @runtime_checkable

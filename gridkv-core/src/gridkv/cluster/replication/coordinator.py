@@ -11,7 +11,7 @@ the consistency level:
     the first replica's acknowledgement.
 ``quorum`` / ``all``
     ``replica_count // 2 + 1`` / ``replica_count`` acknowledgements (the local write counts)
-    within ``replication_timeout``, or :class:`~gridkv.errors.QuorumNotReached`. Sends to the
+    within ``replication_timeout``, or :class:`~gridkv.base.errors.QuorumNotReached`. Sends to the
     remaining replicas go on in the background.
 
 An acknowledgement means stored: a replica answers every entry of a batch with an outcome
@@ -36,7 +36,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from gridkv.errors import (
+from gridkv.base.errors import (
     ClockDriftExceeded,
     GridKVError,
     MemoryLimitExceeded,
@@ -44,8 +44,8 @@ from gridkv.errors import (
     ProtocolError,
     QuorumNotReached,
 )
-from gridkv.hotcache import HotCache
-from gridkv.log import LOGGER_NAME, RateLimitedLog
+from gridkv.base.log import LOGGER_NAME, RateLimitedLog
+from gridkv.cluster.replication.hotcache import HotCache
 from gridkv.storage.base import Entry, key_hash, merge
 from gridkv.wire.budget import entry_size, message_budget
 from gridkv.wire.messages import (

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gridkv.hookspecs import hookimpl
+from gridkv.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from gridkv.membership.base import Membership
+    from gridkv.base.options import Options
+    from gridkv.cluster.membership.base import Membership
     from gridkv.node import Node
-    from gridkv.options import Options
     from gridkv.storage.base import Storage, StorageFactory
     from gridkv.transport.base import Transport, TransportFactory
 
@@ -22,7 +22,7 @@ def _memory_transport(options: Options) -> Transport:
 
 
 def _swim(node: Node) -> Membership:
-    from gridkv.membership.driver import SwimMembership
+    from gridkv.cluster.membership.driver import SwimMembership
 
     return SwimMembership(node)
 
@@ -51,19 +51,23 @@ def _no_auth(options: Options) -> _NoAuthentication:
 
 @hookimpl
 def gridkv_register_transports(register: Callable[[str, TransportFactory], None]) -> None:
+    """The in-process "memory" transport."""
     register("memory", _memory_transport)
 
 
 @hookimpl
 def gridkv_register_storage(register: Callable[[str, StorageFactory], None]) -> None:
+    """The sharded in-memory storage backend "memory"."""
     register("memory", _memory_storage)
 
 
 @hookimpl
 def gridkv_register_authenticators(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """The "none" authenticator of ``disable_auth = True``."""
     register("none", _no_auth)
 
 
 @hookimpl
 def gridkv_register_membership(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """SWIM with Lifeguard, "swim"."""
     register("swim", _swim)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from gridkv.errors import ClockDriftExceeded
+from gridkv.base.errors import ClockDriftExceeded
 
 __all__ = [
     "HLC",

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from gridkv.cluster.membership.base import MemberInfo
 from gridkv.storage.base import StorageStats
 from gridkv.transport.base import TransportStats
 
@@ -13,22 +14,6 @@ __all__ = ["Stats", "ClusterStats", "MemberInfo", "NetworkStats", "StorageStats"
 
 #: The network figures are the transport's counters.
 NetworkStats = TransportStats
-
-
-@dataclass(frozen=True, slots=True)
-class MemberInfo:
-    """One member in this node's view.
-
-    :ivar node_id: the member's id.
-    :ivar address: where it is reached.
-    :ivar state: "alive", "suspect", "dead" or "left".
-    :ivar incarnation: the member's incarnation number (raised to refute suspicion).
-    """
-
-    node_id: str
-    address: str
-    state: str
-    incarnation: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ left from an older view) is given to its current replicas and dropped the same w
 that fails (a new replica unreachable, or not yet seeing itself as a replica) is tried again
 until it succeeds or ``handoff_timeout`` has passed since it began; then a partition this node
 no longer replicates is dropped with whatever could not be given. That bound is what lets
-tombstones be collected safely: see :mod:`gridkv.tombstones`.
+tombstones be collected safely: see :mod:`gridkv.cluster.replication.tombstones`.
 
 Entries travel in replication batches cut to the message budget; the giver then tells each
 new replica that the partition is complete (:class:`~gridkv.wire.messages.HandoffDone`). Until
@@ -32,9 +32,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gridkv.errors import GridKVError
-from gridkv.log import LOGGER_NAME
-from gridkv.ring import PartitionTable
+from gridkv.base.errors import GridKVError
+from gridkv.base.log import LOGGER_NAME
+from gridkv.cluster.ring import PartitionTable
 from gridkv.storage.base import Entry
 from gridkv.wire.budget import MAX_ITEMS_PER_MESSAGE, entry_size, message_budget
 from gridkv.wire.messages import HELD, STORED, BatchAck, DigestReply, DigestSync, HandoffDone

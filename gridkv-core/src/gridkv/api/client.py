@@ -50,7 +50,7 @@ from typing import Any, Self, TypeVar
 
 import xxhash
 
-from gridkv.errors import (
+from gridkv.base.errors import (
     EmptyKey,
     GridKVError,
     InvalidArgument,
@@ -64,12 +64,12 @@ from gridkv.errors import (
     ShuttingDown,
     ValueTooLarge,
 )
-from gridkv.eventloop import new_event_loop
-from gridkv.log import LOGGER_NAME
+from gridkv.base.eventloop import new_event_loop
+from gridkv.base.log import LOGGER_NAME
+from gridkv.base.options import CONSISTENCY_LEVELS, Options
 from gridkv.node import Node
-from gridkv.options import CONSISTENCY_LEVELS, Options
+from gridkv.node.stats import Stats
 from gridkv.plugins import Plugins
-from gridkv.stats import Stats
 from gridkv.storage.base import Entry, Storage
 from gridkv.transport.base import Transport
 

@@ -2,7 +2,7 @@
 
 A :class:`Node` is what every GridKV instance runs. It builds its storage and transport from
 the plugins the options name, keeps the hybrid logical clock and the partition table, answers
-peers' messages, and runs the background expiry sweep. The public API in :mod:`gridkv.client`
+peers' messages, and runs the background expiry sweep. The public API in :mod:`gridkv.api.client`
 is a thin layer over it.
 
 Start order: storage (built at construction), transport, membership (which joins through the
@@ -26,9 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
 from typing import Literal
 
-from gridkv.antientropy import AntiEntropy
-from gridkv.coordinator import Coordinator
-from gridkv.errors import (
+from gridkv.base.errors import (
     ClockDriftExceeded,
     ConfigError,
     GridKVError,
@@ -37,14 +35,16 @@ from gridkv.errors import (
     ProtocolError,
     ShuttingDown,
 )
-from gridkv.handoff import Handoff
-from gridkv.hlc import HLC
-from gridkv.log import LOGGER_NAME, RateLimitedLog, configure_logging
-from gridkv.membership.base import Membership
-from gridkv.options import Options
+from gridkv.base.hlc import HLC
+from gridkv.base.log import LOGGER_NAME, RateLimitedLog, configure_logging
+from gridkv.base.options import Options
+from gridkv.cluster.antientropy.driver import AntiEntropy
+from gridkv.cluster.handoff.driver import Handoff
+from gridkv.cluster.membership.base import Membership
+from gridkv.cluster.replication.coordinator import Coordinator
+from gridkv.cluster.ring import PartitionTable
+from gridkv.node.stats import ClusterStats, MemberInfo, Stats
 from gridkv.plugins import Plugins, get_plugins
-from gridkv.ring import PartitionTable
-from gridkv.stats import ClusterStats, MemberInfo, Stats
 from gridkv.storage.base import Entry, Storage
 from gridkv.transport.base import Transport
 from gridkv.wire import codec
@@ -83,7 +83,7 @@ _DATA_TYPES = (ReplicateBatch, DigestSync, BucketSync, KeySync, HandoffDone)
 #: Messages that push what a node already held (anti-entropy, handoff): refused also from a
 #: sender this view does not know. A node back from a separation longer than dead_retention
 #: (both sides forgot each other) first drops what it held from before, on its first contact
-#: with this side (gridkv.membership.separation); until this side knows it again, what it
+#: with this side (gridkv.cluster.membership.separation); until this side knows it again, what it
 #: sends in the meantime (a round begun under its old view) is refused.
 _BULK_TYPES = (DigestSync, BucketSync, KeySync, HandoffDone)
 
@@ -393,7 +393,7 @@ class Node:
     def sweep(self) -> int:
         """Remove expired values, and the tombstones the rules let go; return how many.
 
-        See :mod:`gridkv.tombstones` for when a tombstone may be collected.
+        See :mod:`gridkv.cluster.replication.tombstones` for when a tombstone may be collected.
         """
         table = self.ensure_table()
         me = self.node_id

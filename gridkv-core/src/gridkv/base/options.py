@@ -3,7 +3,7 @@
 Field names are the snake_case keys of GridKV's JSON configuration, so a configuration file
 written for GridKV loads unchanged through :func:`gridkv.load_config`. Every field is checked
 when an options object is built, whether from keyword arguments or from a file: an unknown key
-or a bad value raises :class:`~gridkv.errors.ConfigError` naming the key (``network.timeout``)
+or a bad value raises :class:`~gridkv.base.errors.ConfigError` naming the key (``network.timeout``)
 and the value. Durations accept Go-style strings ("250ms", "5m", "1h30m"), numbers of seconds or
 :class:`~datetime.timedelta` and are stored as float seconds.
 
@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
-from gridkv._repr import shown
-from gridkv.durations import parse_duration
-from gridkv.errors import ConfigError
+from gridkv.base._repr import shown
+from gridkv.base.durations import parse_duration
+from gridkv.base.errors import ConfigError
 
 __all__ = [
     "Options",

@@ -1,0 +1,1 @@
+"""Anti-entropy: co-replicas compare digests and exchange what differs."""

@@ -1,0 +1,1 @@
+"""Handoff: partitions move to their new replicas when the view changes."""
