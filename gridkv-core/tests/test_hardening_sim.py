@@ -140,7 +140,7 @@ def test_entries_for_a_partition_the_receiver_does_not_replicate_or_misfiled_are
                 (owner, wrong, WRONG_PARTITION if owner in owners_of_p(sim, wrong) else None),
                 (owner, partition, STORED),
             ):
-                reply = await sender.request(
+                reply = await sender.messaging.request(
                     sim.address_of(target), ReplicateBatch("n0", [(part, entry)])
                 )
                 assert isinstance(reply, BatchAck)
@@ -184,7 +184,7 @@ def test_a_write_that_reaches_a_former_replica_is_refused_not_acknowledged_and_s
                 f"late{i}" for i in range(10_000) if partition_of(sim, f"late{i}") == partition
             )
             entry = Entry(key, b"late", sim.nodes["n0"].hlc.now(), "stale-coordinator")
-            reply = await sim.nodes["n0"].request(
+            reply = await sim.nodes["n0"].messaging.request(
                 sim.address_of(giver), ReplicateBatch("n0", [(partition, entry)])
             )
             assert isinstance(reply, BatchAck)
@@ -341,7 +341,7 @@ def test_a_flood_of_made_up_members_in_one_push_pull_is_bounded_and_cleared_in_s
                 MemberRecord(f"fake-{i}", f"fake-{i}:1", 1, 0, f"fake-{i}") for i in range(1000)
             ]
             attacker = sim.nodes["n0"]
-            await attacker.request(
+            await attacker.messaging.request(
                 sim.address_of("n1"), PushPull("attacker", "attacker:1", False, fakes)
             )
             assert len([m for m in sim.view("n1") if m.startswith("fake-")]) == (
@@ -374,9 +374,11 @@ def test_data_from_a_member_held_dead_is_refused_until_it_rejoins() -> None:
             partition = partition_of(sim, "stale")
             sim.heal()
             with pytest.raises(GridKVError, match="holds 'n2' dead"):
-                await n2.request(sim.address_of("n0"), ReplicateBatch("n2", [(partition, entry)]))
+                await n2.messaging.request(
+                    sim.address_of("n0"), ReplicateBatch("n2", [(partition, entry)])
+                )
             await sim.wait_until(lambda: sim.all_see("n2", "alive", ["n0", "n1"]), timeout=10)
-            reply = await n2.request(
+            reply = await n2.messaging.request(
                 sim.address_of("n0"), ReplicateBatch("n2", [(partition, entry)])
             )
             assert isinstance(reply, BatchAck)

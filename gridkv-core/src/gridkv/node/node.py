@@ -1,9 +1,11 @@
-"""The node: owns the components, their start and stop order, and routes inbound messages.
+"""The node: owns the components, wires them, and runs their start and stop order.
 
-A :class:`Node` is what every GridKV instance runs. It builds its storage and transport from
-the plugins the options name, keeps the hybrid logical clock and the partition table, answers
-peers' messages, and runs the background expiry sweep. The public API in :mod:`gridkv.api.client`
-is a thin layer over it.
+A :class:`Node` is what every GridKV instance runs. It builds its storage, transport and
+authenticator from the plugins the options name, keeps the hybrid logical clock and the
+partition table, hands each cluster component the narrow context it uses
+(:class:`~gridkv.cluster.context.ClusterContext`), routes what peers send through
+:class:`~gridkv.node.router.Router`, and runs the expiry sweep and the clock sync after a
+join. The public API in :mod:`gridkv.api` is a thin layer over it.
 
 Start order: storage (built at construction), transport, membership (which joins through the
 seeds in the background, after which the node adopts its peers' clocks), sweep task,
@@ -20,9 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Literal
 
@@ -31,36 +32,25 @@ from gridkv.base.errors import (
     ConfigError,
     GridKVError,
     NotReady,
-    PeerUnavailable,
-    ProtocolError,
     ShuttingDown,
 )
 from gridkv.base.hlc import HLC
-from gridkv.base.log import LOGGER_NAME, RateLimitedLog, configure_logging
+from gridkv.base.log import LOGGER_NAME, configure_logging
 from gridkv.base.options import Options
 from gridkv.cluster.antientropy.driver import AntiEntropy
+from gridkv.cluster.context import ClusterContext, MembershipContext
 from gridkv.cluster.handoff.driver import Handoff
 from gridkv.cluster.membership.base import Membership
+from gridkv.cluster.partitions import Partitions
 from gridkv.cluster.replication.coordinator import Coordinator
 from gridkv.cluster.ring import PartitionTable
+from gridkv.node.messaging import MessagingPort
+from gridkv.node.router import Router
 from gridkv.node.stats import ClusterStats, MemberInfo, Stats
 from gridkv.plugins import Plugins, get_plugins
 from gridkv.storage.base import Entry, Storage
 from gridkv.transport.base import Transport
-from gridkv.wire import codec
-from gridkv.wire.messages import (
-    MEMBERSHIP_TYPES,
-    BucketSync,
-    DigestSync,
-    ErrorReply,
-    GetRequest,
-    HandoffDone,
-    KeySync,
-    Message,
-    Ping,
-    Pong,
-    ReplicateBatch,
-)
+from gridkv.wire.messages import Ping, Pong
 
 __all__ = ["Node", "NodeState", "version"]
 
@@ -76,16 +66,6 @@ _STOP_GRACE = 1.0
 #: Members asked for their clock at once after a join, and rounds of asking until one answers.
 _CLOCK_SYNC_CONCURRENCY = 64
 _CLOCK_SYNC_ROUNDS = 3
-#: Messages that carry or compare data: refused from a sender this node holds dead, which has
-#: to learn that (and refute) before it may write here. (A member that left gracefully hands
-#: its partitions over after announcing the leave, so "left" is accepted.)
-_DATA_TYPES = (ReplicateBatch, DigestSync, BucketSync, KeySync, HandoffDone)
-#: Messages that push what a node already held (anti-entropy, handoff): refused also from a
-#: sender this view does not know. A node back from a separation longer than dead_retention
-#: (both sides forgot each other) first drops what it held from before, on its first contact
-#: with this side (gridkv.cluster.membership.separation); until this side knows it again, what it
-#: sends in the meantime (a round begun under its old view) is refused.
-_BULK_TYPES = (DigestSync, BucketSync, KeySync, HandoffDone)
 
 
 def version() -> str:
@@ -138,22 +118,58 @@ class Node:
         )
         self._clock = clock
         self.hlc = HLC(clock, options.max_clock_drift)
-        self._table_lock = threading.Lock()
-        self._table_stale = False
-        self.table = PartitionTable.build(
-            [self.node_id], options.partition_count, options.replica_count, options.virtual_nodes
+        #: Messages to and from other nodes, through the authenticator.
+        self.messaging = MessagingPort(
+            self.transport, self.authenticator, options.network.max_frame_bytes
         )
-        #: ``owned[p]`` is 1 when this node is a replica of partition ``p``.
-        self.owned = self.table.owned_mask(self.node_id)
         self.membership: Membership = self.plugins.membership_protocol(options.membership.protocol)(
-            self
+            MembershipContext(
+                node_id=self.node_id,
+                options=options,
+                messaging=self.messaging,
+                clock=clock,
+                rng_seed=rng_seed,
+                local_address=lambda: self.transport.local_address,
+                on_member_change=self.on_member_change,
+                on_forgotten=self.on_forgotten,
+            )
+        )
+        #: The partition table of the current view.
+        self.partitions = Partitions(
+            self.node_id,
+            options,
+            self.membership.live_ids,
+            lambda old, new: self.handoff.table_changed(old, new),
+            self.refresh_local_reads,
+        )
+        context = ClusterContext(
+            node_id=self.node_id,
+            options=options,
+            messaging=self.messaging,
+            storage=self.storage,
+            hlc=self.hlc,
+            partitions=self.partitions,
+            membership=self.membership,
+            clock=clock,
+            loop=lambda: self.loop,
+            accepting=lambda: self.running,
         )
         #: Routes reads and writes to the partition's replicas.
-        self.coordinator = Coordinator(self)
+        self.coordinator = Coordinator(context, lambda p: self.handoff.waiting_on(p))
         #: Compares partitions with co-replicas and repairs differences.
-        self.anti_entropy = AntiEntropy(self)
+        self.anti_entropy = AntiEntropy(context, self.coordinator)
         #: Moves partitions to their new replicas when the view changes.
-        self.handoff = Handoff(self)
+        self.handoff = Handoff(context, self.coordinator, self.refresh_local_reads)
+        #: Hands what peers send to the components.
+        self.router = Router(
+            self.node_id,
+            self.messaging,
+            self.membership,
+            self.coordinator,
+            self.anti_entropy,
+            self.handoff,
+            self.hlc,
+        )
         #: ``local_reads[p]`` is 1 when a default-level read of partition ``p`` may be served
         #: from local storage on the caller's thread: the node runs, holds ``p``, and the
         #: default consistency is "one". All zeros otherwise; the API's fast path reads it.
@@ -168,9 +184,6 @@ class Node:
             self._clock_synced.set()
         #: Loop time of the last change in the membership view.
         self.view_changed_at = 0.0
-        self._errors = RateLimitedLog(log)
-        #: Frames from peers that did not decode (each answered with a ProtocolError).
-        self.malformed_frames = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -206,9 +219,7 @@ class Node:
         self.loop = asyncio.get_running_loop()
         configure_logging(self.options.log)
         try:
-            await self.transport.start(
-                self._on_frame, getattr(self.authenticator, "handshake", None)
-            )
+            await self.transport.start(self.router.on_frame, self.authenticator.handshake)
             await self.membership.start()
         except BaseException:
             self.state = "closed"
@@ -262,8 +273,7 @@ class Node:
             # their views no longer count it, and this node keeps serving reads meanwhile.
             with contextlib.suppress(Exception):
                 await self.membership.leave(min(left(), 4 * self.options.gossip_interval))
-            with self._table_lock:
-                self._table_stale = True  # this node's own view no longer counts it
+            self.partitions.mark_stale()  # this node's own view no longer counts it
             with contextlib.suppress(Exception):
                 await self.handoff.leave(left())
         await self._stop(max(left(), _STOP_GRACE))
@@ -303,15 +313,16 @@ class Node:
 
         Any thread may call it.
         """
-        with self._table_lock:
+        partitions = self.partitions
+        with partitions.lock:
             if (
                 self.running
-                and not self._table_stale
+                and not partitions.stale
                 and self.options.consistency == "one"
                 and self.membership.joined
                 and self.clock_synced
             ):
-                reads = bytearray(self.owned)
+                reads = bytearray(partitions.owned)
                 for partition in self.handoff.receiving:
                     reads[partition] = 0  # a miss here may not be a miss: ask the old owners
                 self.local_reads = reads
@@ -323,8 +334,8 @@ class Node:
 
         Marks the partition table stale and tells the plugins.
         """
-        with self._table_lock:
-            self._table_stale = True
+        with self.partitions.lock:
+            self.partitions.stale = True
             self.local_reads = bytearray(self.options.partition_count)
         if self.loop is not None:
             self.view_changed_at = self.loop.time()
@@ -353,21 +364,17 @@ class Node:
 
     def ensure_table(self) -> PartitionTable:
         """The partition table for the current view, rebuilt first if the view changed."""
-        if not self._table_stale:
-            return self.table
-        with self._table_lock:
-            if self._table_stale:
-                self._table_stale = False
-                live = self.membership.live_ids()
-                opts = self.options
-                table = PartitionTable.build(
-                    live, opts.partition_count, opts.replica_count, opts.virtual_nodes
-                )
-                self.handoff.table_changed(self.table, table)
-                self.table = table
-                self.owned = table.owned_mask(self.node_id)
-        self.refresh_local_reads()
-        return self.table
+        return self.partitions.ensure_table()
+
+    @property
+    def table(self) -> PartitionTable:
+        """The partition table of the last rebuild (:meth:`ensure_table` brings it up to date)."""
+        return self.partitions.table
+
+    @property
+    def owned(self) -> bytearray:
+        """``owned[p]`` is 1 when this node is a replica of partition ``p``."""
+        return self.partitions.owned
 
     def _spawn(self, coro: object, what: str) -> None:
         assert self.loop is not None
@@ -425,7 +432,7 @@ class Node:
                 return False
             async with gate:
                 try:
-                    reply = await self.request(address, Ping(0, self.node_id), timeout)
+                    reply = await self.messaging.request(address, Ping(0, self.node_id), timeout)
                 except GridKVError:
                     return False
             if not isinstance(reply, Pong):
@@ -534,139 +541,7 @@ class Node:
 
     def holds(self, partition: int) -> bool:
         """Whether this node is one of ``partition``'s replicas in the current view."""
-        self.ensure_table()
-        return bool(self.owned[partition])
-
-    # -- messages ------------------------------------------------------------------------
-
-    async def request(
-        self, address: str, message: Message, timeout: float | None = None
-    ) -> Message:
-        """Send ``message`` to ``address`` and return the decoded answer.
-
-        :raises PeerUnavailable: unreachable, or the peer answered with an error.
-        :raises PeerTimeout: no answer in time.
-        :raises ProtocolError: the answer is malformed.
-        """
-        max_frame = self.options.network.max_frame_bytes
-        payload = self.authenticator.wrap(codec.encode(message, max_frame))
-        answer = await self.transport.request(address, payload, timeout)
-        reply = codec.decode(self.authenticator.unwrap(address, answer), max_frame)
-        if isinstance(reply, ErrorReply):
-            raise PeerUnavailable(f"{address!r} answered {reply.code}: {reply.message}")
-        return reply
-
-    async def send(self, address: str, message: Message) -> None:
-        """Send ``message`` one way to ``address`` (no answer, delivery not confirmed).
-
-        :raises PeerUnavailable: the peer is known to be unreachable.
-        """
-        max_frame = self.options.network.max_frame_bytes
-        await self.transport.send(
-            address, self.authenticator.wrap(codec.encode(message, max_frame))
-        )
-
-    def _on_frame(self, peer: str, payload: bytes) -> bytes | Awaitable[bytes | None] | None:
-        """The transport's handler: decode, dispatch, encode the answer.
-
-        Most messages are answered at once; a read that has to ask former replicas answers
-        with an awaitable (see :data:`gridkv.transport.Handler`).
-        """
-        max_frame = self.options.network.max_frame_bytes
-        try:
-            message = codec.decode(self.authenticator.unwrap(peer, payload), max_frame)
-        except ProtocolError as exc:
-            self.malformed_frames += 1
-            self._errors.log(
-                logging.WARNING,
-                "malformed frame",
-                "dropped a malformed frame",
-                peer=peer,
-                error=str(exc),
-                node_id=self.node_id,
-            )
-            return codec.encode(ErrorReply("ProtocolError", str(exc)))
-        answer: Message | None
-        try:
-            if isinstance(message, GetRequest):
-                got = self.coordinator.on_get(message)
-                if not isinstance(got, Message):
-                    return self._answer_later(peer, message, got)
-                answer = got
-            else:
-                answer = self._dispatch(peer, message)
-        except Exception as exc:
-            answer = self._error_reply(peer, message, exc)
-        return self._encode_answer(answer)
-
-    async def _answer_later(
-        self, peer: str, message: Message, pending: Awaitable[Message]
-    ) -> bytes | None:
-        try:
-            answer: Message | None = await pending
-        except Exception as exc:
-            answer = self._error_reply(peer, message, exc)
-        return self._encode_answer(answer)
-
-    def _error_reply(self, peer: str, message: Message, exc: Exception) -> ErrorReply:
-        if isinstance(exc, GridKVError):
-            return ErrorReply(type(exc).__name__, str(exc))
-        # A bug here must not leave the peer waiting in silence.
-        kind = type(message).__name__
-        self._errors.log(
-            logging.ERROR,
-            f"handler failed: {kind}",
-            f"failed to handle a {kind} message: {type(exc).__name__}: {exc}",
-            exc_info=exc,
-            peer=peer,
-            node_id=self.node_id,
-        )
-        return ErrorReply("InternalError", f"{type(exc).__name__}: {exc}")
-
-    def _encode_answer(self, answer: Message | None) -> bytes | None:
-        if answer is None:
-            return None
-        framed: bytes = self.authenticator.wrap(
-            codec.encode(answer, self.options.network.max_frame_bytes)
-        )
-        return framed
-
-    def _refuse_data(
-        self, message: ReplicateBatch | DigestSync | BucketSync | KeySync | HandoffDone
-    ) -> ErrorReply | None:
-        """The refusal of data from a sender that may not give it yet, or ``None``."""
-        sender = message.sender
-        state = self.membership.state_of(sender)
-        if state == "dead":
-            why = "dead; it must rejoin (refute) before its data is taken"
-        elif isinstance(message, _BULK_TYPES) and state is None:
-            why = "unknown; it must join before it pushes what it holds"
-        else:
-            return None
-        return ErrorReply("PeerUnavailable", f"node {self.node_id!r} holds {sender!r} {why}")
-
-    def _dispatch(self, peer: str, message: Message) -> Message | None:
-        if isinstance(message, MEMBERSHIP_TYPES):
-            return self.membership.handle(peer, message)
-        if isinstance(message, _DATA_TYPES):
-            refused = self._refuse_data(message)
-            if refused is not None:
-                return refused
-        if isinstance(message, ReplicateBatch):
-            return self.coordinator.on_batch(message)
-        if isinstance(message, DigestSync):
-            return self.anti_entropy.on_digests(message)
-        if isinstance(message, BucketSync):
-            return self.anti_entropy.on_buckets(message)
-        if isinstance(message, KeySync):
-            return self.anti_entropy.on_keys(message)
-        if isinstance(message, HandoffDone):
-            return self.handoff.on_done(message)
-        if isinstance(message, Ping):
-            return Pong(message.seq, self.node_id, self.hlc.now())
-        return ErrorReply(
-            "ProtocolError", f"{type(message).__name__} is not handled by this node version"
-        )
+        return self.partitions.holds(partition)
 
     # -- figures -------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from gridkv.cluster.membership.base import MemberInfo
+from gridkv.cluster.context import MemberInfo
 from gridkv.storage.base import StorageStats
 from gridkv.transport.base import TransportStats
 

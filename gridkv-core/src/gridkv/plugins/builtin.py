@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gridkv.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from gridkv.base.options import Options
-    from gridkv.cluster.membership.base import Membership
-    from gridkv.node import Node
+    from gridkv.cluster.context import MembershipContext
+    from gridkv.cluster.membership.base import Membership, MembershipFactory
+    from gridkv.security.base import Authenticator, AuthenticatorFactory
     from gridkv.storage.base import Storage, StorageFactory
     from gridkv.transport.base import Transport, TransportFactory
 
@@ -21,10 +22,10 @@ def _memory_transport(options: Options) -> Transport:
     return MemoryTransport.from_options(options)
 
 
-def _swim(node: Node) -> Membership:
+def _swim(ctx: MembershipContext) -> Membership:
     from gridkv.cluster.membership.driver import SwimMembership
 
-    return SwimMembership(node)
+    return SwimMembership(ctx)
 
 
 def _memory_storage(options: Options, *, clock: Callable[[], float]) -> Storage:
@@ -33,20 +34,10 @@ def _memory_storage(options: Options, *, clock: Callable[[], float]) -> Storage:
     return MemoryStorage.from_options(options, clock=clock)
 
 
-class _NoAuthentication:
-    """The authenticator of ``disable_auth = True``: accepts every peer, signs nothing."""
+def _no_auth(options: Options) -> Authenticator:
+    from gridkv.security.none import NoAuthentication
 
-    name = "none"
-
-    def wrap(self, payload: bytes) -> bytes:
-        return payload
-
-    def unwrap(self, peer: str, payload: bytes) -> bytes:
-        return payload
-
-
-def _no_auth(options: Options) -> _NoAuthentication:
-    return _NoAuthentication()
+    return NoAuthentication.from_options(options)
 
 
 @hookimpl
@@ -62,12 +53,14 @@ def gridkv_register_storage(register: Callable[[str, StorageFactory], None]) -> 
 
 
 @hookimpl
-def gridkv_register_authenticators(register: Callable[[str, Callable[..., Any]], None]) -> None:
+def gridkv_register_authenticators(
+    register: Callable[[str, AuthenticatorFactory], None],
+) -> None:
     """The "none" authenticator of ``disable_auth = True``."""
     register("none", _no_auth)
 
 
 @hookimpl
-def gridkv_register_membership(register: Callable[[str, Callable[..., Any]], None]) -> None:
+def gridkv_register_membership(register: Callable[[str, MembershipFactory], None]) -> None:
     """SWIM with Lifeguard, "swim"."""
     register("swim", _swim)

@@ -20,17 +20,20 @@ cannot break a start, a close or membership. They cannot be wrappers (``wrapper=
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
 if TYPE_CHECKING:
-    from gridkv.node import Node
+    from gridkv.base.options import Options
+    from gridkv.cluster.membership.base import MemberInfo, MembershipFactory
+    from gridkv.security.base import AuthenticatorFactory
     from gridkv.storage.base import StorageFactory
     from gridkv.transport.base import TransportFactory
 
 __all__ = [
     "PROJECT_NAME",
+    "NodeHandle",
     "hookspec",
     "hookimpl",
     "gridkv_register_transports",
@@ -45,6 +48,21 @@ __all__ = [
 PROJECT_NAME = "gridkv"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+class NodeHandle(Protocol):
+    """What lifecycle hooks receive: the node, as far as a plugin should use it."""
+
+    @property
+    def node_id(self) -> str:
+        """The node's id."""
+
+    @property
+    def options(self) -> Options:
+        """The node's options."""
+
+    def stats(self) -> Any:
+        """A snapshot of the node's figures (a :class:`gridkv.Stats`)."""
 
 
 # -- registration: called once, when the plugin manager loads ---------------------------------
@@ -76,7 +94,9 @@ def gridkv_register_storage(register: Callable[[str, StorageFactory], None]) -> 
 
 
 @hookspec
-def gridkv_register_authenticators(register: Callable[[str, Callable[..., Any]], None]) -> None:
+def gridkv_register_authenticators(
+    register: Callable[[str, AuthenticatorFactory], None],
+) -> None:
     """Register peer authenticators.
 
     Call ``register(name, factory)``. The built-in ``"none"`` authenticator is what
@@ -87,7 +107,7 @@ def gridkv_register_authenticators(register: Callable[[str, Callable[..., Any]],
 
 
 @hookspec
-def gridkv_register_membership(register: Callable[[str, Callable[..., Any]], None]) -> None:
+def gridkv_register_membership(register: Callable[[str, MembershipFactory], None]) -> None:
     """Register membership protocols (failure detection and dissemination).
 
     Call ``register(name, factory)``; ``factory(node)`` returns an unstarted object
@@ -102,7 +122,7 @@ def gridkv_register_membership(register: Callable[[str, Callable[..., Any]], Non
 
 
 @hookspec
-def gridkv_node_started(node: Node) -> None:
+def gridkv_node_started(node: NodeHandle) -> None:
     """Called once a node has started (transport listening, storage open).
 
     An exception is logged and goes no further: the node is started either way.
@@ -112,7 +132,7 @@ def gridkv_node_started(node: Node) -> None:
 
 
 @hookspec
-def gridkv_node_stopping(node: Node) -> None:
+def gridkv_node_stopping(node: NodeHandle) -> None:
     """Called when a node begins to close, before its transport stops.
 
     An exception is logged and goes no further: the close carries on.
@@ -122,7 +142,7 @@ def gridkv_node_stopping(node: Node) -> None:
 
 
 @hookspec
-def gridkv_member_changed(node: Node, member: Any, old: str | None, new: str) -> None:
+def gridkv_member_changed(node: NodeHandle, member: MemberInfo, old: str | None, new: str) -> None:
     """Called on every change of a member's state in this node's view.
 
     An exception is logged and goes no further: the change is applied and the other plugins

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
@@ -27,7 +27,9 @@ from gridkv.base.log import LOGGER_NAME
 from gridkv.plugins import builtin, hookspecs
 
 if TYPE_CHECKING:
-    from gridkv.node import Node
+    from gridkv.cluster.membership.base import MemberInfo, MembershipFactory
+    from gridkv.plugins.hookspecs import NodeHandle
+    from gridkv.security.base import AuthenticatorFactory
     from gridkv.storage.base import StorageFactory
     from gridkv.transport.base import TransportFactory
 
@@ -148,11 +150,11 @@ class Plugins:
         """Storage factories by name."""
         return self._collect("gridkv_register_storage")
 
-    def authenticators(self) -> Mapping[str, Callable[..., Any]]:
+    def authenticators(self) -> Mapping[str, AuthenticatorFactory]:
         """Authenticator factories by name."""
         return self._collect("gridkv_register_authenticators")
 
-    def membership(self) -> Mapping[str, Callable[..., Any]]:
+    def membership(self) -> Mapping[str, MembershipFactory]:
         """Membership protocol factories by name."""
         return self._collect("gridkv_register_membership")
 
@@ -170,14 +172,14 @@ class Plugins:
         """
         return _pick(self.storage_backends(), "storage", name, "storage.backend")
 
-    def authenticator(self, name: str) -> Callable[..., Any]:
+    def authenticator(self, name: str) -> AuthenticatorFactory:
         """The factory of authenticator ``name``.
 
         :raises BackendNotInstalled: naming the distribution to install.
         """
         return _pick(self.authenticators(), "auth", name, "auth")
 
-    def membership_protocol(self, name: str) -> Callable[..., Any]:
+    def membership_protocol(self, name: str) -> MembershipFactory:
         """The factory of membership protocol ``name``.
 
         :raises BackendNotInstalled: naming the distribution to install.
@@ -202,15 +204,17 @@ class Plugins:
                     extra={"plugin": impl.plugin_name, "hook": hook},
                 )
 
-    def node_started(self, node: Node) -> None:
+    def node_started(self, node: NodeHandle) -> None:
         """Tell plugins a node has started; a plugin that raises is logged and skipped."""
         self._notify("gridkv_node_started", node=node)
 
-    def node_stopping(self, node: Node) -> None:
+    def node_stopping(self, node: NodeHandle) -> None:
         """Tell plugins a node is closing; a plugin that raises is logged and skipped."""
         self._notify("gridkv_node_stopping", node=node)
 
-    def member_changed(self, node: Node, member: Any, old: str | None, new: str) -> None:
+    def member_changed(
+        self, node: NodeHandle, member: MemberInfo, old: str | None, new: str
+    ) -> None:
         """Tell plugins a member changed state; a plugin that raises is logged and skipped."""
         self._notify("gridkv_member_changed", node=node, member=member, old=old, new=new)
 

@@ -27,23 +27,22 @@ the :class:`~gridkv.cluster.replication.tombstones.TombstoneLedger`: the peer ho
 tombstone this node held when it read its digests. Tombstones are collected only once every
 replica confirmed them.
 
-What is compared and what is sent is decided by plain functions (:func:`diff_versions`,
-:func:`pages`, :func:`differing`) that do no I/O.
+What is compared and what is sent is decided by the plain functions of
+:mod:`gridkv.cluster.antientropy.diff`, which do no I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from gridkv.base.errors import GridKVError
-from gridkv.base.hlc import version_wins
 from gridkv.base.log import LOGGER_NAME
+from gridkv.cluster.antientropy.diff import diff_versions, differing, pages, ranges
 from gridkv.cluster.replication.tombstones import TombstoneLedger
-from gridkv.storage.base import BUCKETS, Entry, VersionRecord, bucket_range
-from gridkv.wire.budget import chunks, entry_size, message_budget, version_size
+from gridkv.storage.base import BUCKETS, Entry, VersionRecord
+from gridkv.wire.budget import chunks, entry_size, message_budget
 from gridkv.wire.messages import (
     STORED,
     BucketReply,
@@ -55,9 +54,9 @@ from gridkv.wire.messages import (
 )
 
 if TYPE_CHECKING:
-    from gridkv.node import Node
+    from gridkv.cluster.context import ClusterContext, Replica
 
-__all__ = ["AntiEntropy", "DRILL_CONCURRENCY", "diff_versions", "pages", "differing", "ranges"]
+__all__ = ["AntiEntropy", "DRILL_CONCURRENCY"]
 
 log = logging.getLogger(LOGGER_NAME)
 #: Partitions drilled into at once with one peer.
@@ -66,81 +65,15 @@ DRILL_CONCURRENCY = 8
 _DIGESTS_PER_MESSAGE = 8192
 
 
-def differing(mine: Sequence[int], theirs: Sequence[int]) -> list[int]:
-    """The indexes where two digest lists differ."""
-    return [i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b]
-
-
-def ranges(buckets: Iterable[int]) -> list[tuple[int, int]]:
-    """The key-hash ranges ``[low, high]`` covering ``buckets``, adjacent buckets merged."""
-    out: list[tuple[int, int]] = []
-    for bucket in sorted(set(buckets)):
-        low, high = bucket_range(bucket)
-        if out and out[-1][1] + 1 == low:
-            out[-1] = (out[-1][0], high)
-        else:
-            out.append((low, high))
-    return out
-
-
-def pages(
-    records: Sequence[VersionRecord], low: int, high: int, budget: int
-) -> list[tuple[int, int, list[VersionRecord]]]:
-    """Split the records of ``[low, high]`` into ``(low, high, records)`` pages of ``budget``.
-
-    Pages cover the range without gaps, in hash order; records with the same hash stay on one
-    page, so a page's range says exactly which keys it lists. A range with no records is one
-    empty page (the peer then sends what it holds there).
-    """
-    inside = sorted(r for r in records if low <= r[0] <= high)
-    if not inside:
-        return [(low, high, [])]
-    out: list[tuple[int, int, list[VersionRecord]]] = []
-    start = low
-    page: list[VersionRecord] = []
-    used = 0
-    for i, record in enumerate(inside):
-        page.append(record)
-        used += version_size(record[1], record[3])
-        last = i + 1 == len(inside)
-        if not last and used >= budget and inside[i + 1][0] != record[0]:
-            out.append((start, record[0], page))
-            start = record[0] + 1
-            page = []
-            used = 0
-    out.append((start, high, page))
-    return out
-
-
-def diff_versions(
-    mine: Iterable[VersionRecord], theirs: Iterable[tuple[str, int, str]]
-) -> tuple[list[str], list[str]]:
-    """What to give and what to ask for, comparing this node's records with a peer's list.
-
-    Returns the keys whose version here is newer than the peer's or missing there, and the
-    keys whose version there is newer or missing here.
-    """
-    other = {key: (version, writer) for key, version, writer in theirs}
-    give: list[str] = []
-    wanted: list[str] = []
-    for _, key, version, writer in mine:
-        there = other.pop(key, None)
-        if there is None or version_wins(version, writer, *there):
-            give.append(key)
-        elif version_wins(there[0], there[1], version, writer):
-            wanted.append(key)
-    wanted.extend(other)
-    return give, wanted
-
-
 class AntiEntropy:
     """The anti-entropy rounds of one node, and its answers to its peers' rounds."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self._budget = message_budget(node.options.network.max_frame_bytes)
+    def __init__(self, ctx: ClusterContext, replica: Replica) -> None:
+        self.ctx = ctx
+        self._replica = replica
+        self._budget = message_budget(ctx.options.network.max_frame_bytes)
         #: Who confirmed holding what: the tombstone collection rule reads it.
-        self.ledger = TombstoneLedger(node.options.partition_count)
+        self.ledger = TombstoneLedger(ctx.options.partition_count)
         #: Counters: rounds run, partitions and buckets found different, entries received
         #: and sent.
         self.rounds = 0
@@ -151,17 +84,17 @@ class AntiEntropy:
 
     async def run(self) -> None:
         """Run rounds forever (the node's background task)."""
-        interval = self.node.options.anti_entropy_interval
+        interval = self.ctx.options.anti_entropy_interval
         while True:
             await asyncio.sleep(interval)
             await self.round()
 
     async def round(self) -> None:
         """Compare every shared partition with each peer once."""
-        node = self.node
+        ctx = self.ctx
         self.rounds += 1
-        table = node.ensure_table()
-        me = node.node_id
+        table = ctx.partitions.ensure_table()
+        me = ctx.node_id
         shared: dict[str, list[int]] = {}
         for partition, replicas in enumerate(table.replicas):
             if me not in replicas:
@@ -169,7 +102,7 @@ class AntiEntropy:
             for peer in replicas:
                 if peer > me:
                     shared.setdefault(peer, []).append(partition)
-        self.ledger.forget_except(m.node_id for m in node.membership.members())
+        self.ledger.forget_except(m.node_id for m in ctx.membership.members())
         for peer, parts in shared.items():
             try:
                 await self._sync_with(peer, parts)
@@ -179,16 +112,16 @@ class AntiEntropy:
                 )
 
     async def _sync_with(self, peer: str, parts: list[int]) -> None:
-        node = self.node
-        address = node.membership.address_of(peer)
+        ctx = self.ctx
+        address = ctx.membership.address_of(peer)
         if address is None:
             return
-        storage = node.storage
+        storage = ctx.storage
         differ: list[int] = []
         for group in chunks(parts, lambda _: 1, _DIGESTS_PER_MESSAGE, _DIGESTS_PER_MESSAGE):
-            at_ms = node.now_ms()  # before the digests: see TombstoneLedger
+            at_ms = ctx.now_ms()  # before the digests: see TombstoneLedger
             digests = [(p, storage.digest(p)) for p in group]
-            reply = await node.request(address, DigestSync(node.node_id, digests))
+            reply = await ctx.messaging.request(address, DigestSync(ctx.node_id, digests))
             if not isinstance(reply, DigestReply):
                 return
             different = set(reply.differ)
@@ -197,7 +130,7 @@ class AntiEntropy:
                     self.ledger.confirm(partition, peer, at_ms)
             differ.extend(p for p in group if p in different)
         self.partitions_differing += len(differ)
-        budget = [node.options.anti_entropy_keys_per_round]
+        budget = [ctx.options.anti_entropy_keys_per_round]
         queue = list(reversed(differ))
 
         async def worker() -> None:
@@ -208,10 +141,10 @@ class AntiEntropy:
 
     async def _drill(self, address: str, peer: str, partition: int) -> int:
         """Synchronise one partition with ``peer``; return the keys compared or exchanged."""
-        node = self.node
-        at_ms = node.now_ms()
-        mine = node.storage.bucket_digests(partition)
-        reply = await node.request(address, BucketSync(node.node_id, partition, mine))
+        ctx = self.ctx
+        at_ms = ctx.now_ms()
+        mine = ctx.storage.bucket_digests(partition)
+        reply = await ctx.messaging.request(address, BucketSync(ctx.node_id, partition, mine))
         if not isinstance(reply, BucketReply):
             return 1
         different = set(reply.differ)
@@ -220,7 +153,7 @@ class AntiEntropy:
         if not different:
             return 1
         self.buckets_differing += len(different)
-        records = node.storage.versions(partition)
+        records = ctx.storage.versions(partition)
         handled = 0
         for low, high in ranges(different):
             for page_low, page_high, page in pages(records, low, high, self._budget):
@@ -231,30 +164,32 @@ class AntiEntropy:
         self, address: str, partition: int, low: int, high: int, page: list[VersionRecord]
     ) -> int:
         """Send one page of versions; store what comes back and send what the peer wants."""
-        node = self.node
+        ctx = self.ctx
         versions = [(key, version, writer) for _, key, version, writer in page]
-        reply = await node.request(address, KeySync(node.node_id, partition, low, high, versions))
+        reply = await ctx.messaging.request(
+            address, KeySync(ctx.node_id, partition, low, high, versions)
+        )
         if not isinstance(reply, KeySyncReply):
             return len(page)
-        store = node.coordinator.store
+        store = self._replica.store
         for part, entry in reply.entries:
             if part == partition and store(partition, entry) == STORED:
                 self.entries_received += 1
         if reply.wanted:
-            send = [(partition, e) for e in node.storage.entries_of(partition, reply.wanted)]
+            send = [(partition, e) for e in ctx.storage.entries_of(partition, reply.wanted)]
             self.entries_sent += len(send)
             for chunk in chunks(send, lambda pe: entry_size(pe[1]), self._budget):
-                await node.coordinator.send_batch(address, chunk)
+                await self._replica.send_batch(address, chunk)
         return len(page) + len(reply.entries) + len(reply.wanted)
 
     # -- answers ---------------------------------------------------------------------------
 
     def on_digests(self, message: DigestSync) -> DigestReply:
         """The partitions whose digest here differs from the sender's."""
-        node = self.node
-        storage = node.storage
-        count = node.options.partition_count
-        at_ms = node.now_ms()
+        ctx = self.ctx
+        storage = ctx.storage
+        count = ctx.options.partition_count
+        at_ms = ctx.now_ms()
         differ = []
         for partition, digest in message.digests:
             if partition >= count:
@@ -267,23 +202,23 @@ class AntiEntropy:
 
     def on_buckets(self, message: BucketSync) -> BucketReply:
         """The buckets of a partition whose digests here differ from the sender's."""
-        node = self.node
+        ctx = self.ctx
         partition = message.partition
-        if partition >= node.options.partition_count:
+        if partition >= ctx.options.partition_count:
             return BucketReply(list(range(BUCKETS)))
-        at_ms = node.now_ms()
-        differ = differing(node.storage.bucket_digests(partition), message.digests)
+        at_ms = ctx.now_ms()
+        differ = differing(ctx.storage.bucket_digests(partition), message.digests)
         same = set(range(BUCKETS)).difference(differ)
         self.ledger.confirm(partition, message.sender, at_ms, same)
         return BucketReply(differ)
 
     def on_keys(self, message: KeySync) -> KeySyncReply:
         """What the sender lacks or holds older in a hash range, and what this node wants."""
-        node = self.node
+        ctx = self.ctx
         partition = message.partition
-        if partition >= node.options.partition_count or message.low > message.high:
+        if partition >= ctx.options.partition_count or message.low > message.high:
             return KeySyncReply([], [], True)
-        storage = node.storage
+        storage = ctx.storage
         mine = storage.versions(partition, message.low, message.high)
         give, wanted = diff_versions(mine, message.versions)
         entries: list[tuple[int, Entry]] = []

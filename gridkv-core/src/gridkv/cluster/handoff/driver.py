@@ -29,20 +29,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gridkv.base.errors import GridKVError
 from gridkv.base.log import LOGGER_NAME
+from gridkv.cluster.handoff.plan import plan_gives
 from gridkv.cluster.ring import PartitionTable
 from gridkv.storage.base import Entry
 from gridkv.wire.budget import MAX_ITEMS_PER_MESSAGE, entry_size, message_budget
 from gridkv.wire.messages import HELD, STORED, BatchAck, DigestReply, DigestSync, HandoffDone
 
 if TYPE_CHECKING:
-    from gridkv.node import Node
+    from gridkv.cluster.context import ClusterContext, Replica
 
-__all__ = ["Handoff", "plan_gives"]
+__all__ = ["Handoff"]
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -65,41 +67,22 @@ class _Give:
     acked: dict[str, _Acked] = field(default_factory=dict)
 
 
-def plan_gives(
-    old: PartitionTable, new: PartitionTable, me: str, live: set[str]
-) -> list[tuple[int, list[str], bool]]:
-    """What this node gives when the table changes from ``old`` to ``new``.
-
-    Returns ``(partition, new replicas to give to, whether this node stops replicating it)``
-    for each partition this node held that gained replicas, when this node is the one to give
-    (it lost the partition, or it is the first former replica still alive and no former
-    replica that lost the partition is alive).
-    """
-    gives: list[tuple[int, list[str], bool]] = []
-    for partition, (before, after) in enumerate(zip(old.replicas, new.replicas, strict=True)):
-        newcomers = [r for r in after if r not in before]
-        if not newcomers or me not in before:
-            continue
-        displaced = me not in after
-        leavers_alive = [r for r in before if r not in after and r in live]
-        first_kept = next((r for r in before if r in after and r in live), None)
-        if displaced or (not leavers_alive and first_kept == me):
-            gives.append((partition, newcomers, displaced))
-    return gives
-
-
 class Handoff:
     """Moves partitions between nodes as the view changes."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self._timeout = node.options.handoff_timeout
-        self._budget = message_budget(node.options.network.max_frame_bytes)
+    def __init__(
+        self, ctx: ClusterContext, replica: Replica, refresh_local_reads: Callable[[], None]
+    ) -> None:
+        self.ctx = ctx
+        self._replica = replica
+        self._refresh_local_reads = refresh_local_reads
+        self._timeout = ctx.options.handoff_timeout
+        self._budget = message_budget(ctx.options.network.max_frame_bytes)
         self._table: PartitionTable | None = None
         self._scheduled = False
         self._running: asyncio.Task[None] | None = None
         self._gives: dict[int, _Give] = {}
-        # partition -> (former replicas, give up waiting at): moves into this node. Changed
+        # partition -> (former replicas, give up waiting at): moves into this ctx. Changed
         # from callers' threads (a table rebuild) and the loop, so only under the lock.
         self._receiving: dict[int, tuple[tuple[str, ...], float]] = {}
         self._lock = threading.Lock()
@@ -127,9 +110,9 @@ class Handoff:
 
     def _leftovers(self) -> list[int]:
         """Partitions held here that this node does not replicate (given in the next pass)."""
-        node = self.node
-        table = node.ensure_table()
-        return [p for p in node.storage.held_partitions() if node.node_id not in table.owners(p)]
+        ctx = self.ctx
+        table = ctx.partitions.ensure_table()
+        return [p for p in ctx.storage.held_partitions() if ctx.node_id not in table.owners(p)]
 
     def start(self) -> None:
         """Take the starting table as the one handed off under.
@@ -137,18 +120,14 @@ class Handoff:
         A node that joins through seeds holds nothing yet: its first rebalance compares the
         view without itself with the view with it, so it knows whom its partitions come from.
         """
-        self._table = None if self.node.options.seed_addrs else self.node.ensure_table()
-
-    def _now(self) -> float:
-        loop = self.node.loop
-        return loop.time() if loop is not None else 0.0
+        self._table = None if self.ctx.options.seed_addrs else self.ctx.partitions.ensure_table()
 
     def _without_me(self) -> PartitionTable | None:
-        node = self.node
-        others = [n for n in node.membership.live_ids() if n != node.node_id]
+        ctx = self.ctx
+        others = [n for n in ctx.membership.live_ids() if n != ctx.node_id]
         if not others:
             return None
-        opts = node.options
+        opts = ctx.options
         return PartitionTable.build(
             others, opts.partition_count, opts.replica_count, opts.virtual_nodes
         )
@@ -158,13 +137,13 @@ class Handoff:
 
         Until the giver says it is done, reads here that miss ask the former replicas.
         """
-        me = self.node.node_id
+        me = self.ctx.node_id
         if self._table is None:
             before = self._without_me()
             if before is None:
                 return
             old = before
-        until = self._now() + self._timeout
+        until = self.ctx.loop_time() + self._timeout
         with self._lock:
             for partition, (was, now) in enumerate(zip(old.replicas, new.replicas, strict=True)):
                 if was and me in now and me not in was:
@@ -177,7 +156,7 @@ class Handoff:
             if item is None:
                 return ()
             owners, until = item
-            if self._now() > until:
+            if self.ctx.loop_time() > until:
                 del self._receiving[partition]
                 return ()
             return owners
@@ -187,33 +166,32 @@ class Handoff:
         with self._lock:
             for partition in message.partitions:
                 self._receiving.pop(partition, None)
-        self.node.refresh_local_reads()
+        self._refresh_local_reads()
         return BatchAck(b"")
 
     # -- scheduling --------------------------------------------------------------------------
 
     def view_changed(self) -> None:
         """Schedule a rebalance soon (called on the loop for every membership change)."""
-        self._schedule(self.node.options.gossip_interval)
+        self._schedule(self.ctx.options.gossip_interval)
 
     def _schedule(self, delay: float) -> None:
-        loop = self.node.loop
-        if self._scheduled or loop is None or not self.node.running:
+        loop = self.ctx.loop()
+        if self._scheduled or loop is None or not self.ctx.accepting():
             return
         self._scheduled = True
         loop.call_later(delay, self._kick)
 
     def _kick(self) -> None:
         self._scheduled = False
-        if not self.node.running:
+        if not self.ctx.accepting():
             return
         if self._running is not None and not self._running.done():
             self.view_changed()  # one rebalance at a time; look again afterwards
             return
-        assert self.node.loop is not None
-        self._running = self.node.loop.create_task(
-            self._rebalance_and_retry(), name="gridkv handoff"
-        )
+        loop = self.ctx.loop()
+        assert loop is not None
+        self._running = loop.create_task(self._rebalance_and_retry(), name="gridkv handoff")
 
     async def _rebalance_and_retry(self) -> None:
         try:
@@ -222,7 +200,7 @@ class Handoff:
             log.warning("handoff pass failed", extra={"error": str(exc)})
         if self._gives or self._leftovers():
             # Give the views time to agree, then try again what did not get through.
-            self._schedule(max(self.node.options.gossip_interval, min(1.0, self._timeout / 10)))
+            self._schedule(max(self.ctx.options.gossip_interval, min(1.0, self._timeout / 10)))
 
     async def stop(self) -> None:
         """Cancel a rebalance under way (the node is closing)."""
@@ -232,7 +210,7 @@ class Handoff:
             await asyncio.gather(task, return_exceptions=True)
 
     async def leave(self, timeout: float) -> None:
-        """A graceful leave: give every partition held here to its replicas without this node.
+        """A graceful leave: give every partition held here to its replicas without this ctx.
 
         Called once this node's leave was announced (its own view no longer counts it), so the
         current table says who takes over; they get everything this node holds, so nothing is
@@ -240,13 +218,13 @@ class Handoff:
         and are asked again, until ``timeout``.
         """
         await self.stop()
-        node = self.node
+        ctx = self.ctx
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        delay = node.options.gossip_interval
+        delay = ctx.options.gossip_interval
         while True:
             await self.rebalance()
-            if not self.pending or not [n for n in node.membership.live_ids() if n != node.node_id]:
+            if not self.pending or not [n for n in ctx.membership.live_ids() if n != ctx.node_id]:
                 return
             if loop.time() + delay >= deadline:
                 break
@@ -254,22 +232,22 @@ class Handoff:
             delay = min(delay * 2, 1.0)
         log.warning(
             "graceful leave could not hand every partition over",
-            extra={"node_id": node.node_id, "partitions": len(self._gives)},
+            extra={"node_id": ctx.node_id, "partitions": len(self._gives)},
         )
 
     # -- the work --------------------------------------------------------------------------
 
     async def rebalance(self) -> None:
         """Compare the last table with the current one, and give what has to move."""
-        node = self.node
-        me = node.node_id
-        table = node.ensure_table()
-        now = self._now()
+        ctx = self.ctx
+        me = ctx.node_id
+        table = ctx.partitions.ensure_table()
+        now = self.ctx.loop_time()
         old = self._table if self._table is not None else self._without_me()
         if old is not None and old != table:
             for pending in self._gives.values():
                 pending.started = now  # new replicas get the whole handoff_timeout
-            live = set(node.membership.live_ids())
+            live = set(ctx.membership.live_ids())
             for partition, newcomers, displaced in plan_gives(old, table, me, live):
                 give = self._gives.get(partition)
                 if give is None:
@@ -281,7 +259,7 @@ class Handoff:
         for partition in self._leftovers():
             if partition not in self._gives:
                 self._gives[partition] = _Give(set(table.owners(partition)), True, now)
-        node.refresh_local_reads()
+        self._refresh_local_reads()
         by_target: dict[str, list[int]] = {}
         for partition, give in list(self._gives.items()):
             owners = table.owners(partition)
@@ -315,7 +293,7 @@ class Handoff:
             if give.acked:
                 self.partitions_given += 1
             return
-        storage = self.node.storage
+        storage = self.ctx.storage
         if give.targets:  # abandoned after handoff_timeout
             # Values go: none may arrive after the wait tombstone collection counts on. The
             # tombstones stay (they may be the last copies of deletes) and are given later.
@@ -326,7 +304,7 @@ class Handoff:
                 logging.WARNING if dropped else logging.DEBUG,
                 "gave up handing a partition over after handoff_timeout; dropped its values",
                 extra={
-                    "node_id": self.node.node_id,
+                    "node_id": self.ctx.node_id,
                     "partition": partition,
                     "entries": dropped,
                     "replicas": sorted(give.targets),
@@ -342,8 +320,8 @@ class Handoff:
 
         Returns, per partition it stored in full, the versions it acknowledged.
         """
-        node = self.node
-        address = node.membership.address_of(target)
+        ctx = self.ctx
+        address = ctx.membership.address_of(target)
         if address is None:
             return {}
         done: dict[int, _Acked] = {}
@@ -353,9 +331,9 @@ class Handoff:
                 if acked is not None:
                     done[partition] = acked
             if done:
-                await node.request(address, HandoffDone(node.node_id, sorted(done)))
+                await ctx.messaging.request(address, HandoffDone(ctx.node_id, sorted(done)))
         except GridKVError as exc:
-            if node.running:
+            if ctx.accepting():
                 log.info(
                     "handoff to a replica failed; it is tried again",
                     extra={"peer": target, "partitions": len(parts), "error": str(exc)},
@@ -371,11 +349,11 @@ class Handoff:
         refused some (it does not replicate the partition in its view yet): the give is tried
         again in a later pass.
         """
-        node = self.node
-        storage = node.storage
+        ctx = self.ctx
+        storage = ctx.storage
         records = storage.versions(partition)
-        reply = await node.request(
-            address, DigestSync(node.node_id, [(partition, storage.digest(partition))])
+        reply = await ctx.messaging.request(
+            address, DigestSync(ctx.node_id, [(partition, storage.digest(partition))])
         )
         if isinstance(reply, DigestReply) and not reply.differ:
             # Equal to this node's content after the listing: a key written since has a newer
@@ -399,7 +377,7 @@ class Handoff:
         return acked
 
     async def _send(self, address: str, batch: list[tuple[int, Entry]], acked: _Acked) -> bool:
-        results = await self.node.coordinator.send_batch(address, batch)
+        results = await self._replica.send_batch(address, batch)
         self.entries_sent += len(batch)
         for (_, entry), code in zip(batch, results, strict=True):
             if code in (STORED, HELD):

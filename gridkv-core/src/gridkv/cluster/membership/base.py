@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from gridkv.cluster.context import MemberInfo
 from gridkv.wire.messages import Message
 
 if TYPE_CHECKING:
-    from gridkv.node import Node
+    from gridkv.cluster.context import MembershipContext
 
 __all__ = ["Membership", "MembershipFactory", "MemberInfo"]
-
-
-@dataclass(frozen=True, slots=True)
-class MemberInfo:
-    """One member in this node's view.
-
-    :ivar node_id: the member's id.
-    :ivar address: where it is reached.
-    :ivar state: "alive", "suspect", "dead" or "left".
-    :ivar incarnation: the member's incarnation number (raised to refute suspicion).
-    """
-
-    node_id: str
-    address: str
-    state: str
-    incarnation: int
 
 
 @runtime_checkable
@@ -34,9 +18,9 @@ class Membership(Protocol):
     """A membership protocol bound to one node.
 
     It owns the node's view of the cluster: who is alive, suspected, dead or gone. It sends
-    through the node (so the security layer covers it), reports every state change to
-    ``node.on_member_change``, and calls ``node.on_forgotten(alone_since_ms)`` when it finds
-    that the cluster no longer lists this node at all after a long separation.
+    through the context's messaging port (so the security layer covers it), reports every
+    state change to ``ctx.on_member_change``, and calls ``ctx.on_forgotten`` when this node
+    must drop what it held before a separation so long that the cluster forgot it.
     """
 
     name: str
@@ -94,5 +78,5 @@ class Membership(Protocol):
 class MembershipFactory(Protocol):
     """Builds a node's membership protocol; registered through ``gridkv_register_membership``."""
 
-    def __call__(self, node: Node) -> Membership:
-        """Return a new, not yet started membership protocol for ``node``."""
+    def __call__(self, ctx: MembershipContext) -> Membership:
+        """Return a new, not yet started membership protocol for the node ``ctx`` describes."""

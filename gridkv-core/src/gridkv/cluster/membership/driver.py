@@ -3,7 +3,7 @@
 The driver owns no protocol logic. It feeds the state machine the messages the node receives
 and the loop's clock, sends what the machine returns (one-way sends through one sender task,
 push-pull syncs as requests), wakes the machine at its next deadline with a single timer
-handle, joins through the seeds with back-off, and reports each state change to the node.
+handle, joins through the seeds with back-off, and reports each state change to the ctx.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from gridkv.base.errors import GridKVError, NotReady
 from gridkv.base.log import LOGGER_NAME
-from gridkv.cluster.membership.base import MemberInfo
+from gridkv.cluster.context import MemberInfo
 from gridkv.cluster.membership.separation import SeparationWatch
 from gridkv.cluster.membership.swim import (
     ALIVE,
@@ -31,7 +31,7 @@ from gridkv.cluster.membership.swim import (
 from gridkv.wire.messages import Message, PushPull, PushPullReply
 
 if TYPE_CHECKING:
-    from gridkv.node import Node
+    from gridkv.cluster.context import MembershipContext
 
 __all__ = ["SwimMembership"]
 
@@ -52,17 +52,17 @@ _EPSILON = 1e-6
 class SwimMembership:
     """SWIM with Lifeguard on the node's event loop.
 
-    :param node: the node it serves.
+    :param ctx: what the node gives it: its id, options, messaging port, clock, callbacks.
     :param rng: source of the protocol's random choices; seeded from the node id when
         ``None`` so that simulations are deterministic.
     """
 
     name = "swim"
 
-    def __init__(self, node: Node, rng: random.Random | None = None) -> None:
-        self.node = node
-        self.config = SwimConfig.from_options(node.options)
-        self.rng = rng or random.Random(f"swim:{node.rng_seed}:{node.node_id}")
+    def __init__(self, ctx: MembershipContext, rng: random.Random | None = None) -> None:
+        self.ctx = ctx
+        self.config = SwimConfig.from_options(ctx.options)
+        self.rng = rng or random.Random(f"swim:{ctx.rng_seed}:{ctx.node_id}")
         self.swim: Swim | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -82,10 +82,10 @@ class SwimMembership:
         cfg = self.config
         detection = cfg.failure_timeout + cfg.suspicion_max_mult * cfg.suspicion_min
         self._separation = SeparationWatch(
-            node.node_id,
+            ctx.node_id,
             threshold=max(cfg.dead_retention / 2, cfg.dead_retention - 2 * detection),
             window=max(5.0, 2 * cfg.reconnect_interval),
-            margin_ms=int(1000 * (node.options.replication_timeout + node.options.read_timeout)),
+            margin_ms=int(1000 * (ctx.options.replication_timeout + ctx.options.read_timeout)),
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -97,17 +97,17 @@ class SwimMembership:
         now = loop.time()
         self._started_at = now
         self._last_change = now
-        incarnation = self.node.now_ms()
+        incarnation = self.ctx.now_ms()
         self.swim = Swim(
-            self.node.node_id,
-            self.node.transport.local_address,
+            self.ctx.node_id,
+            self.ctx.local_address(),
             incarnation,
             self.config,
             self.rng,
             now,
         )
         self._running = True
-        seeds = [s for s in self.node.options.seed_addrs if s != self.swim.me.address]
+        seeds = [s for s in self.ctx.options.seed_addrs if s != self.swim.me.address]
         self.swim.seeds = seeds
         if seeds:
             self._seeds = dict.fromkeys(seeds, "not contacted yet")
@@ -167,7 +167,7 @@ class SwimMembership:
     def live_ids(self) -> list[str]:
         """Ids of members alive or suspected, this node included."""
         if self.swim is None:
-            return [self.node.node_id]
+            return [self.ctx.node_id]
         return [m.node_id for m in self.swim.live_members()]
 
     def state_of(self, node_id: str) -> str | None:
@@ -206,11 +206,11 @@ class SwimMembership:
             if not self._joined.is_set():
                 waiting = "; ".join(f"{s}: {why}" for s, why in self._seeds.items())
                 raise NotReady(
-                    f"node {self.node.node_id!r} not ready after {timeout:g}s: no seed "
+                    f"node {self.ctx.node_id!r} not ready after {timeout:g}s: no seed "
                     f"answered ({waiting}); check seed_addrs and that those nodes run"
                 ) from None
             raise NotReady(
-                f"node {self.node.node_id!r} joined but its view did not settle within "
+                f"node {self.ctx.node_id!r} joined but its view did not settle within "
                 f"{timeout:g}s (members keep changing state)"
             ) from None
 
@@ -221,7 +221,7 @@ class SwimMembership:
         if not self._seeds:
             return None
         elapsed = self._loop.time() - self._started_at
-        if elapsed <= self.node.options.startup_grace_period:
+        if elapsed <= self.ctx.options.startup_grace_period:
             return None
         if not self._joined.is_set():
             return f"no seed answered after {elapsed:.1f}s ({', '.join(self._seeds)})"
@@ -238,7 +238,7 @@ class SwimMembership:
             return None
         sender = getattr(message, "sender", None)
         if sender is not None and self._separation.heard(
-            sender, self._loop.time(), self.node.now_ms()
+            sender, self._loop.time(), self.ctx.now_ms()
         ):
             self._check_separation()
         outputs, answer = swim.handle(self._loop.time(), message)
@@ -265,7 +265,7 @@ class SwimMembership:
                 self._spawn(self._sync(output.address, output.message))
 
     async def _drain(self, address: str, queue: deque[Message]) -> None:
-        send = self.node.send
+        send = self.ctx.messaging.send
         while queue:
             message = queue.popleft()
             try:
@@ -284,12 +284,12 @@ class SwimMembership:
 
     async def _sync(self, address: str, message: PushPull) -> None:
         try:
-            reply = await self.node.request(address, message)
+            reply = await self.ctx.messaging.request(address, message)
         except GridKVError:
             return
         if isinstance(reply, PushPullReply) and self.swim is not None and self._running:
             assert self._loop is not None
-            self._separation.heard(reply.sender, self._loop.time(), self.node.now_ms())
+            self._separation.heard(reply.sender, self._loop.time(), self.ctx.now_ms())
             self.swim.merge_state(self._loop.time(), reply.states)
             self._check_separation()
             self._take_changes()
@@ -297,12 +297,14 @@ class SwimMembership:
 
     async def _join(self, seeds: list[str]) -> None:
         delay, cap = _JOIN_BACKOFF
-        timeout = self.node.options.network.read_timeout
+        timeout = self.ctx.options.network.read_timeout
         while self._running and not self._joined.is_set():
             for seed in seeds:
                 assert self.swim is not None
                 try:
-                    reply = await self.node.request(seed, self.swim.join_message(), timeout)
+                    reply = await self.ctx.messaging.request(
+                        seed, self.swim.join_message(), timeout
+                    )
                 except GridKVError as exc:
                     self._seeds[seed] = f"{type(exc).__name__}: {exc}"
                     continue
@@ -376,16 +378,16 @@ class SwimMembership:
                 "member %s is %s",
                 m.node_id,
                 change.new,
-                extra={"node_id": self.node.node_id, "member": m.node_id, "old": change.old},
+                extra={"node_id": self.ctx.node_id, "member": m.node_id, "old": change.old},
             )
-            self.node.on_member_change(info, change.old, change.new)
+            self.ctx.on_member_change(info, change.old, change.new)
 
     def _check_separation(self) -> None:
         """Drop what this node held before a separation so long that the cluster forgot it.
 
         See :mod:`gridkv.cluster.membership.separation`: when members silent for longer than about
         ``dead_retention`` are back and outnumber this node's side, this node drops the
-        entries older than its last contact with them (``node.on_forgotten``).
+        entries older than its last contact with them (``ctx.on_forgotten``).
         """
         swim = self.swim
         assert swim is not None
@@ -394,7 +396,7 @@ class SwimMembership:
         live = {m.node_id: m.incarnation for m in swim.live_members()}
         drop_before = self._separation.decide(now, live)
         if drop_before is not None:
-            self.node.on_forgotten(drop_before)
+            self.ctx.on_forgotten(drop_before)
         self._separation.prune(
             now, swim.members, max(_REMEMBER_CONTACT, 2 * self.config.dead_retention)
         )
@@ -414,5 +416,5 @@ class SwimMembership:
             log.error(
                 "membership task failed",
                 exc_info=task.exception(),
-                extra={"node_id": self.node.node_id, "task": task.get_name()},
+                extra={"node_id": self.ctx.node_id, "task": task.get_name()},
             )

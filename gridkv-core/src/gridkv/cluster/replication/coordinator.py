@@ -63,7 +63,7 @@ from gridkv.wire.messages import (
 )
 
 if TYPE_CHECKING:
-    from gridkv.node import Node
+    from gridkv.cluster.context import ClusterContext
 
 __all__ = ["Coordinator", "required_acks", "REFUSAL_RETRY"]
 
@@ -123,9 +123,10 @@ class Coordinator:
     may call.
     """
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        opts = node.options
+    def __init__(self, ctx: ClusterContext, waiting_on: Callable[[int], tuple[str, ...]]) -> None:
+        self.ctx = ctx
+        self._waiting_on = waiting_on
+        opts = ctx.options
         self._threshold = opts.batch_threshold
         self._window = opts.batch_window
         self._budget = message_budget(opts.network.max_frame_bytes)
@@ -146,7 +147,7 @@ class Coordinator:
         self.refused_here = 0
 
     def _now(self) -> float:
-        loop = self.node.loop
+        loop = self.ctx.loop()
         return loop.time() if loop is not None else time.monotonic()
 
     # -- storing what peers send -------------------------------------------------------------
@@ -158,25 +159,25 @@ class Coordinator:
         view, the version must not be too far ahead of this node's clock, and storage must
         have room. Then last-writer-wins decides: :data:`STORED` or :data:`HELD`.
         """
-        node = self.node
+        ctx = self.ctx
         hash_ = key_hash(entry.key)
-        if hash_ % node.options.partition_count != partition:
+        if hash_ % ctx.options.partition_count != partition:
             return WRONG_PARTITION
-        if not node.holds(partition):
+        if not ctx.partitions.holds(partition):
             return NOT_REPLICA
         try:
-            node.hlc.update(entry.version)
+            ctx.hlc.update(entry.version)
         except ClockDriftExceeded:
             return CLOCK_DRIFT
         try:
-            stored = node.storage.apply(partition, entry, hash_)
+            stored = ctx.storage.apply(partition, entry, hash_)
         except MemoryLimitExceeded:
             return NO_MEMORY
         return STORED if stored else HELD
 
     def on_batch(self, message: ReplicateBatch) -> BatchAck:
         """Merge a batch from a peer by last-writer-wins; answer one outcome per entry."""
-        count = self.node.options.partition_count
+        count = self.ctx.options.partition_count
         results = bytearray()
         for partition, entry in message.entries:
             if partition >= count:
@@ -197,14 +198,14 @@ class Coordinator:
                     f"refused entries from a peer: {STATUS_NAMES[code]}",
                     peer=sender,
                     entries=refused,
-                    node_id=self.node.node_id,
+                    node_id=self.ctx.node_id,
                 )
 
     # -- writes ----------------------------------------------------------------------------
 
     def replicate_soon(self, partition: int, entry: Entry) -> None:
         """Queue an entry written locally for the partition's other replicas (any thread)."""
-        loop = self.node.loop
+        loop = self.ctx.loop()
         if loop is None:
             return
         try:
@@ -217,9 +218,9 @@ class Coordinator:
             loop.call_soon_threadsafe(self._enqueue, partition, entry)
 
     def _enqueue(self, partition: int, entry: Entry) -> None:
-        node = self.node
-        for replica in node.ensure_table().owners(partition):
-            if replica != node.node_id:
+        ctx = self.ctx
+        for replica in ctx.partitions.ensure_table().owners(partition):
+            if replica != ctx.node_id:
                 self._enqueue_one(replica, partition, entry)
 
     def _enqueue_one(self, replica: str, partition: int, entry: Entry) -> None:
@@ -239,17 +240,20 @@ class Coordinator:
         batch.size += size
         if len(batch.entries) >= self._threshold or batch.size >= self._budget:
             self._flush(replica)
-        elif replica not in self._timers and self.node.loop is not None:
-            self._timers[replica] = self.node.loop.call_later(self._window, self._flush, replica)
+        elif replica not in self._timers:
+            loop = self.ctx.loop()
+            if loop is not None:
+                self._timers[replica] = loop.call_later(self._window, self._flush, replica)
 
     def _flush(self, replica: str) -> None:
         timer = self._timers.pop(replica, None)
         if timer is not None:
             timer.cancel()
         batch = self._batches.pop(replica, None)
-        if batch is None or not batch.entries or self.node.loop is None:
+        loop = self.ctx.loop()
+        if batch is None or not batch.entries or loop is None:
             return
-        self._track(self.node.loop.create_task(self._send_batch(replica, batch.entries)))
+        self._track(loop.create_task(self._send_batch(replica, batch.entries)))
 
     def _track(self, task: asyncio.Future[Any]) -> None:
         """Keep a send running in the background until it ends; its outcome is consumed."""
@@ -278,21 +282,21 @@ class Coordinator:
         When this node's view still names the refuser, the views disagree for a moment; the
         replicas then hold the entry anyway and anti-entropy brings it over once they agree.
         """
-        node = self.node
-        table = node.ensure_table()
+        ctx = self.ctx
+        table = ctx.partitions.ensure_table()
         for partition, entry in entries:
             owners = table.owners(partition)
             if refuser in owners:
                 continue
-            if node.node_id in owners:
+            if ctx.node_id in owners:
                 self.store(partition, entry)
             for replica in owners:
-                if replica != node.node_id:
+                if replica != ctx.node_id:
                     self._enqueue_one(replica, partition, entry)
 
     async def _replicate_to(self, replica: str, entries: list[tuple[int, Entry]]) -> bytes:
         """Send ``entries`` to ``replica``; return its outcome for each."""
-        address = self.node.membership.address_of(replica)
+        address = self.ctx.membership.address_of(replica)
         if address is None:
             raise PeerUnavailable(f"replica {replica!r} is not in this node's view")
         return await self.send_batch(address, entries)
@@ -304,10 +308,10 @@ class Coordinator:
 
         :raises GridKVError: the peer could not be reached or answered something else.
         """
-        reply = await self.node.request(
+        reply = await self.ctx.messaging.request(
             address,
-            ReplicateBatch(self.node.node_id, entries),
-            self.node.options.replication_timeout,
+            ReplicateBatch(self.ctx.node_id, entries),
+            self.ctx.options.replication_timeout,
         )
         if not isinstance(reply, BatchAck) or len(reply.results) != len(entries):
             raise ProtocolError(
@@ -340,17 +344,17 @@ class Coordinator:
         :raises QuorumNotReached: fewer replicas stored it than the level needs.
         :raises MemoryLimitExceeded: the local storage is full.
         """
-        node = self.node
-        replicas = node.ensure_table().owners(partition)
-        needed = required_acks(level, node.options.replica_count)
+        ctx = self.ctx
+        replicas = ctx.partitions.ensure_table().owners(partition)
+        needed = required_acks(level, ctx.options.replica_count)
         self.hot.invalidate(entry.key)
         stored: set[str] = set()
-        if node.node_id in replicas:
-            node.storage.apply(partition, entry)
-            stored.add(node.node_id)
+        if ctx.node_id in replicas:
+            ctx.storage.apply(partition, entry)
+            stored.add(ctx.node_id)
         if len(stored) >= needed:
             for replica in replicas:
-                if replica != node.node_id:
+                if replica != ctx.node_id:
                     self._enqueue_one(replica, partition, entry)
             return
         errors = await self._replicate_until(partition, entry, needed, stored)
@@ -358,7 +362,7 @@ class Coordinator:
             raise QuorumNotReached(
                 f"write of key {entry.key!r:.60} at {level!r} was stored by {len(stored)} of "
                 f"{needed} replicas within replication_timeout="
-                f"{node.options.replication_timeout:g}s ({_reasons(errors)})"
+                f"{ctx.options.replication_timeout:g}s ({_reasons(errors)})"
             )
 
     async def _replicate_until(
@@ -371,10 +375,10 @@ class Coordinator:
         replica again after :data:`REFUSAL_RETRY`. Sends still running at the end go on in
         the background. Returns why each replica that did not store it failed.
         """
-        node = self.node
-        me = node.node_id
+        ctx = self.ctx
+        me = ctx.node_id
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + node.options.replication_timeout
+        deadline = loop.time() + ctx.options.replication_timeout
         sends: dict[asyncio.Future[bytes], str] = {}
         errors: dict[str, str] = {}
         retry_at: dict[str, float] = {}
@@ -383,11 +387,11 @@ class Coordinator:
                 now = loop.time()
                 if now >= deadline:
                     break
-                owners = node.ensure_table().owners(partition)
+                owners = ctx.partitions.ensure_table().owners(partition)
                 for gone in [r for r in retry_at if r not in owners]:
                     del retry_at[gone]  # no longer a replica in this view: nothing to wait for
                 if me in owners and me not in stored:
-                    node.storage.apply(partition, entry)
+                    ctx.storage.apply(partition, entry)
                     stored.add(me)
                     continue
                 busy = set(sends.values())
@@ -444,14 +448,14 @@ class Coordinator:
         While the partition is still moving here, a key that has not arrived yet is looked
         up on the former replicas; then the answer is an awaitable.
         """
-        node = self.node
+        ctx = self.ctx
         partition = message.partition
-        if partition >= node.options.partition_count:
+        if partition >= ctx.options.partition_count:
             raise ProtocolError(f"partition {partition} out of range")
-        node.ensure_table()  # marks the partitions moving here, if the view just changed
-        entry = node.storage.get_entry(partition, message.key)
+        ctx.partitions.ensure_table()  # marks the partitions moving here, if the view just changed
+        entry = ctx.storage.get_entry(partition, message.key)
         if entry is None:
-            former = [r for r in node.handoff.waiting_on(partition) if r != node.node_id]
+            former = [r for r in self._waiting_on(partition) if r != ctx.node_id]
             if former:
                 return self._get_from_former(partition, message.key, former)
         return GetReply(None if entry is None else (partition, entry))
@@ -468,20 +472,20 @@ class Coordinator:
         :raises QuorumNotReached: fewer replicas answered than the level needs.
         :raises PeerUnavailable: at ``one``, no replica answered within ``read_timeout``.
         """
-        node = self.node
-        replicas = node.ensure_table().owners(partition)
-        needed = required_acks(level, node.options.replica_count)
+        ctx = self.ctx
+        replicas = ctx.partitions.ensure_table().owners(partition)
+        needed = required_acks(level, ctx.options.replica_count)
         answers: dict[str, Entry | None] = {}
-        if node.node_id in replicas:
-            answers[node.node_id] = local = node.storage.get_entry(partition, key)
+        if ctx.node_id in replicas:
+            answers[ctx.node_id] = local = ctx.storage.get_entry(partition, key)
             if needed <= 1:
-                former = [r for r in node.handoff.waiting_on(partition) if r != node.node_id]
+                former = [r for r in self._waiting_on(partition) if r != ctx.node_id]
                 if local is None and former:
                     # The partition is moving here: the key may not have arrived yet.
                     with contextlib.suppress(GridKVError):
                         return await self._read_first(partition, key, former)
                 return local
-        others = [r for r in replicas if r != node.node_id]
+        others = [r for r in replicas if r != ctx.node_id]
         if needed <= 1:
             cached, entry = self.hot.lookup(key)
             if cached:
@@ -499,7 +503,7 @@ class Coordinator:
         }
         try:
             results, errors, _ = await _until_enough(
-                asks, needed - len(answers), node.options.read_timeout
+                asks, needed - len(answers), ctx.options.read_timeout
             )
         finally:
             for task in asks:
@@ -509,7 +513,7 @@ class Coordinator:
         if len(answers) < needed:
             raise QuorumNotReached(
                 f"read of key {key!r:.60} at {level!r} got {len(answers)} of {needed} answers "
-                f"within read_timeout={node.options.read_timeout:g}s ({_reasons(errors)})"
+                f"within read_timeout={ctx.options.read_timeout:g}s ({_reasons(errors)})"
             )
         winner: Entry | None = None
         for entry in answers.values():
@@ -521,7 +525,7 @@ class Coordinator:
     async def _read_first(self, partition: int, key: str, replicas: list[str]) -> Entry | None:
         errors: dict[str, str] = {}
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.node.options.read_timeout
+        deadline = loop.time() + self.ctx.options.read_timeout
         delay = 0.01
         while True:
             for replica in replicas:
@@ -536,15 +540,15 @@ class Coordinator:
         why = "; ".join(f"{r}: {e}" for r, e in errors.items()) or "no replica in the view"
         raise PeerUnavailable(
             f"no replica of key {key!r:.60} answered within "
-            f"read_timeout={self.node.options.read_timeout:g}s ({why})"
+            f"read_timeout={self.ctx.options.read_timeout:g}s ({why})"
         )
 
     async def _ask(self, replica: str, partition: int, key: str) -> Entry | None:
-        address = self.node.membership.address_of(replica)
+        address = self.ctx.membership.address_of(replica)
         if address is None:
             raise PeerUnavailable(f"replica {replica!r} is not in this node's view")
-        reply = await self.node.request(
-            address, GetRequest(partition, key), self.node.options.read_timeout
+        reply = await self.ctx.messaging.request(
+            address, GetRequest(partition, key), self.ctx.options.read_timeout
         )
         if not isinstance(reply, GetReply):
             raise ProtocolError(f"{replica!r} answered a read with {type(reply).__name__}")
@@ -553,20 +557,20 @@ class Coordinator:
         part, entry = reply.entry
         if part != partition or entry.key != key:
             raise ProtocolError(f"{replica!r} answered a read of {key!r:.60} with another key")
-        self.node.hlc.update(entry.version)
+        self.ctx.hlc.update(entry.version)
         return entry
 
     def _repair(self, partition: int, winner: Entry, answers: dict[str, Entry | None]) -> None:
-        node = self.node
+        ctx = self.ctx
         for replica, entry in answers.items():
             if entry is not None and not winner.wins_over(entry):
                 continue
             if not self._repairs.take():
                 return
             self.repairs_sent += 1
-            if replica == node.node_id:
+            if replica == ctx.node_id:
                 with contextlib.suppress(MemoryLimitExceeded):
-                    node.storage.apply(partition, winner)
+                    ctx.storage.apply(partition, winner)
             else:
                 self._enqueue_one(replica, partition, winner)
 

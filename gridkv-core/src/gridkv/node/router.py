@@ -1,0 +1,178 @@
+"""The inbound router: a frame from a peer in, the component that handles it, the answer out.
+
+:meth:`Router.on_frame` is the transport's handler. It checks and decodes the frame through the
+messaging port (the security layer), refuses data a sender may not give yet, hands the message
+to the membership protocol, the coordinator, anti-entropy or handoff, and encodes the answer.
+Most messages are answered at once; a read that has to ask former replicas answers with an
+awaitable (see :data:`gridkv.transport.Handler`). Every failure becomes an error answer, and the
+log lines about bad frames and failing handlers are rate-limited.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from gridkv.base.errors import GridKVError, ProtocolError
+from gridkv.base.log import LOGGER_NAME, RateLimitedLog
+from gridkv.wire import codec
+from gridkv.wire.messages import (
+    MEMBERSHIP_TYPES,
+    BucketSync,
+    DigestSync,
+    ErrorReply,
+    GetRequest,
+    HandoffDone,
+    KeySync,
+    Message,
+    Ping,
+    Pong,
+    ReplicateBatch,
+)
+
+if TYPE_CHECKING:
+    from gridkv.base.hlc import HLC
+    from gridkv.cluster.antientropy.driver import AntiEntropy
+    from gridkv.cluster.handoff.driver import Handoff
+    from gridkv.cluster.membership.base import Membership
+    from gridkv.cluster.replication.coordinator import Coordinator
+    from gridkv.node.messaging import MessagingPort
+
+__all__ = ["Router"]
+
+log = logging.getLogger(LOGGER_NAME)
+
+#: Messages that carry or compare data: refused from a sender this node holds dead, which has
+#: to learn that (and refute) before it may write here. (A member that left gracefully hands
+#: its partitions over after announcing the leave, so "left" is accepted.)
+_DATA_TYPES = (ReplicateBatch, DigestSync, BucketSync, KeySync, HandoffDone)
+#: Messages that push what a node already held (anti-entropy, handoff): refused also from a
+#: sender this view does not know. A node back from a separation longer than dead_retention
+#: (both sides forgot each other) first drops what it held from before, on its first contact
+#: with this side (gridkv.cluster.membership.separation); until this side knows it again,
+#: what it sends meanwhile (a round begun under its old view) is refused.
+_BULK_TYPES = (DigestSync, BucketSync, KeySync, HandoffDone)
+
+
+class Router:
+    """Routes the frames a node receives to its components.
+
+    :param node_id: this node's id (in answers and logs).
+    :param messaging: decodes frames and encodes answers (the security layer).
+    :param membership: the membership protocol (and the view data is checked against).
+    :param coordinator: reads and replication batches.
+    :param anti_entropy: digest, bucket and key comparisons.
+    :param handoff: the end of a handoff.
+    :param hlc: the clock a :class:`~gridkv.wire.messages.Pong` reports.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        messaging: MessagingPort,
+        membership: Membership,
+        coordinator: Coordinator,
+        anti_entropy: AntiEntropy,
+        handoff: Handoff,
+        hlc: HLC,
+    ) -> None:
+        self.node_id = node_id
+        self._messaging = messaging
+        self._membership = membership
+        self._coordinator = coordinator
+        self._anti_entropy = anti_entropy
+        self._handoff = handoff
+        self._hlc = hlc
+        self._errors = RateLimitedLog(log)
+        #: Frames from peers that did not decode (each answered with a ProtocolError).
+        self.malformed_frames = 0
+
+    def on_frame(self, peer: str, payload: bytes) -> bytes | Awaitable[bytes | None] | None:
+        """The transport's handler: decode, dispatch, encode the answer."""
+        try:
+            message = self._messaging.decode(peer, payload)
+        except ProtocolError as exc:
+            self.malformed_frames += 1
+            self._errors.log(
+                logging.WARNING,
+                "malformed frame",
+                "dropped a malformed frame",
+                peer=peer,
+                error=str(exc),
+                node_id=self.node_id,
+            )
+            return codec.encode(ErrorReply("ProtocolError", str(exc)))
+        answer: Message | None
+        try:
+            if isinstance(message, GetRequest):
+                got = self._coordinator.on_get(message)
+                if not isinstance(got, Message):
+                    return self._answer_later(peer, message, got)
+                answer = got
+            else:
+                answer = self._dispatch(peer, message)
+        except Exception as exc:
+            answer = self._error_reply(peer, message, exc)
+        return None if answer is None else self._messaging.encode(answer)
+
+    async def _answer_later(
+        self, peer: str, message: Message, pending: Awaitable[Message]
+    ) -> bytes | None:
+        try:
+            answer: Message = await pending
+        except Exception as exc:
+            answer = self._error_reply(peer, message, exc)
+        return self._messaging.encode(answer)
+
+    def _error_reply(self, peer: str, message: Message, exc: Exception) -> ErrorReply:
+        if isinstance(exc, GridKVError):
+            return ErrorReply(type(exc).__name__, str(exc))
+        # A bug here must not leave the peer waiting in silence.
+        kind = type(message).__name__
+        self._errors.log(
+            logging.ERROR,
+            f"handler failed: {kind}",
+            f"failed to handle a {kind} message: {type(exc).__name__}: {exc}",
+            exc_info=exc,
+            peer=peer,
+            node_id=self.node_id,
+        )
+        return ErrorReply("InternalError", f"{type(exc).__name__}: {exc}")
+
+    def _refuse_data(
+        self, message: ReplicateBatch | DigestSync | BucketSync | KeySync | HandoffDone
+    ) -> ErrorReply | None:
+        """The refusal of data from a sender that may not give it yet, or ``None``."""
+        sender = message.sender
+        state = self._membership.state_of(sender)
+        if state == "dead":
+            why = "dead; it must rejoin (refute) before its data is taken"
+        elif isinstance(message, _BULK_TYPES) and state is None:
+            why = "unknown; it must join before it pushes what it holds"
+        else:
+            return None
+        return ErrorReply("PeerUnavailable", f"node {self.node_id!r} holds {sender!r} {why}")
+
+    def _dispatch(self, peer: str, message: Message) -> Message | None:
+        if isinstance(message, MEMBERSHIP_TYPES):
+            return self._membership.handle(peer, message)
+        if isinstance(message, _DATA_TYPES):
+            refused = self._refuse_data(message)
+            if refused is not None:
+                return refused
+        if isinstance(message, ReplicateBatch):
+            return self._coordinator.on_batch(message)
+        if isinstance(message, DigestSync):
+            return self._anti_entropy.on_digests(message)
+        if isinstance(message, BucketSync):
+            return self._anti_entropy.on_buckets(message)
+        if isinstance(message, KeySync):
+            return self._anti_entropy.on_keys(message)
+        if isinstance(message, HandoffDone):
+            return self._handoff.on_done(message)
+        if isinstance(message, Ping):
+            return Pong(message.seq, self.node_id, self._hlc.now())
+        return ErrorReply(
+            "ProtocolError", f"{type(message).__name__} is not handled by this node version"
+        )
