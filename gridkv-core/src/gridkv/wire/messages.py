@@ -1,20 +1,23 @@
 """The messages nodes exchange, as small frozen dataclasses.
 
-Each message class has a unique ``TYPE`` number and declares, per field, the validator the
-codec runs on decode. A message travels as a msgpack array ``[PROTOCOL_VERSION, TYPE, *fields]``
-in field order (see :mod:`gridkv.wire.codec`). New message types take new numbers; a number is
-never reused for a different shape.
+Each message class has a unique ``TYPE`` number and declares its fields once, each annotated
+with its wire type: ``seq: Annotated[int, wire.u64]``. :func:`message` reads those annotations
+into ``FIELDS``, the validators the codec runs on decode, in order. A message travels as a
+msgpack array ``[PROTOCOL_VERSION, TYPE, *fields]`` in field order (see
+:mod:`gridkv.wire.codec`). New message types take new numbers; a number is never reused for a
+different shape.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar, get_type_hints
 
-from gridkv.base._repr import shown
-from gridkv.base.errors import ProtocolError
-from gridkv.storage.base import BUCKETS, Entry
+from gridkv.storage.base import Entry
+from gridkv.wire import fields as wire
+from gridkv.wire.fields import MAX_KEY_BYTES_ON_WIRE, MemberRecord, Packer, Validator
 
 __all__ = [
     "Message",
@@ -50,153 +53,8 @@ __all__ = [
     "MEMBERSHIP_TYPES",
     "MESSAGE_TYPES",
     "MAX_KEY_BYTES_ON_WIRE",
+    "message",
 ]
-
-#: Longest key any message may carry, whatever a node's own ``max_key_bytes``.
-MAX_KEY_BYTES_ON_WIRE = 65535
-_U64 = (1 << 64) - 1
-_U32 = (1 << 32) - 1
-
-Validator = Callable[[Any, str], Any]
-
-
-def _fail(name: str, why: str, value: Any) -> ProtocolError:
-    # shown(), not repr(): a value nested a thousand levels deep would raise RecursionError.
-    return ProtocolError(f"field {name!r}: {why} (got {shown(value)})")
-
-
-def u64(value: Any, name: str) -> int:
-    """An unsigned 64-bit integer."""
-    if type(value) is not int or not 0 <= value <= _U64:
-        raise _fail(name, "expected an unsigned 64-bit integer", value)
-    return value
-
-
-def u32(value: Any, name: str) -> int:
-    """An unsigned 32-bit integer."""
-    if type(value) is not int or not 0 <= value <= _U32:
-        raise _fail(name, "expected an unsigned 32-bit integer", value)
-    return value
-
-
-def text(value: Any, name: str) -> str:
-    """A string."""
-    if type(value) is not str:
-        raise _fail(name, "expected a string", value)
-    return value
-
-
-def node_id(value: Any, name: str) -> str:
-    """A non-empty string of at most 255 characters."""
-    if type(value) is not str or not 0 < len(value) <= 255:
-        raise _fail(name, "expected a node id (1 to 255 characters)", value)
-    return value
-
-
-def key(value: Any, name: str) -> str:
-    """A non-empty key within the wire limit."""
-    if type(value) is not str or not value or len(value) > MAX_KEY_BYTES_ON_WIRE:
-        raise _fail(name, "expected a non-empty key", value)
-    return value
-
-
-def blob(value: Any, name: str) -> bytes:
-    """Bytes."""
-    if type(value) is not bytes:
-        raise _fail(name, "expected bytes", value)
-    return value
-
-
-def entry(value: Any, name: str) -> tuple[int, Entry]:
-    """A ``[partition, key, value|nil, version, writer, expires_at]`` record."""
-    if type(value) is not list or len(value) != 6:
-        raise _fail(name, "expected an entry record of 6 fields", value)
-    part, k, v, version, writer, expires = value
-    if v is not None and type(v) is not bytes:
-        raise _fail(f"{name}.value", "expected bytes or nil", v)
-    return u32(part, f"{name}.partition"), Entry(
-        key(k, f"{name}.key"),
-        v,
-        u64(version, f"{name}.version"),
-        node_id(writer, f"{name}.writer"),
-        u64(expires, f"{name}.expires_at"),
-    )
-
-
-def optional_entry(value: Any, name: str) -> tuple[int, Entry] | None:
-    """An entry record or nil."""
-    return None if value is None else entry(value, name)
-
-
-def entry_list(value: Any, name: str) -> list[tuple[int, Entry]]:
-    """A list of entry records."""
-    if type(value) is not list:
-        raise _fail(name, "expected a list of entry records", value)
-    return [entry(item, f"{name}[{i}]") for i, item in enumerate(value)]
-
-
-def flag(value: Any, name: str) -> bool:
-    """A boolean."""
-    if type(value) is not bool:
-        raise _fail(name, "expected true or false", value)
-    return value
-
-
-def address(value: Any, name: str) -> str:
-    """A network address of 1 to 1024 characters."""
-    if type(value) is not str or not 0 < len(value) <= 1024:
-        raise _fail(name, "expected an address (1 to 1024 characters)", value)
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class MemberRecord:
-    """What one node asserts about a member: the unit of gossip and of state sync.
-
-    :ivar node_id: the member.
-    :ivar address: where it is reached.
-    :ivar incarnation: the member's incarnation the assertion is about.
-    :ivar state: 0 alive, 1 suspect, 2 dead, 3 left.
-    :ivar origin: the node making the assertion (counts as a confirmation for suspicions).
-    """
-
-    node_id: str
-    address: str
-    incarnation: int
-    state: int
-    origin: str
-
-    def to_wire(self) -> list[Any]:
-        """The wire form: ``[node_id, address, incarnation, state, origin]``."""
-        return [self.node_id, self.address, self.incarnation, self.state, self.origin]
-
-
-def member_record(value: Any, name: str) -> MemberRecord:
-    """A ``[node_id, address, incarnation, state, origin]`` record."""
-    if type(value) is not list or len(value) != 5:
-        raise _fail(name, "expected a member record of 5 fields", value)
-    node, addr, inc, state, origin = value
-    if type(state) is not int or not 0 <= state <= 3:
-        raise _fail(f"{name}.state", "expected 0 to 3", state)
-    return MemberRecord(
-        node_id(node, f"{name}.node_id"),
-        address(addr, f"{name}.address"),
-        u64(inc, f"{name}.incarnation"),
-        state,
-        node_id(origin, f"{name}.origin"),
-    )
-
-
-def member_records(value: Any, name: str) -> list[MemberRecord]:
-    """A list of member records."""
-    if type(value) is not list:
-        raise _fail(name, "expected a list of member records", value)
-    return [member_record(item, f"{name}[{i}]") for i, item in enumerate(value)]
-
-
-def pack_entry(partition: int, e: Entry) -> list[Any]:
-    """The wire form of an entry record."""
-    return [partition, e.key, e.value, e.version, e.writer, e.expires_at]
 
 
 class Message:
@@ -204,22 +62,61 @@ class Message:
 
     TYPE: ClassVar[int]
     FIELDS: ClassVar[tuple[tuple[str, Validator], ...]]
+    _PACKING: ClassVar[tuple[tuple[str, Packer | None], ...]]
 
     def to_fields(self) -> list[Any]:
-        """The field values in wire order."""
-        return [getattr(self, name) for name, _ in self.FIELDS]
+        """The field values in wire order, as msgpack carries them."""
+        return [
+            getattr(self, name) if pack is None else pack(getattr(self, name))
+            for name, pack in self._PACKING
+        ]
 
 
+#: Every message class by its ``TYPE`` number, filled by :func:`message`.
+MESSAGE_TYPES: dict[int, type[Message]] = {}
+_M = TypeVar("_M", bound=type[Message])
+
+
+def message(type_code: int) -> Callable[[_M], _M]:
+    """Register a message dataclass under ``type_code`` and read its fields' wire types.
+
+    Every field must be annotated ``Annotated[<type>, <validator>]`` with a validator from
+    :mod:`gridkv.wire.fields` (or one of this module's). A type number taken twice, or a field
+    without a validator, fails at import.
+    """
+
+    def register(cls: _M) -> _M:
+        if type_code in MESSAGE_TYPES:
+            taken = MESSAGE_TYPES[type_code].__name__
+            raise TypeError(f"message type {type_code} is taken by {taken}")
+        # Each class's module globals, no class namespace: a slotted dataclass holds a
+        # descriptor for each field, which would shadow a validator of the same name.
+        hints = get_type_hints(cls, None, {}, include_extras=True)
+        declared: list[tuple[str, Validator]] = []
+        for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+            metadata: tuple[Any, ...] = getattr(hints[spec.name], "__metadata__", ())
+            if len(metadata) != 1 or not callable(metadata[0]):
+                raise TypeError(f"{cls.__name__}.{spec.name} needs Annotated[<type>, <validator>]")
+            declared.append((spec.name, metadata[0]))
+        cls.TYPE = type_code
+        cls.FIELDS = tuple(declared)
+        cls._PACKING = tuple((name, wire.PACKERS.get(check)) for name, check in declared)
+        MESSAGE_TYPES[type_code] = cls
+        return cls
+
+    return register
+
+
+@message(1)
 @dataclass(frozen=True, slots=True)
 class Ping(Message):
     """A liveness probe; answered with :class:`Pong` carrying the same ``seq``."""
 
-    TYPE: ClassVar[int] = 1
-    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (("seq", u64), ("sender", node_id))
-    seq: int
-    sender: str
+    seq: Annotated[int, wire.u64]
+    sender: Annotated[str, wire.node_id]
 
 
+@message(2)
 @dataclass(frozen=True, slots=True)
 class Pong(Message):
     """The answer to :class:`Ping`, with the answerer's hybrid logical clock.
@@ -229,65 +126,44 @@ class Pong(Message):
     restart (its peers' clocks advanced past those versions when they stored them).
     """
 
-    TYPE: ClassVar[int] = 2
-    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (
-        ("seq", u64),
-        ("sender", node_id),
-        ("clock", u64),
-    )
-    seq: int
-    sender: str
-    clock: int
+    seq: Annotated[int, wire.u64]
+    sender: Annotated[str, wire.node_id]
+    clock: Annotated[int, wire.u64]
 
 
+@message(3)
 @dataclass(frozen=True, slots=True)
 class ErrorReply(Message):
     """A request failed at the peer; ``code`` is the GridKV exception class name."""
 
-    TYPE: ClassVar[int] = 3
-    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (("code", text), ("message", text))
-    code: str
-    message: str
+    code: Annotated[str, wire.text]
+    message: Annotated[str, wire.text]
 
 
+@message(10)
 @dataclass(frozen=True, slots=True)
 class GetRequest(Message):
     """Ask a replica for its entry of ``key``."""
 
-    TYPE: ClassVar[int] = 10
-    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (("partition", u32), ("key", key))
-    partition: int
-    key: str
+    partition: Annotated[int, wire.u32]
+    key: Annotated[str, wire.key]
 
 
+@message(11)
 @dataclass(frozen=True, slots=True)
 class GetReply(Message):
     """A replica's entry of the key asked for (tombstones included), or ``None``."""
 
-    TYPE: ClassVar[int] = 11
-    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (("entry", optional_entry),)
-    entry: tuple[int, Entry] | None
-
-    def to_fields(self) -> list[Any]:
-        """The field values in wire order."""
-        return [None if self.entry is None else pack_entry(*self.entry)]
+    entry: Annotated[tuple[int, Entry] | None, wire.optional_entry]
 
 
+@message(12)
 @dataclass(frozen=True, slots=True)
 class ReplicateBatch(Message):
     """Entries for a replica to merge by last-writer-wins, sent as one message."""
 
-    TYPE: ClassVar[int] = 12
-    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (
-        ("sender", node_id),
-        ("entries", entry_list),
-    )
-    sender: str
-    entries: list[tuple[int, Entry]]
-
-    def to_fields(self) -> list[Any]:
-        """The field values in wire order."""
-        return [self.sender, [pack_entry(p, e) for p, e in self.entries]]
+    sender: Annotated[str, wire.node_id]
+    entries: Annotated[list[tuple[int, Entry]], wire.entry_list]
 
 
 #: Per-entry outcomes in a :class:`BatchAck`. The first two mean "stored": the replica now
@@ -317,12 +193,13 @@ STATUS_NAMES: dict[int, str] = {
 
 def statuses(value: Any, name: str) -> bytes:
     """One outcome byte per entry (see :data:`STATUS_NAMES`)."""
-    data = blob(value, name)
+    data = wire.blob(value, name)
     if any(code not in STATUS_NAMES for code in set(data)):
-        raise _fail(name, "expected outcome codes 0 to 5", value)
+        raise wire.fail(name, "expected outcome codes 0 to 5", value)
     return data
 
 
+@message(13)
 @dataclass(frozen=True, slots=True)
 class BatchAck(Message):
     """The answer to :class:`ReplicateBatch`: one outcome per entry, in the batch's order.
@@ -330,9 +207,7 @@ class BatchAck(Message):
     :ivar results: a byte per entry: :data:`STORED`, :data:`HELD` or a refusal code.
     """
 
-    TYPE: ClassVar[int] = 13
-    FIELDS: ClassVar[tuple[tuple[str, Validator], ...]] = (("results", statuses),)
-    results: bytes
+    results: Annotated[bytes, statuses]
 
     @property
     def stored(self) -> int:
@@ -340,124 +215,78 @@ class BatchAck(Message):
         return self.results.count(STORED) + self.results.count(HELD)
 
 
-class _WithUpdates(Message):
-    """A message whose last field is a list of gossiped member records."""
-
-    def to_fields(self) -> list[Any]:
-        """The field values in wire order."""
-        out = [getattr(self, name) for name, _ in self.FIELDS]
-        out[-1] = [record.to_wire() for record in out[-1]]
-        return out
-
-
-_Fields = tuple[tuple[str, Validator], ...]
-
-
+@message(20)
 @dataclass(frozen=True, slots=True)
-class SwimPing(_WithUpdates):
+class SwimPing(Message):
     """A SWIM probe of ``target``; answered with :class:`SwimAck` sent to ``sender_addr``."""
 
-    TYPE: ClassVar[int] = 20
-    FIELDS: ClassVar[_Fields] = (
-        ("seq", u64),
-        ("sender", node_id),
-        ("sender_addr", address),
-        ("target", node_id),
-        ("updates", member_records),
-    )
-    seq: int
-    sender: str
-    sender_addr: str
-    target: str
-    updates: list[MemberRecord]
+    seq: Annotated[int, wire.u64]
+    sender: Annotated[str, wire.node_id]
+    sender_addr: Annotated[str, wire.address]
+    target: Annotated[str, wire.node_id]
+    updates: Annotated[list[MemberRecord], wire.member_records]
 
 
+@message(21)
 @dataclass(frozen=True, slots=True)
-class SwimAck(_WithUpdates):
+class SwimAck(Message):
     """The answer to a :class:`SwimPing` (or relayed for a :class:`SwimPingReq`)."""
 
-    TYPE: ClassVar[int] = 21
-    FIELDS: ClassVar[_Fields] = (
-        ("seq", u64),
-        ("sender", node_id),
-        ("updates", member_records),
-    )
-    seq: int
-    sender: str
-    updates: list[MemberRecord]
+    seq: Annotated[int, wire.u64]
+    sender: Annotated[str, wire.node_id]
+    updates: Annotated[list[MemberRecord], wire.member_records]
 
 
+@message(22)
 @dataclass(frozen=True, slots=True)
-class SwimPingReq(_WithUpdates):
+class SwimPingReq(Message):
     """Ask the receiver to probe ``target`` on the sender's behalf (indirect probe)."""
 
-    TYPE: ClassVar[int] = 22
-    FIELDS: ClassVar[_Fields] = (
-        ("seq", u64),
-        ("sender", node_id),
-        ("sender_addr", address),
-        ("target", node_id),
-        ("target_addr", address),
-        ("updates", member_records),
-    )
-    seq: int
-    sender: str
-    sender_addr: str
-    target: str
-    target_addr: str
-    updates: list[MemberRecord]
+    seq: Annotated[int, wire.u64]
+    sender: Annotated[str, wire.node_id]
+    sender_addr: Annotated[str, wire.address]
+    target: Annotated[str, wire.node_id]
+    target_addr: Annotated[str, wire.address]
+    updates: Annotated[list[MemberRecord], wire.member_records]
 
 
+@message(23)
 @dataclass(frozen=True, slots=True)
 class SwimNack(Message):
     """Lifeguard: an indirect probe's relay could not reach the target in time."""
 
-    TYPE: ClassVar[int] = 23
-    FIELDS: ClassVar[_Fields] = (("seq", u64), ("sender", node_id))
-    seq: int
-    sender: str
+    seq: Annotated[int, wire.u64]
+    sender: Annotated[str, wire.node_id]
 
 
+@message(24)
 @dataclass(frozen=True, slots=True)
-class SwimGossip(_WithUpdates):
+class SwimGossip(Message):
     """Member records pushed to a few random members, between probes."""
 
-    TYPE: ClassVar[int] = 24
-    FIELDS: ClassVar[_Fields] = (
-        ("sender", node_id),
-        ("sender_addr", address),
-        ("updates", member_records),
-    )
-    sender: str
-    sender_addr: str
-    updates: list[MemberRecord]
+    sender: Annotated[str, wire.node_id]
+    sender_addr: Annotated[str, wire.address]
+    updates: Annotated[list[MemberRecord], wire.member_records]
 
 
+@message(25)
 @dataclass(frozen=True, slots=True)
-class PushPull(_WithUpdates):
+class PushPull(Message):
     """A full state sync (a request): the sender's whole member list; ``join`` on first contact."""
 
-    TYPE: ClassVar[int] = 25
-    FIELDS: ClassVar[_Fields] = (
-        ("sender", node_id),
-        ("sender_addr", address),
-        ("join", flag),
-        ("states", member_records),
-    )
-    sender: str
-    sender_addr: str
-    join: bool
-    states: list[MemberRecord]
+    sender: Annotated[str, wire.node_id]
+    sender_addr: Annotated[str, wire.address]
+    join: Annotated[bool, wire.flag]
+    states: Annotated[list[MemberRecord], wire.member_records]
 
 
+@message(26)
 @dataclass(frozen=True, slots=True)
-class PushPullReply(_WithUpdates):
+class PushPullReply(Message):
     """The answer to :class:`PushPull`: the receiver's whole member list."""
 
-    TYPE: ClassVar[int] = 26
-    FIELDS: ClassVar[_Fields] = (("sender", node_id), ("states", member_records))
-    sender: str
-    states: list[MemberRecord]
+    sender: Annotated[str, wire.node_id]
+    states: Annotated[list[MemberRecord], wire.member_records]
 
 
 #: Messages the membership protocol handles.
@@ -472,116 +301,42 @@ MEMBERSHIP_TYPES: tuple[type[Message], ...] = (
 )
 
 
-def digest_pair(value: Any, name: str) -> tuple[int, int]:
-    """A ``[partition, digest]`` pair."""
-    if type(value) is not list or len(value) != 2:
-        raise _fail(name, "expected [partition, digest]", value)
-    return u32(value[0], f"{name}.partition"), u64(value[1], f"{name}.digest")
-
-
-def digest_pairs(value: Any, name: str) -> list[tuple[int, int]]:
-    """A list of ``[partition, digest]`` pairs."""
-    if type(value) is not list:
-        raise _fail(name, "expected a list of [partition, digest]", value)
-    return [digest_pair(item, f"{name}[{i}]") for i, item in enumerate(value)]
-
-
-def partitions(value: Any, name: str) -> list[int]:
-    """A list of partition numbers."""
-    if type(value) is not list:
-        raise _fail(name, "expected a list of partitions", value)
-    return [u32(item, f"{name}[{i}]") for i, item in enumerate(value)]
-
-
-def key_version(value: Any, name: str) -> tuple[str, int, str]:
-    """A ``[key, version, writer]`` triple."""
-    if type(value) is not list or len(value) != 3:
-        raise _fail(name, "expected [key, version, writer]", value)
-    return (
-        key(value[0], f"{name}.key"),
-        u64(value[1], f"{name}.version"),
-        node_id(value[2], f"{name}.writer"),
-    )
-
-
-def key_versions(value: Any, name: str) -> list[tuple[str, int, str]]:
-    """A list of ``[key, version, writer]`` triples."""
-    if type(value) is not list:
-        raise _fail(name, "expected a list of [key, version, writer]", value)
-    return [key_version(item, f"{name}[{i}]") for i, item in enumerate(value)]
-
-
-def keys(value: Any, name: str) -> list[str]:
-    """A list of keys."""
-    if type(value) is not list:
-        raise _fail(name, "expected a list of keys", value)
-    return [key(item, f"{name}[{i}]") for i, item in enumerate(value)]
-
-
+@message(30)
 @dataclass(frozen=True, slots=True)
 class DigestSync(Message):
     """Anti-entropy, step one: the sender's digest of each partition it shares with the receiver."""
 
-    TYPE: ClassVar[int] = 30
-    FIELDS: ClassVar[_Fields] = (("sender", node_id), ("digests", digest_pairs))
-    sender: str
-    digests: list[tuple[int, int]]
-
-    def to_fields(self) -> list[Any]:
-        """The field values in wire order."""
-        return [self.sender, [list(pair) for pair in self.digests]]
+    sender: Annotated[str, wire.node_id]
+    digests: Annotated[list[tuple[int, int]], wire.digest_pairs]
 
 
+@message(31)
 @dataclass(frozen=True, slots=True)
 class DigestReply(Message):
     """The partitions whose digests differ."""
 
-    TYPE: ClassVar[int] = 31
-    FIELDS: ClassVar[_Fields] = (("differ", partitions),)
-    differ: list[int]
+    differ: Annotated[list[int], wire.partitions]
 
 
-def bucket_digests(value: Any, name: str) -> list[int]:
-    """The ``BUCKETS`` bucket digests of a partition."""
-    if type(value) is not list or len(value) != BUCKETS:
-        raise _fail(name, f"expected a list of {BUCKETS} bucket digests", value)
-    return [u64(item, f"{name}[{i}]") for i, item in enumerate(value)]
-
-
-def buckets(value: Any, name: str) -> list[int]:
-    """A list of bucket numbers."""
-    if type(value) is not list:
-        raise _fail(name, "expected a list of buckets", value)
-    out = [u32(item, f"{name}[{i}]") for i, item in enumerate(value)]
-    if any(b >= BUCKETS for b in out):
-        raise _fail(name, f"expected bucket numbers below {BUCKETS}", value)
-    return out
-
-
+@message(35)
 @dataclass(frozen=True, slots=True)
 class BucketSync(Message):
     """Anti-entropy, step two: the bucket digests of one partition whose digests differ."""
 
-    TYPE: ClassVar[int] = 35
-    FIELDS: ClassVar[_Fields] = (
-        ("sender", node_id),
-        ("partition", u32),
-        ("digests", bucket_digests),
-    )
-    sender: str
-    partition: int
-    digests: list[int]
+    sender: Annotated[str, wire.node_id]
+    partition: Annotated[int, wire.u32]
+    digests: Annotated[list[int], wire.bucket_digests]
 
 
+@message(36)
 @dataclass(frozen=True, slots=True)
 class BucketReply(Message):
     """The buckets whose digests differ."""
 
-    TYPE: ClassVar[int] = 36
-    FIELDS: ClassVar[_Fields] = (("differ", buckets),)
-    differ: list[int]
+    differ: Annotated[list[int], wire.buckets]
 
 
+@message(32)
 @dataclass(frozen=True, slots=True)
 class KeySync(Message):
     """Anti-entropy, step three: the sender's (key, version, writer) list of one hash range.
@@ -590,31 +345,14 @@ class KeySync(Message):
     with more keys than fit in a message is listed in several ranges, one after the other.
     """
 
-    TYPE: ClassVar[int] = 32
-    FIELDS: ClassVar[_Fields] = (
-        ("sender", node_id),
-        ("partition", u32),
-        ("low", u64),
-        ("high", u64),
-        ("versions", key_versions),
-    )
-    sender: str
-    partition: int
-    low: int
-    high: int
-    versions: list[tuple[str, int, str]]
-
-    def to_fields(self) -> list[Any]:
-        """The field values in wire order."""
-        return [
-            self.sender,
-            self.partition,
-            self.low,
-            self.high,
-            [list(v) for v in self.versions],
-        ]
+    sender: Annotated[str, wire.node_id]
+    partition: Annotated[int, wire.u32]
+    low: Annotated[int, wire.u64]
+    high: Annotated[int, wire.u64]
+    versions: Annotated[list[tuple[str, int, str]], wire.key_versions]
 
 
+@message(33)
 @dataclass(frozen=True, slots=True)
 class KeySyncReply(Message):
     """The entries the asker lacks or holds older, and the keys the answerer wants.
@@ -623,42 +361,15 @@ class KeySyncReply(Message):
     the rest.
     """
 
-    TYPE: ClassVar[int] = 33
-    FIELDS: ClassVar[_Fields] = (("entries", entry_list), ("wanted", keys), ("complete", flag))
-    entries: list[tuple[int, Entry]]
-    wanted: list[str]
-    complete: bool
-
-    def to_fields(self) -> list[Any]:
-        """The field values in wire order."""
-        return [[pack_entry(p, e) for p, e in self.entries], self.wanted, self.complete]
+    entries: Annotated[list[tuple[int, Entry]], wire.entry_list]
+    wanted: Annotated[list[str], wire.keys]
+    complete: Annotated[bool, wire.flag]
 
 
+@message(34)
 @dataclass(frozen=True, slots=True)
 class HandoffDone(Message):
     """Handoff: the sender has sent everything it holds of these partitions."""
 
-    TYPE: ClassVar[int] = 34
-    FIELDS: ClassVar[_Fields] = (("sender", node_id), ("partitions", partitions))
-    sender: str
-    partitions: list[int]
-
-
-_ALL: tuple[type[Message], ...] = (
-    Ping,
-    Pong,
-    ErrorReply,
-    GetRequest,
-    GetReply,
-    ReplicateBatch,
-    BatchAck,
-    DigestSync,
-    DigestReply,
-    KeySync,
-    KeySyncReply,
-    HandoffDone,
-    BucketSync,
-    BucketReply,
-    *MEMBERSHIP_TYPES,
-)
-MESSAGE_TYPES: dict[int, type[Message]] = {cls.TYPE: cls for cls in _ALL}
+    sender: Annotated[str, wire.node_id]
+    partitions: Annotated[list[int], wire.partitions]

@@ -1,0 +1,281 @@
+"""The field types of wire messages: one validator per type, and how the richer ones pack.
+
+A validator takes the decoded msgpack value and the field's name and returns the value a
+message holds, or raises :class:`~gridkv.base.errors.ProtocolError` naming the field. Most
+values pack as they are; entries and member records, which a message holds as objects, pack
+through :data:`PACKERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gridkv.base._repr import shown
+from gridkv.base.errors import ProtocolError
+from gridkv.storage.base import BUCKETS, Entry
+
+__all__ = [
+    "Validator",
+    "Packer",
+    "PACKERS",
+    "MAX_KEY_BYTES_ON_WIRE",
+    "MemberRecord",
+    "fail",
+    "u64",
+    "u32",
+    "text",
+    "node_id",
+    "key",
+    "blob",
+    "flag",
+    "address",
+    "entry",
+    "optional_entry",
+    "entry_list",
+    "pack_entry",
+    "member_record",
+    "member_records",
+    "digest_pair",
+    "digest_pairs",
+    "partitions",
+    "key_version",
+    "key_versions",
+    "keys",
+    "bucket_digests",
+    "buckets",
+]
+
+#: Longest key any message may carry, whatever a node's own ``max_key_bytes``.
+MAX_KEY_BYTES_ON_WIRE = 65535
+_U64 = (1 << 64) - 1
+_U32 = (1 << 32) - 1
+
+#: Checks one decoded field value (named for errors) and returns what the message holds.
+Validator = Callable[[Any, str], Any]
+#: Turns a field value a message holds into what msgpack carries.
+Packer = Callable[[Any], Any]
+
+
+def fail(name: str, why: str, value: Any) -> ProtocolError:
+    """The error for field ``name``: ``why`` it refused ``value``."""
+    # shown(), not repr(): a value nested a thousand levels deep would raise RecursionError.
+    return ProtocolError(f"field {name!r}: {why} (got {shown(value)})")
+
+
+def u64(value: Any, name: str) -> int:
+    """An unsigned 64-bit integer."""
+    if type(value) is not int or not 0 <= value <= _U64:
+        raise fail(name, "expected an unsigned 64-bit integer", value)
+    return value
+
+
+def u32(value: Any, name: str) -> int:
+    """An unsigned 32-bit integer."""
+    if type(value) is not int or not 0 <= value <= _U32:
+        raise fail(name, "expected an unsigned 32-bit integer", value)
+    return value
+
+
+def text(value: Any, name: str) -> str:
+    """A string."""
+    if type(value) is not str:
+        raise fail(name, "expected a string", value)
+    return value
+
+
+def node_id(value: Any, name: str) -> str:
+    """A non-empty string of at most 255 characters."""
+    if type(value) is not str or not 0 < len(value) <= 255:
+        raise fail(name, "expected a node id (1 to 255 characters)", value)
+    return value
+
+
+def key(value: Any, name: str) -> str:
+    """A non-empty key within the wire limit."""
+    if type(value) is not str or not value or len(value) > MAX_KEY_BYTES_ON_WIRE:
+        raise fail(name, "expected a non-empty key", value)
+    return value
+
+
+def blob(value: Any, name: str) -> bytes:
+    """Bytes."""
+    if type(value) is not bytes:
+        raise fail(name, "expected bytes", value)
+    return value
+
+
+def entry(value: Any, name: str) -> tuple[int, Entry]:
+    """A ``[partition, key, value|nil, version, writer, expires_at]`` record."""
+    if type(value) is not list or len(value) != 6:
+        raise fail(name, "expected an entry record of 6 fields", value)
+    part, k, v, version, writer, expires = value
+    if v is not None and type(v) is not bytes:
+        raise fail(f"{name}.value", "expected bytes or nil", v)
+    return u32(part, f"{name}.partition"), Entry(
+        key(k, f"{name}.key"),
+        v,
+        u64(version, f"{name}.version"),
+        node_id(writer, f"{name}.writer"),
+        u64(expires, f"{name}.expires_at"),
+    )
+
+
+def optional_entry(value: Any, name: str) -> tuple[int, Entry] | None:
+    """An entry record or nil."""
+    return None if value is None else entry(value, name)
+
+
+def entry_list(value: Any, name: str) -> list[tuple[int, Entry]]:
+    """A list of entry records."""
+    if type(value) is not list:
+        raise fail(name, "expected a list of entry records", value)
+    return [entry(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def flag(value: Any, name: str) -> bool:
+    """A boolean."""
+    if type(value) is not bool:
+        raise fail(name, "expected true or false", value)
+    return value
+
+
+def address(value: Any, name: str) -> str:
+    """A network address of 1 to 1024 characters."""
+    if type(value) is not str or not 0 < len(value) <= 1024:
+        raise fail(name, "expected an address (1 to 1024 characters)", value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    """What one node asserts about a member: the unit of gossip and of state sync.
+
+    :ivar node_id: the member.
+    :ivar address: where it is reached.
+    :ivar incarnation: the member's incarnation the assertion is about.
+    :ivar state: 0 alive, 1 suspect, 2 dead, 3 left.
+    :ivar origin: the node making the assertion (counts as a confirmation for suspicions).
+    """
+
+    node_id: str
+    address: str
+    incarnation: int
+    state: int
+    origin: str
+
+    def to_wire(self) -> list[Any]:
+        """The wire form: ``[node_id, address, incarnation, state, origin]``."""
+        return [self.node_id, self.address, self.incarnation, self.state, self.origin]
+
+
+def member_record(value: Any, name: str) -> MemberRecord:
+    """A ``[node_id, address, incarnation, state, origin]`` record."""
+    if type(value) is not list or len(value) != 5:
+        raise fail(name, "expected a member record of 5 fields", value)
+    node, addr, inc, state, origin = value
+    if type(state) is not int or not 0 <= state <= 3:
+        raise fail(f"{name}.state", "expected 0 to 3", state)
+    return MemberRecord(
+        node_id(node, f"{name}.node_id"),
+        address(addr, f"{name}.address"),
+        u64(inc, f"{name}.incarnation"),
+        state,
+        node_id(origin, f"{name}.origin"),
+    )
+
+
+def member_records(value: Any, name: str) -> list[MemberRecord]:
+    """A list of member records."""
+    if type(value) is not list:
+        raise fail(name, "expected a list of member records", value)
+    return [member_record(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def pack_entry(partition: int, e: Entry) -> list[Any]:
+    """The wire form of an entry record."""
+    return [partition, e.key, e.value, e.version, e.writer, e.expires_at]
+
+
+def digest_pair(value: Any, name: str) -> tuple[int, int]:
+    """A ``[partition, digest]`` pair."""
+    if type(value) is not list or len(value) != 2:
+        raise fail(name, "expected [partition, digest]", value)
+    return u32(value[0], f"{name}.partition"), u64(value[1], f"{name}.digest")
+
+
+def digest_pairs(value: Any, name: str) -> list[tuple[int, int]]:
+    """A list of ``[partition, digest]`` pairs."""
+    if type(value) is not list:
+        raise fail(name, "expected a list of [partition, digest]", value)
+    return [digest_pair(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def partitions(value: Any, name: str) -> list[int]:
+    """A list of partition numbers."""
+    if type(value) is not list:
+        raise fail(name, "expected a list of partitions", value)
+    return [u32(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def key_version(value: Any, name: str) -> tuple[str, int, str]:
+    """A ``[key, version, writer]`` triple."""
+    if type(value) is not list or len(value) != 3:
+        raise fail(name, "expected [key, version, writer]", value)
+    return (
+        key(value[0], f"{name}.key"),
+        u64(value[1], f"{name}.version"),
+        node_id(value[2], f"{name}.writer"),
+    )
+
+
+def key_versions(value: Any, name: str) -> list[tuple[str, int, str]]:
+    """A list of ``[key, version, writer]`` triples."""
+    if type(value) is not list:
+        raise fail(name, "expected a list of [key, version, writer]", value)
+    return [key_version(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def keys(value: Any, name: str) -> list[str]:
+    """A list of keys."""
+    if type(value) is not list:
+        raise fail(name, "expected a list of keys", value)
+    return [key(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def bucket_digests(value: Any, name: str) -> list[int]:
+    """The ``BUCKETS`` bucket digests of a partition."""
+    if type(value) is not list or len(value) != BUCKETS:
+        raise fail(name, f"expected a list of {BUCKETS} bucket digests", value)
+    return [u64(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def buckets(value: Any, name: str) -> list[int]:
+    """A list of bucket numbers."""
+    if type(value) is not list:
+        raise fail(name, "expected a list of buckets", value)
+    out = [u32(item, f"{name}[{i}]") for i, item in enumerate(value)]
+    if any(b >= BUCKETS for b in out):
+        raise fail(name, f"expected bucket numbers below {BUCKETS}", value)
+    return out
+
+
+def _pack_optional_entry(value: tuple[int, Entry] | None) -> list[Any] | None:
+    return None if value is None else pack_entry(*value)
+
+
+def _pack_entries(value: list[tuple[int, Entry]]) -> list[list[Any]]:
+    return [pack_entry(p, e) for p, e in value]
+
+
+def _pack_member_records(value: list[MemberRecord]) -> list[list[Any]]:
+    return [record.to_wire() for record in value]
+
+
+#: The packer of each field type whose values msgpack cannot carry as they are.
+PACKERS: dict[Validator, Packer] = {
+    optional_entry: _pack_optional_entry,
+    entry_list: _pack_entries,
+    member_records: _pack_member_records,
+}
