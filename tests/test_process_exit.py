@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import pytest
-from gridkv.api.client import EXIT_CLOSE_TIMEOUT
+from gridkv.api.process import EXIT_CLOSE_TIMEOUT
 from gridkv.testing.cluster import ProcessCluster
 from gridkv.testing.transports import node_options, transport_under_test
 
@@ -29,11 +29,11 @@ CHILD = textwrap.dedent(
     """
     import json, sys, threading, time
     import gridkv
-    from gridkv.api import client
+    from gridkv.api import process
     from gridkv.plugins import Plugins
 
     spec = json.loads(sys.argv[1])
-    client.EXIT_CLOSE_TIMEOUT = spec.get("exit_timeout", client.EXIT_CLOSE_TIMEOUT)
+    process.EXIT_CLOSE_TIMEOUT = spec.get("exit_timeout", process.EXIT_CLOSE_TIMEOUT)
 
 
     class BlocksItsClose:

@@ -320,7 +320,7 @@ def test_blocking_close_is_idempotent_and_later_calls_raise() -> None:
         kv.wait_ready()
     with pytest.raises(ShuttingDown):
         kv.health_check()
-    assert not kv._thread.is_alive()
+    assert not kv._runner.thread.is_alive()
 
 
 def test_blocking_api_from_eight_threads_loses_no_write() -> None:

@@ -35,7 +35,7 @@ from gridkv import (
     ShuttingDown,
     hookimpl,
 )
-from gridkv.api.client import WAIT_MARGIN
+from gridkv.api.blocking import WAIT_MARGIN
 from gridkv.plugins import Plugins
 from gridkv.testing.transports import node_options, transport_under_test
 from gridkv.transport import MemoryNetwork, MemoryTransport
@@ -214,7 +214,7 @@ def test_a_gridkv_made_before_a_fork_refuses_every_call_in_the_child() -> None:
                     yield name, f"{type(exc).__name__}: {exc}"
             # close() is a quiet no-op that touches neither the loop, nor its thread, nor a lock.
             used: list[str] = []
-            for attribute in ("_loop", "_thread", "_close_lock", "_submit_lock"):
+            for attribute in ("_runner", "_close_lock", "_submit_lock"):
                 setattr(kv, attribute, _Tripwire(used))
             try:
                 kv.close()
@@ -622,7 +622,7 @@ def test_a_close_under_a_waiting_blocking_caller_ends_the_call_with_shutting_dow
     assert box, "the caller is still waiting after the close"
     assert isinstance(box[0], ShuttingDown), box[0]
     assert "closed while get of key 'k' was waiting" in str(box[0])
-    assert not kv._thread.is_alive()
+    assert not kv._runner.thread.is_alive()
 
 
 async def test_a_cancellation_inside_gridkv_reaches_an_async_caller_as_peer_unavailable(

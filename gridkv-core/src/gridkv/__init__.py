@@ -7,7 +7,7 @@ keyword options, an :class:`Options`, or :func:`load_config`. Every error is a
 
 from __future__ import annotations
 
-from gridkv.api.client import TTL, AsyncGridKV, GridKV, Value
+from gridkv.api import TTL, AsyncGridKV, GridKV, Value
 from gridkv.base.config import load_config
 from gridkv.base.errors import (
     AuthenticationError,

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from gridkv.api.client import GridKV
+from gridkv.api.blocking import GridKV
 from gridkv.base.config import load_config
 from gridkv.base.errors import GridKVError
 from gridkv.base.options import Options

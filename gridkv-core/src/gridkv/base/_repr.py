@@ -29,6 +29,17 @@ class _Repr(reprlib.Repr):
             return f"<int of {x.bit_length()} bits>"
         return super().repr_int(x, level)
 
+    def repr_instance(self, x: Any, level: int) -> str:
+        try:
+            text = repr(x)
+        except Exception:  # as reprlib does, without the address: an error names the type
+            return f"<{type(x).__name__} object>"
+        if len(text) <= self.maxother:
+            return text
+        head = max(0, (self.maxother - 3) // 2)
+        tail = max(0, self.maxother - 3 - head)
+        return text[:head] + "..." + text[len(text) - tail :]
+
     def repr_bytes(self, x: bytes, level: int) -> str:
         if len(x) <= self.maxstring:
             return repr(x)

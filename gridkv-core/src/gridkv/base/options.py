@@ -18,9 +18,10 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Self
 
 from gridkv.base._repr import shown
+from gridkv.base.consistency import CONSISTENCY_LEVELS, Consistency
 from gridkv.base.durations import parse_duration
 from gridkv.base.errors import ConfigError
 
@@ -34,9 +35,6 @@ __all__ = [
     "Consistency",
     "CONSISTENCY_LEVELS",
 ]
-
-Consistency = Literal["one", "quorum", "all"]
-CONSISTENCY_LEVELS: tuple[str, ...] = ("one", "quorum", "all")
 
 
 def _spec(kind: str, **rules: Any) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Consistent hashing: keys to partitions, partitions to an ordered list of replicas.
 
 A key maps to one of ``partition_count`` partitions by a stable 64-bit hash (xxh3) of its
-UTF-8 bytes, the same on every node and in every process. Each node takes ``virtual_nodes``
-points on a 64-bit hash ring; partition ``p`` sits at the evenly spaced ring position
-``p * 2**64 / partition_count`` and its replicas are the first ``replica_count`` distinct nodes
-met walking clockwise from there. The first replica is the partition's primary owner.
+UTF-8 bytes, the same on every node and in every process (:mod:`gridkv.base.keys`). Each node
+takes ``virtual_nodes`` points on a 64-bit hash ring; partition ``p`` sits at the evenly
+spaced ring position ``p * 2**64 / partition_count`` and its replicas are the first
+``replica_count`` distinct nodes met walking clockwise from there. The first replica is the
+partition's primary owner.
 
 Pure consistent hashing leaves some nodes with 20 to 50% more partitions than the mean at 150
 virtual nodes. The table therefore uses consistent hashing with bounded loads (Mirrokni, Thorup
@@ -26,22 +27,14 @@ from dataclasses import dataclass
 
 import xxhash
 
+from gridkv.base.keys import key_hash, partition_of
+
 __all__ = ["key_hash", "partition_of", "HashRing", "PartitionTable", "LOAD_BOUND"]
 
 _RING = 1 << 64
 #: A node holds at most this many times its fair share of primaries and of replica slots.
 LOAD_BOUND = 1.1
 _xxh3 = xxhash.xxh3_64_intdigest
-
-
-def key_hash(key: str) -> int:
-    """The stable 64-bit hash of a key (xxh3 of its UTF-8 bytes)."""
-    return _xxh3(key.encode())
-
-
-def partition_of(key: str, partition_count: int) -> int:
-    """The partition a key belongs to."""
-    return _xxh3(key.encode()) % partition_count
 
 
 class HashRing:
@@ -165,8 +158,8 @@ class PartitionTable:
         return cls(partition_count, replica_count, tuple(table))
 
     def partition_of(self, key: str) -> int:
-        """The partition a key belongs to."""
-        return _xxh3(key.encode()) % self.partition_count
+        """The partition a key belongs to (:func:`~gridkv.base.keys.partition_of`)."""
+        return partition_of(key, self.partition_count)
 
     def owners(self, partition: int) -> tuple[str, ...]:
         """The replicas of ``partition``, primary first."""

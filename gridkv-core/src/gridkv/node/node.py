@@ -173,6 +173,8 @@ class Node:
         #: ``local_reads[p]`` is 1 when a default-level read of partition ``p`` may be served
         #: from local storage on the caller's thread: the node runs, holds ``p``, and the
         #: default consistency is "one". All zeros otherwise; the API's fast path reads it.
+        #: Updated in place (one slice assignment, atomic under the GIL), so a reader may
+        #: hold on to it.
         self.local_reads = bytearray(options.partition_count)
         self.state: NodeState = "new"
         #: True while the node accepts operations; read without a lock on the fast paths.
@@ -325,9 +327,9 @@ class Node:
                 reads = bytearray(partitions.owned)
                 for partition in self.handoff.receiving:
                     reads[partition] = 0  # a miss here may not be a miss: ask the old owners
-                self.local_reads = reads
+                self.local_reads[:] = reads
             else:
-                self.local_reads = bytearray(self.options.partition_count)
+                self.local_reads[:] = bytes(self.options.partition_count)
 
     def on_member_change(self, member: MemberInfo, old: str | None, new: str) -> None:
         """Called by the membership protocol for every state change in the view.
@@ -336,7 +338,7 @@ class Node:
         """
         with self.partitions.lock:
             self.partitions.stale = True
-            self.local_reads = bytearray(self.options.partition_count)
+            self.local_reads[:] = bytes(self.options.partition_count)
         if self.loop is not None:
             self.view_changed_at = self.loop.time()
         if (old in _LIVE) != (new in _LIVE):
@@ -542,6 +544,46 @@ class Node:
     def holds(self, partition: int) -> bool:
         """Whether this node is one of ``partition``'s replicas in the current view."""
         return self.partitions.holds(partition)
+
+    def reads_here(self, partition: int) -> bool:
+        """Whether a read of ``partition`` at level one is answered from local storage.
+
+        This node holds the partition and no partition is moving in: until the handoff ends,
+        a miss here may not be a miss.
+        """
+        return self.partitions.holds(partition) and not self.handoff.receiving
+
+    async def read(self, partition: int, key: str, level: str) -> Entry | None:
+        """The freshest entry of ``key`` its replicas hold (tombstones included), at ``level``.
+
+        :raises QuorumNotReached: fewer replicas answered than the level needs.
+        :raises PeerTimeout: no replica answered in time.
+        """
+        return await self.coordinator.read(partition, key, level)
+
+    async def write(self, partition: int, entry: Entry, level: str) -> None:
+        """Store ``entry`` on the partition's replicas; return once ``level`` is met.
+
+        :raises QuorumNotReached: fewer replicas stored it than the level needs.
+        """
+        await self.coordinator.write(partition, entry, level)
+
+    def write_here(self, partition: int, entry: Entry) -> None:
+        """Store a write this node holds at level one; queue it for the other replicas.
+
+        Any thread may call it.
+
+        :raises ShuttingDown: the node's loop closed under the write (a close on another
+            thread), so the other replicas cannot be sent it.
+        """
+        self.storage.apply(partition, entry)
+        if len(self.partitions.table.owners(partition)) > 1:
+            try:
+                self.coordinator.replicate_soon(partition, entry)
+            except RuntimeError:  # "Event loop is closed"
+                raise ShuttingDown(
+                    f"node {self.node_id!r} closed during the write of key {entry.key!r:.60}"
+                ) from None
 
     # -- figures -------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import xxhash
 
 from gridkv.base.hlc import version_wins
+from gridkv.base.keys import key_hash
 
 if TYPE_CHECKING:
     from gridkv.base.options import Options
@@ -45,11 +46,6 @@ VersionRecord = tuple[int, str, int, str]
 #: ``horizon(partition)`` for the expiry sweep: per bucket, tombstones stored with an
 #: ``expires_at`` below this many milliseconds may be collected; ``None``: none may.
 TombstoneHorizon = Callable[[int], "Sequence[int] | None"]
-
-
-def key_hash(key: str) -> int:
-    """The stable 64-bit hash of a key (xxh3 of its UTF-8 bytes), as the ring uses it."""
-    return _xxh3(key.encode())
 
 
 def bucket_of(hash_: int) -> int:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
-from gridkv.api.client import AsyncGridKV
+from gridkv.api.aio import AsyncGridKV
 from gridkv.base.options import Options
 from gridkv.cluster.membership.driver import SwimMembership
 from gridkv.node import Node

@@ -36,6 +36,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from gridkv.base.consistency import required_acks
 from gridkv.base.errors import (
     ClockDriftExceeded,
     GridKVError,
@@ -65,22 +66,13 @@ from gridkv.wire.messages import (
 if TYPE_CHECKING:
     from gridkv.cluster.context import ClusterContext
 
-__all__ = ["Coordinator", "required_acks", "REFUSAL_RETRY"]
+__all__ = ["Coordinator", "REFUSAL_RETRY"]
 
 log = logging.getLogger(LOGGER_NAME)
 _T = TypeVar("_T")
 #: Seconds before a replica that refused an entry as "not a replica" is asked again: about
 #: the time a membership change takes to reach every view.
 REFUSAL_RETRY = 0.05
-
-
-def required_acks(level: str, replica_count: int) -> int:
-    """Acknowledgements a level needs: 1, a majority of ``replica_count``, or all of them."""
-    if level == "one":
-        return 1
-    if level == "quorum":
-        return replica_count // 2 + 1
-    return replica_count
 
 
 class _TokenBucket:

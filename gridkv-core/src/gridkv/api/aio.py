@@ -1,0 +1,159 @@
+"""The asyncio facade: :class:`AsyncGridKV`, a node for asyncio programs."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Self
+
+from gridkv.api.base import (
+    DEFAULT_READY_TIMEOUT,
+    ELSEWHERE,
+    TTL,
+    ClientBase,
+    Value,
+    build_options,
+    guarded,
+    wait_seconds,
+)
+from gridkv.base.options import Options
+from gridkv.node import Node
+from gridkv.plugins import Plugins
+from gridkv.storage.base import Storage
+from gridkv.transport.base import Transport
+
+__all__ = ["AsyncGridKV"]
+
+
+class AsyncGridKV(ClientBase):
+    """A GridKV node for asyncio programs.
+
+    Create it with an :class:`~gridkv.Options`, with keyword options, or both (keywords
+    override), then start it with ``async with`` or :meth:`start`::
+
+        async with AsyncGridKV(local_node_id="n1", local_address="127.0.0.1:7001") as kv:
+            await kv.set("user:1", b"alice", ttl=60)
+
+    :param options: the configuration; keyword arguments are configuration keys.
+    :param transport: a transport instance to use instead of the one ``network.type`` names.
+    :param storage_backend: a storage backend instance to use instead of the one
+        ``storage.backend`` names (``storage`` is the configuration section).
+    :param plugins: a plugin manager to use instead of the process-wide one.
+    :raises ConfigError: a configuration key is unknown or a value is bad.
+    """
+
+    def __init__(
+        self,
+        options: Options | None = None,
+        /,
+        *,
+        transport: Transport | None = None,
+        storage_backend: Storage | None = None,
+        plugins: Plugins | None = None,
+        **config: Any,
+    ) -> None:
+        opts = build_options(options, config)
+        self._adopt(Node(opts, transport=transport, storage=storage_backend, plugins=plugins))
+
+    @classmethod
+    def for_node(cls, node: Node) -> AsyncGridKV:
+        """The API over an existing :class:`~gridkv.node.Node` (simulations, tools, hooks)."""
+        client = cls.__new__(cls)
+        client._adopt(node)
+        return client
+
+    async def start(self) -> None:
+        """Start the node: listen, then contact the seeds in the background.
+
+        :raises PeerUnavailable: the transport cannot listen on its address.
+        :raises ShuttingDown: the node was closed.
+        """
+        await guarded(self._node.start(), self._node, "start")
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def wait_ready(self, timeout: float = DEFAULT_READY_TIMEOUT) -> None:
+        """Wait until the node is ready to serve.
+
+        :raises NotReady: not ready within ``timeout`` seconds; the message names the seeds
+            that did not answer.
+        :raises InvalidArgument: ``timeout`` is not a number of seconds.
+        """
+        seconds = wait_seconds(timeout, "wait_ready() timeout")
+        await guarded(self._node.wait_ready(seconds), self._node, "wait_ready()")
+
+    async def get(self, key: str, *, consistency: str | None = None) -> bytes | None:
+        """The value of ``key``, or ``None`` when it is missing, expired or deleted.
+
+        :param consistency: "one", "quorum" or "all"; the configured default when ``None``.
+        :raises InvalidKey, EmptyKey, KeyTooLarge: the key is bad.
+        :raises ShuttingDown: the node is closed.
+        """
+        if consistency is None:
+            found = self._read_here(key)
+            if found is not ELSEWHERE:
+                return found
+        key, partition, level, local = self._plan_read(key, consistency)
+        if local:
+            return self._storage.get(partition, key)
+        read = self._node.read(partition, key, level)
+        return self._value_of(await guarded(read, self._node, "get", key))
+
+    async def set(
+        self, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None
+    ) -> None:
+        """Store ``value`` under ``key``.
+
+        :param ttl: seconds or a timedelta; ``None`` uses the configured ``ttl``; 0 never expires.
+        :param consistency: "one", "quorum" or "all"; the configured default when ``None``.
+        :raises InvalidKey, EmptyKey, KeyTooLarge: the key is bad.
+        :raises InvalidValue, ValueTooLarge: the value is bad, or cannot be read.
+        :raises MemoryLimitExceeded: the storage is full and eviction is off.
+        :raises QuorumNotReached: fewer replicas acknowledged than the level needs.
+        :raises ShuttingDown: the node is closed.
+        """
+        partition, level, local, entry = self._plan_write(key, value, ttl, consistency)
+        if local:
+            self._node.write_here(partition, entry)
+        else:
+            write = self._node.write(partition, entry, level)
+            await guarded(write, self._node, "set", entry.key)
+
+    async def delete(self, key: str, *, consistency: str | None = None) -> None:
+        """Delete ``key``; deleting a missing key is not an error.
+
+        The delete is recorded as a tombstone, kept for ``tombstone_ttl``, so that no older
+        copy of the value can come back.
+        """
+        partition, level, local, entry = self._plan_write(key, None, None, consistency, delete=True)
+        if local:
+            self._node.write_here(partition, entry)
+        else:
+            write = self._node.write(partition, entry, level)
+            await guarded(write, self._node, "delete", entry.key)
+
+    async def health_check(self) -> None:
+        """Raise when the node cannot serve; return ``None`` when it can.
+
+        :raises ShuttingDown: the node is closed.
+        :raises NotReady: the node has no healthy view of the cluster.
+        """
+        self._node.health_check()
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Close the node; idempotent. Later operations raise :class:`~gridkv.ShuttingDown`.
+
+        :param timeout: seconds each step of the graceful close (drain, handoff, leave) may take.
+        :raises InvalidArgument: ``timeout`` is not a number of seconds.
+        """
+        seconds = wait_seconds(timeout, "close() timeout")
+        await guarded(self._node.close(seconds), self._node, "close()")

@@ -1,0 +1,386 @@
+"""What both facades share: argument checks, error translation and the local fast path.
+
+:class:`ClientBase` does no I/O: it builds the options, checks keys, values, TTLs and levels,
+and answers a default-level read of a key this node holds from local storage
+(:meth:`ClientBase._read_here`, the one fast path both facades call first). A ``set`` or
+``delete`` at ``one`` of such a key writes local storage on the caller's thread, under the
+shard's lock. Everything else runs on the node's event loop.
+
+Errors. No exception other than a :class:`~gridkv.GridKVError` reaches a caller: arguments
+that cannot be read raise the argument's error, a cancellation raised inside GridKV (a task
+the operation waited on was cancelled by the node) becomes :class:`~gridkv.ShuttingDown` or
+:class:`~gridkv.PeerUnavailable` (:func:`guarded`), and any other failure becomes a
+``GridKVError`` whose cause is the original. An :class:`~gridkv.AsyncGridKV` caller whose own
+task is cancelled still gets its ``CancelledError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import os
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import Any, Final, TypeVar
+
+from gridkv.base._repr import shown
+from gridkv.base.consistency import CONSISTENCY_LEVELS, required_acks
+from gridkv.base.errors import (
+    EmptyKey,
+    GridKVError,
+    InvalidArgument,
+    InvalidKey,
+    InvalidValue,
+    KeyTooLarge,
+    PeerUnavailable,
+    QuorumNotReached,
+    ShuttingDown,
+    ValueTooLarge,
+)
+from gridkv.base.keys import hash_key_bytes, partition_of
+from gridkv.base.options import Options
+from gridkv.node import Node
+from gridkv.node.stats import Stats
+from gridkv.storage.base import Entry
+
+__all__ = [
+    "TTL",
+    "Value",
+    "MAX_TTL_SECONDS",
+    "DEFAULT_READY_TIMEOUT",
+    "ELSEWHERE",
+    "ClientBase",
+    "build_options",
+    "wait_seconds",
+    "describe",
+    "guarded",
+]
+
+#: A time-to-live: seconds, a :class:`~datetime.timedelta`, ``None`` for the configured
+#: default, or 0 for "never expires".
+TTL = float | int | timedelta | None
+#: A value: any bytes-like object; reads always return ``bytes``.
+Value = bytes | bytearray | memoryview
+
+_T = TypeVar("_T")
+#: Seconds ``wait_ready()`` waits unless told otherwise.
+DEFAULT_READY_TIMEOUT = 30.0
+#: Longest TTL accepted: 100 years (expiry times must fit the 48-bit millisecond clock).
+MAX_TTL_SECONDS = 100 * 365 * 86400
+#: Longest wait a time-out may ask for (a year); ``inf`` and longer ones mean this.
+_LONGEST_WAIT = 365 * 86400.0
+
+
+class _Elsewhere(enum.Enum):
+    """The type of :data:`ELSEWHERE` (an enum, so a type checker narrows ``is not``)."""
+
+    ELSEWHERE = "elsewhere"
+
+
+#: What :meth:`ClientBase._read_here` returns when this node cannot answer on the spot.
+ELSEWHERE: Final = _Elsewhere.ELSEWHERE
+
+
+def build_options(options: Options | None, overrides: dict[str, Any]) -> Options:
+    """The options a facade was given: an :class:`Options`, keyword options, or both.
+
+    :raises InvalidArgument: ``options`` is not an :class:`Options`.
+    :raises ConfigError: a keyword is not a configuration key, or a value is bad.
+    """
+    if options is None:
+        return Options.from_mapping(overrides)
+    if not isinstance(options, Options):
+        raise InvalidArgument(
+            f"expected gridkv.Options (or keyword options), got {type(options).__name__}; "
+            "use gridkv.load_config(path) for a file"
+        )
+    return options.replace(**overrides) if overrides else options
+
+
+def wait_seconds(value: object, what: str) -> float:
+    """``value`` as seconds to wait: a number, 0 or more; longer than a year means a year.
+
+    :raises InvalidArgument: not a number, negative, or NaN.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float: as good as forever
+            seconds = math.inf
+        except Exception:  # a subclass whose __float__ fails
+            seconds = math.nan
+        if seconds >= 0:  # false for NaN
+            return min(seconds, _LONGEST_WAIT)
+    raise InvalidArgument(f"{what} must be a number of seconds, 0 or more; got {shown(value, 60)}")
+
+
+def describe(what: str, key: str | None) -> str:
+    """How an error message names an operation: ``"get of key 'k'"``, ``"wait_ready()"``."""
+    return what if key is None else f"{what} of key {key!r:.60}"
+
+
+def _cancelled_by_caller() -> bool:
+    """Whether the running task itself is being cancelled (by its owner or a time-out).
+
+    A ``CancelledError`` raised while it is not comes from inside GridKV: a task the
+    operation awaited was cancelled by the node.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def guarded(work: Awaitable[_T], node: Node, what: str, key: str | None = None) -> _T:
+    """Await ``work`` and let nothing but GridKV errors out of it.
+
+    The caller's own cancellation goes through unchanged. A cancellation raised inside GridKV
+    becomes :class:`ShuttingDown` when the node is closing and :class:`PeerUnavailable`
+    otherwise; any other exception becomes a :class:`GridKVError` caused by the original.
+    """
+    try:
+        return await work
+    except GridKVError:
+        raise
+    except asyncio.CancelledError:
+        if _cancelled_by_caller():
+            raise
+        operation = describe(what, key)
+        if not node.running:
+            raise ShuttingDown(
+                f"node {node.node_id!r} closed while {operation} was waiting"
+            ) from None
+        raise PeerUnavailable(
+            f"{operation} on node {node.node_id!r} was interrupted: a request it waited on was "
+            "cancelled inside GridKV; retry it"
+        ) from None
+    except Exception as exc:
+        raise GridKVError(
+            f"{describe(what, key)} on node {node.node_id!r} failed inside GridKV (a bug in "
+            f"GridKV or a plugin): {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+class ClientBase:
+    """What both facades share: the node, argument checks, and the local fast path."""
+
+    _node: Node
+    #: True in a process forked from the one that created this instance (see GridKV._disown).
+    _forked = False
+
+    def _adopt(self, node: Node) -> None:
+        opts = node.options
+        self._node = node
+        self._options = opts
+        self._pcount = opts.partition_count
+        self._max_key = opts.max_key_bytes
+        self._max_value = opts.max_value_bytes
+        self._default_ttl = opts.ttl
+        self._storage = node.storage
+        #: The node's fast-path mask, updated in place (see Node.local_reads).
+        self._local_reads = node.local_reads
+        #: The process that created this instance; a fork may not use it.
+        self._pid = os.getpid()
+
+    @property
+    def options(self) -> Options:
+        """The node's configuration."""
+        return self._options
+
+    @property
+    def node_id(self) -> str:
+        """This node's id."""
+        return self._node.node_id
+
+    @property
+    def node(self) -> Node:
+        """The underlying node (for plugins and tooling)."""
+        return self._node
+
+    def stats(self) -> Stats:
+        """A snapshot of the node's figures; see :class:`gridkv.Stats`."""
+        if self._forked:
+            raise self._forked_error()
+        return self._node.stats()
+
+    def _forked_error(self) -> ShuttingDown:
+        return ShuttingDown(
+            f"GridKV node {self.node_id!r} was created in process {self._pid}, and this process "
+            f"({os.getpid()}) is a fork of it: a fork has a copy of the node's data but not its "
+            "loop thread or its connections, so it cannot use it. Create the GridKV in the "
+            "child process (gunicorn: in a post_fork hook, or without --preload; uWSGI: "
+            "lazy-apps = true)"
+        )
+
+    # -- the fast path ---------------------------------------------------------------------
+
+    def _read_here(self, key: str) -> bytes | _Elsewhere | None:
+        """A default-level read answered from local storage, or :data:`ELSEWHERE`.
+
+        Both facades call it first. It answers when ``key`` is a plain, valid ``str`` whose
+        partition the node's mask marks (the node runs, holds the partition, nothing moves
+        in, the default level is ``one``); a read it cannot answer goes the checked way, which
+        raises for a bad key. No lock: a dict lookup is atomic in CPython. A forked child's
+        mask is cleared, so its reads go the checked way too, which refuses them.
+        """
+        if key.__class__ is str:
+            try:
+                raw = key.encode()
+            except UnicodeEncodeError:
+                return ELSEWHERE
+            if 0 < len(raw) <= self._max_key:
+                # gridkv.base.keys.partition_of, inline: the bytes are at hand.
+                partition = hash_key_bytes(raw) % self._pcount
+                if self._local_reads[partition]:
+                    return self._storage.get(partition, key)
+        return ELSEWHERE
+
+    # -- argument checks -------------------------------------------------------------------
+
+    def _key_partition(self, key: object) -> tuple[str, int]:
+        """Check ``key``; return it as a plain ``str``, and its partition.
+
+        :raises InvalidKey: not a str, or not valid Unicode.
+        :raises EmptyKey: the empty string.
+        :raises KeyTooLarge: longer than ``max_key_bytes`` in UTF-8.
+        """
+        if type(key) is not str:
+            if not isinstance(key, str):
+                raise InvalidKey(f"keys are str, got {type(key).__name__}: {shown(key, 60)}")
+            # A plain copy of a str subclass: none of the subclass's methods run, here or later.
+            key = str.__str__(key)
+        if not key:
+            raise EmptyKey("the key is empty; keys are non-empty strings")
+        try:
+            raw = key.encode()
+        except UnicodeEncodeError:
+            raise InvalidKey(f"key {key!r:.60} is not valid Unicode text") from None
+        if len(raw) > self._max_key:
+            raise KeyTooLarge(
+                f"key {key[:40]!r}... is {len(raw)} bytes in UTF-8, more than max_key_bytes="
+                f"{self._max_key}"
+            )
+        return key, partition_of(key, self._pcount)
+
+    def _value(self, key: str, value: object) -> bytes:
+        if type(value) is not bytes:
+            if not isinstance(value, bytes | bytearray | memoryview):
+                raise InvalidValue(
+                    f"value for key {key!r:.60} must be bytes-like, got {type(value).__name__}"
+                    + ("; encode text first, e.g. value.encode()" if isinstance(value, str) else "")
+                )
+            try:
+                # Through the buffer: a subclass's __bytes__ is not called.
+                value = bytes(memoryview(value))
+            except Exception as exc:  # a released memoryview, a buffer that cannot be exported
+                raise InvalidValue(
+                    f"value for key {key!r:.60} cannot be read: {type(exc).__name__}: {exc}"
+                ) from None
+        if len(value) > self._max_value:
+            raise ValueTooLarge(
+                f"value for key {key!r:.60} is {len(value)} bytes, more than max_value_bytes="
+                f"{self._max_value}"
+            )
+        return value
+
+    def _expires_at(self, key: str, ttl: TTL) -> int:
+        if ttl is None:
+            seconds = self._default_ttl
+        else:
+            if not isinstance(ttl, timedelta | int | float) or isinstance(ttl, bool):
+                raise InvalidArgument(
+                    f"ttl for key {key!r:.60} must be seconds or a timedelta, got {shown(ttl, 60)}"
+                )
+            try:
+                seconds = float(ttl.total_seconds() if isinstance(ttl, timedelta) else ttl)
+            except OverflowError:  # an int too large for a float
+                seconds = math.inf
+            except Exception:  # a subclass whose conversion fails
+                raise InvalidArgument(
+                    f"ttl for key {key!r:.60} cannot be read as seconds: {shown(ttl, 60)}"
+                ) from None
+        if math.isnan(seconds) or seconds < 0:
+            raise InvalidArgument(
+                f"ttl for key {key!r:.60} must be 0 or positive, got {shown(ttl, 60)}"
+            )
+        if seconds > MAX_TTL_SECONDS:
+            raise InvalidArgument(
+                f"ttl for key {key!r:.60} is {shown(ttl, 60)}, longer than 100 years; use 0 "
+                "for never"
+            )
+        if seconds == 0:
+            return 0
+        return self._node.now_ms() + max(1, math.ceil(seconds * 1000))
+
+    def _check_level(self, consistency: str | None, partition: int, key: str) -> str:
+        """Check the level and that enough replicas exist to meet it.
+
+        A level counts against the configured ``replica_count`` (see
+        :func:`~gridkv.base.consistency.required_acks`), so it is never silently weakened.
+
+        :raises InvalidArgument: the level is unknown.
+        :raises QuorumNotReached: fewer replicas are available than the level needs.
+        """
+        if consistency is None:
+            level = self._options.consistency
+        elif type(consistency) is str:
+            level = consistency
+        elif isinstance(consistency, str):
+            level = str.__str__(consistency)  # no method of the subclass runs
+        else:
+            raise InvalidArgument(
+                f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, got "
+                f"{shown(consistency, 60)}"
+            )
+        if level == "one":
+            return level
+        if level not in CONSISTENCY_LEVELS:
+            raise InvalidArgument(
+                f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, got {level!r:.60}"
+            )
+        wanted = self._options.replica_count
+        needed = required_acks(level, wanted)
+        available = len(self._node.ensure_table().owners(partition))
+        if available < needed:
+            raise QuorumNotReached(
+                f"consistency {level!r} for key {key!r:.60} needs {needed} of replica_count="
+                f"{wanted} replicas, and {available} are available"
+            )
+        return level
+
+    # -- the operations, without I/O -----------------------------------------------------------
+
+    def _plan_read(self, key: object, consistency: str | None) -> tuple[str, int, str, bool]:
+        """Check a read; return ``(key, partition, level, local)``, the key as a plain str.
+
+        ``local`` means this node answers from its own storage: it holds the partition and
+        the level is ``one``.
+        """
+        if self._forked:
+            raise self._forked_error()
+        node = self._node
+        node.check_joined()
+        key, partition = self._key_partition(key)
+        level = self._check_level(consistency, partition, key)
+        local = level == "one" and node.reads_here(partition)
+        return key, partition, level, local
+
+    def _plan_write(
+        self, key: object, value: object, ttl: TTL, consistency: str | None, *, delete: bool = False
+    ) -> tuple[int, str, bool, Entry]:
+        """Check a write (or a delete); return ``(partition, level, local, entry)``."""
+        if self._forked:
+            raise self._forked_error()
+        node = self._node
+        node.check_joined()
+        key, partition = self._key_partition(key)
+        data = None if delete else self._value(key, value)
+        expires = 0 if delete else self._expires_at(key, ttl)
+        level = self._check_level(consistency, partition, key)
+        local = level == "one" and node.holds(partition)
+        return partition, level, local, node.new_entry(key, data, expires)
+
+    def _value_of(self, entry: Entry | None) -> bytes | None:
+        """What a read returns for the freshest entry: its value, or ``None``."""
+        if entry is None or entry.value is None or entry.expired(self._node.now_ms()):
+            return None
+        return entry.value

@@ -1,0 +1,382 @@
+"""The blocking facade: :class:`GridKV`, thread-safe, with its node on a loop thread.
+
+:class:`GridKV` runs its node on a :class:`~gridkv.api.loop_thread.LoopThread` and promises:
+
+- every wait is bounded: a call that hands work to the loop waits at most the longest time
+  the options allow that work plus :data:`WAIT_MARGIN`, then cancels it and raises an error
+  that is also a :class:`TimeoutError`;
+- a call that needs the loop, made on the loop's own thread (from a hook), raises at once
+  instead of waiting for itself forever;
+- in a process forked from the one that created it, every method raises
+  :class:`~gridkv.ShuttingDown` (the fork has a copy of the node's data, not its thread or its
+  connections), and ``close()`` does nothing;
+- at interpreter exit, every instance still open is closed gracefully (batches drained,
+  partitions handed off, leave announced) within
+  :data:`~gridkv.api.process.EXIT_CLOSE_TIMEOUT` in all (see :mod:`gridkv.api.process`).
+
+Default-level reads of keys this node holds are answered on the caller's thread, and writes
+at ``one`` of such keys written there (see :mod:`gridkv.api.base`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import CancelledError as FutureCancelled
+from concurrent.futures import Future
+from functools import partial
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from gridkv.api import process
+from gridkv.api.base import (
+    DEFAULT_READY_TIMEOUT,
+    ELSEWHERE,
+    TTL,
+    ClientBase,
+    Value,
+    build_options,
+    describe,
+    guarded,
+    wait_seconds,
+)
+from gridkv.api.loop_thread import STOP_TIMEOUT, LoopThread, cancel_and_wait
+from gridkv.base.errors import GridKVError, NotReady, PeerTimeout, ShuttingDown
+from gridkv.base.log import LOGGER_NAME
+from gridkv.base.options import Options
+from gridkv.node import Node
+from gridkv.plugins import Plugins
+from gridkv.storage.base import Storage
+from gridkv.transport.base import Transport
+
+__all__ = ["GridKV", "WAIT_MARGIN"]
+
+_T = TypeVar("_T")
+#: Seconds a blocking call waits beyond the longest time the options allow its work, before it
+#: cancels the work and raises. The work's own time-outs fire first; this bounds the waits that
+#: would otherwise have none (a transport that never times out, a hook that blocks the loop).
+WAIT_MARGIN = 2.0
+
+log = logging.getLogger(LOGGER_NAME)
+
+
+class GridKV(ClientBase):
+    """A GridKV node for blocking code; every method is safe to call from any thread.
+
+    The node runs on an event loop in a background thread of its own, started by the
+    constructor. Local reads and writes at consistency ``one`` are served on the calling
+    thread; everything else is handed to the loop, and the caller waits at most the longest
+    time the options allow that work plus :data:`WAIT_MARGIN`. Use it as a context manager or
+    call :meth:`close`; an instance still open when the interpreter exits is closed then.
+
+    Create it in the process that uses it: in a forked child (``gunicorn --preload``,
+    ``multiprocessing`` with fork) an instance created before the fork raises
+    :class:`~gridkv.ShuttingDown` from every method. Do not call it on its own loop thread
+    (from a hook) for work that needs the loop; that raises :class:`~gridkv.GridKVError`.
+
+    Takes the same arguments as :class:`AsyncGridKV`.
+
+    :raises ConfigError: a configuration key is unknown or a value is bad.
+    :raises PeerUnavailable: the transport cannot listen on its address.
+    :raises NotReady: the node did not start within ``network.timeout`` plus
+        :data:`WAIT_MARGIN`.
+    """
+
+    def __init__(
+        self,
+        options: Options | None = None,
+        /,
+        *,
+        transport: Transport | None = None,
+        storage_backend: Storage | None = None,
+        plugins: Plugins | None = None,
+        **config: Any,
+    ) -> None:
+        self._closed = True  # until the loop runs, nothing accepts work
+        opts = build_options(options, config)
+        self._adopt(Node(opts, transport=transport, storage=storage_backend, plugins=plugins))
+        # The longest each kind of work can take by the options. A read asks the replicas one
+        # after another, each maybe after a dial (network.timeout) and for up to read_timeout,
+        # and starts no new round after read_timeout. A write waits replication_timeout for
+        # its acknowledgements. Starting listens, which takes no longer than a dial.
+        self._read_bound = (
+            opts.read_timeout
+            + opts.replica_count * (opts.network.timeout + opts.read_timeout)
+            + WAIT_MARGIN
+        )
+        self._write_bound = opts.replication_timeout + WAIT_MARGIN
+        start_bound = opts.network.timeout + WAIT_MARGIN
+        self._close_lock = threading.Lock()
+        #: Held while a call is handed to the loop and while ``_closed`` is set, so no call
+        #: slips onto the loop once a close has begun.
+        self._submit_lock = threading.Lock()
+        #: The calls running on the loop (touched only there); a close ends those left.
+        self._calls: set[asyncio.Task[Any]] = set()
+        self._runner = LoopThread(f"gridkv-{self.node_id}", self.node_id)
+        self._loop_ident = self._runner.ident
+        self._closed = False
+        process.register(self)
+        try:
+            self._call(self._node.start, start_bound, "start", late=NotReady)
+        except BaseException:
+            # A failed start leaves nothing behind: no open transport, no thread, no open loop.
+            # (A start that finished just as its wait ran out is stopped the same way.)
+            stopping = self._begin_close(0.0, graceful=False)
+            if stopping is not None:
+                now = time.monotonic()
+                self._end_close(stopping, now + STOP_TIMEOUT, now + 2 * STOP_TIMEOUT)
+            raise
+
+    def _call(
+        self,
+        work: Callable[[], Awaitable[_T]],
+        bound: float,
+        what: str,
+        key: str | None = None,
+        *,
+        late: type[GridKVError] = PeerTimeout,
+    ) -> _T:
+        """Run ``work()`` on the node's loop and wait at most ``bound`` seconds for its result.
+
+        ``work`` is called on the loop, so nothing is created that might never run.
+
+        :raises ShuttingDown: closed, closed meanwhile, or this process is a fork.
+        :raises GridKVError: called on the loop's own thread, where the wait would never end.
+        :raises late: no result within ``bound``; the work is cancelled. (Both classes
+            used are also :class:`TimeoutError`.)
+        """
+        if threading.get_ident() == self._loop_ident:
+            raise self._on_loop_thread_error(describe(what, key))
+        if self._closed:  # checked before the lock too: a fork may have inherited it held
+            raise self._closed_error()
+        with self._submit_lock:
+            if self._closed:
+                raise self._closed_error()
+            future = self._runner.submit(self._tracked(work, what, key))
+        try:
+            return future.result(bound)
+        except GridKVError:
+            raise
+        except FutureCancelled:  # a close ended the call
+            raise ShuttingDown(
+                f"node {self.node_id!r} closed while {describe(what, key)} was waiting"
+            ) from None
+        except TimeoutError:  # the wait ran out (the work's own errors are GridKV errors)
+            future.cancel()
+            raise late(
+                f"{describe(what, key)} on node {self.node_id!r} did not finish within "
+                f"{bound:g}s (the longest its options allow, plus WAIT_MARGIN={WAIT_MARGIN:g}s) "
+                "and was cancelled; check that the peers answer and the network.* time-outs"
+            ) from None
+        except BaseException:  # KeyboardInterrupt in the waiting thread: end the work too
+            future.cancel()
+            raise
+
+    async def _tracked(self, work: Callable[[], Awaitable[_T]], what: str, key: str | None) -> _T:
+        """``work()`` under :func:`_guarded`, listed in ``_calls`` while it runs."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls.add(task)
+        try:
+            return await guarded(work(), self._node, what, key)
+        finally:
+            self._calls.discard(task)
+
+    def _closed_error(self) -> ShuttingDown:
+        if self._forked:
+            return self._forked_error()
+        return ShuttingDown(f"node {self.node_id!r} is closed")
+
+    def _on_loop_thread_error(self, operation: str) -> GridKVError:
+        return GridKVError(
+            f"{operation} was called on node {self.node_id!r}'s own event-loop thread (from a "
+            "hook or a callback on that loop): it needs that loop, which cannot run while the "
+            "call blocks it. From a hook, schedule the work instead, e.g. "
+            "node.loop.create_task(gridkv.AsyncGridKV.for_node(node).get(key)), or hand it to "
+            "another thread"
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float = DEFAULT_READY_TIMEOUT) -> None:
+        """Block until the node is ready to serve.
+
+        :raises NotReady: not ready within ``timeout`` seconds; the message names the seeds
+            that did not answer.
+        :raises InvalidArgument: ``timeout`` is not a number of seconds.
+        """
+        seconds = wait_seconds(timeout, "wait_ready() timeout")
+        if self._forked:
+            raise self._forked_error()
+        self._node.check_open()
+        self._call(
+            partial(self._node.wait_ready, seconds),
+            seconds + WAIT_MARGIN,
+            "wait_ready()",
+            late=NotReady,
+        )
+
+    def get(self, key: str, *, consistency: str | None = None) -> bytes | None:
+        """The value of ``key``, or ``None``; see :meth:`AsyncGridKV.get`.
+
+        :raises PeerTimeout: the replicas did not answer within the bound the options give.
+        """
+        # No closure below: a variable a lambda captured would become a cell, made on every
+        # call, and the fast path would pay for it.
+        if consistency is None:
+            found = self._read_here(key)
+            if found is not ELSEWHERE:
+                return found
+        key, partition, level, local = self._plan_read(key, consistency)
+        if local:
+            return self._storage.get(partition, key)
+        entry = self._call(
+            partial(self._node.read, partition, key, level),
+            self._read_bound,
+            "get",
+            key,
+        )
+        return self._value_of(entry)
+
+    def set(
+        self, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None
+    ) -> None:
+        """Store ``value`` under ``key``; see :meth:`AsyncGridKV.set`."""
+        partition, level, local, entry = self._plan_write(key, value, ttl, consistency)
+        if local:
+            self._node.write_here(partition, entry)
+        else:
+            self._call(
+                partial(self._node.write, partition, entry, level),
+                self._write_bound,
+                "set",
+                entry.key,
+            )
+
+    def delete(self, key: str, *, consistency: str | None = None) -> None:
+        """Delete ``key``; see :meth:`AsyncGridKV.delete`."""
+        partition, level, local, entry = self._plan_write(key, None, None, consistency, delete=True)
+        if local:
+            self._node.write_here(partition, entry)
+        else:
+            self._call(
+                partial(self._node.write, partition, entry, level),
+                self._write_bound,
+                "delete",
+                entry.key,
+            )
+
+    def health_check(self) -> None:
+        """Raise when the node cannot serve; see :meth:`AsyncGridKV.health_check`."""
+        if self._forked:
+            raise self._forked_error()
+        self._node.health_check()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Close the node gracefully and stop its thread; idempotent.
+
+        Queued replication batches are sent, partitions handed to their next replicas and the
+        leave announced (peers see "left", not "dead"), each step within ``timeout`` seconds.
+        The call returns within ``timeout`` + :data:`WAIT_MARGIN` seconds, plus up to 2 s to
+        end the thread, with the node closed either way. Later operations raise
+        :class:`~gridkv.ShuttingDown`. In a forked child it does nothing: the node is the
+        parent's.
+
+        :raises InvalidArgument: ``timeout`` is not a number of seconds.
+        :raises GridKVError: called on the node's own loop thread (from a hook); close from
+            another thread.
+        """
+        if self._forked:
+            return
+        seconds = wait_seconds(timeout, "close() timeout")
+        if threading.get_ident() == self._loop_ident:
+            raise self._on_loop_thread_error("close()")
+        with self._close_lock:
+            future = self._begin_close(seconds)
+            if future is not None:
+                given_up = time.monotonic() + seconds + WAIT_MARGIN
+                self._end_close(future, given_up, given_up + STOP_TIMEOUT)
+
+    def _begin_close(self, timeout: float, *, graceful: bool = True) -> Future[None] | None:
+        """Refuse further calls and start closing the node on its loop.
+
+        :param graceful: close (drain, hand off, leave); ``False`` stops the node at once, as
+            after a failed start.
+        :returns: the close under way, or ``None`` when another close got there first.
+        """
+        with self._submit_lock:
+            if self._closed:
+                return None
+            self._closed = True
+        closing = self._close_on_loop(timeout, graceful)
+        try:
+            return self._runner.submit(closing)
+        except RuntimeError:  # the loop has ended already: nothing left to close
+            closing.close()
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+
+    async def _close_on_loop(self, timeout: float, graceful: bool) -> None:
+        """Close the node, then end the calls still waiting (their callers get ShuttingDown)."""
+        try:
+            if graceful:
+                await self._node.close(timeout)
+            else:
+                await self._node.kill()
+        finally:
+            await cancel_and_wait(list(self._calls), STOP_TIMEOUT)
+
+    def _end_close(self, future: Future[None], given_up: float, stopped: float) -> None:
+        """Wait for the close until ``given_up`` (monotonic), then end the loop thread.
+
+        A close still running at ``given_up`` is cancelled; the thread is waited for until
+        ``stopped``.
+        """
+        try:
+            future.result(max(0.0, given_up - time.monotonic()))
+        except Exception as exc:
+            if future.done():
+                log.error(
+                    "closing the node failed",
+                    exc_info=exc,
+                    extra={"node_id": self.node_id},
+                )
+            else:
+                future.cancel()
+                log.warning(
+                    "the node did not close in time; it is stopped where it is, and peers may "
+                    "see it die rather than leave",
+                    extra={"node_id": self.node_id},
+                )
+        finally:
+            self._runner.stop(stopped)
+            process.unregister(self)
+
+    def _disown(self) -> None:
+        """In a forked child: make this instance refuse every call, leaving the parent alone.
+
+        The child has a copy of the node's memory but not its loop thread or connections.
+        Clearing this process's copy of the fast path's mask sends ``get`` down the slow path,
+        which refuses, so the fast path pays nothing for the check. No lock is taken (a
+        thread of the parent may have held one at the fork) and the loop is not touched
+        (its wake-up pipe is shared with the parent).
+        """
+        self._forked = True
+        self._closed = True
+        self._local_reads[:] = bytes(self._pcount)
+
+
+#: The instances whose loop thread runs (from their start to the end of their close), for
