@@ -54,7 +54,7 @@ CHILD = textwrap.dedent(
     owned = sum(node.node_id in table.owners(table.partition_of(k)) for k in keys)
     for i, key in enumerate(keys):
         kv.set(key, f"value-{i}".encode())
-    queued = sum(len(batch.entries) for batch in node.coordinator._batches.values())
+    queued = sum(len(batch.entries) for batch in node.coordinator.batcher.queued.values())
     print(json.dumps({"owned": owned, "queued": queued, "written_at": time.monotonic()}))
     # No close(): the interpreter's exit has to close the node.
     """

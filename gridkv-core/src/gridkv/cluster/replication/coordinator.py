@@ -20,21 +20,16 @@ only the first two count. A replica refuses an entry for a partition it does not
 its own view; the coordinator then looks at its view again, sends to the replicas it names
 now, and asks the refusing one again shortly (views converge within a few gossip rounds).
 
-Reads at ``one`` are local on an owner; elsewhere they ask the replicas in ring order, one
-after the other, until one answers within ``read_timeout``. ``quorum`` and ``all`` reads ask
-the replicas at once, return the freshest version by last-writer-wins, and send it to the
-replicas that answered with an older one (read repair, at most
-``read_repair_rate_limit_per_sec`` a second).
+Reads are the :class:`~gridkv.cluster.replication.reads.Reader`'s, which the coordinator
+holds; batches are its :class:`~gridkv.cluster.replication.batching.Batcher`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from gridkv.base.consistency import required_acks
 from gridkv.base.errors import (
@@ -46,9 +41,10 @@ from gridkv.base.errors import (
     QuorumNotReached,
 )
 from gridkv.base.log import LOGGER_NAME, RateLimitedLog
-from gridkv.cluster.replication.hotcache import HotCache
-from gridkv.storage.base import Entry, key_hash, merge
-from gridkv.wire.budget import entry_size, message_budget
+from gridkv.cluster.replication.batching import Batcher
+from gridkv.cluster.replication.reads import Reader, reasons
+from gridkv.storage.base import Entry, key_hash
+from gridkv.wire.budget import message_budget
 from gridkv.wire.messages import (
     CLOCK_DRIFT,
     HELD,
@@ -75,39 +71,6 @@ _T = TypeVar("_T")
 REFUSAL_RETRY = 0.05
 
 
-class _TokenBucket:
-    """At most ``rate`` events a second, with a burst of one second's worth.
-
-    :param clock: monotonic seconds (the loop's clock, virtual in simulations).
-    """
-
-    def __init__(self, rate: int, clock: Callable[[], float]) -> None:
-        self.rate = rate
-        self.tokens = float(rate)
-        self._clock = clock
-        self.stamp: float | None = None  # set by the first take, on the clock it will use
-
-    def take(self) -> bool:
-        now = self._clock()
-        elapsed = 0.0 if self.stamp is None else now - self.stamp
-        self.tokens = min(float(self.rate), self.tokens + elapsed * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-
-class _Batch:
-    """Entries queued for one replica, and their estimated size on the wire."""
-
-    __slots__ = ("entries", "size")
-
-    def __init__(self) -> None:
-        self.entries: list[tuple[int, Entry]] = []
-        self.size = 0
-
-
 class Coordinator:
     """Coordinates one node's reads and writes with the other replicas, and stores theirs.
 
@@ -119,28 +82,39 @@ class Coordinator:
         self.ctx = ctx
         self._waiting_on = waiting_on
         opts = ctx.options
-        self._threshold = opts.batch_threshold
-        self._window = opts.batch_window
-        self._budget = message_budget(opts.network.max_frame_bytes)
-        self._batches: dict[str, _Batch] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._inflight: set[asyncio.Future[Any]] = set()
-        self._repairs = _TokenBucket(opts.read_repair_rate_limit_per_sec, self._now)
-        self._refusals = RateLimitedLog(log)
+        #: The batches queued for each replica.
+        self.batcher = Batcher(
+            opts.batch_threshold,
+            opts.batch_window,
+            message_budget(opts.network.max_frame_bytes),
+            ctx.loop,
+            self._send_batch,
+        )
+        #: Reads of other replicas, and the answers to theirs.
+        self.reader = Reader(ctx, waiting_on, self.batcher.add)
         #: Recent answers for keys this node does not hold (reads at ``one``).
-        self.hot = HotCache(opts.hot_cache_size, opts.hot_read_cache_ttl, self._now)
-        #: Counters: batches sent, entries replicated (stored by the replica), read repairs
-        #: sent, failed sends, entries refused by replicas, entries this node refused.
+        self.hot = self.reader.hot
+        self._refusals = RateLimitedLog(log)
+        #: Counters: batches sent, entries replicated (stored by the replica), failed sends,
+        #: entries refused by replicas, entries this node refused.
         self.batches_sent = 0
         self.entries_replicated = 0
-        self.repairs_sent = 0
         self.send_failures = 0
         self.entries_refused = 0
         self.refused_here = 0
 
-    def _now(self) -> float:
-        loop = self.ctx.loop()
-        return loop.time() if loop is not None else time.monotonic()
+    @property
+    def repairs_sent(self) -> int:
+        """Read repairs sent."""
+        return self.reader.repairs_sent
+
+    async def read(self, partition: int, key: str, level: str) -> Entry | None:
+        """The freshest entry of ``key`` that ``level`` allows; see :meth:`Reader.read`."""
+        return await self.reader.read(partition, key, level)
+
+    def on_get(self, message: GetRequest) -> GetReply | Awaitable[GetReply]:
+        """A peer's read of one key; see :meth:`Reader.on_get`."""
+        return self.reader.on_get(message)
 
     # -- storing what peers send -------------------------------------------------------------
 
@@ -213,45 +187,7 @@ class Coordinator:
         ctx = self.ctx
         for replica in ctx.partitions.ensure_table().owners(partition):
             if replica != ctx.node_id:
-                self._enqueue_one(replica, partition, entry)
-
-    def _enqueue_one(self, replica: str, partition: int, entry: Entry) -> None:
-        """Add an entry to ``replica``'s batch; send the batch when full or when its window ends.
-
-        A batch is full at ``batch_threshold`` entries or when the next entry would take it
-        past the byte budget (an entry larger than the budget goes alone).
-        """
-        size = entry_size(entry)
-        batch = self._batches.get(replica)
-        if batch is None:
-            batch = self._batches[replica] = _Batch()
-        elif batch.size + size > self._budget:
-            self._flush(replica)
-            batch = self._batches[replica] = _Batch()
-        batch.entries.append((partition, entry))
-        batch.size += size
-        if len(batch.entries) >= self._threshold or batch.size >= self._budget:
-            self._flush(replica)
-        elif replica not in self._timers:
-            loop = self.ctx.loop()
-            if loop is not None:
-                self._timers[replica] = loop.call_later(self._window, self._flush, replica)
-
-    def _flush(self, replica: str) -> None:
-        timer = self._timers.pop(replica, None)
-        if timer is not None:
-            timer.cancel()
-        batch = self._batches.pop(replica, None)
-        loop = self.ctx.loop()
-        if batch is None or not batch.entries or loop is None:
-            return
-        self._track(loop.create_task(self._send_batch(replica, batch.entries)))
-
-    def _track(self, task: asyncio.Future[Any]) -> None:
-        """Keep a send running in the background until it ends; its outcome is consumed."""
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
-        task.add_done_callback(_consume)
+                self.batcher.add(replica, partition, entry)
 
     async def _send_batch(self, replica: str, entries: list[tuple[int, Entry]]) -> None:
         self.batches_sent += 1
@@ -284,7 +220,7 @@ class Coordinator:
                 self.store(partition, entry)
             for replica in owners:
                 if replica != ctx.node_id:
-                    self._enqueue_one(replica, partition, entry)
+                    self.batcher.add(replica, partition, entry)
 
     async def _replicate_to(self, replica: str, entries: list[tuple[int, Entry]]) -> bytes:
         """Send ``entries`` to ``replica``; return its outcome for each."""
@@ -313,22 +249,11 @@ class Coordinator:
 
     async def drain(self, timeout: float) -> None:
         """Send every queued batch and wait for the sends in flight (graceful close)."""
-        for replica in list(self._batches):
-            self._flush(replica)
-        if self._inflight:
-            await asyncio.wait(list(self._inflight), timeout=timeout)
+        await self.batcher.drain(timeout)
 
     async def abort(self) -> None:
         """Drop what is queued and cancel the sends in flight (the node crashed)."""
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        self._batches.clear()
-        tasks = list(self._inflight)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.batcher.abort()
 
     async def write(self, partition: int, entry: Entry, level: str) -> None:
         """Write ``entry`` to the partition's replicas at ``level``.
@@ -347,14 +272,14 @@ class Coordinator:
         if len(stored) >= needed:
             for replica in replicas:
                 if replica != ctx.node_id:
-                    self._enqueue_one(replica, partition, entry)
+                    self.batcher.add(replica, partition, entry)
             return
         errors = await self._replicate_until(partition, entry, needed, stored)
         if len(stored) < needed:
             raise QuorumNotReached(
                 f"write of key {entry.key!r:.60} at {level!r} was stored by {len(stored)} of "
                 f"{needed} replicas within replication_timeout="
-                f"{ctx.options.replication_timeout:g}s ({_reasons(errors)})"
+                f"{ctx.options.replication_timeout:g}s ({reasons(errors)})"
             )
 
     async def _replicate_until(
@@ -429,179 +354,5 @@ class Coordinator:
                             retry_at[replica] = loop.time() + REFUSAL_RETRY
         finally:
             for task in sends:  # the other replicas still get the write
-                self._track(task)
+                self.batcher.track(task)
         return errors
-
-    # -- reads -----------------------------------------------------------------------------
-
-    def on_get(self, message: GetRequest) -> GetReply | Awaitable[GetReply]:
-        """A peer's read of one key: this node's entry, at once.
-
-        While the partition is still moving here, a key that has not arrived yet is looked
-        up on the former replicas; then the answer is an awaitable.
-        """
-        ctx = self.ctx
-        partition = message.partition
-        if partition >= ctx.options.partition_count:
-            raise ProtocolError(f"partition {partition} out of range")
-        ctx.partitions.ensure_table()  # marks the partitions moving here, if the view just changed
-        entry = ctx.storage.get_entry(partition, message.key)
-        if entry is None:
-            former = [r for r in self._waiting_on(partition) if r != ctx.node_id]
-            if former:
-                return self._get_from_former(partition, message.key, former)
-        return GetReply(None if entry is None else (partition, entry))
-
-    async def _get_from_former(self, partition: int, key: str, former: list[str]) -> GetReply:
-        entry = None
-        with contextlib.suppress(GridKVError):
-            entry = await self._read_first(partition, key, former)
-        return GetReply(None if entry is None else (partition, entry))
-
-    async def read(self, partition: int, key: str, level: str) -> Entry | None:
-        """The freshest entry of ``key`` that ``level`` allows (tombstones included).
-
-        :raises QuorumNotReached: fewer replicas answered than the level needs.
-        :raises PeerUnavailable: at ``one``, no replica answered within ``read_timeout``.
-        """
-        ctx = self.ctx
-        replicas = ctx.partitions.ensure_table().owners(partition)
-        needed = required_acks(level, ctx.options.replica_count)
-        answers: dict[str, Entry | None] = {}
-        if ctx.node_id in replicas:
-            answers[ctx.node_id] = local = ctx.storage.get_entry(partition, key)
-            if needed <= 1:
-                former = [r for r in self._waiting_on(partition) if r != ctx.node_id]
-                if local is None and former:
-                    # The partition is moving here: the key may not have arrived yet.
-                    with contextlib.suppress(GridKVError):
-                        return await self._read_first(partition, key, former)
-                return local
-        others = [r for r in replicas if r != ctx.node_id]
-        if needed <= 1:
-            cached, entry = self.hot.lookup(key)
-            if cached:
-                return entry
-            self.hot.begin(key)
-            try:
-                found = await self._read_first(partition, key, others)
-            except BaseException:
-                self.hot.abandon(key)
-                raise
-            self.hot.finish(key, found)
-            return found
-        asks: dict[asyncio.Future[Entry | None], str] = {
-            asyncio.ensure_future(self._ask(r, partition, key)): r for r in others
-        }
-        try:
-            results, errors, _ = await _until_enough(
-                asks, needed - len(answers), ctx.options.read_timeout
-            )
-        finally:
-            for task in asks:
-                task.cancel()  # the answers not needed (a no-op for those that came)
-                task.add_done_callback(_consume)
-        answers.update(results)
-        if len(answers) < needed:
-            raise QuorumNotReached(
-                f"read of key {key!r:.60} at {level!r} got {len(answers)} of {needed} answers "
-                f"within read_timeout={ctx.options.read_timeout:g}s ({_reasons(errors)})"
-            )
-        winner: Entry | None = None
-        for entry in answers.values():
-            winner = merge(winner, entry)
-        if winner is not None:
-            self._repair(partition, winner, answers)
-        return winner
-
-    async def _read_first(self, partition: int, key: str, replicas: list[str]) -> Entry | None:
-        errors: dict[str, str] = {}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.ctx.options.read_timeout
-        delay = 0.01
-        while True:
-            for replica in replicas:
-                try:
-                    return await self._ask(replica, partition, key)
-                except GridKVError as exc:
-                    errors[replica] = f"{type(exc).__name__}: {exc}"
-            if loop.time() + delay >= deadline or not replicas:
-                break
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.2)
-        why = "; ".join(f"{r}: {e}" for r, e in errors.items()) or "no replica in the view"
-        raise PeerUnavailable(
-            f"no replica of key {key!r:.60} answered within "
-            f"read_timeout={self.ctx.options.read_timeout:g}s ({why})"
-        )
-
-    async def _ask(self, replica: str, partition: int, key: str) -> Entry | None:
-        address = self.ctx.membership.address_of(replica)
-        if address is None:
-            raise PeerUnavailable(f"replica {replica!r} is not in this node's view")
-        reply = await self.ctx.messaging.request(
-            address, GetRequest(partition, key), self.ctx.options.read_timeout
-        )
-        if not isinstance(reply, GetReply):
-            raise ProtocolError(f"{replica!r} answered a read with {type(reply).__name__}")
-        if reply.entry is None:
-            return None
-        part, entry = reply.entry
-        if part != partition or entry.key != key:
-            raise ProtocolError(f"{replica!r} answered a read of {key!r:.60} with another key")
-        self.ctx.hlc.update(entry.version)
-        return entry
-
-    def _repair(self, partition: int, winner: Entry, answers: dict[str, Entry | None]) -> None:
-        ctx = self.ctx
-        for replica, entry in answers.items():
-            if entry is not None and not winner.wins_over(entry):
-                continue
-            if not self._repairs.take():
-                return
-            self.repairs_sent += 1
-            if replica == ctx.node_id:
-                with contextlib.suppress(MemoryLimitExceeded):
-                    ctx.storage.apply(partition, winner)
-            else:
-                self._enqueue_one(replica, partition, winner)
-
-
-async def _until_enough(
-    tasks: dict[asyncio.Future[_T], str], enough: int, timeout: float
-) -> tuple[dict[str, _T], dict[str, str], set[asyncio.Future[_T]]]:
-    """Wait until ``enough`` of ``tasks`` (future -> replica) succeed, all end, or time runs out.
-
-    Returns the results and the errors by replica, and the tasks still running.
-    """
-    results: dict[str, _T] = {}
-    errors: dict[str, str] = {}
-    pending = set(tasks)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while pending and len(results) < enough:
-        left = deadline - loop.time()
-        if left <= 0:
-            break
-        done, pending = await asyncio.wait(
-            pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in done:
-            if task.cancelled():
-                errors[tasks[task]] = "cancelled"
-                continue
-            exc = task.exception()
-            if exc is None:
-                results[tasks[task]] = task.result()
-            else:
-                errors[tasks[task]] = f"{type(exc).__name__}: {exc}"
-    return results, errors, pending
-
-
-def _reasons(errors: dict[str, str]) -> str:
-    return "; ".join(f"{r}: {e}" for r, e in errors.items()) or "no answer in time"
-
-
-def _consume(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()

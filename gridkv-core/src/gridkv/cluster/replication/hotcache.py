@@ -12,7 +12,6 @@ only if the key was not written meanwhile. Only used on the node's event loop.
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -29,7 +28,7 @@ class HotCache:
     :param clock: monotonic seconds (the loop's clock in simulations).
     """
 
-    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, size: int, ttl: float, clock: Callable[[], float]) -> None:
         self.size = size
         self.ttl = ttl
         self._clock = clock

@@ -1,0 +1,231 @@
+"""Reads across the replicas of a partition, and the answers to peers' reads.
+
+At ``one`` an owner answers from its own storage; elsewhere the replicas are asked in ring
+order, one after the other, until one answers within ``read_timeout``, and the answer is kept
+a moment in the hot cache (:mod:`~gridkv.cluster.replication.hotcache`). ``quorum`` and
+``all`` ask the replicas at once, return the freshest version by last-writer-wins, and send it
+to the replicas that answered with an older one (:mod:`~gridkv.cluster.replication.repair`).
+While a partition moves here, a key that has not arrived yet is looked up on the former
+replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from gridkv.base.consistency import required_acks
+from gridkv.base.errors import (
+    GridKVError,
+    MemoryLimitExceeded,
+    PeerUnavailable,
+    ProtocolError,
+    QuorumNotReached,
+)
+from gridkv.cluster.replication.batching import consume
+from gridkv.cluster.replication.hotcache import HotCache
+from gridkv.cluster.replication.repair import TokenBucket, freshest, stale_replicas
+from gridkv.storage.base import Entry
+from gridkv.wire.messages import GetReply, GetRequest
+
+if TYPE_CHECKING:
+    from gridkv.cluster.context import ClusterContext
+
+__all__ = ["Reader", "reasons"]
+
+_T = TypeVar("_T")
+
+
+class Reader:
+    """One node's reads of other replicas, and its answers to theirs.
+
+    :param ctx: the node's cluster context.
+    :param waiting_on: the former replicas of a partition still moving here.
+    :param send_later: queues an entry for a replica's next batch (read repair).
+    """
+
+    def __init__(
+        self,
+        ctx: ClusterContext,
+        waiting_on: Callable[[int], tuple[str, ...]],
+        send_later: Callable[[str, int, Entry], None],
+    ) -> None:
+        self.ctx = ctx
+        self._waiting_on = waiting_on
+        self._send_later = send_later
+        opts = ctx.options
+        #: Recent answers for keys this node does not hold (reads at ``one``).
+        self.hot = HotCache(opts.hot_cache_size, opts.hot_read_cache_ttl, ctx.loop_time)
+        self._repairs = TokenBucket(opts.read_repair_rate_limit_per_sec, ctx.loop_time)
+        #: Read repairs sent.
+        self.repairs_sent = 0
+
+    def on_get(self, message: GetRequest) -> GetReply | Awaitable[GetReply]:
+        """A peer's read of one key: this node's entry, at once.
+
+        While the partition is still moving here, a key that has not arrived yet is looked
+        up on the former replicas; then the answer is an awaitable.
+        """
+        ctx = self.ctx
+        partition = message.partition
+        if partition >= ctx.options.partition_count:
+            raise ProtocolError(f"partition {partition} out of range")
+        ctx.partitions.ensure_table()  # marks the partitions moving here, if the view just changed
+        entry = ctx.storage.get_entry(partition, message.key)
+        if entry is None:
+            former = [r for r in self._waiting_on(partition) if r != ctx.node_id]
+            if former:
+                return self._get_from_former(partition, message.key, former)
+        return GetReply(None if entry is None else (partition, entry))
+
+    async def _get_from_former(self, partition: int, key: str, former: list[str]) -> GetReply:
+        entry = None
+        with contextlib.suppress(GridKVError):
+            entry = await self._read_first(partition, key, former)
+        return GetReply(None if entry is None else (partition, entry))
+
+    async def read(self, partition: int, key: str, level: str) -> Entry | None:
+        """The freshest entry of ``key`` that ``level`` allows (tombstones included).
+
+        :raises QuorumNotReached: fewer replicas answered than the level needs.
+        :raises PeerUnavailable: at ``one``, no replica answered within ``read_timeout``.
+        """
+        ctx = self.ctx
+        replicas = ctx.partitions.ensure_table().owners(partition)
+        needed = required_acks(level, ctx.options.replica_count)
+        answers: dict[str, Entry | None] = {}
+        if ctx.node_id in replicas:
+            answers[ctx.node_id] = local = ctx.storage.get_entry(partition, key)
+            if needed <= 1:
+                former = [r for r in self._waiting_on(partition) if r != ctx.node_id]
+                if local is None and former:
+                    # The partition is moving here: the key may not have arrived yet.
+                    with contextlib.suppress(GridKVError):
+                        return await self._read_first(partition, key, former)
+                return local
+        others = [r for r in replicas if r != ctx.node_id]
+        if needed <= 1:
+            return await self._read_one(partition, key, others)
+        asks: dict[asyncio.Future[Entry | None], str] = {
+            asyncio.ensure_future(self._ask(r, partition, key)): r for r in others
+        }
+        try:
+            results, errors = await _until_enough(
+                asks, needed - len(answers), ctx.options.read_timeout
+            )
+        finally:
+            for task in asks:
+                task.cancel()  # the answers not needed (a no-op for those that came)
+                task.add_done_callback(consume)
+        answers.update(results)
+        if len(answers) < needed:
+            raise QuorumNotReached(
+                f"read of key {key!r:.60} at {level!r} got {len(answers)} of {needed} answers "
+                f"within read_timeout={ctx.options.read_timeout:g}s ({reasons(errors)})"
+            )
+        winner = freshest(answers.values())
+        if winner is not None:
+            self._repair(partition, winner, answers)
+        return winner
+
+    async def _read_one(self, partition: int, key: str, others: list[str]) -> Entry | None:
+        """A read at ``one`` on a node that does not hold the key: the hot cache, else a replica."""
+        cached, entry = self.hot.lookup(key)
+        if cached:
+            return entry
+        self.hot.begin(key)
+        try:
+            found = await self._read_first(partition, key, others)
+        except BaseException:
+            self.hot.abandon(key)
+            raise
+        self.hot.finish(key, found)
+        return found
+
+    async def _read_first(self, partition: int, key: str, replicas: list[str]) -> Entry | None:
+        errors: dict[str, str] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ctx.options.read_timeout
+        delay = 0.01
+        while True:
+            for replica in replicas:
+                try:
+                    return await self._ask(replica, partition, key)
+                except GridKVError as exc:
+                    errors[replica] = f"{type(exc).__name__}: {exc}"
+            if loop.time() + delay >= deadline or not replicas:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        why = "; ".join(f"{r}: {e}" for r, e in errors.items()) or "no replica in the view"
+        raise PeerUnavailable(
+            f"no replica of key {key!r:.60} answered within "
+            f"read_timeout={self.ctx.options.read_timeout:g}s ({why})"
+        )
+
+    async def _ask(self, replica: str, partition: int, key: str) -> Entry | None:
+        address = self.ctx.membership.address_of(replica)
+        if address is None:
+            raise PeerUnavailable(f"replica {replica!r} is not in this node's view")
+        reply = await self.ctx.messaging.request(
+            address, GetRequest(partition, key), self.ctx.options.read_timeout
+        )
+        if not isinstance(reply, GetReply):
+            raise ProtocolError(f"{replica!r} answered a read with {type(reply).__name__}")
+        if reply.entry is None:
+            return None
+        part, entry = reply.entry
+        if part != partition or entry.key != key:
+            raise ProtocolError(f"{replica!r} answered a read of {key!r:.60} with another key")
+        self.ctx.hlc.update(entry.version)
+        return entry
+
+    def _repair(self, partition: int, winner: Entry, answers: dict[str, Entry | None]) -> None:
+        ctx = self.ctx
+        for replica in stale_replicas(winner, answers):
+            if not self._repairs.take():
+                return
+            self.repairs_sent += 1
+            if replica == ctx.node_id:
+                with contextlib.suppress(MemoryLimitExceeded):
+                    ctx.storage.apply(partition, winner)
+            else:
+                self._send_later(replica, partition, winner)
+
+
+async def _until_enough(
+    tasks: dict[asyncio.Future[_T], str], enough: int, timeout: float
+) -> tuple[dict[str, _T], dict[str, str]]:
+    """Wait until ``enough`` of ``tasks`` (future -> replica) succeed, all end, or time runs out.
+
+    Returns the results and the errors by replica.
+    """
+    results: dict[str, _T] = {}
+    errors: dict[str, str] = {}
+    pending = set(tasks)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while pending and len(results) < enough:
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        done, pending = await asyncio.wait(
+            pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done:
+            if task.cancelled():
+                errors[tasks[task]] = "cancelled"
+                continue
+            exc = task.exception()
+            if exc is None:
+                results[tasks[task]] = task.result()
+            else:
+                errors[tasks[task]] = f"{type(exc).__name__}: {exc}"
+    return results, errors
+
+
+def reasons(errors: dict[str, str]) -> str:
+    """Why replicas failed, for an error message."""
+    return "; ".join(f"{r}: {e}" for r, e in errors.items()) or "no answer in time"
