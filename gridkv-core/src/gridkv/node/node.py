@@ -28,10 +28,7 @@ from importlib import metadata
 from typing import Literal
 
 from gridkv.base.errors import (
-    ClockDriftExceeded,
     ConfigError,
-    GridKVError,
-    NotReady,
     ShuttingDown,
 )
 from gridkv.base.hlc import HLC
@@ -44,13 +41,14 @@ from gridkv.cluster.membership.base import Membership
 from gridkv.cluster.partitions import Partitions
 from gridkv.cluster.replication.coordinator import Coordinator
 from gridkv.cluster.ring import PartitionTable
+from gridkv.node.clocksync import adopt_peer_clocks
 from gridkv.node.messaging import MessagingPort
 from gridkv.node.router import Router
+from gridkv.node.serving import Serving
 from gridkv.node.stats import ClusterStats, MemberInfo, Stats
 from gridkv.plugins import Plugins, get_plugins
-from gridkv.storage.base import Entry, Storage
+from gridkv.storage.base import Storage
 from gridkv.transport.base import Transport
-from gridkv.wire.messages import Ping, Pong
 
 __all__ = ["Node", "NodeState", "version"]
 
@@ -63,9 +61,6 @@ SWEEP_BUDGET = 20_000
 _LIVE = ("alive", "suspect")
 #: Seconds background work gets to end once a close's own time is up.
 _STOP_GRACE = 1.0
-#: Members asked for their clock at once after a join, and rounds of asking until one answers.
-_CLOCK_SYNC_CONCURRENCY = 64
-_CLOCK_SYNC_ROUNDS = 3
 
 
 def version() -> str:
@@ -76,7 +71,7 @@ def version() -> str:
         return "0+unknown"
 
 
-class Node:
+class Node(Serving):
     """One GridKV node.
 
     :param options: the configuration.
@@ -419,171 +414,14 @@ class Node:
         return self.storage.sweep(self.now_ms(), SWEEP_BUDGET, horizon)
 
     async def _sync_clock(self) -> None:
-        """After the join, adopt the greatest clock among the members before taking writes.
-
-        The peers' clocks advanced past every version this node stored there before a
-        restart, so its first write afterwards orders after all of them.
-        """
+        """After the join, adopt the greatest clock among the members before taking writes."""
         await self.membership.wait_joined()
-        gate = asyncio.Semaphore(_CLOCK_SYNC_CONCURRENCY)
-        timeout = self.options.read_timeout
-
-        async def ask(member: str) -> bool:
-            address = self.membership.address_of(member)
-            if address is None:
-                return False
-            async with gate:
-                try:
-                    reply = await self.messaging.request(address, Ping(0, self.node_id), timeout)
-                except GridKVError:
-                    return False
-            if not isinstance(reply, Pong):
-                return False
-            try:
-                self.hlc.update(reply.clock)
-            except ClockDriftExceeded as exc:
-                log.warning(
-                    "a member's clock is too far ahead to adopt",
-                    extra={"peer": member, "error": str(exc)},
-                )
-            return True
-
-        for _ in range(_CLOCK_SYNC_ROUNDS):
-            members = [m for m in self.membership.live_ids() if m != self.node_id]
-            if not members or any(await asyncio.gather(*(ask(m) for m in members))):
-                break
-        else:
-            log.warning(
-                "no member answered with its clock; taking writes on this node's own clock",
-                extra={"node_id": self.node_id},
-            )
+        await adopt_peer_clocks(
+            self.node_id, self.membership, self.messaging, self.hlc, self.options.read_timeout
+        )
         self.clock_synced = True
         self._clock_synced.set()
         self.refresh_local_reads()
-
-    def check_open(self) -> None:
-        """Raise unless the node accepts operations.
-
-        :raises ShuttingDown: the node is closing or closed.
-        :raises NotReady: the node has not been started.
-        """
-        if self.running:
-            return
-        if self.state in ("closing", "closed"):
-            raise ShuttingDown(f"node {self.node_id!r} is closed")
-        raise NotReady(
-            f"node {self.node_id!r} is not started; use 'async with AsyncGridKV(...)' or "
-            "'await kv.start()'"
-        )
-
-    def check_joined(self) -> None:
-        """Raise unless the node runs and has joined the cluster (or needs no seeds).
-
-        A node still joining holds none of the data it will own; answering from it would
-        report existing keys as missing, and writes to it could be lost.
-
-        :raises ShuttingDown: the node is closed.
-        :raises NotReady: not started, or still joining.
-        """
-        self.check_open()
-        if not self.clock_synced:
-            raise NotReady(
-                f"node {self.node_id!r} is still joining the cluster through its seeds; "
-                "call wait_ready() first"
-            )
-
-    @property
-    def ready(self) -> bool:
-        """Whether the node runs, joined through its seeds (or has none) and its view is stable."""
-        return self.running and self.membership.ready and self.clock_synced
-
-    async def wait_ready(self, timeout: float) -> None:
-        """Wait until the node is ready.
-
-        :raises NotReady: not ready within ``timeout``; names the seeds that did not answer.
-        """
-        self.check_open()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        await self.membership.wait_ready(timeout)
-        try:
-            await asyncio.wait_for(self._clock_synced.wait(), max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            raise NotReady(
-                f"node {self.node_id!r} joined but did not learn its peers' clocks within "
-                f"{timeout:g}s"
-            ) from None
-
-    def health_check(self) -> None:
-        """Raise when the node cannot serve.
-
-        :raises ShuttingDown: the node is closed.
-        :raises NotReady: not started, or it has no healthy view of the cluster (past
-            ``startup_grace_period`` with no seed answered, or every peer dead).
-        """
-        self.check_open()
-        problem = self.membership.health_problem()
-        if problem is not None:
-            raise NotReady(f"node {self.node_id!r} has no healthy view of the cluster: {problem}")
-
-    # -- data path -----------------------------------------------------------------------
-
-    def now_ms(self) -> int:
-        """Current wall time in milliseconds."""
-        return int(self._clock() * 1000)
-
-    def new_entry(self, key: str, value: bytes | None, expires_at: int) -> Entry:
-        """A new version of ``key`` stamped by this node; ``None`` makes a tombstone.
-
-        Thread-safe.
-        """
-        if value is None:
-            expires_at = self.now_ms() + int(self.options.tombstone_ttl * 1000)
-        return Entry(key, value, self.hlc.now(), self.node_id, expires_at)
-
-    def holds(self, partition: int) -> bool:
-        """Whether this node is one of ``partition``'s replicas in the current view."""
-        return self.partitions.holds(partition)
-
-    def reads_here(self, partition: int) -> bool:
-        """Whether a read of ``partition`` at level one is answered from local storage.
-
-        This node holds the partition and no partition is moving in: until the handoff ends,
-        a miss here may not be a miss.
-        """
-        return self.partitions.holds(partition) and not self.handoff.receiving
-
-    async def read(self, partition: int, key: str, level: str) -> Entry | None:
-        """The freshest entry of ``key`` its replicas hold (tombstones included), at ``level``.
-
-        :raises QuorumNotReached: fewer replicas answered than the level needs.
-        :raises PeerTimeout: no replica answered in time.
-        """
-        return await self.coordinator.read(partition, key, level)
-
-    async def write(self, partition: int, entry: Entry, level: str) -> None:
-        """Store ``entry`` on the partition's replicas; return once ``level`` is met.
-
-        :raises QuorumNotReached: fewer replicas stored it than the level needs.
-        """
-        await self.coordinator.write(partition, entry, level)
-
-    def write_here(self, partition: int, entry: Entry) -> None:
-        """Store a write this node holds at level one; queue it for the other replicas.
-
-        Any thread may call it.
-
-        :raises ShuttingDown: the node's loop closed under the write (a close on another
-            thread), so the other replicas cannot be sent it.
-        """
-        self.storage.apply(partition, entry)
-        if len(self.partitions.table.owners(partition)) > 1:
-            try:
-                self.coordinator.replicate_soon(partition, entry)
-            except RuntimeError:  # "Event loop is closed"
-                raise ShuttingDown(
-                    f"node {self.node_id!r} closed during the write of key {entry.key!r:.60}"
-                ) from None
 
     # -- figures -------------------------------------------------------------------------
 
@@ -592,17 +430,11 @@ class Node:
         members = tuple(self.membership.members()) or (
             MemberInfo(self.node_id, self.transport.local_address, "alive", 0),
         )
-        live = [m for m in members if m.state in ("alive", "suspect")]
-        cluster = ClusterStats(
+        cluster = ClusterStats.of(
+            members,
             ready=self.ready,
-            cluster_size=len(live),
-            healthy_nodes=sum(1 for m in live if m.state == "alive"),
-            replica_factor=self.options.replica_count,
-            local_node_id=self.node_id,
-            pubkeys_ready=True,
-            pubkey_count=0,
-            peer_count=len(live) - 1,
-            members=members,
+            replica_count=self.options.replica_count,
+            node_id=self.node_id,
             health_score=int(getattr(self.membership, "health_score", lambda: 0)()),
         )
         return Stats(cluster, self.transport.stats(), self.storage.stats(), version())

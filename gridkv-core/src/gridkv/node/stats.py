@@ -45,6 +45,31 @@ class ClusterStats:
     members: tuple[MemberInfo, ...] = ()
     health_score: int = 0
 
+    @classmethod
+    def of(
+        cls,
+        members: tuple[MemberInfo, ...],
+        *,
+        ready: bool,
+        replica_count: int,
+        node_id: str,
+        health_score: int,
+    ) -> ClusterStats:
+        """The figures of a view of ``members`` (this node among them)."""
+        live = [m for m in members if m.state in ("alive", "suspect")]
+        return cls(
+            ready=ready,
+            cluster_size=len(live),
+            healthy_nodes=sum(1 for m in live if m.state == "alive"),
+            replica_factor=replica_count,
+            local_node_id=node_id,
+            pubkeys_ready=True,
+            pubkey_count=0,
+            peer_count=len(live) - 1,
+            members=members,
+            health_score=health_score,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Stats:

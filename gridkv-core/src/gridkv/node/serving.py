@@ -1,0 +1,163 @@
+"""What the API asks of a node: whether it can serve, and the operations themselves.
+
+:class:`Serving` is the part of :class:`~gridkv.node.Node` the facades in :mod:`gridkv.api`
+call: the checks that raise :class:`~gridkv.ShuttingDown` or :class:`~gridkv.NotReady`,
+readiness, and the data path (new versions, reads and writes through the coordinator, a
+local write at level one). The node builds the components it uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from gridkv.base.errors import NotReady, ShuttingDown
+from gridkv.base.hlc import HLC
+from gridkv.base.options import Options
+from gridkv.cluster.handoff.driver import Handoff
+from gridkv.cluster.membership.base import Membership
+from gridkv.cluster.partitions import Partitions
+from gridkv.cluster.replication.coordinator import Coordinator
+from gridkv.storage.base import Entry, Storage
+
+__all__ = ["Serving"]
+
+
+class Serving:
+    """Readiness checks and the data path of a node (a part of :class:`~gridkv.node.Node`)."""
+
+    node_id: str
+    options: Options
+    state: str
+    running: bool
+    clock_synced: bool
+    _clock_synced: asyncio.Event
+    _clock: Callable[[], float]
+    hlc: HLC
+    storage: Storage
+    membership: Membership
+    partitions: Partitions
+    coordinator: Coordinator
+    handoff: Handoff
+
+    def check_open(self) -> None:
+        """Raise unless the node accepts operations.
+
+        :raises ShuttingDown: the node is closing or closed.
+        :raises NotReady: the node has not been started.
+        """
+        if self.running:
+            return
+        if self.state in ("closing", "closed"):
+            raise ShuttingDown(f"node {self.node_id!r} is closed")
+        raise NotReady(
+            f"node {self.node_id!r} is not started; use 'async with AsyncGridKV(...)' or "
+            "'await kv.start()'"
+        )
+
+    def check_joined(self) -> None:
+        """Raise unless the node runs and has joined the cluster (or needs no seeds).
+
+        A node still joining holds none of the data it will own; answering from it would
+        report existing keys as missing, and writes to it could be lost.
+
+        :raises ShuttingDown: the node is closed.
+        :raises NotReady: not started, or still joining.
+        """
+        self.check_open()
+        if not self.clock_synced:
+            raise NotReady(
+                f"node {self.node_id!r} is still joining the cluster through its seeds; "
+                "call wait_ready() first"
+            )
+
+    @property
+    def ready(self) -> bool:
+        """Whether the node runs, joined through its seeds (or has none) and its view is stable."""
+        return self.running and self.membership.ready and self.clock_synced
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until the node is ready.
+
+        :raises NotReady: not ready within ``timeout``; names the seeds that did not answer.
+        """
+        self.check_open()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self.membership.wait_ready(timeout)
+        try:
+            await asyncio.wait_for(self._clock_synced.wait(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            raise NotReady(
+                f"node {self.node_id!r} joined but did not learn its peers' clocks within "
+                f"{timeout:g}s"
+            ) from None
+
+    def health_check(self) -> None:
+        """Raise when the node cannot serve.
+
+        :raises ShuttingDown: the node is closed.
+        :raises NotReady: not started, or it has no healthy view of the cluster (past
+            ``startup_grace_period`` with no seed answered, or every peer dead).
+        """
+        self.check_open()
+        problem = self.membership.health_problem()
+        if problem is not None:
+            raise NotReady(f"node {self.node_id!r} has no healthy view of the cluster: {problem}")
+
+    def now_ms(self) -> int:
+        """Current wall time in milliseconds."""
+        return int(self._clock() * 1000)
+
+    def new_entry(self, key: str, value: bytes | None, expires_at: int) -> Entry:
+        """A new version of ``key`` stamped by this node; ``None`` makes a tombstone.
+
+        Thread-safe.
+        """
+        if value is None:
+            expires_at = self.now_ms() + int(self.options.tombstone_ttl * 1000)
+        return Entry(key, value, self.hlc.now(), self.node_id, expires_at)
+
+    def holds(self, partition: int) -> bool:
+        """Whether this node is one of ``partition``'s replicas in the current view."""
+        return self.partitions.holds(partition)
+
+    def reads_here(self, partition: int) -> bool:
+        """Whether a read of ``partition`` at level one is answered from local storage.
+
+        This node holds the partition and no partition is moving in: until the handoff ends,
+        a miss here may not be a miss.
+        """
+        return self.partitions.holds(partition) and not self.handoff.receiving
+
+    async def read(self, partition: int, key: str, level: str) -> Entry | None:
+        """The freshest entry of ``key`` its replicas hold (tombstones included), at ``level``.
+
+        :raises QuorumNotReached: fewer replicas answered than the level needs.
+        :raises PeerTimeout: no replica answered in time.
+        """
+        return await self.coordinator.read(partition, key, level)
+
+    async def write(self, partition: int, entry: Entry, level: str) -> None:
+        """Store ``entry`` on the partition's replicas; return once ``level`` is met.
+
+        :raises QuorumNotReached: fewer replicas stored it than the level needs.
+        """
+        await self.coordinator.write(partition, entry, level)
+
+    def write_here(self, partition: int, entry: Entry) -> None:
+        """Store a write this node holds at level one; queue it for the other replicas.
+
+        Any thread may call it.
+
+        :raises ShuttingDown: the node's loop closed under the write (a close on another
+            thread), so the other replicas cannot be sent it.
+        """
+        self.storage.apply(partition, entry)
+        if len(self.partitions.table.owners(partition)) > 1:
+            try:
+                self.coordinator.replicate_soon(partition, entry)
+            except RuntimeError:  # "Event loop is closed"
+                raise ShuttingDown(
+                    f"node {self.node_id!r} closed during the write of key {entry.key!r:.60}"
+                ) from None
