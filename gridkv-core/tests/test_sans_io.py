@@ -141,3 +141,24 @@ def test_the_repair_bucket_allows_a_burst_then_its_rate() -> None:
     assert [bucket.take(), bucket.take()] == [True, False]
     now[0] += 60.0  # a long pause refills the burst, no more
     assert sum(bucket.take() for _ in range(10)) == 4
+
+
+# -- gossip queue ------------------------------------------------------------------------
+
+
+def test_the_gossip_queue_sends_the_least_sent_first_a_bounded_number_of_times() -> None:
+    from gridkv.cluster.membership.dissemination import Dissemination
+    from gridkv.wire.messages import MemberRecord
+
+    queue = Dissemination()
+    a1, b, a2 = (MemberRecord(n, f"{n}:1", i, 0, "me") for n, i in (("a", 1), ("b", 1), ("a", 2)))
+    queue.add(a1)
+    queue.add(b)
+    assert queue.take(1, limit=2) == [a1]
+    assert queue.take(1, limit=2) == [b]  # b was sent less often
+    queue.add(a2)  # the newer record of a replaces the older, as never sent
+    assert len(queue) == 2
+    assert queue.take(5, limit=2) == [a2, b]
+    assert queue.take(5, limit=2) == [a2]  # b reached its limit and left
+    assert not queue
+    assert queue.take(5, limit=2) == []

@@ -49,10 +49,26 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
-from typing import Literal
 
-from gridkv.base.options import Options
+from gridkv.cluster.membership.dissemination import Dissemination
+from gridkv.cluster.membership.model import (
+    ALIVE,
+    CODE,
+    DEAD,
+    LEFT,
+    STATE,
+    SUSPECT,
+    Change,
+    Member,
+    MemberState,
+    Output,
+    Probe,
+    Relay,
+    Send,
+    Suspicion,
+    SwimConfig,
+    Sync,
+)
 from gridkv.wire.messages import (
     MemberRecord,
     Message,
@@ -77,16 +93,10 @@ __all__ = [
     "Send",
     "Sync",
     "Change",
+    "Output",
     "Swim",
 ]
 
-MemberState = Literal["alive", "suspect", "dead", "left"]
-ALIVE: MemberState = "alive"
-SUSPECT: MemberState = "suspect"
-DEAD: MemberState = "dead"
-LEFT: MemberState = "left"
-_CODE: dict[MemberState, int] = {ALIVE: 0, SUSPECT: 1, DEAD: 2, LEFT: 3}
-_STATE: tuple[MemberState, ...] = (ALIVE, SUSPECT, DEAD, LEFT)
 #: How far past this node's own clock (in milliseconds, as incarnations count) an incarnation
 #: may lie: about 50 days of clock difference or four billion refutations.
 INCARNATION_MARGIN = 1 << 32
@@ -100,128 +110,6 @@ NEW_MEMBERS_PER_MESSAGE = 4
 STRANGER_REPLIES = 20
 #: Seconds after a member's leave during which this node, leaving too, tells it so.
 LEFT_NOTICE_WINDOW = 60.0
-
-
-@dataclass(slots=True)
-class Member:
-    """A member as this node sees it."""
-
-    node_id: str
-    address: str
-    incarnation: int
-    state: MemberState
-    since: float
-
-    def record(self, origin: str) -> MemberRecord:
-        """This member's state as a gossip record asserted by ``origin``."""
-        return MemberRecord(self.node_id, self.address, self.incarnation, _CODE[self.state], origin)
-
-
-@dataclass(frozen=True, slots=True)
-class SwimConfig:
-    """Timing and fan-out of the protocol; see ``docs/membership.md``.
-
-    :ivar probe_interval: seconds between probes (``gossip_interval``).
-    :ivar probe_timeout: seconds to wait for a direct ack before asking others.
-    :ivar failure_timeout: seconds from the probe until the target is suspected.
-    :ivar suspicion_min: shortest suspicion (``suspect_timeout``), scaled by ``log10(n)``.
-    :ivar suspicion_max_mult: the suspicion starts at this multiple of the minimum.
-    :ivar indirect_checks: members asked to probe indirectly.
-    :ivar retransmit_mult: each update is sent ``retransmit_mult * ceil(log10(n + 1))`` times.
-    :ivar gossip_fanout: random members each update batch is pushed to per period.
-    :ivar max_piggyback: records carried by one message at most.
-    :ivar push_pull_interval: seconds between full state syncs with a live member.
-    :ivar reconnect_interval: seconds between syncs with a member held dead.
-    :ivar awareness_max: highest local health score.
-    :ivar dead_retention: seconds a dead member's record is kept (it refuses stale gossip).
-    """
-
-    probe_interval: float = 0.1
-    probe_timeout: float = 0.1
-    failure_timeout: float = 0.3
-    suspicion_min: float = 0.5
-    suspicion_max_mult: float = 2.5
-    indirect_checks: int = 3
-    retransmit_mult: int = 4
-    gossip_fanout: int = 2
-    max_piggyback: int = 16
-    push_pull_interval: float = 10.0
-    reconnect_interval: float = 1.0
-    awareness_max: int = 8
-    dead_retention: float = 3600.0
-
-    @classmethod
-    def from_options(cls, options: Options) -> SwimConfig:
-        """The configuration a node's options describe."""
-        m = options.membership
-        return cls(
-            probe_interval=options.gossip_interval,
-            probe_timeout=min(options.failure_timeout, m.probe_timeout),
-            failure_timeout=options.failure_timeout,
-            suspicion_min=options.suspect_timeout,
-            suspicion_max_mult=m.suspicion_max_mult,
-            indirect_checks=m.indirect_checks,
-            retransmit_mult=m.retransmit_mult,
-            gossip_fanout=m.gossip_fanout,
-            max_piggyback=m.max_piggyback,
-            push_pull_interval=m.push_pull_interval,
-            reconnect_interval=m.reconnect_interval,
-            awareness_max=m.awareness_max,
-            dead_retention=m.dead_retention,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Output: send ``message`` one way to ``address``."""
-
-    address: str
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class Sync:
-    """Output: run a push-pull state sync with ``address`` (a request and its answer)."""
-
-    address: str
-    message: PushPull
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """A member's state changed in this node's view (``old`` is ``None`` for a new member)."""
-
-    member: Member
-    old: MemberState | None
-    new: MemberState
-
-
-Output = Send | Sync
-
-
-@dataclass(slots=True)
-class _Probe:
-    target: str
-    seq: int
-    direct_deadline: float
-    final_deadline: float
-    indirect: bool = False
-    expected_nacks: int = 0
-    nacks: int = 0
-
-
-@dataclass(slots=True)
-class _Suspicion:
-    start: float
-    incarnation: int
-    confirmers: set[str] = field(default_factory=set)
-
-
-@dataclass(slots=True)
-class _Relay:
-    origin_addr: str
-    origin_seq: int
-    deadline: float
 
 
 class Swim:
@@ -252,7 +140,7 @@ class Swim:
         self.changes: list[Change] = []
         self.awareness = 0
         self._seq = 0
-        self._probe: _Probe | None = None
+        self._probe: Probe | None = None
         self._order: list[str] = []
         self._order_pos = 0
         #: A member others suspect, probed next out of turn so this node confirms or clears
@@ -262,12 +150,10 @@ class Swim:
         self._next_gossip = now + config.probe_interval
         self._next_sync = now + config.push_pull_interval * (0.5 + rng.random())
         self._next_reconnect = now + config.reconnect_interval * (0.5 + rng.random())
-        self._relays: dict[int, _Relay] = {}
-        self._suspicions: dict[str, _Suspicion] = {}
-        # Pending updates, one per member (the newest), bucketed by how often each was sent:
-        # _sent[k] holds the records sent k times, so the least-sent are found at once.
-        self._sent: list[dict[str, MemberRecord]] = [{}]
-        self._times: dict[str, int] = {}
+        self._relays: dict[int, Relay] = {}
+        self._suspicions: dict[str, Suspicion] = {}
+        #: Updates waiting to be gossiped (one per member, the newest).
+        self.updates = Dissemination()
         self._others_live = 0
         self._next_prune = now
         # When the next tick() is due (the earliest deadline); a tick much later than this
@@ -358,7 +244,7 @@ class Swim:
             times.append(self._next_reconnect)
         if self.seeds:
             times.append(self._seed_due())
-        if self._times:
+        if self.updates:
             times.append(self._next_gossip)
         probe = self._probe
         if probe is None:
@@ -395,7 +281,7 @@ class Swim:
         self._tick_probe(now, out)
         self._tick_relays(now, out)
         self._tick_suspicions(now)
-        if self._times and now >= self._next_gossip:
+        if self.updates and now >= self._next_gossip:
             self._gossip(out)
             self._next_gossip = now + self.config.probe_interval
         elif now >= self._next_gossip:
@@ -581,7 +467,7 @@ class Swim:
             # node's own health score: the prober counts nacks until its failure_timeout, and
             # a stretched relay would make a healthy prober miss them and raise its score,
             # which stretches its own relaying in turn (memberlist does not scale it either).
-            self._relays[seq] = _Relay(origin, message.seq, now + self.config.probe_timeout)
+            self._relays[seq] = Relay(origin, message.seq, now + self.config.probe_timeout)
             out.append(
                 Send(
                     target.address,
@@ -610,12 +496,12 @@ class Swim:
         :meth:`handle` (a sync asked of this node) the message's limit holds.
         """
         for record in records:
-            if record.state == _CODE[DEAD] and record.node_id != self.node_id:
+            if record.state == CODE[DEAD] and record.node_id != self.node_id:
                 record = MemberRecord(
                     record.node_id,
                     record.address,
                     record.incarnation,
-                    _CODE[SUSPECT],
+                    CODE[SUSPECT],
                     record.origin,
                 )
             self.apply(now, record)
@@ -652,7 +538,7 @@ class Swim:
         if record.incarnation > self._wall_origin + int(now * 1000) + INCARNATION_MARGIN:
             self.refused_records += 1
             return False
-        state = _STATE[record.state]
+        state = STATE[record.state]
         if record.node_id == self.node_id:
             return self._about_me(now, record, state)
         m = self.members.get(record.node_id)
@@ -669,7 +555,7 @@ class Swim:
                 self._others_live += 1
                 self._had_peers = True
             if state == SUSPECT:
-                self._suspicions[m.node_id] = _Suspicion(now, m.incarnation, {record.origin})
+                self._suspicions[m.node_id] = Suspicion(now, m.incarnation, {record.origin})
             self._enqueue(record)
             return True
         inc = record.incarnation
@@ -684,7 +570,7 @@ class Swim:
                 m.state in (DEAD, LEFT) and inc > m.incarnation
             ):
                 self._set(now, m, SUSPECT, inc, record.address)
-                self._suspicions[m.node_id] = _Suspicion(now, inc, {record.origin})
+                self._suspicions[m.node_id] = Suspicion(now, inc, {record.origin})
                 self._enqueue(record)
                 self._tell_suspect(m, record)
                 if record.origin != self.node_id:
@@ -693,7 +579,7 @@ class Swim:
             if m.state == SUSPECT:
                 if inc > m.incarnation:
                     m.incarnation = inc
-                    self._suspicions[m.node_id] = _Suspicion(now, inc, {record.origin})
+                    self._suspicions[m.node_id] = Suspicion(now, inc, {record.origin})
                     self._enqueue(record)
                     return True
                 suspicion = self._suspicions.get(m.node_id)
@@ -847,7 +733,7 @@ class Swim:
             first: list[MemberRecord] = []
             if target.state == SUSPECT:
                 first.append(target.record(self.node_id))  # tell the suspect first
-            self._probe = _Probe(
+            self._probe = Probe(
                 target.node_id,
                 seq,
                 now + self.scaled(cfg.probe_timeout),
@@ -866,7 +752,7 @@ class Swim:
                 )
             )
 
-    def _probe_failed(self, now: float, probe: _Probe, out: list[Output]) -> None:
+    def _probe_failed(self, now: float, probe: Probe, out: list[Output]) -> None:
         # As memberlist does: the score rises by the nacks that did not come (the relays could
         # not answer us, so the trouble may be ours), or by 1 when no relay was asked. When
         # every relay sent its nack, they reached us and not the target: the target is the
@@ -881,7 +767,7 @@ class Swim:
             return
         # A new suspicion, or this node's independent confirmation of one others started
         # (Lifeguard: each confirmation shortens the suspicion).
-        record = MemberRecord(m.node_id, m.address, m.incarnation, _CODE[SUSPECT], self.node_id)
+        record = MemberRecord(m.node_id, m.address, m.incarnation, CODE[SUSPECT], self.node_id)
         self.apply(now, record)
         # Lifeguard: tell the suspected member first, so that it can refute at once.
         out.append(Send(m.address, SwimGossip(self.node_id, self.me.address, [record])))
@@ -910,7 +796,7 @@ class Swim:
             if m is not None and m.state == SUSPECT and m.incarnation == s.incarnation:
                 self.apply(
                     now,
-                    MemberRecord(node_id, m.address, m.incarnation, _CODE[DEAD], self.node_id),
+                    MemberRecord(node_id, m.address, m.incarnation, CODE[DEAD], self.node_id),
                 )
 
     def _raise_awareness(self, delta: int) -> None:
@@ -929,37 +815,11 @@ class Swim:
     # -- dissemination -------------------------------------------------------------------
 
     def _enqueue(self, record: MemberRecord) -> None:
-        node_id = record.node_id
-        times = self._times.get(node_id)
-        if times is not None:
-            del self._sent[times][node_id]
-        self._times[node_id] = 0
-        self._sent[0][node_id] = record
+        self.updates.add(record)
 
     def _piggyback(self, used: int = 0) -> list[MemberRecord]:
-        room = self.config.max_piggyback - used
-        if not self._times or room <= 0:
-            return []
-        limit = self.retransmit_limit()
-        picked: list[tuple[int, str, MemberRecord]] = []
-        for times, bucket in enumerate(self._sent):
-            for node_id, record in bucket.items():
-                picked.append((times, node_id, record))
-                if len(picked) == room:
-                    break
-            if len(picked) == room:
-                break
-        sent = self._sent
-        for times, node_id, record in picked:
-            del sent[times][node_id]
-            if times + 1 >= limit:
-                del self._times[node_id]
-                continue
-            if len(sent) == times + 1:
-                sent.append({})
-            sent[times + 1][node_id] = record
-            self._times[node_id] = times + 1
-        return [record for _, _, record in picked]
+        """The updates a message carries, besides ``used`` records it carries already."""
+        return self.updates.take(self.config.max_piggyback - used, self.retransmit_limit())
 
     def _gossip(self, out: list[Output]) -> None:
         targets = [m for m in self.members.values() if m.state in (ALIVE, SUSPECT)]
