@@ -1,6 +1,6 @@
 """TCP under attack: a victim node in its own process against peers that break the limits.
 
-Each attack gets a fresh victim: a GridKV node (``python -m gridkv.testing.cluster``, tcp
+Each attack gets a fresh victim: a GridKV node (``python -m gridkv.testing.node_process``, tcp
 transport, default network limits, uvloop when installed) on 127.0.0.1, attacked over loopback
 from this process:
 
