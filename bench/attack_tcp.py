@@ -44,8 +44,8 @@ from gridkv.cluster.ring import partition_of
 from gridkv.testing.cluster import ProcessCluster
 from gridkv.testing.transports import free_port
 from gridkv.wire import codec
+from gridkv.wire.framing import ONE_WAY, REQUEST, FrameReader, head
 from gridkv.wire.messages import GetRequest
-from gridkv_transport_tcp.frames import ONE_WAY, REQUEST, FrameReader, head
 from gridkv_transport_tcp.transport import TcpTransport
 
 KIB = 1024

@@ -15,7 +15,7 @@ pytest.importorskip("gridkv_transport_tcp")
 from gridkv import Options, PeerUnavailable
 from gridkv.testing.transports import free_port
 from gridkv.transport import Handler
-from gridkv_transport_tcp.frames import HEAD, INNER, REQUEST, RESPONSE, head
+from gridkv.wire.framing import HEAD, INNER, REQUEST, RESPONSE, head
 from gridkv_transport_tcp.transport import (
     MAX_ANSWERS_IN_PROGRESS,
     TcpTransport,

@@ -1,7 +1,7 @@
 """A TCP transport on asyncio's Protocol API.
 
 Frames on the wire are ``length:u32 | kind:u8 | request id:u64 | body``
-(:mod:`gridkv_transport_tcp.frames`); a bad length or kind closes the connection before any
+(:mod:`gridkv.wire.framing`); a bad length or kind closes the connection before any
 body is buffered. Kinds are a request, its response (same id), a one-way message and a hello.
 
 Two lanes per peer. Requests go over a small pool of connections (``network.max_conns``): many
@@ -55,8 +55,7 @@ from gridkv.transport.base import (
     TransportStats,
     check_outbound,
 )
-
-from gridkv_transport_tcp.frames import (
+from gridkv.wire.framing import (
     HEAD,
     HELLO,
     INNER,

@@ -1,16 +1,14 @@
-"""The sans-I/O frame reader: examples, and fuzzing with valid, split and garbage streams."""
+"""The stream framing's sans-I/O reader: examples, and fuzzing with valid, split and garbage
+streams."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
-
-pytest.importorskip("gridkv_transport_tcp")
-
 from gridkv.base.errors import ProtocolError
 from gridkv.testing.fuzz import fuzz_examples
-from gridkv_transport_tcp.frames import (
+from gridkv.wire.framing import (
     HEAD,
     HELLO,
     ONE_WAY,
@@ -43,6 +41,18 @@ def test_frames_in_one_piece_come_out_in_order() -> None:
     assert reader.feed(encode(frames), 0.0) == frames
     assert reader.buffered == 0
     assert reader.started is None
+
+
+def test_frames_split_at_every_size_come_out_whole_and_in_order() -> None:
+    frames: list[Frame] = [(i & 3, i, bytes([i]) * i) for i in range(50)]  # every kind
+    stream = encode(frames)
+    for size in (1, 3, 7, 64, len(stream)):
+        reader = FrameReader(MAX_FRAME)
+        out: list[Frame] = []
+        for at in range(0, len(stream), size):
+            out += reader.feed(stream[at : at + size], float(at))
+        assert out == frames
+        assert (reader.buffered, reader.started) == (0, None)
 
 
 def test_an_oversized_length_is_refused_before_its_body_arrives() -> None:
