@@ -263,7 +263,7 @@ async def answers_in_progress(count: int) -> dict[str, Any]:
     while running[0] != before and loop.time() < deadline:  # until no more answers start
         before = running[0]
         await asyncio.sleep(0.2)
-    tasks = len(server._tasks)
+    tasks = len(server._shared.tasks)
     release.set()
     answered = sum(
         isinstance(r, bytes) for r in await asyncio.gather(*calls, return_exceptions=True)
