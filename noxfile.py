@@ -32,9 +32,9 @@ TRANSPORTS: dict[str, dict[str, list[str]]] = {
 # Plugin distributions that hold only their packaging so far; their entry-point tests run in
 # the "plugins" session.
 PACKAGING_ONLY = ["./gridkv-transport-quic", "./gridkv-metrics"]
-# The fuzz tests (marked "fuzz") of the wire codec, the config loader and the tcp frame reader,
+# The fuzz tests (marked "fuzz") of the wire codec, the config loader and the stream frame reader,
 # and the inputs each tries in the "fuzz" session (the default run tries a few hundred).
-FUZZ_PATHS = ["gridkv-core/tests", "gridkv-transport-tcp/tests"]
+FUZZ_PATHS = ["gridkv-core/tests"]
 FUZZ_ENV = "GRIDKV_FUZZ_EXAMPLES"
 FUZZ_EXAMPLES = 100_000
 # Every benchmark docs/benchmarks.md describes, quickest first: one node, then memory, then

@@ -44,8 +44,8 @@ from gridkv.cluster.ring import partition_of
 from gridkv.testing.cluster import ProcessCluster
 from gridkv.testing.transports import free_port
 from gridkv.wire import codec
+from gridkv.wire.framing import ONE_WAY, REQUEST, FrameReader, head
 from gridkv.wire.messages import GetRequest
-from gridkv_transport_tcp.frames import ONE_WAY, REQUEST, FrameReader, head
 from gridkv_transport_tcp.transport import TcpTransport
 
 KIB = 1024
@@ -263,7 +263,7 @@ async def answers_in_progress(count: int) -> dict[str, Any]:
     while running[0] != before and loop.time() < deadline:  # until no more answers start
         before = running[0]
         await asyncio.sleep(0.2)
-    tasks = len(server._tasks)
+    tasks = len(server._shared.tasks)
     release.set()
     answered = sum(
         isinstance(r, bytes) for r in await asyncio.gather(*calls, return_exceptions=True)

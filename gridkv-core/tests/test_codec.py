@@ -7,7 +7,6 @@ from gridkv.storage.base import BUCKETS, Entry
 from gridkv.wire import (
     BatchAck,
     ErrorReply,
-    FrameDecoder,
     GetReply,
     GetRequest,
     Message,
@@ -16,7 +15,6 @@ from gridkv.wire import (
     ReplicateBatch,
     decode,
     encode,
-    frame,
 )
 from gridkv.wire.messages import (
     BucketReply,
@@ -210,27 +208,3 @@ def test_frame_limit_is_checked_on_encode_and_decode() -> None:
     data = encode(big)
     with pytest.raises(ProtocolError, match="exceeds the limit"):
         decode(data, max_frame_bytes=1024)
-
-
-def test_frame_decoder_reassembles_frames_split_anywhere() -> None:
-    payloads = [encode(Ping(i, "n")) for i in range(50)]
-    stream = b"".join(frame(p) for p in payloads)
-    for chunk in (1, 3, 7, 64, len(stream)):
-        decoder = FrameDecoder(1024)
-        out: list[bytes] = []
-        for i in range(0, len(stream), chunk):
-            out += decoder.feed(stream[i : i + chunk])
-        assert out == payloads
-        assert decoder.buffered == 0
-
-
-def test_frame_decoder_refuses_an_oversized_length_before_the_body_arrives() -> None:
-    decoder = FrameDecoder(1024)
-    with pytest.raises(ProtocolError, match="more than the limit"):
-        decoder.feed((10**9).to_bytes(4, "big"))
-    assert decoder.buffered <= 4
-
-
-def test_frame_decoder_refuses_empty_frames() -> None:
-    with pytest.raises(ProtocolError, match="empty frame"):
-        FrameDecoder(1024).feed(b"\x00\x00\x00\x00")

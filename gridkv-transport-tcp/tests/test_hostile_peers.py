@@ -15,13 +15,9 @@ pytest.importorskip("gridkv_transport_tcp")
 from gridkv import Options, PeerUnavailable
 from gridkv.testing.transports import free_port
 from gridkv.transport import Handler
-from gridkv_transport_tcp.frames import HEAD, INNER, REQUEST, RESPONSE, head
-from gridkv_transport_tcp.transport import (
-    MAX_ANSWERS_IN_PROGRESS,
-    TcpTransport,
-    _Connection,
-    split_address,
-)
+from gridkv.wire.framing import HEAD, INNER, REQUEST, RESPONSE, head
+from gridkv_transport_tcp._connection import Connection
+from gridkv_transport_tcp.transport import MAX_ANSWERS_IN_PROGRESS, TcpTransport, split_address
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -69,8 +65,8 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return request_id, await reader.readexactly(length - INNER)
 
 
-def only_connection(transport: TcpTransport) -> _Connection:
-    (conn,) = transport._connections
+def only_connection(transport: TcpTransport) -> Connection:
+    (conn,) = transport._pool.connections
     return conn
 
 
@@ -115,7 +111,7 @@ async def test_answers_to_a_peer_that_never_reads_are_cut_at_max_output_buffer_b
         await wait_until("cut", lambda: server.stats().slow_reader_cuts == 1)
         assert loop.time() - began < 5  # by the byte limit, long before the write time-out
         assert max(queued) <= MIB  # everything queued for the peer stayed within the limit
-        assert not server._tasks  # blocked answers did not become tasks
+        assert not server._shared.tasks  # blocked answers did not become tasks
         await wait_until("closed", lambda: server.stats().connections == 0)
         assert server.stats().errors == 1
     finally:
@@ -309,7 +305,7 @@ async def test_answers_in_progress_per_connection_are_capped_and_reading_pauses(
         assert conn.transport is not None
         assert not conn.transport.is_reading()
         assert server.stats().requests_received == MAX_ANSWERS_IN_PROGRESS
-        assert len(server._tasks) == MAX_ANSWERS_IN_PROGRESS
+        assert len(server._shared.tasks) == MAX_ANSWERS_IN_PROGRESS
         release.set()
         answers = dict([await read_answer(reader) for _ in range(count)])
         assert answers == {i: str(i).encode() for i in range(count)}
@@ -369,7 +365,7 @@ async def test_one_way_frames_arrive_promptly_while_request_connections_are_stuc
             "the request connection stuck",
             lambda: (
                 running[0] == MAX_ANSWERS_IN_PROGRESS
-                and any(not c.writable for c in client._connections)
+                and any(not c.writable for c in client._pool.connections)
             ),
         )
         for i in range(20):

@@ -70,10 +70,10 @@ async def test_a_peer_that_stops_reading_blocks_request_writers_until_the_write_
         ]  # far more than any kernel buffers on loopback
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 5
-        while not any(not c.writable for c in client._connections):
+        while not any(not c.writable for c in client._pool.connections):
             assert loop.time() < deadline, "writing never paused"
             await asyncio.sleep(0.005)
-        (conn,) = client._connections
+        (conn,) = client._pool.connections
         assert conn.transport is not None
         assert conn.transport.get_write_buffer_size() < 8 * len(frame)  # near the high-water mark
         results = await asyncio.gather(*calls, return_exceptions=True)

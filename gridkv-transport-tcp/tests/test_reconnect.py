@@ -69,7 +69,7 @@ async def test_the_back_off_doubles_up_to_its_maximum() -> None:
         for _ in range(5):
             with pytest.raises(PeerUnavailable):
                 await client.request(address, b"x", 1)
-            waits.append(client._failures[address][1] - loop.time())
+            waits.append(client._pool.failures[address][1] - loop.time())
             await asyncio.sleep(max(0.0, waits[-1]) + 0.005)
         assert waits[0] <= 0.011
         assert waits[1] > waits[0]
@@ -117,15 +117,15 @@ async def test_a_cancelled_dial_gives_the_callers_sharing_it_a_gridkv_error() ->
 async def test_failed_dials_are_remembered_for_a_bounded_number_of_addresses(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from gridkv_transport_tcp import transport as tcp
+    from gridkv_transport_tcp import _pool
 
-    monkeypatch.setattr(tcp, "MAX_REMEMBERED_FAILURES", 50)
+    monkeypatch.setattr(_pool, "MAX_REMEMBERED_FAILURES", 50)
     client = TcpTransport(f"127.0.0.1:{free_port()}", dial_timeout=1)
     await client.start(echo)
     try:
         for port in [free_port() for _ in range(120)]:
             with pytest.raises(PeerUnavailable):
                 await client.request(f"127.0.0.1:{port}", b"x", 1)
-        assert len(client._failures) == 50
+        assert len(client._pool.failures) == 50
     finally:
         await client.close()

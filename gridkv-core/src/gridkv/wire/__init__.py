@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gridkv.wire.codec import DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, decode, encode
-from gridkv.wire.framing import FrameDecoder, frame
+from gridkv.wire.framing import Frame, FrameReader
 from gridkv.wire.messages import (
     MESSAGE_TYPES,
     BatchAck,
@@ -21,8 +21,8 @@ __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "encode",
     "decode",
-    "FrameDecoder",
-    "frame",
+    "Frame",
+    "FrameReader",
     "MESSAGE_TYPES",
     "Message",
     "Ping",

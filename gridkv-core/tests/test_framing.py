@@ -1,16 +1,14 @@
-"""The sans-I/O frame reader: examples, and fuzzing with valid, split and garbage streams."""
+"""The stream framing's sans-I/O reader: examples, and fuzzing with valid, split and garbage
+streams."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
-
-pytest.importorskip("gridkv_transport_tcp")
-
 from gridkv.base.errors import ProtocolError
 from gridkv.testing.fuzz import fuzz_examples
-from gridkv_transport_tcp.frames import (
+from gridkv.wire.framing import (
     HEAD,
     HELLO,
     ONE_WAY,
@@ -37,12 +35,29 @@ def chunks(data: bytes, rng: random.Random) -> list[bytes]:
     return [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
 
 
+def state(reader: FrameReader) -> tuple[int, float | None]:
+    """What the reader holds and since when (read afresh: a call to it may change both)."""
+    return reader.buffered, reader.started
+
+
 def test_frames_in_one_piece_come_out_in_order() -> None:
     frames: list[Frame] = [(REQUEST, 1, b"a"), (RESPONSE, 1, b""), (ONE_WAY, 0, b"xyz")]
     reader = FrameReader(MAX_FRAME)
     assert reader.feed(encode(frames), 0.0) == frames
     assert reader.buffered == 0
     assert reader.started is None
+
+
+def test_frames_split_at_every_size_come_out_whole_and_in_order() -> None:
+    frames: list[Frame] = [(i & 3, i, bytes([i]) * i) for i in range(50)]  # every kind
+    stream = encode(frames)
+    for size in (1, 3, 7, 64, len(stream)):
+        reader = FrameReader(MAX_FRAME)
+        out: list[Frame] = []
+        for at in range(0, len(stream), size):
+            out += reader.feed(stream[at : at + size], float(at))
+        assert out == frames
+        assert state(reader) == (0, None)
 
 
 def test_an_oversized_length_is_refused_before_its_body_arrives() -> None:
@@ -74,22 +89,22 @@ def test_started_is_the_time_of_the_unfinished_frames_first_byte() -> None:
     first = HEAD.size + 100
     reader = FrameReader(MAX_FRAME)
     reader.feed(whole[:10], 1.0)
-    assert (reader.buffered, reader.started) == (10, 1.0)
+    assert state(reader) == (10, 1.0)
     reader.feed(whole[10:50], 2.0)  # more of the same frame: its clock does not restart
-    assert (reader.buffered, reader.started) == (50, 1.0)
+    assert state(reader) == (50, 1.0)
     assert reader.feed(whole[50 : first + 5], 3.0) == [(REQUEST, 7, b"x" * 100)]
-    assert (reader.buffered, reader.started) == (5, 3.0)  # the next frame began at 3.0
+    assert state(reader) == (5, 3.0)  # the next frame began at 3.0
     reader.postpone(4.0)
-    assert reader.started == 4.0
+    assert state(reader) == (5, 4.0)
     assert reader.feed(whole[first + 5 :], 5.0) == [(ONE_WAY, 0, b"y" * 100)]
-    assert (reader.buffered, reader.started) == (0, None)
+    assert state(reader) == (0, None)
 
 
 def test_clear_drops_the_unfinished_frame() -> None:
     reader = FrameReader(MAX_FRAME)
     reader.feed(head(REQUEST, 1, 10) + b"abc", 1.0)
     reader.clear()
-    assert (reader.buffered, reader.started) == (0, None)
+    assert state(reader) == (0, None)
 
 
 # One fuzz test, not two: hypothesis's own cost per example, not the reader, sets the time of
