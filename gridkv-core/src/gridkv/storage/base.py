@@ -1,4 +1,9 @@
-"""The storage interface every backend implements, and the entry type it exchanges."""
+"""The storage interface every backend implements, and the entry type it exchanges.
+
+The digest arithmetic (:func:`fingerprint`, :func:`key_hash`, the buckets) lives in
+:mod:`gridkv.storage.digest`; its names are re-exported here, where callers have always found
+them.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import xxhash
-
 from gridkv.base.hlc import version_wins
+from gridkv.storage.digest import (
+    BUCKET_BITS,
+    BUCKETS,
+    HASH_MAX,
+    VersionRecord,
+    bucket_of,
+    bucket_range,
+    fingerprint,
+    key_hash,
+)
 
 if TYPE_CHECKING:
     from gridkv.base.options import Options
@@ -30,44 +43,9 @@ __all__ = [
     "VersionRecord",
 ]
 
-#: Each partition's digest is split into ``BUCKETS`` bucket digests by the top ``BUCKET_BITS``
-#: bits of the key's 64-bit hash, so anti-entropy narrows a difference down to 1/32 of a
-#: partition before it lists keys, and lists those keys in pages of hash ranges.
-BUCKET_BITS = 5
-BUCKETS = 1 << BUCKET_BITS
-#: The largest 64-bit key hash.
-HASH_MAX = (1 << 64) - 1
-_SHIFT = 64 - BUCKET_BITS
-_xxh3 = xxhash.xxh3_64_intdigest
-
-#: ``(key hash, key, version, writer)``: what anti-entropy compares, without the value.
-VersionRecord = tuple[int, str, int, str]
 #: ``horizon(partition)`` for the expiry sweep: per bucket, tombstones stored with an
 #: ``expires_at`` below this many milliseconds may be collected; ``None``: none may.
 TombstoneHorizon = Callable[[int], "Sequence[int] | None"]
-
-
-def key_hash(key: str) -> int:
-    """The stable 64-bit hash of a key (xxh3 of its UTF-8 bytes), as the ring uses it."""
-    return _xxh3(key.encode())
-
-
-def bucket_of(hash_: int) -> int:
-    """The bucket of a key hash within its partition."""
-    return hash_ >> _SHIFT
-
-
-def bucket_range(bucket: int) -> tuple[int, int]:
-    """The key hashes ``[low, high]`` (inclusive) a bucket covers."""
-    return bucket << _SHIFT, ((bucket + 1) << _SHIFT) - 1
-
-
-def fingerprint(key: str, version: int, writer: str) -> int:
-    """A record's share of its bucket and partition digests (the digests are XORs of these).
-
-    Every backend computes digests this way, so replicas on different backends compare.
-    """
-    return _xxh3(f"{key}\x00{version}\x00{writer}".encode())
 
 
 @dataclass(frozen=True, slots=True)
