@@ -1,8 +1,37 @@
-"""Local storage: the :class:`Storage` interface and the built-in sharded memory backend."""
+"""Local storage: the Storage interface, the digest every backend shares, the memory backend."""
 
 from __future__ import annotations
 
-from gridkv.storage.base import Entry, Storage, StorageFactory, StorageStats, merge
+from gridkv.storage.base import (
+    Entry,
+    Storage,
+    StorageFactory,
+    StorageStats,
+    TombstoneHorizon,
+    merge,
+)
+from gridkv.storage.digest import (
+    Digests,
+    PartitionDigests,
+    VersionRecord,
+    digests_of,
+    fingerprint,
+    key_hash,
+)
 from gridkv.storage.memory import MemoryStorage
 
-__all__ = ["Entry", "Storage", "StorageFactory", "StorageStats", "merge", "MemoryStorage"]
+__all__ = [
+    "Entry",
+    "Storage",
+    "StorageFactory",
+    "StorageStats",
+    "TombstoneHorizon",
+    "merge",
+    "Digests",
+    "PartitionDigests",
+    "VersionRecord",
+    "digests_of",
+    "fingerprint",
+    "key_hash",
+    "MemoryStorage",
+]

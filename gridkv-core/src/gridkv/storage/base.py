@@ -98,15 +98,16 @@ class StorageStats:
     """Figures about a storage backend.
 
     :ivar backend: the backend's plugin name.
-    :ivar keys: live entries (values not yet expired or swept).
+    :ivar keys: values stored (an expired value counts until it is removed); ``keys +
+        tombstones`` is the sum of :meth:`Storage.partition_size` over the partitions.
     :ivar tombstones: delete markers, kept until ``tombstone_ttl`` has passed and every
         replica holds them (see ``docs/replication.md``).
     :ivar used_bytes: memory charged for the entries (see ``docs/architecture.md``).
     :ivar max_bytes: the limit, 0 for none.
     :ivar evictions: entries evicted to stay under the limit.
-    :ivar expirations: entries removed because their TTL passed.
-    :ivar compressed: entries stored lz4-compressed.
-    :ivar shards: number of shards.
+    :ivar expirations: values removed because their TTL passed (by a read or the sweep).
+    :ivar compressed: entries stored compressed (0 for a backend that does not compress).
+    :ivar shards: number of shards (1 for a backend without).
     :ivar writers: distinct writer ids the stored records refer to.
     :ivar tombstones_collected: tombstones removed by the sweep so far.
     """
@@ -131,6 +132,12 @@ class Storage(Protocol):
     Every write goes through :meth:`apply`, which keeps the entry only when it wins the
     last-writer-wins comparison against what is stored, so local writes, replication, read
     repair, anti-entropy and handoff all follow one rule. Implementations are thread-safe.
+
+    A backend is built by its :class:`StorageFactory` with the node's clock and judges time
+    (TTLs, a tombstone's arrival) only by it. Its :meth:`digest` and :meth:`bucket_digests`
+    must equal :func:`gridkv.storage.digest.digests_of` over :meth:`versions`, so replicas on
+    different backends compare; :class:`gridkv.storage.digest.Digests` keeps them. The
+    conformance suite :class:`gridkv.testing.StorageConformance` checks all of this.
     """
 
     name: str
@@ -152,19 +159,22 @@ class Storage(Protocol):
         expiry sweep relies on it; see :meth:`sweep`).
 
         :raises MemoryLimitExceeded: storing it would pass the memory limit and nothing can
-            be evicted (tombstones are never evicted), or the table of writer ids is full.
+            be evicted (tombstones are never evicted), or the table of writer ids is full; the
+            message names the key, and what was stored stays.
         """
 
     def entries(self, partition: int) -> Iterator[Entry]:
-        """The entries of a partition (a snapshot; tombstones included)."""
+        """The entries of a partition (a snapshot; tombstones included, expired values not)."""
 
     def entries_of(self, partition: int, keys: Iterable[str]) -> list[Entry]:
-        """The stored entries of ``keys`` (those present; tombstones included)."""
+        """The stored entries of ``keys`` (present ones; tombstones, not expired values)."""
 
     def versions(self, partition: int, low: int = 0, high: int = HASH_MAX) -> list[VersionRecord]:
         """The ``(key hash, key, version, writer)`` of the records hashed into ``[low, high]``.
 
-        In no particular order; values are not read.
+        Both ends inclusive, in no particular order; values are not read. Every stored record
+        is listed (expired values not removed yet too), :meth:`partition_size` of them for the
+        whole range: the digests are computed over exactly these.
         """
 
     def drop_partition(self, partition: int) -> int:
@@ -196,7 +206,8 @@ class Storage(Protocol):
     def digest(self, partition: int) -> int:
         """A summary of the partition's records; equal on two replicas with equal records.
 
-        The XOR of :func:`fingerprint` over the records, read under the partition's lock.
+        The XOR of :func:`fingerprint` over the records, read under the partition's lock:
+        ``digests_of(self.versions(partition)).digest``.
         """
 
     def bucket_digests(self, partition: int) -> list[int]:
@@ -205,9 +216,11 @@ class Storage(Protocol):
     def sweep(self, now_ms: int, budget: int, horizon: TombstoneHorizon | None = None) -> int:
         """Remove up to ``budget`` expired values and collectable tombstones; return how many.
 
-        Without ``horizon`` a tombstone is collectable once its ``expires_at`` has passed.
-        With one, also only when its stored ``expires_at`` is below ``horizon(partition)`` of
-        its bucket (the node passes the moment every replica confirmed holding it).
+        A record has expired when its ``expires_at`` is not 0 and at most ``now_ms``. Without
+        ``horizon`` an expired tombstone is collectable. With one, only when its stored
+        ``expires_at`` is also below ``horizon(partition)[bucket]`` of its bucket (the node
+        passes the moment every replica confirmed holding it); a ``None`` horizon keeps the
+        partition's tombstones. Repeated calls cover the whole store.
         """
 
     def stats(self) -> StorageStats:
