@@ -8,7 +8,7 @@ import threading
 
 import pytest
 from gridkv.base.errors import MemoryLimitExceeded
-from gridkv.storage import Entry, MemoryStorage
+from gridkv.storage import Entry, MemoryStorage, collectable, tombstone_limits
 from gridkv.storage import base as storage_base
 from gridkv.storage.digest import (
     BUCKETS,
@@ -100,6 +100,25 @@ def test_bucket_digests_xor_to_the_partition_digest() -> None:
         total ^= b
     assert total == digest != 0
     assert buckets[bucket_of(key_hash("k3"))] != 0
+
+
+# -- the sweep's rule --------------------------------------------------------------------
+
+
+def test_what_the_sweep_may_collect() -> None:
+    bucket = bucket_of(key_hash("k"))
+    below = [0] * BUCKETS
+    below[bucket] = 101
+    anything = tombstone_limits(None, 0)
+    assert not collectable("k", 0, False, 10**12, anything)  # never expires
+    assert not collectable("k", 100, False, 99, anything)
+    assert collectable("k", 100, False, 100, anything)
+    assert collectable("k", 100, True, 100, anything)
+    assert not collectable("k", 100, True, 100, tombstone_limits(lambda p: None, 0))
+    assert collectable("k", 100, True, 100, tombstone_limits(lambda p: below, 0))
+    below[bucket] = 100
+    assert not collectable("k", 100, True, 100, below)
+    assert collectable("k", 100, False, 100, below)  # the horizon is for tombstones only
 
 
 # -- the record --------------------------------------------------------------------------

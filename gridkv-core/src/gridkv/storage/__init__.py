@@ -8,7 +8,9 @@ from gridkv.storage.base import (
     StorageFactory,
     StorageStats,
     TombstoneHorizon,
+    collectable,
     merge,
+    tombstone_limits,
 )
 from gridkv.storage.digest import (
     Digests,
@@ -26,7 +28,9 @@ __all__ = [
     "StorageFactory",
     "StorageStats",
     "TombstoneHorizon",
+    "collectable",
     "merge",
+    "tombstone_limits",
     "Digests",
     "PartitionDigests",
     "VersionRecord",

@@ -41,11 +41,42 @@ __all__ = [
     "fingerprint",
     "TombstoneHorizon",
     "VersionRecord",
+    "collectable",
+    "tombstone_limits",
 ]
 
 #: ``horizon(partition)`` for the expiry sweep: per bucket, tombstones stored with an
 #: ``expires_at`` below this many milliseconds may be collected; ``None``: none may.
 TombstoneHorizon = Callable[[int], "Sequence[int] | None"]
+
+_ANY_EXPIRED = (1 << 64,) * BUCKETS
+_NONE = (0,) * BUCKETS
+
+
+def tombstone_limits(horizon: TombstoneHorizon | None, partition: int) -> Sequence[int]:
+    """Per bucket, the ``expires_at`` a tombstone of ``partition`` must be below to be collected.
+
+    Without a ``horizon`` every expired tombstone may go; a horizon that answers ``None`` for
+    the partition keeps them all.
+    """
+    if horizon is None:
+        return _ANY_EXPIRED
+    limits = horizon(partition)
+    return _NONE if limits is None else limits
+
+
+def collectable(
+    key: str, expires_at: int, tombstone: bool, now_ms: int, limits: Sequence[int]
+) -> bool:
+    """Whether the expiry sweep may remove a record: the rule every backend's sweep follows.
+
+    The record has expired (``expires_at`` not 0 and at most ``now_ms``) and, for a
+    tombstone, its ``expires_at`` is below the limit of its key's bucket (``limits`` from
+    :func:`tombstone_limits`).
+    """
+    if not 0 < expires_at <= now_ms:
+        return False
+    return not tombstone or expires_at < limits[bucket_of(key_hash(key))]
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,14 +36,20 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from gridkv.base.errors import MemoryLimitExceeded
 from gridkv.base.hlc import version_wins
 from gridkv.storage.accounting import EVICTED, EXPIRED, LRU_SLOT_BYTES, SLOT_BYTES, Accounts
-from gridkv.storage.base import Entry, StorageStats, TombstoneHorizon
-from gridkv.storage.digest import HASH_MAX, Digests, VersionRecord, bucket_of, key_hash
+from gridkv.storage.base import (
+    Entry,
+    StorageStats,
+    TombstoneHorizon,
+    collectable,
+    tombstone_limits,
+)
+from gridkv.storage.digest import HASH_MAX, Digests, VersionRecord, key_hash
 from gridkv.storage.record import (
     FLAG_TOMBSTONE,
     FLAG_TTL,
@@ -414,8 +420,7 @@ class MemoryStorage:
         Examines whole partitions round-robin from where the previous sweep stopped, until
         ``budget`` records were examined or removed, so repeated calls cover the whole store.
         A partition left unfinished because the budget ran out is examined again first next
-        time. A tombstone is collectable once its stored ``expires_at`` has passed and, with a
-        ``horizon``, lies below the horizon of its bucket.
+        time. What may go is :func:`~gridkv.storage.base.collectable`.
         """
         removed = 0
         examined = 0
@@ -427,7 +432,7 @@ class MemoryStorage:
             part = self._parts[partition]
             finished = True
             if part:
-                limits: Sequence[int] | None = None if horizon is None else horizon(partition)
+                limits = tombstone_limits(horizon, partition)
                 shard = self._shards[partition % self._nshards]
                 with shard.lock:
                     for key, blob in list(part.items()):
@@ -435,17 +440,12 @@ class MemoryStorage:
                             finished = False
                             break
                         examined += 1
-                        expires = expires_at(blob)
-                        if not expires or expires > now_ms:
-                            continue
-                        if (
-                            blob[0] & FLAG_TOMBSTONE
-                            and horizon is not None
-                            and (limits is None or expires >= limits[bucket_of(key_hash(key))])
+                        flags = blob[0]
+                        if flags & FLAG_TTL and collectable(
+                            key, expires_at(blob), flags & FLAG_TOMBSTONE != 0, now_ms, limits
                         ):
-                            continue
-                        self._remove_locked(shard, partition, key, EXPIRED)
-                        removed += 1
+                            self._remove_locked(shard, partition, key, EXPIRED)
+                            removed += 1
             if finished:
                 self._sweep_cursor = (partition + 1) % nparts
         return removed

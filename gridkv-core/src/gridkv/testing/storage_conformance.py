@@ -221,18 +221,20 @@ class StorageConformance:
         assert storage.sweep(clock.ms, 100, lambda p: old_horizon) == 0
         assert storage.stats().tombstones == 3
 
-    def test_tombstones_are_collected_only_after_their_expiry(
+    def test_the_sweep_collects_records_from_their_expiry_on(
         self, storage: Storage, clock: ManualClock
     ) -> None:
-        storage.apply(5, Entry("k", None, 1, "n1", clock.ms + 1000))
+        expires = clock.ms + 1000
+        storage.apply(5, Entry("tomb", None, 1, "n1", expires))
+        storage.apply(5, Entry("value", b"v", 1, "n1", expires))
+        storage.apply(5, Entry("later", None, 1, "n1", expires + 1))
         assert storage.sweep(clock.ms, 100) == 0
-        clock.advance(0.999)
-        assert storage.sweep(clock.ms, 100) == 0
-        clock.advance(0.002)
-        assert storage.sweep(clock.ms, 100) == 1
+        assert storage.sweep(expires - 1, 100) == 0
+        assert storage.sweep(expires, 100) == 2  # expired at its expires_at, not after
         stats = storage.stats()
-        assert (stats.tombstones, stats.tombstones_collected, stats.expirations) == (0, 1, 0)
-        assert storage.get_entry(5, "k") is None
+        assert (stats.tombstones, stats.tombstones_collected, stats.expirations) == (1, 1, 1)
+        assert storage.get_entry(5, "tomb") is None
+        assert storage.get_entry(5, "later") is not None
         check_consistent(storage)
 
     def test_a_tombstone_is_collected_only_below_its_buckets_horizon(
