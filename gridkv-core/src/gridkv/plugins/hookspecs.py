@@ -110,8 +110,9 @@ def gridkv_register_authenticators(
 def gridkv_register_membership(register: Callable[[str, MembershipFactory], None]) -> None:
     """Register membership protocols (failure detection and dissemination).
 
-    Call ``register(name, factory)``; ``factory(node)`` returns an unstarted object
-    implementing :class:`gridkv.cluster.membership.Membership`. ``membership.protocol = name``
+    Call ``register(name, factory)``; ``factory(context)``, given a
+    :class:`~gridkv.cluster.context.MembershipContext`, returns an unstarted object implementing
+    :class:`gridkv.cluster.membership.Membership`. ``membership.protocol = name``
     selects it; the built-in ``"swim"`` (SWIM with Lifeguard) is the default.
 
     :param register: the registration callback.

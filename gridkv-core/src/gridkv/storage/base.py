@@ -1,4 +1,9 @@
-"""The storage interface every backend implements, and the entry type it exchanges."""
+"""The storage interface every backend implements, and the entry type it exchanges.
+
+The digest arithmetic (:func:`fingerprint`, :func:`key_hash`, the buckets) lives in
+:mod:`gridkv.storage.digest`; its names are re-exported here, where callers have always found
+them.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import xxhash
-
 from gridkv.base.hlc import version_wins
-from gridkv.base.keys import key_hash
+from gridkv.storage.digest import (
+    BUCKET_BITS,
+    BUCKETS,
+    HASH_MAX,
+    VersionRecord,
+    bucket_of,
+    bucket_range,
+    fingerprint,
+    key_hash,
+)
 
 if TYPE_CHECKING:
     from gridkv.base.options import Options
@@ -29,41 +41,42 @@ __all__ = [
     "fingerprint",
     "TombstoneHorizon",
     "VersionRecord",
+    "collectable",
+    "tombstone_limits",
 ]
 
-#: Each partition's digest is split into ``BUCKETS`` bucket digests by the top ``BUCKET_BITS``
-#: bits of the key's 64-bit hash, so anti-entropy narrows a difference down to 1/32 of a
-#: partition before it lists keys, and lists those keys in pages of hash ranges.
-BUCKET_BITS = 5
-BUCKETS = 1 << BUCKET_BITS
-#: The largest 64-bit key hash.
-HASH_MAX = (1 << 64) - 1
-_SHIFT = 64 - BUCKET_BITS
-_xxh3 = xxhash.xxh3_64_intdigest
-
-#: ``(key hash, key, version, writer)``: what anti-entropy compares, without the value.
-VersionRecord = tuple[int, str, int, str]
 #: ``horizon(partition)`` for the expiry sweep: per bucket, tombstones stored with an
 #: ``expires_at`` below this many milliseconds may be collected; ``None``: none may.
 TombstoneHorizon = Callable[[int], "Sequence[int] | None"]
 
-
-def bucket_of(hash_: int) -> int:
-    """The bucket of a key hash within its partition."""
-    return hash_ >> _SHIFT
+_ANY_EXPIRED = (1 << 64,) * BUCKETS
+_NONE = (0,) * BUCKETS
 
 
-def bucket_range(bucket: int) -> tuple[int, int]:
-    """The key hashes ``[low, high]`` (inclusive) a bucket covers."""
-    return bucket << _SHIFT, ((bucket + 1) << _SHIFT) - 1
+def tombstone_limits(horizon: TombstoneHorizon | None, partition: int) -> Sequence[int]:
+    """Per bucket, the ``expires_at`` a tombstone of ``partition`` must be below to be collected.
 
-
-def fingerprint(key: str, version: int, writer: str) -> int:
-    """A record's share of its bucket and partition digests (the digests are XORs of these).
-
-    Every backend computes digests this way, so replicas on different backends compare.
+    Without a ``horizon`` every expired tombstone may go; a horizon that answers ``None`` for
+    the partition keeps them all.
     """
-    return _xxh3(f"{key}\x00{version}\x00{writer}".encode())
+    if horizon is None:
+        return _ANY_EXPIRED
+    limits = horizon(partition)
+    return _NONE if limits is None else limits
+
+
+def collectable(
+    key: str, expires_at: int, tombstone: bool, now_ms: int, limits: Sequence[int]
+) -> bool:
+    """Whether the expiry sweep may remove a record: the rule every backend's sweep follows.
+
+    The record has expired (``expires_at`` not 0 and at most ``now_ms``) and, for a
+    tombstone, its ``expires_at`` is below the limit of its key's bucket (``limits`` from
+    :func:`tombstone_limits`).
+    """
+    if not 0 < expires_at <= now_ms:
+        return False
+    return not tombstone or expires_at < limits[bucket_of(key_hash(key))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,15 +129,16 @@ class StorageStats:
     """Figures about a storage backend.
 
     :ivar backend: the backend's plugin name.
-    :ivar keys: live entries (values not yet expired or swept).
+    :ivar keys: values stored (an expired value counts until it is removed); ``keys +
+        tombstones`` is the sum of :meth:`Storage.partition_size` over the partitions.
     :ivar tombstones: delete markers, kept until ``tombstone_ttl`` has passed and every
         replica holds them (see ``docs/replication.md``).
     :ivar used_bytes: memory charged for the entries (see ``docs/architecture.md``).
     :ivar max_bytes: the limit, 0 for none.
     :ivar evictions: entries evicted to stay under the limit.
-    :ivar expirations: entries removed because their TTL passed.
-    :ivar compressed: entries stored lz4-compressed.
-    :ivar shards: number of shards.
+    :ivar expirations: values removed because their TTL passed (by a read or the sweep).
+    :ivar compressed: entries stored compressed (0 for a backend that does not compress).
+    :ivar shards: number of shards (1 for a backend without).
     :ivar writers: distinct writer ids the stored records refer to.
     :ivar tombstones_collected: tombstones removed by the sweep so far.
     """
@@ -149,6 +163,12 @@ class Storage(Protocol):
     Every write goes through :meth:`apply`, which keeps the entry only when it wins the
     last-writer-wins comparison against what is stored, so local writes, replication, read
     repair, anti-entropy and handoff all follow one rule. Implementations are thread-safe.
+
+    A backend is built by its :class:`StorageFactory` with the node's clock and judges time
+    (TTLs, a tombstone's arrival) only by it. Its :meth:`digest` and :meth:`bucket_digests`
+    must equal :func:`gridkv.storage.digest.digests_of` over :meth:`versions`, so replicas on
+    different backends compare; :class:`gridkv.storage.digest.Digests` keeps them. The
+    conformance suite :class:`gridkv.testing.StorageConformance` checks all of this.
     """
 
     name: str
@@ -170,19 +190,22 @@ class Storage(Protocol):
         expiry sweep relies on it; see :meth:`sweep`).
 
         :raises MemoryLimitExceeded: storing it would pass the memory limit and nothing can
-            be evicted (tombstones are never evicted), or the table of writer ids is full.
+            be evicted (tombstones are never evicted), or the table of writer ids is full; the
+            message names the key, and what was stored stays.
         """
 
     def entries(self, partition: int) -> Iterator[Entry]:
-        """The entries of a partition (a snapshot; tombstones included)."""
+        """The entries of a partition (a snapshot; tombstones included, expired values not)."""
 
     def entries_of(self, partition: int, keys: Iterable[str]) -> list[Entry]:
-        """The stored entries of ``keys`` (those present; tombstones included)."""
+        """The stored entries of ``keys`` (present ones; tombstones, not expired values)."""
 
     def versions(self, partition: int, low: int = 0, high: int = HASH_MAX) -> list[VersionRecord]:
         """The ``(key hash, key, version, writer)`` of the records hashed into ``[low, high]``.
 
-        In no particular order; values are not read.
+        Both ends inclusive, in no particular order; values are not read. Every stored record
+        is listed (expired values not removed yet too), :meth:`partition_size` of them for the
+        whole range: the digests are computed over exactly these.
         """
 
     def drop_partition(self, partition: int) -> int:
@@ -214,7 +237,8 @@ class Storage(Protocol):
     def digest(self, partition: int) -> int:
         """A summary of the partition's records; equal on two replicas with equal records.
 
-        The XOR of :func:`fingerprint` over the records, read under the partition's lock.
+        The XOR of :func:`fingerprint` over the records, read under the partition's lock:
+        ``digests_of(self.versions(partition)).digest``.
         """
 
     def bucket_digests(self, partition: int) -> list[int]:
@@ -223,9 +247,11 @@ class Storage(Protocol):
     def sweep(self, now_ms: int, budget: int, horizon: TombstoneHorizon | None = None) -> int:
         """Remove up to ``budget`` expired values and collectable tombstones; return how many.
 
-        Without ``horizon`` a tombstone is collectable once its ``expires_at`` has passed.
-        With one, also only when its stored ``expires_at`` is below ``horizon(partition)`` of
-        its bucket (the node passes the moment every replica confirmed holding it).
+        A record has expired when its ``expires_at`` is not 0 and at most ``now_ms``. Without
+        ``horizon`` an expired tombstone is collectable. With one, only when its stored
+        ``expires_at`` is also below ``horizon(partition)[bucket]`` of its bucket (the node
+        passes the moment every replica confirmed holding it); a ``None`` horizon keeps the
+        partition's tombstones. Repeated calls cover the whole store.
         """
 
     def stats(self) -> StorageStats:
