@@ -18,7 +18,7 @@ from gridkv.api.base import (
 from gridkv.base.options import Options
 from gridkv.node import Node
 from gridkv.plugins import Plugins
-from gridkv.storage.base import Storage
+from gridkv.storage.base import Entry, Storage
 from gridkv.transport.base import Transport
 
 __all__ = ["AsyncGridKV"]
@@ -121,12 +121,7 @@ class AsyncGridKV(ClientBase):
         :raises QuorumNotReached: fewer replicas acknowledged than the level needs.
         :raises ShuttingDown: the node is closed.
         """
-        partition, level, local, entry = self._plan_write(key, value, ttl, consistency)
-        if local:
-            self._node.write_here(partition, entry)
-        else:
-            write = self._node.write(partition, entry, level)
-            await guarded(write, self._node, "set", entry.key)
+        await self._write(*self._plan_write(key, value, ttl, consistency), "set")
 
     async def delete(self, key: str, *, consistency: str | None = None) -> None:
         """Delete ``key``; deleting a missing key is not an error.
@@ -134,12 +129,16 @@ class AsyncGridKV(ClientBase):
         The delete is recorded as a tombstone, kept for ``tombstone_ttl``, so that no older
         copy of the value can come back.
         """
-        partition, level, local, entry = self._plan_write(key, None, None, consistency, delete=True)
+        await self._write(*self._plan_write(key, None, None, consistency, delete=True), "delete")
+
+    async def _write(
+        self, partition: int, level: str, local: bool, entry: Entry, what: str
+    ) -> None:
+        """Store a planned write: here at once, or through the coordinator."""
         if local:
             self._node.write_here(partition, entry)
         else:
-            write = self._node.write(partition, entry, level)
-            await guarded(write, self._node, "delete", entry.key)
+            await guarded(self._node.write(partition, entry, level), self._node, what, entry.key)
 
     async def health_check(self) -> None:
         """Raise when the node cannot serve; return ``None`` when it can.

@@ -49,7 +49,7 @@ from gridkv.base.log import LOGGER_NAME
 from gridkv.base.options import Options
 from gridkv.node import Node
 from gridkv.plugins import Plugins
-from gridkv.storage.base import Storage
+from gridkv.storage.base import Entry, Storage
 from gridkv.transport.base import Transport
 
 __all__ = ["GridKV", "WAIT_MARGIN"]
@@ -254,29 +254,19 @@ class GridKV(ClientBase):
         self, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None
     ) -> None:
         """Store ``value`` under ``key``; see :meth:`AsyncGridKV.set`."""
-        partition, level, local, entry = self._plan_write(key, value, ttl, consistency)
-        if local:
-            self._node.write_here(partition, entry)
-        else:
-            self._call(
-                partial(self._node.write, partition, entry, level),
-                self._write_bound,
-                "set",
-                entry.key,
-            )
+        self._write(*self._plan_write(key, value, ttl, consistency), "set")
 
     def delete(self, key: str, *, consistency: str | None = None) -> None:
         """Delete ``key``; see :meth:`AsyncGridKV.delete`."""
-        partition, level, local, entry = self._plan_write(key, None, None, consistency, delete=True)
+        self._write(*self._plan_write(key, None, None, consistency, delete=True), "delete")
+
+    def _write(self, partition: int, level: str, local: bool, entry: Entry, what: str) -> None:
+        """Store a planned write: here on the caller's thread, or through the loop."""
         if local:
             self._node.write_here(partition, entry)
         else:
-            self._call(
-                partial(self._node.write, partition, entry, level),
-                self._write_bound,
-                "delete",
-                entry.key,
-            )
+            write = partial(self._node.write, partition, entry, level)
+            self._call(write, self._write_bound, what, entry.key)
 
     def health_check(self) -> None:
         """Raise when the node cannot serve; see :meth:`AsyncGridKV.health_check`."""
