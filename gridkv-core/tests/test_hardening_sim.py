@@ -259,6 +259,7 @@ def test_quorum_writes_through_joins_and_leaves_are_never_lost() -> None:
                     acked.append(key)
 
             writers = [asyncio.create_task(writer(w)) for w in range(4)]
+            # The churn schedule: the writers go on through each join and leave.
             await sim.run_for(1)
             await sim.add("n3")
             await sim.run_for(2)

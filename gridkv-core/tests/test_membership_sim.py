@@ -237,7 +237,7 @@ def test_unreachable_seeds_leave_the_node_not_ready_naming_them() -> None:
             node = await sim.add("lonely", seeds=["ghost-a:7946", "ghost-b:7946"])
             with pytest.raises(NotReady, match=r"ghost-a:7946: PeerUnavailable.*ghost-b:7946"):
                 await node.wait_ready(3)
-            await sim.run_for(node.options.startup_grace_period + 0.1)
+            await sim.run_for(node.options.startup_grace_period + 0.1)  # the grace period ends
             with pytest.raises(NotReady, match="no seed answered"):
                 node.health_check()
 

@@ -321,7 +321,7 @@ def test_a_joining_node_receives_its_partitions_with_no_read_misses_meanwhile() 
                     for key in sample:
                         if await kv.get(key) is None:
                             misses += 1
-                await sim.run_for(0.05)
+                await sim.run_for(0.05)  # reads every 50 ms through the join: time is the point
             assert misses == 0
             table = joiner.ensure_table()
             mine = [k for k in keys if "n3" in table.owners(table.partition_of(k))]
