@@ -10,6 +10,8 @@ import threading
 from typing import Any
 
 import pytest
+from gridkv import Options
+from gridkv.cluster.ring import PartitionTable
 from gridkv.testing.cluster import ProcessCluster
 from gridkv.testing.transports import transport_under_test
 
@@ -27,6 +29,14 @@ def assert_all_readable(cluster: ProcessCluster, prefix: str, count: int, **kw: 
     for node in cluster.live():
         result = node.call("check_many", prefix=prefix, count=count, **kw)
         assert result == {"missing": [], "wrong": [], "failures": {}}, node.node_id
+
+
+def table_of(cluster: ProcessCluster, node_ids: list[str]) -> PartitionTable:
+    """The partition table the cluster's nodes build when ``node_ids`` are alive."""
+    options = Options.from_mapping(cluster.options)
+    return PartitionTable.build(
+        node_ids, options.partition_count, options.replica_count, options.virtual_nodes
+    )
 
 
 def assert_gone(pids: list[int]) -> None:
@@ -76,7 +86,10 @@ def test_kill_9_and_restart_in_a_five_process_cluster() -> None:
             assert_all_readable(cluster, prefix, count, consistency="quorum")
 
         # Writes while p2 is down, then p2 restarts on the same id and address.
-        cluster.node(4).call("set_many", prefix="d", count=KEYS, consistency="quorum")
+        assert cluster.node(4).call("set_many", prefix="d", count=KEYS, consistency="quorum") == {
+            "written": KEYS,
+            "failures": {},
+        }
         address = cluster.node(0).address  # unchanged by the restart of another node
         restarted = cluster.restart(2)
         assert restarted.node_id == "p2"
@@ -93,7 +106,9 @@ def test_kill_9_and_restart_in_a_five_process_cluster() -> None:
             )
 
         cluster.wait_for("p2 holds every key it is a replica of", caught_up, timeout=30)
-        assert restarted.call("local_missing", prefix="d", count=KEYS)["owned"] > 0
+        table = table_of(cluster, [f"p{i}" for i in range(N)])
+        owned = sum("p2" in table.owners(table.partition_of(f"d{i}")) for i in range(KEYS))
+        assert restarted.call("local_missing", prefix="d", count=KEYS)["owned"] == owned
         for prefix in ("a", "c", "d"):
             result = restarted.call("check_many", prefix=prefix, count=KEYS)
             assert result == {"missing": [], "wrong": [], "failures": {}}
@@ -111,8 +126,9 @@ def test_a_graceful_leave_hands_data_over_and_no_process_is_left_behind() -> Non
             lambda: cluster.converged({"g0": "alive", "g1": "alive", "g2": "alive"}),
         )
         cluster.node(0).call("set_many", prefix="k", count=KEYS, consistency="all")
-        held = cluster.node(1).call("keys")
-        assert held > 0
+        table = table_of(cluster, ["g0", "g1", "g2"])
+        held = sum(table.owners(table.partition_of(f"k{i}")) == ("g1",) for i in range(KEYS))
+        assert 0 < held == cluster.node(1).call("keys")
         cluster.node(1).stop()  # close(): its partitions are handed to their new owner
         cluster.nodes[1] = None
         cluster.wait_for(

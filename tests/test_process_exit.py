@@ -111,7 +111,7 @@ def test_a_process_that_exits_without_close_drains_its_batches_and_leaves() -> N
 
         # Every key was the child's own, written at `one`, and some still queued at exit.
         assert report["owned"] == KEYS
-        assert report["queued"] > 0
+        assert 0 < report["queued"] < 128  # full batches of batch_threshold went at once
         assert not [line for line in stderr.splitlines() if any(t in line for t in TROUBLE)]
         assert exit_seconds <= EXIT_CLOSE_TIMEOUT + 1
 

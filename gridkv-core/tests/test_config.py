@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -189,7 +191,7 @@ def test_replace_changes_nested_sections_and_keeps_the_rest() -> None:
 
 
 def test_empty_node_id_gets_a_host_and_pid_default() -> None:
-    assert Options().local_node_id
+    assert Options().local_node_id == f"{socket.gethostname()}-{os.getpid()}"
 
 
 @pytest.mark.parametrize(
@@ -219,6 +221,8 @@ def test_ipv6_and_wildcard_addresses_are_accepted() -> None:
         }
     )
     assert opts.bind_address == ":0"
+    assert opts.local_address == "[::1]:7946"
+    assert opts.seed_addrs == ["[::1]:7947"]
 
 
 @pytest.mark.parametrize("key", ["max_inbound_buffer_bytes", "max_output_buffer_bytes"])

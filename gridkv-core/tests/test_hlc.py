@@ -55,8 +55,8 @@ def test_update_moves_past_a_remote_timestamp() -> None:
     hlc = HLC(clock, max_drift=10)
     remote = pack(int(clock.t * 1000) + 5000, 3)
     merged = hlc.update(remote)
-    assert merged > remote
-    assert hlc.now() > merged
+    assert merged == remote + 1  # the remote's millisecond, its counter plus one
+    assert hlc.now() == merged + 1  # the wall clock is still behind: the counter goes on
 
 
 def test_update_refuses_a_clock_beyond_max_drift_and_keeps_its_time() -> None:

@@ -22,14 +22,16 @@ async def test_ten_thousand_bad_frames_write_a_few_lines_and_say_how_many_were_l
         "local_address": "victim:1",
         "disable_auth": True,
     }
-    async with AsyncGridKV(**options, transport=MemoryTransport("victim:1", net)):
+    async with AsyncGridKV(**options, transport=MemoryTransport("victim:1", net)) as kv:
         attacker = MemoryTransport("attacker:1", net)
         await attacker.start(lambda peer, frame: None)
         caplog.set_level(logging.WARNING, logger="gridkv")
         for i in range(10_000):
-            answer = await attacker.request("victim:1", b"\xc1 not msgpack %d" % i)
-            assert isinstance(codec.decode(answer), ErrorReply)
+            answer = codec.decode(await attacker.request("victim:1", b"\xc1 not msgpack %d" % i))
+            assert isinstance(answer, ErrorReply)
+            assert answer.code == "ProtocolError"
         await attacker.close()
+        assert kv.node.router.malformed_frames == 10_000
     lines = [r for r in caplog.records if "malformed frame" in r.getMessage()]
     assert 1 <= len(lines) <= 3
 

@@ -16,6 +16,7 @@ pytest.importorskip("gridkv_transport_tcp")
 from gridkv import AuthenticationError, PeerUnavailable
 from gridkv.testing.transports import free_port
 from gridkv.transport import Handshake
+from gridkv_transport_tcp.frames import HEAD, HELLO
 from gridkv_transport_tcp.transport import TcpTransport, split_address
 
 
@@ -44,6 +45,12 @@ async def echo(peer: str, payload: bytes) -> bytes:
     return b"echo:" + payload
 
 
+def hello_frame(handshake: SecretHandshake) -> bytes:
+    """What a transport with ``handshake`` writes first on a connection, and here only."""
+    hello = handshake.hello()
+    return HEAD.pack(HEAD.size - 4 + len(hello), HELLO, 0) + hello
+
+
 async def started(handshake: Handshake | None) -> TcpTransport:
     transport = TcpTransport(f"127.0.0.1:{free_port()}", dial_timeout=2)
     await transport.start(echo, handshake)
@@ -56,7 +63,7 @@ async def test_peers_with_the_same_secret_talk_after_their_hellos() -> None:
     try:
         assert await a.request(b.local_address, b"hi", 5) == b"echo:hi"
         assert await b.request(a.local_address, b"yo", 5) == b"echo:yo"
-        assert "b" in a_hs.seen and "a" in b_hs.seen
+        assert set(a_hs.seen) == {"b"} and set(b_hs.seen) == {"a"}
     finally:
         await a.close()
         await b.close()
@@ -82,14 +89,15 @@ async def test_a_peer_with_another_secret_is_refused_and_counted() -> None:
 
 
 async def test_a_frame_before_the_hello_closes_the_connection() -> None:
-    a = await started(SecretHandshake("a", b"s3cret"))
+    a_hs = SecretHandshake("a", b"s3cret")
+    a = await started(a_hs)
     host, port = split_address(a.local_address)
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(struct.pack(">IBQ", 9 + 2, 0, 1) + b"hi")  # a request, no hello
         await writer.drain()
-        data = await asyncio.wait_for(reader.read(), 5)  # a's hello, then the close
-        assert len(data) < 100
+        data = await asyncio.wait_for(reader.read(), 5)
+        assert data == hello_frame(a_hs)  # a's hello, then the close: no answer
         assert a.stats().requests_received == 0
         assert a.stats().errors == 1
     finally:
@@ -99,7 +107,8 @@ async def test_a_frame_before_the_hello_closes_the_connection() -> None:
 
 async def test_nothing_after_a_refused_hello_is_delivered() -> None:
     # A refused hello and a request in the same write: the request must not reach the handler.
-    a = await started(SecretHandshake("a", b"s3cret"))
+    a_hs = SecretHandshake("a", b"s3cret")
+    a = await started(a_hs)
     host, port = split_address(a.local_address)
     reader, writer = await asyncio.open_connection(host, port)
     forged = SecretHandshake("mallory", b"guess").hello()
@@ -111,7 +120,7 @@ async def test_nothing_after_a_refused_hello_is_delivered() -> None:
             + b"hi"
         )
         await writer.drain()
-        await asyncio.wait_for(reader.read(), 5)  # a's hello, then the close
+        assert await asyncio.wait_for(reader.read(), 5) == hello_frame(a_hs)  # then the close
         assert a.stats().errors == 1
         assert a.stats().requests_received == 0
     finally:
@@ -121,11 +130,16 @@ async def test_nothing_after_a_refused_hello_is_delivered() -> None:
 
 async def test_a_connection_that_never_says_hello_is_closed() -> None:
     a = TcpTransport(f"127.0.0.1:{free_port()}", dial_timeout=0.3)
-    await a.start(echo, SecretHandshake("a", b"s3cret"))
+    a_hs = SecretHandshake("a", b"s3cret")
+    await a.start(echo, a_hs)
     host, port = split_address(a.local_address)
     reader, writer = await asyncio.open_connection(host, port)
+    loop = asyncio.get_running_loop()
     try:
-        await asyncio.wait_for(reader.read(), 5)  # a's hello, then the close after 0.3 s
+        opened = loop.time()
+        data = await asyncio.wait_for(reader.read(), 5)  # a's hello, then the close
+        assert data == hello_frame(a_hs)
+        assert 0.25 <= loop.time() - opened < 3  # after dial_timeout (0.3 s)
         assert a.stats().errors == 1
     finally:
         writer.close()
