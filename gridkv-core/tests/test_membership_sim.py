@@ -23,9 +23,9 @@ class ViewChanges:
     """Every change any node of a simulation makes to its view, as the public hook reports it:
     ``(time, observer, member, old state, new state)``.
 
-    ``Simulation.events`` should hold the same, but records nothing today (see
-    :func:`test_the_simulation_records_every_view_change`), which left every assertion on it,
-    ``false_deaths()`` included, unable to fail.
+    Kept apart from ``Simulation.events`` so the tests check the simulation's record against
+    the hook (:func:`test_the_simulation_records_every_view_change`): that record once stayed
+    empty and left every assertion on it, ``false_deaths()`` included, unable to fail.
     """
 
     def __init__(self, sim: Simulation) -> None:
@@ -295,15 +295,6 @@ def test_member_changed_hook_fires_on_every_state_change() -> None:
     assert views == {"n0": final, "n1": final}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Simulation.events stays empty: gridkv/node/node.py:133 gives MembershipContext the "
-        "bound method self.on_member_change when the node is built, so the wrapper "
-        "Simulation._watch installs afterwards (gridkv/testing/simulation.py:179-187) is never "
-        "called; false_deaths() is always [] (since 486f85a)"
-    ),
-)
 def test_the_simulation_records_every_view_change() -> None:
     async def scenario() -> tuple[list[Change], list[Change]]:
         async with Simulation(seed=13) as sim:

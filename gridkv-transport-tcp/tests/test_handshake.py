@@ -16,7 +16,7 @@ pytest.importorskip("gridkv_transport_tcp")
 from gridkv import AuthenticationError, PeerUnavailable
 from gridkv.testing.transports import free_port
 from gridkv.transport import Handshake
-from gridkv_transport_tcp.frames import HEAD, HELLO
+from gridkv.wire.framing import HEAD, HELLO
 from gridkv_transport_tcp.transport import TcpTransport, split_address
 
 

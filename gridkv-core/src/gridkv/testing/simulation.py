@@ -28,9 +28,11 @@ from typing import Any, Self
 
 from gridkv.api.aio import AsyncGridKV
 from gridkv.base.options import Options
+from gridkv.cluster.context import MemberInfo
 from gridkv.cluster.membership.driver import SwimMembership
 from gridkv.node import Node
 from gridkv.plugins import Plugins
+from gridkv.plugins.hookspecs import NodeHandle, hookimpl
 from gridkv.transport.memory import MemoryNetwork, MemoryTransport
 
 __all__ = ["Simulation", "SIMULATION_OPTIONS"]
@@ -74,8 +76,10 @@ class Simulation:
         self._down: dict[str, list[list[float]]] = {}
         self.plugins = Plugins()
         self._restarts: dict[str, int] = {}
-        #: Every member state change seen by any node: (time, observer, member, old, new).
+        #: Every member state change seen by any node: (time, observer, member, old, new),
+        #: recorded through the public ``gridkv_member_changed`` hook.
         self.events: list[tuple[float, str, str, str | None, str]] = []
+        self.plugins.register(_EventRecorder(self), name="gridkv-simulation-events")
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __aenter__(self) -> Self:
@@ -158,7 +162,6 @@ class Simulation:
             clock=self._wall,
             rng_seed=f"{self.seed}:{restarts}",
         )
-        self._watch(node)
         self.nodes[node_id] = node
         self.crashed.discard(node_id)
         for interval in self._down.get(node_id, []):
@@ -175,16 +178,6 @@ class Simulation:
                 await asyncio.sleep(stagger)
             started.append(await self.add(f"{prefix}{i}", seeds=[first.transport.local_address]))
         return started
-
-    def _watch(self, node: Node) -> None:
-        original = node.on_member_change
-        observer = node.node_id
-
-        def record(member: Any, old: str | None, new: str) -> None:
-            self.events.append((self.now(), observer, member.node_id, old, new))
-            original(member, old, new)
-
-        node.on_member_change = record  # type: ignore[method-assign]
 
     async def crash(self, node_id: str) -> None:
         """Kill a node abruptly: no leave, nothing drained."""
@@ -276,3 +269,17 @@ class Simulation:
         for node in list(self.nodes.values()):
             if node.running:
                 await node.kill()
+
+
+class _EventRecorder:
+    """Records every member state change any node of a simulation reports."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self._sim = sim
+
+    @hookimpl
+    def gridkv_member_changed(
+        self, node: NodeHandle, member: MemberInfo, old: str | None, new: str
+    ) -> None:
+        """Append ``(time, observer, member, old, new)`` to the simulation's events."""
+        self._sim.events.append((self._sim.now(), node.node_id, member.node_id, old, new))
