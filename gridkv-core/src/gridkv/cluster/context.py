@@ -73,8 +73,8 @@ class Messaging(Protocol):
 class Replica(Protocol):
     """How anti-entropy and handoff store what they receive and send what they give."""
 
-    def store(self, partition: int, entry: Entry) -> int:
-        """Store an entry from a peer by the rules every path follows; the outcome code."""
+    def store(self, partition: int, entry: Entry, sender: str | None = None) -> int:
+        """Store an entry from peer ``sender`` by the rules every path follows; the outcome."""
 
     async def send_batch(self, address: str, entries: list[tuple[int, Entry]]) -> bytes:
         """Send entries as one replication batch; one outcome code per entry."""
@@ -104,6 +104,13 @@ class MembershipView(Protocol):
 
     def members(self) -> list[MemberInfo]:
         """Every member in the view, this node included."""
+
+    def admits(self, node_id: str, version: int) -> bool:
+        """Whether an entry of ``version`` (an HLC timestamp) from ``node_id`` may be taken.
+
+        False for an entry from before a separation longer than ``dead_retention`` that the
+        member has not dropped yet (see :mod:`gridkv.cluster.membership.separation`).
+        """
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,11 +157,17 @@ class AntiEntropy:
         handled = 0
         for low, high in ranges(different):
             for page_low, page_high, page in pages(records, low, high, self._budget):
-                handled += await self._exchange(address, partition, page_low, page_high, page)
+                handled += await self._exchange(address, peer, partition, page_low, page_high, page)
         return max(1, handled)
 
     async def _exchange(
-        self, address: str, partition: int, low: int, high: int, page: list[VersionRecord]
+        self,
+        address: str,
+        peer: str,
+        partition: int,
+        low: int,
+        high: int,
+        page: list[VersionRecord],
     ) -> int:
         """Send one page of versions; store what comes back and send what the peer wants."""
         ctx = self.ctx
@@ -173,7 +179,7 @@ class AntiEntropy:
             return len(page)
         store = self._replica.store
         for part, entry in reply.entries:
-            if part == partition and store(partition, entry) == STORED:
+            if part == partition and store(partition, entry, peer) == STORED:
                 self.entries_received += 1
         if reply.wanted:
             send = [(partition, e) for e in ctx.storage.entries_of(partition, reply.wanted)]

@@ -54,6 +54,13 @@ class Membership(Protocol):
     def state_of(self, node_id: str) -> str | None:
         """A member's state ("alive", "suspect", "dead", "left"), ``None`` when unknown."""
 
+    def admits(self, node_id: str, version: int) -> bool:
+        """Whether an entry of ``version`` (an HLC timestamp) from ``node_id`` may be taken.
+
+        False for an entry from before a separation longer than ``dead_retention`` that the
+        member has not dropped yet (see :mod:`gridkv.cluster.membership.separation`).
+        """
+
     @property
     def joined(self) -> bool:
         """Whether a seed answered the join (always true for a node without seeds)."""

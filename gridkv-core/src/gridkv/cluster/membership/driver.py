@@ -16,6 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from gridkv.base.errors import GridKVError, NotReady
+from gridkv.base.hlc import COUNTER_BITS
 from gridkv.base.log import LOGGER_NAME
 from gridkv.cluster.context import MemberInfo
 from gridkv.cluster.membership.separation import SeparationWatch
@@ -173,6 +174,21 @@ class SwimMembership:
     def state_of(self, node_id: str) -> str | None:
         """A member's state in this view, ``None`` when unknown."""
         return None if self.swim is None else self.swim.state_of(node_id)
+
+    def admits(self, node_id: str, version: int) -> bool:
+        """Whether an entry of ``version`` (an HLC timestamp) from ``node_id`` may be taken.
+
+        Not when ``node_id`` is back from a separation longer than ``dead_retention`` and
+        the entry predates it, until it has dropped such entries (see
+        :meth:`~gridkv.cluster.membership.separation.SeparationWatch.admits`).
+        """
+        swim = self.swim
+        if swim is None or self._loop is None:
+            return True
+        member = swim.members.get(node_id)
+        incarnation = None if member is None else member.incarnation
+        wall_ms = version >> COUNTER_BITS
+        return self._separation.admits(node_id, wall_ms, incarnation, self._loop.time())
 
     async def wait_joined(self) -> None:
         """Wait until a seed answered the join (at once without seeds)."""
@@ -397,6 +413,7 @@ class SwimMembership:
         drop_before = self._separation.decide(now, live)
         if drop_before is not None:
             self.ctx.on_forgotten(drop_before)
+            swim.renew(now)
         self._separation.prune(
             now, swim.members, max(_REMEMBER_CONTACT, 2 * self.config.dead_retention)
         )

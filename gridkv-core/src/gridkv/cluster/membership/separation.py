@@ -12,6 +12,14 @@ from it again after a silence longer than ``threshold`` (about ``dead_retention`
 the same process as then (its incarnation did not move past that moment); members this node
 never heard from count too when they are that old.
 
+The members of a side do not all learn of the merge at the same moment, so nobody takes old
+data from a member that may still have to drop it: from the moment this node hears from a
+member back from a long separation (or gets data from it first), it *holds* that member, and
+takes no entry of its from before the separation (see :meth:`SeparationWatch.admits`). The
+hold ends when the member shows it dropped (a member that drops raises its incarnation past
+the moment, as a restart would), or when this node drops instead (the member's side keeps);
+a node that drops holds its own side's members until they have dropped too.
+
 :class:`SeparationWatch` is sans-I/O: the driver tells it when it heard from whom and which
 members are live, and it answers with the moment before which this node must drop its
 entries, or ``None``.
@@ -55,6 +63,11 @@ class SeparationWatch:
     #: members back from a long separation: member -> (loop time back, wall ms of last contact)
     _back: dict[str, tuple[float, int]] = field(default_factory=dict)
     _dropped_at: float = float("-inf")
+    #: members held: member -> (wall ms before which its entries are refused, the
+    #: incarnation it must move past to show it dropped them)
+    _held: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: this node dropped its entries from before this moment (wall ms)
+    _dropped_before: int = -1
 
     def heard(self, member: str, now: float, wall_ms: int) -> bool:
         """A message from ``member`` arrived; return whether it ended a long silence."""
@@ -67,8 +80,44 @@ class SeparationWatch:
             return False
         if now - before[0] > self.threshold:
             self._silent[member] = before[1]
+            self._hold(member, before[1], before[1])
             return True
         return False
+
+    def admits(self, member: str, version_ms: int, incarnation: int | None, now: float) -> bool:
+        """Whether this node may take an entry written at ``version_ms`` from ``member``.
+
+        Not while it holds ``member`` and the entry predates the separation: the member may
+        not have dropped it yet. Data from a member silent for longer than the threshold
+        holds it at once (it can arrive before the member's first membership message).
+
+        :param incarnation: the member's incarnation in this node's view (``None``: not in
+            it); past the one the hold names, the member dropped or restarted.
+        """
+        held = self._held.get(member)
+        if held is None:
+            last = self._heard.get(member)
+            if last is None or now - last[0] <= self.threshold:
+                return True
+            held = self._hold(member, last[1], last[1])
+            if held is None:
+                return True
+        cutoff, until = held
+        if incarnation is not None and incarnation > until:
+            del self._held[member]
+            return True
+        return version_ms >= cutoff
+
+    def holding(self) -> list[str]:
+        """The members this node holds (takes no entry from before their separation)."""
+        return sorted(self._held)
+
+    def _hold(self, member: str, since_ms: int, until: int) -> tuple[int, int] | None:
+        cutoff = since_ms + self.margin_ms
+        if cutoff <= self._dropped_before:
+            return None  # this node dropped all it held from then: the member's side keeps
+        held = self._held[member] = (cutoff, until)
+        return held
 
     def decide(self, now: float, live: Mapping[str, int]) -> int | None:
         """Whether this node drops its old entries now.
@@ -90,6 +139,7 @@ class SeparationWatch:
             for member in [m for m in self._first if m in live]:
                 if live[member] <= before:
                     self._back[member] = (now, before)
+                    self._hold(member, before, before)
         self._first.difference_update(live)
         for gone in [m for m, (at, _) in self._back.items() if now - at > self.window]:
             del self._back[gone]
@@ -103,7 +153,16 @@ class SeparationWatch:
         self._dropped_at = now
         last_contact = max(self._back[m][1] for m in back)
         self._back.clear()
-        return last_contact + self.margin_ms
+        drop_before = last_contact + self.margin_ms
+        self._dropped_before = max(self._dropped_before, drop_before)
+        # What the other side holds from before is what this node keeps from now on; the
+        # members of this side that were there before the separation have to drop too.
+        for member in back:
+            self._held.pop(member, None)
+        for member in mine - {self.me}:
+            if live[member] <= last_contact:  # not restarted, nor dropped, since
+                self._held[member] = (drop_before, last_contact)
+        return drop_before
 
     def prune(self, now: float, keep: Iterable[str], horizon: float) -> None:
         """Forget when members not in ``keep`` were last heard, past ``horizon`` seconds.
@@ -117,6 +176,7 @@ class SeparationWatch:
             del self._heard[member]
             self._silent.pop(member, None)
             self._first.discard(member)
+            self._held.pop(member, None)
         if len(self._heard) > MAX_REMEMBERED:
             for member, _ in sorted(self._heard.items(), key=lambda item: item[1][0])[
                 : len(self._heard) - MAX_REMEMBERED

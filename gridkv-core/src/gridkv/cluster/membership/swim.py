@@ -268,6 +268,16 @@ class Swim:
         self._enqueue(record)
         return record
 
+    def renew(self, now: float) -> MemberRecord:
+        """Raise this node's incarnation to the wall clock now, and gossip it.
+
+        As a restart would: the node dropped what it held (it was forgotten after a long
+        separation), and the members holding its old entries back (see
+        :mod:`~gridkv.cluster.membership.separation`) may take its data again.
+        """
+        self.me.incarnation = max(self.me.incarnation + 1, self._wall_origin + int(now * 1000))
+        return self.announce(bump=False)
+
     def join_message(self) -> PushPull:
         """The push-pull request a joining node sends to a seed."""
         return PushPull(self.node_id, self.me.address, True, self.local_state())

@@ -96,12 +96,14 @@ class Coordinator:
         self.hot = self.reader.hot
         self._refusals = RateLimitedLog(log)
         #: Counters: batches sent, entries replicated (stored by the replica), failed sends,
-        #: entries refused by replicas, entries this node refused.
+        #: entries refused by replicas, entries this node refused, entries this node did
+        #: not take from a member back from a long separation (see :meth:`store`).
         self.batches_sent = 0
         self.entries_replicated = 0
         self.send_failures = 0
         self.entries_refused = 0
         self.refused_here = 0
+        self.entries_withheld = 0
 
     @property
     def repairs_sent(self) -> int:
@@ -118,12 +120,16 @@ class Coordinator:
 
     # -- storing what peers send -------------------------------------------------------------
 
-    def store(self, partition: int, entry: Entry) -> int:
+    def store(self, partition: int, entry: Entry, sender: str | None = None) -> int:
         """Store an entry a peer sent, by the rules every path follows; return the outcome.
 
         The key must belong to ``partition``, this node must replicate the partition in its
         view, the version must not be too far ahead of this node's clock, and storage must
         have room. Then last-writer-wins decides: :data:`STORED` or :data:`HELD`.
+
+        An entry ``sender`` held from before a separation longer than ``dead_retention`` is
+        answered :data:`HELD` and not stored: the sender has yet to drop it, and this side
+        knows better (it may have deleted the key and collected the tombstone since).
         """
         ctx = self.ctx
         hash_ = key_hash(entry.key)
@@ -131,6 +137,9 @@ class Coordinator:
             return WRONG_PARTITION
         if not ctx.partitions.holds(partition):
             return NOT_REPLICA
+        if sender is not None and not ctx.membership.admits(sender, entry.version):
+            self.entries_withheld += 1
+            return HELD
         try:
             ctx.hlc.update(entry.version)
         except ClockDriftExceeded:
@@ -148,7 +157,7 @@ class Coordinator:
         for partition, entry in message.entries:
             if partition >= count:
                 raise ProtocolError(f"partition {partition} out of range (partition_count={count})")
-            results.append(self.store(partition, entry))
+            results.append(self.store(partition, entry, message.sender))
         self._note_refusals(message.sender, results)
         return BatchAck(bytes(results))
 

@@ -179,6 +179,10 @@ class Reader:
         part, entry = reply.entry
         if part != partition or entry.key != key:
             raise ProtocolError(f"{replica!r} answered a read of {key!r:.60} with another key")
+        if not self.ctx.membership.admits(replica, entry.version):
+            # Held from before a separation the replica has yet to drop: this side may have
+            # deleted the key since (and collected the tombstone). Counts as not held.
+            return None
         self.ctx.hlc.update(entry.version)
         return entry
 
