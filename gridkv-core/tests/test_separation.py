@@ -50,28 +50,28 @@ def test_the_larger_side_holds_a_returning_member_until_it_shows_it_dropped() ->
     assert w.heard("c", HEAL_S, ms(HEAL_S))
     assert w.decide(HEAL_S, live("a", "b", "c")) is None  # "a" keeps; "c" drops
     assert w.holding() == ["c"]
-    assert not w.admits("c", OLD, START_MS, HEAL_S)
-    assert w.admits("c", NEW, START_MS, HEAL_S)
+    assert w.floor("c", START_MS, HEAL_S) > OLD
+    assert w.floor("c", START_MS, HEAL_S) <= NEW
     # A refutation raises the incarnation by one: not a drop.
-    assert not w.admits("c", OLD, START_MS + 1, HEAL_S)
+    assert w.floor("c", START_MS + 1, HEAL_S) > OLD
     # "c" dropped: its incarnation moved past the last contact, as a restart's would.
-    assert w.admits("c", OLD, ms(HEAL_S + 1), HEAL_S + 1)
+    assert w.floor("c", ms(HEAL_S + 1), HEAL_S + 1) == 0
     assert w.holding() == []
-    assert w.admits("c", OLD, START_MS, HEAL_S + 2)  # the hold does not come back
+    assert w.floor("c", START_MS, HEAL_S + 2) == 0  # the hold does not come back
 
 
 def test_data_arriving_before_any_membership_message_holds_its_sender() -> None:
     w = watch("a", ["b", "c"])
     split(w, ["b"], ["c"])
     # Gossip told "a" that "c" is alive again; its handoff batch comes first.
-    assert not w.admits("c", OLD, START_MS, HEAL_S)
+    assert w.floor("c", START_MS, HEAL_S) > OLD
     assert w.holding() == ["c"]
-    assert w.admits("c", NEW, START_MS, HEAL_S)
+    assert w.floor("c", START_MS, HEAL_S) <= NEW
     # A member heard within the threshold is not held; nor one that restarted since.
-    assert w.admits("b", OLD, START_MS, HEAL_S)
+    assert w.floor("b", START_MS, HEAL_S) == 0
     w2 = watch("a", ["c"])
     split(w2, [], ["c"])
-    assert w2.admits("c", OLD, ms(HEAL_S), HEAL_S)
+    assert w2.floor("c", ms(HEAL_S), HEAL_S) == 0
 
 
 def test_the_side_that_drops_takes_the_other_sides_data_and_holds_its_own_side() -> None:
@@ -80,17 +80,17 @@ def test_the_side_that_drops_takes_the_other_sides_data_and_holds_its_own_side()
     everyone = live("a", "b", "c", "d", "e")
     w.heard("a", HEAL_S, ms(HEAL_S))
     assert w.decide(HEAL_S, everyone) is None  # one against two: not yet
-    assert not w.admits("a", OLD, START_MS, HEAL_S)  # held meanwhile
+    assert w.floor("a", START_MS, HEAL_S) > OLD  # held meanwhile
     w.heard("b", HEAL_S + 0.1, ms(HEAL_S + 0.1))
     w.heard("c", HEAL_S + 0.2, ms(HEAL_S + 0.2))
     drop_before = w.decide(HEAL_S + 0.2, everyone)
     assert drop_before == ms(SPLIT_S) + MARGIN_MS
     # What the other side held is what this node keeps now; "e" has yet to drop.
     assert w.holding() == ["e"]
-    assert w.admits("a", OLD, START_MS, HEAL_S + 0.3)
-    assert not w.admits("e", OLD, START_MS, HEAL_S + 0.3)
-    assert w.admits("e", NEW, START_MS, HEAL_S + 0.3)
-    assert w.admits("e", OLD, ms(HEAL_S + 1), HEAL_S + 1)  # "e" dropped too
+    assert w.floor("a", START_MS, HEAL_S + 0.3) == 0
+    assert w.floor("e", START_MS, HEAL_S + 0.3) > OLD
+    assert w.floor("e", START_MS, HEAL_S + 0.3) <= NEW
+    assert w.floor("e", ms(HEAL_S + 1), HEAL_S + 1) == 0  # "e" dropped too
     # A member of the other side first heard after the drop is not held.
     w.heard("f", 0.0, ms(0))
     w.decide(0.0, {**everyone, "f": START_MS})

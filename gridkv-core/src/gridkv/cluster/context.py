@@ -73,8 +73,12 @@ class Messaging(Protocol):
 class Replica(Protocol):
     """How anti-entropy and handoff store what they receive and send what they give."""
 
-    def store(self, partition: int, entry: Entry, sender: str | None = None) -> int:
-        """Store an entry from peer ``sender`` by the rules every path follows; the outcome."""
+    def store(self, partition: int, entry: Entry, oldest: int = 0) -> int:
+        """Store an entry from a peer by the rules every path follows; the outcome code.
+
+        :param oldest: what ``membership.oldest_taken`` says of the peer; an older entry
+            is not stored.
+        """
 
     async def send_batch(self, address: str, entries: list[tuple[int, Entry]]) -> bytes:
         """Send entries as one replication batch; one outcome code per entry."""
@@ -105,11 +109,12 @@ class MembershipView(Protocol):
     def members(self) -> list[MemberInfo]:
         """Every member in the view, this node included."""
 
-    def admits(self, node_id: str, version: int) -> bool:
-        """Whether an entry of ``version`` (an HLC timestamp) from ``node_id`` may be taken.
+    def oldest_taken(self, node_id: str) -> int:
+        """The oldest version (an HLC timestamp) this node takes from ``node_id``; 0: any.
 
-        False for an entry from before a separation longer than ``dead_retention`` that the
-        member has not dropped yet (see :mod:`gridkv.cluster.membership.separation`).
+        Above 0 while ``node_id`` is back from a separation longer than ``dead_retention``
+        and has not yet dropped what predates it (see
+        :mod:`gridkv.cluster.membership.separation`).
         """
 
 

@@ -178,8 +178,9 @@ class AntiEntropy:
         if not isinstance(reply, KeySyncReply):
             return len(page)
         store = self._replica.store
+        oldest = ctx.membership.oldest_taken(peer)
         for part, entry in reply.entries:
-            if part == partition and store(partition, entry, peer) == STORED:
+            if part == partition and store(partition, entry, oldest) == STORED:
                 self.entries_received += 1
         if reply.wanted:
             send = [(partition, e) for e in ctx.storage.entries_of(partition, reply.wanted)]

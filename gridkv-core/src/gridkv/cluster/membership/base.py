@@ -54,11 +54,12 @@ class Membership(Protocol):
     def state_of(self, node_id: str) -> str | None:
         """A member's state ("alive", "suspect", "dead", "left"), ``None`` when unknown."""
 
-    def admits(self, node_id: str, version: int) -> bool:
-        """Whether an entry of ``version`` (an HLC timestamp) from ``node_id`` may be taken.
+    def oldest_taken(self, node_id: str) -> int:
+        """The oldest version (an HLC timestamp) this node takes from ``node_id``; 0: any.
 
-        False for an entry from before a separation longer than ``dead_retention`` that the
-        member has not dropped yet (see :mod:`gridkv.cluster.membership.separation`).
+        Above 0 while ``node_id`` is back from a separation longer than ``dead_retention``
+        and has not yet dropped what predates it (see
+        :mod:`gridkv.cluster.membership.separation`).
         """
 
     @property

@@ -175,20 +175,19 @@ class SwimMembership:
         """A member's state in this view, ``None`` when unknown."""
         return None if self.swim is None else self.swim.state_of(node_id)
 
-    def admits(self, node_id: str, version: int) -> bool:
-        """Whether an entry of ``version`` (an HLC timestamp) from ``node_id`` may be taken.
+    def oldest_taken(self, node_id: str) -> int:
+        """The oldest version (an HLC timestamp) this node takes from ``node_id``; 0: any.
 
-        Not when ``node_id`` is back from a separation longer than ``dead_retention`` and
-        the entry predates it, until it has dropped such entries (see
-        :meth:`~gridkv.cluster.membership.separation.SeparationWatch.admits`).
+        Above 0 while ``node_id`` is back from a separation longer than ``dead_retention``
+        and has not dropped what predates it yet (see
+        :meth:`~gridkv.cluster.membership.separation.SeparationWatch.floor`).
         """
         swim = self.swim
         if swim is None or self._loop is None:
-            return True
+            return 0
         member = swim.members.get(node_id)
         incarnation = None if member is None else member.incarnation
-        wall_ms = version >> COUNTER_BITS
-        return self._separation.admits(node_id, wall_ms, incarnation, self._loop.time())
+        return self._separation.floor(node_id, incarnation, self._loop.time()) << COUNTER_BITS
 
     async def wait_joined(self) -> None:
         """Wait until a seed answered the join (at once without seeds)."""

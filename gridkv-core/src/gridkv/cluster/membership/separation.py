@@ -15,7 +15,7 @@ never heard from count too when they are that old.
 The members of a side do not all learn of the merge at the same moment, so nobody takes old
 data from a member that may still have to drop it: from the moment this node hears from a
 member back from a long separation (or gets data from it first), it *holds* that member, and
-takes no entry of its from before the separation (see :meth:`SeparationWatch.admits`). The
+takes no entry of its from before the separation (see :meth:`SeparationWatch.floor`). The
 hold ends when the member shows it dropped (a member that drops raises its incarnation past
 the moment, as a restart would), or when this node drops instead (the member's side keeps);
 a node that drops holds its own side's members until they have dropped too.
@@ -84,12 +84,13 @@ class SeparationWatch:
             return True
         return False
 
-    def admits(self, member: str, version_ms: int, incarnation: int | None, now: float) -> bool:
-        """Whether this node may take an entry written at ``version_ms`` from ``member``.
+    def floor(self, member: str, incarnation: int | None, now: float) -> int:
+        """The wall-clock ms before which this node takes no entry from ``member`` (0: none).
 
-        Not while it holds ``member`` and the entry predates the separation: the member may
-        not have dropped it yet. Data from a member silent for longer than the threshold
-        holds it at once (it can arrive before the member's first membership message).
+        Not zero while this node holds ``member``: its entries from before the separation
+        may be ones it has yet to drop. Data from a member silent for longer than the
+        threshold holds it at once (it can arrive before the member's first membership
+        message).
 
         :param incarnation: the member's incarnation in this node's view (``None``: not in
             it); past the one the hold names, the member dropped or restarted.
@@ -98,15 +99,15 @@ class SeparationWatch:
         if held is None:
             last = self._heard.get(member)
             if last is None or now - last[0] <= self.threshold:
-                return True
+                return 0
             held = self._hold(member, last[1], last[1])
             if held is None:
-                return True
+                return 0
         cutoff, until = held
         if incarnation is not None and incarnation > until:
             del self._held[member]
-            return True
-        return version_ms >= cutoff
+            return 0
+        return cutoff
 
     def holding(self) -> list[str]:
         """The members this node holds (takes no entry from before their separation)."""

@@ -120,15 +120,16 @@ class Coordinator:
 
     # -- storing what peers send -------------------------------------------------------------
 
-    def store(self, partition: int, entry: Entry, sender: str | None = None) -> int:
+    def store(self, partition: int, entry: Entry, oldest: int = 0) -> int:
         """Store an entry a peer sent, by the rules every path follows; return the outcome.
 
         The key must belong to ``partition``, this node must replicate the partition in its
         view, the version must not be too far ahead of this node's clock, and storage must
         have room. Then last-writer-wins decides: :data:`STORED` or :data:`HELD`.
 
-        An entry ``sender`` held from before a separation longer than ``dead_retention`` is
-        answered :data:`HELD` and not stored: the sender has yet to drop it, and this side
+        An entry older than ``oldest`` (what ``membership.oldest_taken`` says of its
+        sender) is answered :data:`HELD` and not stored: the sender is back from a
+        separation longer than ``dead_retention`` and has yet to drop it, and this side
         knows better (it may have deleted the key and collected the tombstone since).
         """
         ctx = self.ctx
@@ -137,7 +138,7 @@ class Coordinator:
             return WRONG_PARTITION
         if not ctx.partitions.holds(partition):
             return NOT_REPLICA
-        if sender is not None and not ctx.membership.admits(sender, entry.version):
+        if entry.version < oldest:
             self.entries_withheld += 1
             return HELD
         try:
@@ -153,11 +154,12 @@ class Coordinator:
     def on_batch(self, message: ReplicateBatch) -> BatchAck:
         """Merge a batch from a peer by last-writer-wins; answer one outcome per entry."""
         count = self.ctx.options.partition_count
+        oldest = self.ctx.membership.oldest_taken(message.sender)
         results = bytearray()
         for partition, entry in message.entries:
             if partition >= count:
                 raise ProtocolError(f"partition {partition} out of range (partition_count={count})")
-            results.append(self.store(partition, entry, message.sender))
+            results.append(self.store(partition, entry, oldest))
         self._note_refusals(message.sender, results)
         return BatchAck(bytes(results))
 

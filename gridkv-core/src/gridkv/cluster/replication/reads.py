@@ -179,7 +179,7 @@ class Reader:
         part, entry = reply.entry
         if part != partition or entry.key != key:
             raise ProtocolError(f"{replica!r} answered a read of {key!r:.60} with another key")
-        if not self.ctx.membership.admits(replica, entry.version):
+        if entry.version < self.ctx.membership.oldest_taken(replica):
             # Held from before a separation the replica has yet to drop: this side may have
             # deleted the key since (and collected the tombstone). Counts as not held.
             return None
