@@ -12,6 +12,7 @@ from gridkv.api.base import (
     ClientBase,
     Value,
     build_options,
+    get_here_first,
     guarded,
     wait_seconds,
 )
@@ -98,15 +99,18 @@ class AsyncGridKV(ClientBase):
         :raises InvalidKey, EmptyKey, KeyTooLarge: the key is bad.
         :raises ShuttingDown: the node is closed.
         """
-        if consistency is None:
-            found = self._read_here(key)
-            if found is not ELSEWHERE:
-                return found
+        found = get_here_first(self, key, consistency)
+        if found is not ELSEWHERE:
+            return found  # type: ignore[no-any-return]
         key, partition, level, local = self._plan_read(key, consistency)
         if local:
             return self._storage.get(partition, key)
         read = self._node.read(partition, key, level)
         return self._value_of(await guarded(read, self._node, "get", key))
+
+    def _get_elsewhere(self, key: str, consistency: str | None) -> Any:
+        """The fast path could not answer: this facade awaits the read (see :meth:`get`)."""
+        return ELSEWHERE
 
     async def set(
         self, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None

@@ -2,7 +2,8 @@
 
 :class:`ClientBase` does no I/O: it builds the options, checks keys, values, TTLs and levels,
 and answers a default-level read of a key this node holds from local storage
-(:meth:`ClientBase._read_here`, the one fast path both facades call first). A ``set`` or
+(:func:`get_here_first`, the one fast path: the sync facade's ``get`` itself, and the
+async facade's first step). A ``set`` or
 ``delete`` at ``one`` of such a key writes local storage on the caller's thread, under the
 shard's lock. Everything else runs on the node's event loop.
 
@@ -50,6 +51,7 @@ __all__ = [
     "MAX_TTL_SECONDS",
     "DEFAULT_READY_TIMEOUT",
     "ELSEWHERE",
+    "get_here_first",
     "ClientBase",
     "build_options",
     "wait_seconds",
@@ -78,7 +80,7 @@ class _Elsewhere(enum.Enum):
     ELSEWHERE = "elsewhere"
 
 
-#: What :meth:`ClientBase._read_here` returns when this node cannot answer on the spot.
+#: What :func:`get_here_first` gives the async facade when this node cannot answer on the spot.
 ELSEWHERE: Final = _Elsewhere.ELSEWHERE
 
 
@@ -160,6 +162,38 @@ async def guarded(work: Awaitable[_T], node: Node, what: str, key: str | None = 
         ) from exc
 
 
+def get_here_first(self: ClientBase, key: str, consistency: str | None = None) -> Any:
+    """The value of ``key``, or ``None``; see :meth:`AsyncGridKV.get <gridkv.AsyncGridKV.get>`.
+
+    This function is :meth:`GridKV.get <gridkv.GridKV.get>` itself, and the first step of
+    :meth:`AsyncGridKV.get <gridkv.AsyncGridKV.get>`: the one fast path, written once. It
+    answers from local storage when ``consistency`` is ``None`` and the key is a plain, valid
+    ``str`` whose partition the node's mask marks (the node runs, holds the partition,
+    nothing moves in, the default level is ``one``); otherwise it returns what the facade's
+    ``_get_elsewhere`` does (the checked way, which raises for a bad key; :data:`ELSEWHERE`
+    for the async facade, which then awaits the read). No lock: a byte lookup is atomic in
+    CPython. A forked child's mask is cleared, so its reads go the checked way too, which
+    refuses them. Being the method itself (not a helper it calls) saves the sync facade a
+    Python call, a seventh of a local get.
+
+    :raises PeerTimeout: the replicas did not answer within the bound the options give.
+    """
+    # No closure below: a variable a lambda captured would become a cell, made on every
+    # call, and the fast path would pay for it. ``consistency`` is not keyword-only here (as
+    # the facades declare it): a call with every argument given is the cheapest in CPython.
+    if consistency is None and key.__class__ is str:
+        try:
+            raw = key.encode()
+        except UnicodeEncodeError:
+            raw = b""
+        if 0 < len(raw) <= self._max_key:
+            # gridkv.base.keys.partition_of, inline: the bytes are at hand.
+            partition = hash_key_bytes(raw) % self._pcount
+            if self._local_reads[partition]:
+                return self._storage.get(partition, key)
+    return self._get_elsewhere(key, consistency)
+
+
 class ClientBase:
     """What both facades share: the node, argument checks, and the local fast path."""
 
@@ -213,26 +247,9 @@ class ClientBase:
 
     # -- the fast path ---------------------------------------------------------------------
 
-    def _read_here(self, key: str) -> bytes | _Elsewhere | None:
-        """A default-level read answered from local storage, or :data:`ELSEWHERE`.
-
-        Both facades call it first. It answers when ``key`` is a plain, valid ``str`` whose
-        partition the node's mask marks (the node runs, holds the partition, nothing moves
-        in, the default level is ``one``); a read it cannot answer goes the checked way, which
-        raises for a bad key. No lock: a dict lookup is atomic in CPython. A forked child's
-        mask is cleared, so its reads go the checked way too, which refuses them.
-        """
-        if key.__class__ is str:
-            try:
-                raw = key.encode()
-            except UnicodeEncodeError:
-                return ELSEWHERE
-            if 0 < len(raw) <= self._max_key:
-                # gridkv.base.keys.partition_of, inline: the bytes are at hand.
-                partition = hash_key_bytes(raw) % self._pcount
-                if self._local_reads[partition]:
-                    return self._storage.get(partition, key)
-        return ELSEWHERE
+    def _get_elsewhere(self, key: str, consistency: str | None) -> Any:
+        """What :func:`get_here_first` returns when this node cannot answer on the spot."""
+        raise NotImplementedError
 
     # -- argument checks -------------------------------------------------------------------
 

@@ -29,17 +29,17 @@ from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import Future
 from functools import partial
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from gridkv.api import process
 from gridkv.api.base import (
     DEFAULT_READY_TIMEOUT,
-    ELSEWHERE,
     TTL,
     ClientBase,
     Value,
     build_options,
     describe,
+    get_here_first,
     guarded,
     wait_seconds,
 )
@@ -228,17 +228,17 @@ class GridKV(ClientBase):
             late=NotReady,
         )
 
-    def get(self, key: str, *, consistency: str | None = None) -> bytes | None:
-        """The value of ``key``, or ``None``; see :meth:`AsyncGridKV.get`.
+    if TYPE_CHECKING:
 
-        :raises PeerTimeout: the replicas did not answer within the bound the options give.
-        """
-        # No closure below: a variable a lambda captured would become a cell, made on every
-        # call, and the fast path would pay for it.
-        if consistency is None:
-            found = self._read_here(key)
-            if found is not ELSEWHERE:
-                return found
+        def get(self, key: str, *, consistency: str | None = None) -> bytes | None:
+            """The value of ``key``, or ``None``; see :meth:`AsyncGridKV.get`."""
+
+    else:
+        #: The one fast path is this method itself (no call on the way to local storage).
+        get = get_here_first
+
+    def _get_elsewhere(self, key: str, consistency: str | None) -> bytes | None:
+        """A read the fast path could not answer: checked, then local or through the loop."""
         key, partition, level, local = self._plan_read(key, consistency)
         if local:
             return self._storage.get(partition, key)
