@@ -1,4 +1,4 @@
-"""The ``gridkv`` command line: ``gridkv demo`` and ``gridkv version``."""
+"""The ``gridkv`` command line: ``demo``, ``keys new``, ``certs create`` and ``version``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import sys
 import time
 from collections.abc import Sequence
 
+from cryptography.hazmat.primitives import serialization
+
 from gridkv.api.blocking import GridKV
 from gridkv.base.config import load_config
 from gridkv.base.errors import GridKVError
 from gridkv.base.options import Options
 from gridkv.node import version
+from gridkv.security.certs import create_cluster_certs
+from gridkv.security.identity import Identity, encode_key, new_secret
 
 __all__ = ["main"]
 
@@ -119,6 +123,19 @@ def _read(kv: GridKV, key: str, expect: bytes | None) -> bytes | None:
     return value
 
 
+def _keys_new(pair: bool) -> int:
+    if not pair:
+        print(new_secret())
+        return 0
+    identity = Identity.load("")
+    seed = identity.private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    print(f"private: {encode_key(seed)}")
+    print(f"public:  {identity.public_key_text}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gridkv`` command; returns the exit status."""
     parser = argparse.ArgumentParser(prog="gridkv", description="GridKV for Python")
@@ -128,11 +145,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--config", help="run a single node from this JSON, YAML or TOML file")
     demo.add_argument("--nodes", type=int, default=3, help="nodes in the demo cluster (3)")
+    keys = sub.add_parser("keys", help="make a cluster secret or a node key pair")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser(
+        "new", help="print a fresh cluster secret (auth.cluster_secret), or with --pair a key pair"
+    )
+    new.add_argument(
+        "--pair", action="store_true", help="an Ed25519 key pair (auth.key, auth.trusted_keys)"
+    )
+    certs = sub.add_parser("certs", help="make a cluster CA and node certificates")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True)
+    create = certs_sub.add_parser(
+        "create", help="write DIR/ca.crt, DIR/ca.key and DIR/<node>.crt, DIR/<node>.key"
+    )
+    create.add_argument("--out", required=True, help="the directory to write into")
+    create.add_argument("--nodes", required=True, help="node ids, comma-separated: n1,n2,n3")
     sub.add_parser("version", help="print the installed version")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             return _demo(args)
+        if args.command == "keys":
+            return _keys_new(args.pair)
+        if args.command == "certs":
+            nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
+            create_cluster_certs(args.out, nodes)
+            print(f"wrote {args.out}/ca.crt, ca.key and a .crt and .key for {', '.join(nodes)}")
+            return 0
         print(version())
         return 0
     except GridKVError as exc:

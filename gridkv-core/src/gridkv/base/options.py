@@ -1,4 +1,4 @@
-"""Node configuration: :class:`Options` and its ``network``, ``storage`` and ``log`` sections.
+"""Node configuration: :class:`Options` and its sections (``network``, ``storage``, ``auth``...).
 
 Field names are the snake_case keys of GridKV's JSON configuration, so a configuration file
 written for GridKV loads unchanged through :func:`gridkv.load_config`. Every field is checked
@@ -29,6 +29,7 @@ __all__ = [
     "LogOptions",
     "MembershipOptions",
     "SslOptions",
+    "AuthOptions",
     "Consistency",
     "CONSISTENCY_LEVELS",
 ]
@@ -188,6 +189,83 @@ class MembershipOptions(Section):
 
 
 @dataclass(frozen=True, slots=True)
+class AuthOptions(Section):
+    """The ``auth`` section: this node's identity and the trust root its peers must chain to.
+
+    Each node has an Ed25519 key pair: ``key`` (inline) or ``key_file`` (made on first start,
+    mode 0600); with neither, a fresh key each start (enough under a cluster secret or a CA,
+    not under an allow-list, which names keys). One trust root decides who may join:
+    ``cluster_secret`` or ``cluster_secret_file`` (holders of the secret), ``trusted_keys``
+    (a file binding node ids to public keys, reloaded when it changes) or ``ca_file`` (node
+    certificates, ``cert_file``, whose subject is the node id). See ``docs/security.md``.
+    """
+
+    _path: ClassVar[str] = "auth."
+
+    #: This node's Ed25519 private key, inline: as ``gridkv keys new --pair`` prints it, or PEM.
+    key: str = option("", "str")
+    #: File of this node's Ed25519 private key (PEM); created, mode 0600, when missing.
+    key_file: str = option("", "str")
+    #: The cluster secret, as ``gridkv keys new`` prints it (32 random bytes, base64).
+    cluster_secret: str = option("", "str")
+    #: File holding the cluster secret (mode 0600 or stricter).
+    cluster_secret_file: str = option("", "str")
+    #: File of trusted keys: a line ``<node id> <public key>`` per member; ``#`` comments.
+    trusted_keys: str = option("", "str")
+    #: PEM file with the cluster CA's certificate.
+    ca_file: str = option("", "str")
+    #: PEM file with this node's certificate from the cluster CA (subject: its node id).
+    cert_file: str = option("", "str")
+    #: Encrypt messages between nodes (AEAD) instead of only authenticating them.
+    encrypt: bool = option(False, "bool")
+
+    @property
+    def trust_root(self) -> str | None:
+        """The trust root configured: "secret", "keys", "ca", or ``None`` for none."""
+        roots = [
+            name
+            for name, given in (
+                ("secret", self.cluster_secret or self.cluster_secret_file),
+                ("keys", self.trusted_keys),
+                ("ca", self.ca_file),
+            )
+            if given
+        ]
+        return roots[0] if roots else None
+
+    def _check(self) -> None:
+        if self.key and self.key_file:
+            raise ConfigError(
+                "config key 'auth.key': give this node's key inline or in auth.key_file, not both"
+            )
+        if self.cluster_secret and self.cluster_secret_file:
+            raise ConfigError(
+                "config key 'auth.cluster_secret': give the secret inline or in "
+                "auth.cluster_secret_file, not both"
+            )
+        given = [
+            key
+            for key, value in (
+                ("auth.cluster_secret", self.cluster_secret or self.cluster_secret_file),
+                ("auth.trusted_keys", self.trusted_keys),
+                ("auth.ca_file", self.ca_file),
+            )
+            if value
+        ]
+        if len(given) > 1:
+            raise ConfigError(
+                f"config key {given[1]!r}: one trust root at a time, and {given[0]} is set too"
+            )
+        if self.ca_file and not self.cert_file:
+            raise ConfigError(
+                "config key 'auth.cert_file': a CA trust root (auth.ca_file) needs this node's "
+                "certificate from it (gridkv certs create makes both)"
+            )
+        if self.cert_file and not self.ca_file:
+            raise ConfigError("config key 'auth.cert_file': needs auth.ca_file, the CA it is from")
+
+
+@dataclass(frozen=True, slots=True)
 class LogOptions(Section):
     """The ``log`` section: how GridKV's ``logging`` output looks."""
 
@@ -216,6 +294,7 @@ class Options(Section):
         "network": NetworkOptions,
         "storage": StorageOptions,
         "membership": MembershipOptions,
+        "auth": AuthOptions,
         "log": LogOptions,
     }
 
@@ -284,6 +363,8 @@ class Options(Section):
     storage: StorageOptions = field(default_factory=StorageOptions)
     #: Failure detector settings.
     membership: MembershipOptions = field(default_factory=MembershipOptions)
+    #: Identity and trust root (peer authentication).
+    auth: AuthOptions = field(default_factory=AuthOptions)
     #: Logging settings.
     log: LogOptions = field(default_factory=LogOptions)
 
