@@ -1,0 +1,307 @@
+"""Authenticated sessions between two nodes, sans-I/O: a signed handshake, then sealed frames.
+
+A session is set up by two messages, each signed with the sender's identity key
+(:mod:`gridkv.security.identity`) and carrying the credential its trust root checks
+(:mod:`gridkv.security.trust`):
+
+1. the initiator's *hello*: its node id, public key, credential, a fresh X25519 key, the index
+   it will receive frames under, the time, and its signature over all of it;
+2. the responder's *reply*: the same of its own, and its signature over them and a hash of
+   the hello it answers (so a reply answers exactly one hello).
+
+Both derive two keys from the X25519 secret with HKDF-SHA256 (salt: the hash of both
+messages), one per direction. A hello is taken only within ``max_skew_ms`` of the responder's
+clock and only once (the responder remembers the ephemeral keys it saw in that window): a
+replayed hello is refused, and a recorded one is worthless without its X25519 private key.
+
+Then every frame is *sealed*: ``SEALED, receiver's index (8 bytes), counter (8 bytes)``, the
+payload, and a 16-byte AES-GCM tag over the header and payload (with ``encrypt``, the payload
+is encrypted too). The receiver finds the session by its index, checks the tag, and takes each
+counter once within a sliding window of ``WINDOW`` (frames may arrive out of order across a
+transport's connections; a replayed, altered, or too old frame is refused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgpack
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from gridkv.base.errors import AuthenticationError
+from gridkv.security.identity import Identity, verify
+from gridkv.security.trust import TrustRoot
+
+__all__ = [
+    "HELLO",
+    "REPLY",
+    "SEALED",
+    "WINDOW",
+    "Handshake",
+    "Pending",
+    "ReplayWindow",
+    "Session",
+    "frame_kind",
+    "index_of",
+]
+
+#: The first byte of each kind of frame.
+HELLO = 0xA1
+REPLY = 0xA2
+SEALED = 0xA3
+#: Counters a session takes out of order: older than the newest minus this are refused.
+WINDOW = 4096
+#: Hellos remembered per responder (their ephemeral keys), to refuse replays.
+MAX_REMEMBERED_HELLOS = 65_536
+#: The largest hello or reply taken (ids, keys, a certificate).
+MAX_HANDSHAKE_BYTES = 16_384
+
+_HEADER = struct.Struct(">BQQ")  # kind, receiver's index, counter
+_TAG = 16
+_LABEL_HELLO = b"gridkv hello v1\x00"
+_LABEL_REPLY = b"gridkv reply v1\x00"
+_INFO = b"gridkv session v1"
+
+
+def frame_kind(frame: bytes) -> int:
+    """The kind of a frame (:data:`HELLO`, :data:`REPLY`, :data:`SEALED`), or -1."""
+    return frame[0] if frame else -1
+
+
+def index_of(frame: bytes) -> int:
+    """The receiver's index a sealed frame names (0 for a frame too short to have one)."""
+    if len(frame) < _HEADER.size:
+        return 0
+    return int.from_bytes(frame[1:9], "big")
+
+
+class ReplayWindow:
+    """Which counters of a direction were taken: each once, none older than the window."""
+
+    __slots__ = ("_newest", "_seen")
+
+    def __init__(self) -> None:
+        self._newest = -1
+        self._seen = 0  # bit i: counter newest - i was taken
+
+    def take(self, counter: int) -> bool:
+        """Record ``counter``; ``False`` when it was taken already or is too old."""
+        newest = self._newest
+        if counter > newest:
+            shift = counter - newest
+            self._seen = ((self._seen << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
+            self._newest = counter
+            return True
+        age = newest - counter
+        if age >= WINDOW or self._seen >> age & 1:
+            return False
+        self._seen |= 1 << age
+        return True
+
+
+@dataclass(slots=True)
+class Session:
+    """A session with one peer, after the handshake.
+
+    :ivar peer_id: the peer's node id, as its trust root vouched for it.
+    :ivar peer_key: the peer's public key.
+    :ivar local_index: the index frames to this node name.
+    :ivar peer_index: the index frames to the peer name.
+    """
+
+    peer_id: str
+    peer_key: bytes
+    local_index: int
+    peer_index: int
+    _send: AESGCM
+    _receive: AESGCM
+    encrypt: bool
+    _counter: int = 0
+    _window: ReplayWindow = field(default_factory=ReplayWindow)
+
+    def seal(self, payload: bytes) -> bytes:
+        """The frame that carries ``payload`` to the peer."""
+        counter = self._counter
+        self._counter = counter + 1
+        header = _HEADER.pack(SEALED, self.peer_index, counter)
+        nonce = counter.to_bytes(12, "big")
+        if self.encrypt:
+            return header + self._send.encrypt(nonce, payload, header)
+        return header + payload + self._send.encrypt(nonce, b"", header + payload)
+
+    def open(self, frame: bytes) -> bytes:
+        """The payload of a sealed frame from the peer.
+
+        :raises AuthenticationError: altered, replayed, too old, or not for this session.
+        """
+        if len(frame) < _HEADER.size + _TAG:
+            raise AuthenticationError("sealed frame too short")
+        kind, index, counter = _HEADER.unpack_from(frame)
+        if kind != SEALED or index != self.local_index:
+            raise AuthenticationError("frame not sealed for this session")
+        header = frame[: _HEADER.size]
+        nonce = counter.to_bytes(12, "big")
+        try:
+            if self.encrypt:
+                payload = self._receive.decrypt(nonce, frame[_HEADER.size :], header)
+            else:
+                payload = frame[_HEADER.size : -_TAG]
+                self._receive.decrypt(nonce, frame[-_TAG:], frame[:-_TAG])
+        except InvalidTag:
+            raise AuthenticationError(
+                f"frame from {self.peer_id!r} failed its authentication tag (altered or forged)"
+            ) from None
+        if not self._window.take(counter):
+            raise AuthenticationError(f"frame from {self.peer_id!r} replayed or too old")
+        return payload
+
+
+@dataclass(slots=True)
+class Pending:
+    """An initiator's hello, waiting for its reply."""
+
+    hello: bytes
+    ephemeral: X25519PrivateKey
+    local_index: int
+
+
+def _raw(key: X25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _new_index() -> int:
+    return int.from_bytes(os.urandom(8), "big") or 1
+
+
+class Handshake:
+    """Sets sessions up for one node: starts hellos, answers them, checks replies.
+
+    :param identity: this node's identity.
+    :param trust: the trust root peers' keys must chain to.
+    :param clock_ms: the wall clock in milliseconds.
+    :param max_skew_ms: how far a hello's time may be from this node's clock.
+    :param encrypt: whether sessions encrypt their frames (both sides must agree).
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        trust: TrustRoot,
+        clock_ms: Callable[[], int],
+        max_skew_ms: int,
+        encrypt: bool = False,
+    ) -> None:
+        self.identity = identity
+        self.trust = trust
+        self._clock_ms = clock_ms
+        self._skew = max_skew_ms
+        self.encrypt = encrypt
+        self._credential = trust.credential(identity)
+        #: ephemeral key of each hello taken -> its time (refuses replays within the skew)
+        self._seen: OrderedDict[bytes, int] = OrderedDict()
+
+    def _fields(self, ephemeral: bytes, index: int) -> list[object]:
+        me = self.identity
+        return [me.node_id, me.public_key, self._credential, ephemeral, index, self._clock_ms()]
+
+    def _message(self, kind: int, label: bytes, fields: list[object], extra: bytes) -> bytes:
+        body: bytes = msgpack.packb(fields, use_bin_type=True)
+        return bytes([kind]) + body + self.identity.sign(label + body + extra)
+
+    def initiate(self) -> tuple[Pending, bytes]:
+        """A new hello, and what to keep until its reply."""
+        ephemeral = X25519PrivateKey.generate()
+        index = _new_index()
+        hello = self._message(HELLO, _LABEL_HELLO, self._fields(_raw(ephemeral), index), b"")
+        return Pending(hello, ephemeral, index), hello
+
+    def respond(self, hello: bytes) -> tuple[Session, bytes]:
+        """Check a peer's hello; the session, and the reply to send back.
+
+        :raises AuthenticationError: malformed, badly signed, untrusted, stale, or replayed.
+        """
+        peer_id, peer_key, peer_eph, peer_index, at = self._check(hello, HELLO, _LABEL_HELLO, b"")
+        now = self._clock_ms()
+        if abs(now - at) > self._skew:
+            raise AuthenticationError(
+                f"hello from {peer_id!r} is {abs(now - at)} ms from this node's clock "
+                f"(more than {self._skew} ms: stale or replayed)"
+            )
+        self._forget(now)
+        if peer_eph in self._seen:
+            raise AuthenticationError(f"hello from {peer_id!r} replayed")
+        self._seen[peer_eph] = at
+        ephemeral = X25519PrivateKey.generate()
+        index = _new_index()
+        digest = hashlib.sha256(hello).digest()
+        reply = self._message(REPLY, _LABEL_REPLY, self._fields(_raw(ephemeral), index), digest)
+        receive, send = self._keys(ephemeral, peer_eph, hello, reply)
+        session = Session(peer_id, peer_key, index, peer_index, send, receive, self.encrypt)
+        return session, reply
+
+    def complete(self, pending: Pending, reply: bytes) -> Session:
+        """Check the reply to ``pending``'s hello; the session.
+
+        :raises AuthenticationError: malformed, badly signed, untrusted, or not for that hello.
+        """
+        digest = hashlib.sha256(pending.hello).digest()
+        peer_id, peer_key, peer_eph, peer_index, _ = self._check(reply, REPLY, _LABEL_REPLY, digest)
+        send, receive = self._keys(pending.ephemeral, peer_eph, pending.hello, reply)
+        return Session(
+            peer_id, peer_key, pending.local_index, peer_index, send, receive, self.encrypt
+        )
+
+    def _check(
+        self, message: bytes, kind: int, label: bytes, extra: bytes
+    ) -> tuple[str, bytes, bytes, int, int]:
+        if len(message) > MAX_HANDSHAKE_BYTES or frame_kind(message) != kind:
+            raise AuthenticationError("malformed handshake message")
+        body, signature = message[1:-64], message[-64:]
+        try:
+            fields = msgpack.unpackb(body, raw=False, max_bin_len=MAX_HANDSHAKE_BYTES)
+            node_id, key, credential, eph, index, at = fields
+        except (ValueError, TypeError, msgpack.UnpackException):
+            raise AuthenticationError("malformed handshake message") from None
+        if not (
+            isinstance(node_id, str)
+            and isinstance(key, bytes)
+            and isinstance(credential, bytes)
+            and isinstance(eph, bytes)
+            and len(eph) == 32
+            and isinstance(index, int)
+            and 0 < index < 1 << 64
+            and isinstance(at, int)
+        ):
+            raise AuthenticationError("malformed handshake message")
+        if len(key) != 32 or not verify(key, signature, label + body + extra):
+            raise AuthenticationError(f"handshake from {node_id!r:.80}: bad signature")
+        self.trust.check(node_id, key, credential)
+        return node_id, key, eph, index, at
+
+    def _keys(
+        self, mine: X25519PrivateKey, theirs: bytes, hello: bytes, reply: bytes
+    ) -> tuple[AESGCM, AESGCM]:
+        """(initiator to responder, responder to initiator) ciphers."""
+        try:
+            shared = mine.exchange(X25519PublicKey.from_public_bytes(theirs))
+        except ValueError:
+            raise AuthenticationError("handshake: unusable key exchange") from None
+        salt = hashlib.sha256(hello + reply).digest()
+        okm = HKDF(hashes.SHA256(), 64, salt, _INFO).derive(shared)
+        return AESGCM(okm[:32]), AESGCM(okm[32:])
+
+    def _forget(self, now: int) -> None:
+        seen = self._seen
+        while seen and (
+            len(seen) >= MAX_REMEMBERED_HELLOS or now - next(iter(seen.values())) > self._skew
+        ):
+            seen.popitem(last=False)
