@@ -247,8 +247,8 @@ async def test_health_check_passes_on_a_running_single_node() -> None:
 # -- seeds and authentication -----------------------------------------------------------------
 
 
-def test_seeds_without_disable_auth_are_refused_with_the_reason() -> None:
-    with pytest.raises(ConfigError, match="disable_auth.*authentication is not available"):
+def test_seeds_without_a_trust_root_are_refused_saying_how_to_make_one() -> None:
+    with pytest.raises(ConfigError, match=r"'auth'.*needs a trust root.*`gridkv keys new`"):
         AsyncGridKV(**single(seed_addrs=["other:1"]))
 
 

@@ -18,7 +18,7 @@ def test_builtin_backends_register_through_the_hooks(plugins: Plugins) -> None:
     # Built-ins only (the fixture loads no entry point): exactly what gridkv.builtin registers.
     assert list(plugins.transports()) == ["memory"]
     assert list(plugins.storage_backends()) == ["memory"]
-    assert list(plugins.authenticators()) == ["none"]
+    assert list(plugins.authenticators()) == ["ed25519", "none"]
     assert plugins.plugin_names() == ["gridkv.builtin"]
 
 

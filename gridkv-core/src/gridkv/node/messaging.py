@@ -1,8 +1,10 @@
 """The messaging port: the only path between the cluster components and the transport.
 
-Outbound, a message is encoded, wrapped by the node's authenticator (the security layer) and
-handed to the transport; inbound, a frame is unwrapped (checked) and decoded. Cluster
-components see only :meth:`MessagingPort.request` and :meth:`MessagingPort.send` (the
+Outbound, a message is encoded, sealed on the node's authenticator's channel to the address
+(the security layer; a handshake runs first when there is none) and handed to the transport;
+an answer is opened on the same channel and decoded. Inbound, the router hands each frame to
+:meth:`MessagingPort.accept` before it decodes anything. Cluster components see only
+:meth:`MessagingPort.request` and :meth:`MessagingPort.send` (the
 :class:`~gridkv.cluster.context.Messaging` protocol).
 """
 
@@ -10,15 +12,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gridkv.base.errors import PeerUnavailable
+from gridkv.base.errors import AuthenticationError, PeerUnavailable
+from gridkv.security.base import REFUSED, UNKNOWN_SESSION
 from gridkv.wire import codec
 from gridkv.wire.messages import ErrorReply, Message
 
 if TYPE_CHECKING:
-    from gridkv.security.base import Authenticator
+    from gridkv.security.base import Authenticator, Channel
     from gridkv.transport.base import Transport
 
-__all__ = ["MessagingPort"]
+__all__ = ["MessagingPort", "refusal"]
+
+_REFUSED = bytes([REFUSED])
+
+
+def refusal(reason: str) -> bytes:
+    """The unprotected answer to a frame the authenticator refused."""
+    return _REFUSED + reason.encode()[:200]
 
 
 class MessagingPort:
@@ -37,16 +47,28 @@ class MessagingPort:
         self._max = max_frame_bytes
 
     def encode(self, message: Message) -> bytes:
-        """The frame that carries ``message``: encoded, then wrapped."""
-        return self.authenticator.wrap(codec.encode(message, self._max))
+        """``message`` encoded (not yet sealed)."""
+        return codec.encode(message, self._max)
 
-    def decode(self, peer: str, frame: bytes) -> Message:
-        """The message a frame from ``peer`` carries: unwrapped (checked), then decoded.
+    def decode(self, payload: bytes) -> Message:
+        """The message an opened payload carries.
 
-        :raises ProtocolError: the frame is not a valid message.
-        :raises AuthenticationError: the frame is not authentic.
+        :raises ProtocolError: not a valid message.
         """
-        return codec.decode(self.authenticator.unwrap(peer, frame), self._max)
+        return codec.decode(payload, self._max)
+
+    def accept(self, peer: str, frame: bytes) -> tuple[Channel | None, bytes]:
+        """An inbound frame through the authenticator (see ``Authenticator.accept``).
+
+        :raises AuthenticationError: refused.
+        """
+        return self.authenticator.accept(peer, frame)
+
+    async def _channel(self, address: str, timeout: float | None) -> Channel:
+        async def exchange(hello: bytes) -> bytes:
+            return await self.transport.request(address, hello, timeout)
+
+        return await self.authenticator.channel_to(address, exchange)
 
     async def request(
         self, address: str, message: Message, timeout: float | None = None
@@ -56,9 +78,21 @@ class MessagingPort:
         :raises PeerUnavailable: unreachable, or the peer answered with an error.
         :raises PeerTimeout: no answer in time.
         :raises ProtocolError: the answer is malformed.
+        :raises AuthenticationError: the peer is not trusted, or did not trust this node.
         """
-        answer = await self.transport.request(address, self.encode(message), timeout)
-        reply = self.decode(address, answer)
+        payload = self.encode(message)
+        for attempt in (1, 2):
+            channel = await self._channel(address, timeout)
+            answer = await self.transport.request(address, channel.seal(payload), timeout)
+            if answer[:1] == _REFUSED:
+                reason = answer[1:].decode("utf-8", "replace")
+                if reason == UNKNOWN_SESSION and attempt == 1:
+                    # The peer lost the session (a restart): set a new one up, send again.
+                    self.authenticator.forget(address)
+                    continue
+                raise AuthenticationError(f"{address!r} refused the message: {reason}")
+            break
+        reply = self.decode(channel.open(answer))
         if isinstance(reply, ErrorReply):
             raise PeerUnavailable(f"{address!r} answered {reply.code}: {reply.message}")
         return reply
@@ -67,5 +101,8 @@ class MessagingPort:
         """Send ``message`` one way to ``address`` (no answer, delivery not confirmed).
 
         :raises PeerUnavailable: the peer is known to be unreachable.
+        :raises AuthenticationError: no session could be set up with the peer.
         """
-        await self.transport.send(address, self.encode(message))
+        payload = self.encode(message)
+        channel = await self._channel(address, None)
+        await self.transport.send(address, channel.seal(payload))

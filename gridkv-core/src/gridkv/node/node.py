@@ -101,7 +101,9 @@ class Node(Serving):
         self.node_id = options.local_node_id
         self._check_security(options)
         self.plugins = plugins or get_plugins()
-        self.authenticator = self.plugins.authenticator("none")(options)
+        self.authenticator = self.plugins.authenticator(
+            "none" if options.disable_auth else "ed25519"
+        )(options, clock=clock)
         self.transport_name = options.network.type or (
             "tcp" if "tcp" in self.plugins.transports() else "memory"
         )
@@ -186,18 +188,19 @@ class Node(Serving):
 
     @staticmethod
     def _check_security(options: Options) -> None:
-        """Refuse to talk to peers without authentication unless that is asked for explicitly.
+        """Refuse a node that would talk to peers it cannot authenticate.
 
-        Peer authentication arrives with a later issue. Until then a node that has seeds can
-        only run with ``disable_auth = True``, so GridKV never claims a protection it does
-        not have.
+        With authentication on (the default), a node with seeds needs a trust root to know
+        which peers to accept; without one it could join nobody.
         """
-        if options.seed_addrs and not options.disable_auth:
+        if options.disable_auth:
+            return
+        if options.seed_addrs and options.auth.trust_root is None:
             raise ConfigError(
-                "config key 'disable_auth': a node with seed_addrs "
-                f"{options.seed_addrs!r} talks to peers, and peer authentication is not "
-                "available in this version; set disable_auth = true to run without it, on a "
-                "network you trust"
+                "config key 'auth': a node with seed_addrs needs a trust root to accept its "
+                "peers: set auth.cluster_secret to the output of `gridkv keys new` (the same "
+                "on every node), or auth.trusted_keys, or auth.ca_file (see docs/security.md); "
+                "or set disable_auth = true on a network you trust"
             )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -215,6 +218,12 @@ class Node(Serving):
         self.state = "starting"
         self.loop = asyncio.get_running_loop()
         configure_logging(self.options.log)
+        if self.options.disable_auth:
+            log.warning(
+                "peer authentication is off (disable_auth = true): any process that reaches "
+                "this node's address can read, write and join the cluster",
+                extra={"node_id": self.node_id},
+            )
         try:
             await self.transport.start(self.router.on_frame, self.authenticator.handshake)
             await self.membership.start()

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from gridkv.base.errors import GridKVError, ProtocolError
+from gridkv.base.errors import AuthenticationError, GridKVError, ProtocolError
 from gridkv.base.log import LOGGER_NAME, RateLimitedLog
-from gridkv.wire import codec
+from gridkv.node.messaging import refusal
 from gridkv.wire.messages import (
     MEMBERSHIP_TYPES,
     BucketSync,
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from gridkv.cluster.membership.base import Membership
     from gridkv.cluster.replication.coordinator import Coordinator
     from gridkv.node.messaging import MessagingPort
+    from gridkv.security.base import Channel
 
 __all__ = ["Router"]
 
@@ -87,11 +88,31 @@ class Router:
         self._errors = RateLimitedLog(log)
         #: Frames from peers that did not decode (each answered with a ProtocolError).
         self.malformed_frames = 0
+        #: Frames the authenticator refused (each answered with a refusal).
+        self.refused_frames = 0
+        #: Authenticated messages that claimed another sender than their channel's peer.
+        self.spoofed_senders = 0
 
-    def on_frame(self, peer: str, payload: bytes) -> bytes | Awaitable[bytes | None] | None:
-        """The transport's handler: decode, dispatch, encode the answer."""
+    def on_frame(self, peer: str, frame: bytes) -> bytes | Awaitable[bytes | None] | None:
+        """The transport's handler: authenticate, decode, dispatch, seal the answer."""
+        messaging = self._messaging
         try:
-            message = self._messaging.decode(peer, payload)
+            channel, payload = messaging.accept(peer, frame)
+        except AuthenticationError as exc:
+            self.refused_frames += 1
+            self._errors.log(
+                logging.WARNING,
+                "refused frame",
+                "refused a frame from a peer",
+                peer=peer,
+                error=str(exc),
+                node_id=self.node_id,
+            )
+            return refusal(str(exc))
+        if channel is None:
+            return payload  # a handshake message's answer
+        try:
+            message = messaging.decode(payload)
         except ProtocolError as exc:
             self.malformed_frames += 1
             self._errors.log(
@@ -102,28 +123,34 @@ class Router:
                 error=str(exc),
                 node_id=self.node_id,
             )
-            return codec.encode(ErrorReply("ProtocolError", str(exc)))
+            return channel.seal(messaging.encode(ErrorReply("ProtocolError", str(exc))))
         answer: Message | None
         try:
+            claimed = getattr(message, "sender", None)
+            if channel.peer_id is not None and claimed is not None and claimed != channel.peer_id:
+                self.spoofed_senders += 1
+                raise AuthenticationError(
+                    f"a message from {channel.peer_id!r} claims to come from {claimed!r:.80}"
+                )
             if isinstance(message, GetRequest):
                 got = self._coordinator.on_get(message)
                 if not isinstance(got, Message):
-                    return self._answer_later(peer, message, got)
+                    return self._answer_later(peer, channel, message, got)
                 answer = got
             else:
                 answer = self._dispatch(peer, message)
         except Exception as exc:
             answer = self._error_reply(peer, message, exc)
-        return None if answer is None else self._messaging.encode(answer)
+        return None if answer is None else channel.seal(messaging.encode(answer))
 
     async def _answer_later(
-        self, peer: str, message: Message, pending: Awaitable[Message]
+        self, peer: str, channel: Channel, message: Message, pending: Awaitable[Message]
     ) -> bytes | None:
         try:
             answer: Message = await pending
         except Exception as exc:
             answer = self._error_reply(peer, message, exc)
-        return self._messaging.encode(answer)
+        return channel.seal(self._messaging.encode(answer))
 
     def _error_reply(self, peer: str, message: Message, exc: Exception) -> ErrorReply:
         if isinstance(exc, GridKVError):

@@ -34,10 +34,16 @@ def _memory_storage(options: Options, *, clock: Callable[[], float]) -> Storage:
     return MemoryStorage.from_options(options, clock=clock)
 
 
-def _no_auth(options: Options) -> Authenticator:
+def _no_auth(options: Options, *, clock: Callable[[], float]) -> Authenticator:
     from gridkv.security.none import NoAuthentication
 
-    return NoAuthentication.from_options(options)
+    return NoAuthentication.from_options(options, clock=clock)
+
+
+def _ed25519(options: Options, *, clock: Callable[[], float]) -> Authenticator:
+    from gridkv.security.ed25519 import Ed25519Authenticator
+
+    return Ed25519Authenticator(options, clock=clock)
 
 
 @hookimpl
@@ -56,7 +62,8 @@ def gridkv_register_storage(register: Callable[[str, StorageFactory], None]) -> 
 def gridkv_register_authenticators(
     register: Callable[[str, AuthenticatorFactory], None],
 ) -> None:
-    """The "none" authenticator of ``disable_auth = True``."""
+    """The "ed25519" authenticator (the default) and "none", of ``disable_auth = True``."""
+    register("ed25519", _ed25519)
     register("none", _no_auth)
 
 

@@ -1,24 +1,64 @@
-"""The authenticator interface every authentication plugin implements."""
+"""The authenticator interface every authentication plugin implements.
+
+The messaging port (:mod:`gridkv.node.messaging`) asks the authenticator for a
+:class:`Channel` to a peer before it sends there (:meth:`Authenticator.channel_to`, which may
+first run a handshake through the ``exchange`` callable it is given), seals each outbound
+frame with that channel and opens the answer with it. Each inbound frame goes to
+:meth:`Authenticator.accept` first: a handshake message is answered there and then, and a
+protected frame is opened and returned with the channel that opened it (whose ``peer_id``
+names the authenticated sender), which then seals the answer.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from gridkv.base.options import Options
     from gridkv.transport.base import Handshake
 
-__all__ = ["Authenticator", "AuthenticatorFactory"]
+__all__ = [
+    "Authenticator",
+    "AuthenticatorFactory",
+    "Channel",
+    "Exchange",
+    "REFUSED",
+    "UNKNOWN_SESSION",
+]
+
+#: The first byte of a refusal: an answer, not protected, to a frame the authenticator
+#: refused (its reason follows in UTF-8). No protected frame or encoded message starts so.
+REFUSED = 0xA4
+
+#: The refusal reason that makes the sender set a new channel up and send again (the
+#: receiver lost the one the frame was sealed on, as after a restart).
+UNKNOWN_SESSION = "unknown session"
+
+#: Sends a handshake message to the peer as a request; returns its answer.
+Exchange = Callable[[bytes], Awaitable[bytes]]
+
+
+class Channel(Protocol):
+    """The protection of the frames exchanged with one peer."""
+
+    @property
+    def peer_id(self) -> str | None:
+        """The peer's node id as authenticated, ``None`` when nothing is authenticated."""
+
+    def seal(self, payload: bytes) -> bytes:
+        """The frame that carries ``payload`` to the peer."""
+
+    def open(self, frame: bytes) -> bytes:
+        """The payload of a frame from the peer.
+
+        :raises AuthenticationError: the frame is not authentic (forged, altered, replayed).
+        """
 
 
 @runtime_checkable
 class Authenticator(Protocol):
-    """Protects the frames one node exchanges with the others.
-
-    :meth:`wrap` turns an encoded message into the frame sent (signed, sealed, or as it is);
-    :meth:`unwrap` checks a received frame and returns the encoded message inside. A
-    connection-oriented transport also runs :attr:`handshake` on every new connection.
-    """
+    """Proves this node's identity to its peers and checks theirs, frame by frame."""
 
     name: str
 
@@ -26,18 +66,31 @@ class Authenticator(Protocol):
     def handshake(self) -> Handshake | None:
         """What a transport with connections runs first on each one, or ``None``."""
 
-    def wrap(self, payload: bytes) -> bytes:
-        """The frame that carries ``payload`` (an encoded message) to a peer."""
+    async def channel_to(self, address: str, exchange: Exchange) -> Channel:
+        """The channel to the node at ``address``, set up first when there is none.
 
-    def unwrap(self, peer: str, payload: bytes) -> bytes:
-        """The encoded message inside a frame received from ``peer``.
-
-        :raises AuthenticationError: the frame is not authentic (forged, replayed, altered).
+        :param exchange: sends a handshake message to ``address`` and returns the answer.
+        :raises AuthenticationError: the peer is not trusted, or refused this node.
+        :raises PeerUnavailable: the handshake could not reach the peer.
         """
+
+    def forget(self, address: str) -> None:
+        """Drop the channel to ``address`` (the peer lost it: the next send sets a new one up)."""
+
+    def accept(self, peer: str, frame: bytes) -> tuple[Channel | None, bytes]:
+        """Take a frame from ``peer``.
+
+        :returns: ``(channel, payload)`` for a protected frame; ``(None, answer)`` for a
+            handshake message, whose answer goes back as it is.
+        :raises AuthenticationError: refused; the message says why.
+        """
+
+    def rejections(self) -> Mapping[str, int]:
+        """Frames refused so far, by reason."""
 
 
 class AuthenticatorFactory(Protocol):
     """Builds a node's authenticator; registered through ``gridkv_register_authenticators``."""
 
-    def __call__(self, options: Options) -> Authenticator:
-        """Return the authenticator ``options`` describe."""
+    def __call__(self, options: Options, *, clock: Callable[[], float]) -> Authenticator:
+        """Return the authenticator ``options`` describe; ``clock`` is the node's wall clock."""

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gridkv.base.options import Options
+    from gridkv.security.base import Exchange
     from gridkv.transport.base import Handshake
 
-__all__ = ["NoAuthentication"]
+__all__ = ["NoAuthentication", "PlainChannel", "PLAIN"]
+
+
+class PlainChannel:
+    """Frames as they are; nobody authenticated."""
+
+    peer_id: str | None = None
+
+    def seal(self, payload: bytes) -> bytes:
+        """``payload`` itself."""
+        return payload
+
+    def open(self, frame: bytes) -> bytes:
+        """``frame`` itself."""
+        return frame
+
+
+#: The one plain channel (it holds nothing).
+PLAIN = PlainChannel()
 
 
 class NoAuthentication:
@@ -21,15 +41,22 @@ class NoAuthentication:
         """No handshake: connections carry frames at once."""
         return None
 
-    def wrap(self, payload: bytes) -> bytes:
-        """``payload`` itself."""
-        return payload
+    async def channel_to(self, address: str, exchange: Exchange) -> PlainChannel:
+        """The plain channel."""
+        return PLAIN
 
-    def unwrap(self, peer: str, payload: bytes) -> bytes:
-        """``payload`` itself."""
-        return payload
+    def forget(self, address: str) -> None:
+        """Nothing to forget."""
+
+    def accept(self, peer: str, frame: bytes) -> tuple[PlainChannel, bytes]:
+        """``frame`` as it is, on the plain channel."""
+        return PLAIN, frame
+
+    def rejections(self) -> Mapping[str, int]:
+        """None: nothing is refused."""
+        return {}
 
     @classmethod
-    def from_options(cls, options: Options) -> NoAuthentication:
+    def from_options(cls, options: Options, *, clock: Callable[[], float]) -> NoAuthentication:
         """The authenticator (the options change nothing)."""
         return cls()

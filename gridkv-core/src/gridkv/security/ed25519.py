@@ -1,0 +1,211 @@
+"""The "ed25519" authenticator: signed identities, a trust root, sealed frames.
+
+Each node has an Ed25519 identity (:mod:`~gridkv.security.identity`) and the trust root
+``auth`` configures (:mod:`~gridkv.security.trust`). Before its first frame to an address a
+node runs the handshake of :mod:`~gridkv.security.session` as one request through the
+transport; the session it gets seals every frame to that address, requests, answers and
+one-way sends alike, on any transport. Inbound, a hello is answered with a reply and the
+session kept under the index it names; a sealed frame is opened by the session its index
+names, and its ``peer_id`` is the sender every message in it must claim to be.
+
+Sessions a node started are kept per address; a peer that lost its end (a restart) refuses
+the next request as an unknown session, and the node sets a new one up and sends again. A
+hello from a node ends this node's own sessions to that node, so one-way sends (which get no
+refusal) do not go on into a session the peer no longer has. Sessions a node answered are kept
+under their index, the least recently used dropped first past ``MAX_SESSIONS``.
+
+Every refusal is counted by reason (:meth:`Ed25519Authenticator.rejections`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from gridkv.base.errors import AuthenticationError, ConfigError, PeerUnavailable
+from gridkv.security.base import REFUSED, UNKNOWN_SESSION
+from gridkv.security.identity import Identity
+from gridkv.security.session import (
+    HELLO,
+    REPLY,
+    SEALED,
+    Handshake,
+    Session,
+    frame_kind,
+    index_of,
+)
+from gridkv.security.trust import trust_root
+
+if TYPE_CHECKING:
+    from gridkv.base.options import Options
+    from gridkv.security.base import Exchange
+    from gridkv.transport.base import Handshake as TransportHandshake
+
+__all__ = ["Ed25519Authenticator", "MAX_SESSIONS"]
+
+#: Sessions answered that a node keeps at most.
+MAX_SESSIONS = 16_384
+
+
+class Ed25519Authenticator:
+    """Authenticates every frame with per-peer sessions under the configured trust root.
+
+    :param options: the node's options (``local_node_id``, ``auth``, ``max_clock_drift``).
+    :param clock: the node's wall clock, in seconds.
+    :raises ConfigError: the identity or the trust root cannot be loaded.
+    """
+
+    name = "ed25519"
+
+    def __init__(self, options: Options, *, clock: Callable[[], float]) -> None:
+        auth = options.auth
+        self.identity = Identity.load(options.local_node_id, auth.key, auth.key_file)
+        trust = trust_root(auth)
+        #: ``None`` without a trust root: this node trusts nobody (a node on its own).
+        self.sessions: Handshake | None = None
+        if trust is not None:
+            self.sessions = Handshake(
+                self.identity,
+                trust,
+                lambda: int(clock() * 1000),
+                int(options.max_clock_drift * 1000),
+                auth.encrypt,
+            )
+        self._out: dict[str, Session] = {}
+        self._starting: dict[str, asyncio.Future[Session]] = {}
+        self._in: OrderedDict[int, Session] = OrderedDict()
+        self._rejections: Counter[str] = Counter()
+
+    @property
+    def handshake(self) -> TransportHandshake | None:
+        """None at the transport: sessions are set up by messages, on every transport."""
+        return None
+
+    @property
+    def public_key_text(self) -> str:
+        """This node's public key, as a trusted-keys file lists it."""
+        return self.identity.public_key_text
+
+    def rejections(self) -> Mapping[str, int]:
+        """Frames refused so far, by reason."""
+        return dict(self._rejections)
+
+    def peers(self) -> dict[str, bytes]:
+        """The public key of each node a session is open with (started or answered)."""
+        keys = {s.peer_id: s.peer_key for s in self._in.values()}
+        keys.update((s.peer_id, s.peer_key) for s in self._out.values())
+        return keys
+
+    # -- outbound ----------------------------------------------------------------------------
+
+    async def channel_to(self, address: str, exchange: Exchange) -> Session:
+        """The session to ``address``; a handshake through ``exchange`` first if none."""
+        session = self._out.get(address)
+        if session is not None:
+            return session
+        starting = self._starting.get(address)
+        if starting is not None:
+            return await asyncio.shield(starting)
+        future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        self._starting[address] = future
+        try:
+            session = await self._start(address, exchange)
+        except BaseException as exc:
+            shared = exc
+            if isinstance(exc, asyncio.CancelledError):  # the caller's, not the others'
+                shared = PeerUnavailable(f"handshake with {address!r} was cancelled")
+            future.set_exception(shared)
+            future.exception()  # retrieved: those who share it get it through their await
+            raise
+        finally:
+            self._starting.pop(address, None)
+        future.set_result(session)
+        self._out[address] = session
+        return session
+
+    async def _start(self, address: str, exchange: Exchange) -> Session:
+        sessions = self.sessions
+        if sessions is None:
+            raise AuthenticationError(
+                f"cannot authenticate to {address!r}: no trust root is configured "
+                "(auth.cluster_secret, auth.trusted_keys or auth.ca_file)"
+            )
+        pending, hello = sessions.initiate()
+        reply = await exchange(hello)
+        if frame_kind(reply) == REFUSED:
+            reason = reply[1:].decode("utf-8", "replace")
+            raise AuthenticationError(f"{address!r} refused this node: {reason}")
+        return sessions.complete(pending, reply)
+
+    def forget(self, address: str) -> None:
+        """Drop the session to ``address``."""
+        self._out.pop(address, None)
+
+    # -- inbound -----------------------------------------------------------------------------
+
+    def accept(self, peer: str, frame: bytes) -> tuple[Session | None, bytes]:
+        """Open a sealed frame, or answer a hello; refusals raise and are counted."""
+        kind = frame_kind(frame)
+        if kind == SEALED:
+            index = index_of(frame)
+            session = self._in.get(index)
+            if session is None:
+                self._rejections[UNKNOWN_SESSION] += 1
+                raise AuthenticationError(UNKNOWN_SESSION)
+            try:
+                payload = session.open(frame)
+            except AuthenticationError as exc:
+                self._rejections[_reason(exc)] += 1
+                raise
+            self._in.move_to_end(index)
+            return session, payload
+        if kind == HELLO:
+            return None, self._answer(frame)
+        self._rejections["unauthenticated frame"] += 1
+        if kind == REPLY:
+            raise AuthenticationError("a handshake reply nobody asked for")
+        raise AuthenticationError("unauthenticated frame (peer authentication is on)")
+
+    def _answer(self, hello: bytes) -> bytes:
+        sessions = self.sessions
+        if sessions is None:
+            self._rejections["no trust root"] += 1
+            raise AuthenticationError("this node has no trust root configured: it trusts nobody")
+        try:
+            session, reply = sessions.respond(hello)
+        except AuthenticationError as exc:
+            self._rejections[_reason(exc)] += 1
+            raise
+        except ConfigError as exc:  # pragma: no cover - a trust root that cannot load
+            self._rejections["trust root unavailable"] += 1
+            raise AuthenticationError(str(exc)) from None
+        # The peer may have restarted and lost the sessions this node set up with it.
+        for address in [a for a, s in self._out.items() if s.peer_id == session.peer_id]:
+            del self._out[address]
+        self._in[session.local_index] = session
+        while len(self._in) > MAX_SESSIONS:
+            self._in.popitem(last=False)
+        return reply
+
+
+def _reason(exc: AuthenticationError) -> str:
+    """A short, bounded name for a refusal (the counters' key)."""
+    text = str(exc)
+    for reason in (
+        "replayed or too old",
+        "failed its authentication tag",
+        "not sealed for this session",
+        "bad signature",
+        "stale or replayed",
+        "replayed",
+        "malformed",
+        "not vouched for",
+        "not in the trusted keys",
+        "key other than",
+        "certificate",
+    ):
+        if reason in text:
+            return reason
+    return "refused"

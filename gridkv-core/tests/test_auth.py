@@ -1,0 +1,199 @@
+"""Peer authentication end to end, on the transport under test: members in, everybody else out.
+
+A test client without an identity, and one with an identity the cluster does not trust, send
+what an attacker would (reads, writes, deletes, membership records, a join) as raw frames; each
+is refused before it reaches membership or storage, and the refusals are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from itertools import count
+from typing import Any
+
+import pytest
+from gridkv import AsyncGridKV, ConfigError, NotReady, Options, PeerUnavailable
+from gridkv.plugins import get_plugins
+from gridkv.security.base import REFUSED
+from gridkv.security.ed25519 import Ed25519Authenticator
+from gridkv.security.identity import new_secret
+from gridkv.storage.base import Entry
+from gridkv.testing.transports import node_options, transport_under_test
+from gridkv.transport.base import Transport
+from gridkv.wire import codec
+from gridkv.wire.fields import MemberRecord
+from gridkv.wire.messages import (
+    GetReply,
+    GetRequest,
+    PushPull,
+    ReplicateBatch,
+    SwimGossip,
+)
+
+SECRET = new_secret()
+_ids = count()
+
+
+def options(node_id: str, secret: str = SECRET, **extra: Any) -> dict[str, Any]:
+    opts = node_options(node_id)
+    opts.update(
+        auth={"cluster_secret": secret},
+        gossip_interval="20ms",
+        failure_timeout="200ms",
+        suspect_timeout="300ms",
+        membership={"probe_timeout": "50ms"},
+        **extra,
+    )
+    return opts
+
+
+def address_of(kv: AsyncGridKV) -> str:
+    return kv.node.transport.local_address
+
+
+@contextlib.asynccontextmanager
+async def cluster(size: int, **extra: Any) -> AsyncIterator[list[AsyncGridKV]]:
+    prefix = f"a{next(_ids)}-"
+    nodes: list[AsyncGridKV] = []
+    try:
+        first = AsyncGridKV(**options(f"{prefix}0", **extra))
+        await first.__aenter__()
+        nodes.append(first)
+        for i in range(1, size):
+            kv = AsyncGridKV(**options(f"{prefix}{i}", seed_addrs=[address_of(first)], **extra))
+            await kv.__aenter__()
+            nodes.append(kv)
+        for kv in nodes:
+            await kv.wait_ready(timeout=10)
+        await until(lambda: all(len(kv.node.membership.live_ids()) == size for kv in nodes))
+        yield nodes
+    finally:
+        for kv in reversed(nodes):
+            await kv.close()
+
+
+async def until(predicate: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def raw_client() -> AsyncIterator[Transport]:
+    """A transport of the kind under test, with no identity at all."""
+    kind = transport_under_test()
+    address = f"attacker{next(_ids)}:7946" if kind == "memory" else "127.0.0.1:0"
+    opts = Options(local_node_id="attacker", local_address=address, disable_auth=True)
+    transport = get_plugins().transport(kind)(opts.replace(network={"type": kind}))
+    await transport.start(lambda peer, frame: None)
+    try:
+        yield transport
+    finally:
+        await transport.close()
+
+
+def attacks(victim: str, other: str, key_partition: tuple[str, int]) -> list[Any]:
+    """What an outsider sends: a read, a write, a mass delete, gossip, and a join."""
+    key, partition = key_partition
+    far_future = (2**47) << 16
+    return [
+        GetRequest(partition, key),
+        ReplicateBatch(other, [(partition, Entry(key, b"evil", far_future, other))]),
+        ReplicateBatch(other, [(partition, Entry(key, None, far_future, "zz"))]),
+        SwimGossip(other, "127.0.0.1:9", [MemberRecord(victim, "127.0.0.1:9", 2**63, 2, other)]),
+        PushPull("fake", "127.0.0.1:9", True, [MemberRecord("fake", "127.0.0.1:9", 1, 0, "fake")]),
+    ]
+
+
+async def test_members_with_the_secret_form_a_cluster_and_replicate() -> None:
+    async with cluster(3) as nodes:
+        await nodes[0].set("k", b"v", consistency="all")
+        assert await nodes[2].get("k", consistency="quorum") == b"v"
+        for kv in nodes:
+            auth = kv.node.authenticator
+            assert isinstance(auth, Ed25519Authenticator)
+            assert auth.rejections() == {}
+            assert kv.node.router.refused_frames == 0
+
+
+async def test_an_outsider_without_an_identity_reads_writes_and_joins_nothing() -> None:
+    async with cluster(3) as nodes, raw_client() as attacker:
+        await nodes[0].set("k", b"v", consistency="all")
+        victim = nodes[1]
+        partition = victim.node.ensure_table().partition_of("k")
+        sent = attacks(victim.node_id, nodes[0].node_id, ("k", partition))
+        for message in sent:
+            answer = await attacker.request(address_of(victim), codec.encode(message))
+            assert answer[0] == REFUSED
+            assert b"unauthenticated frame" in answer
+        # A frame that looks sealed but names no session, and one that looks like a hello.
+        for junk in (b"\xa3" + b"\x00" * 40, b"\xa1" + b"\x90" + b"\x00" * 64):
+            answer = await attacker.request(address_of(victim), junk)
+            assert answer[0] == REFUSED
+        assert victim.node.router.refused_frames == len(sent) + 2
+        assert victim.node.authenticator.rejections() == {
+            "unauthenticated frame": len(sent),
+            "unknown session": 1,
+            "malformed": 1,
+        }
+        # Nothing changed: the value, the view.
+        for kv in nodes:
+            assert await kv.get("k", consistency="all") == b"v"
+            assert sorted(kv.node.membership.live_ids()) == sorted(n.node_id for n in nodes)
+
+
+async def test_a_node_with_another_secret_cannot_join_read_or_write() -> None:
+    async with cluster(2, replica_count=2) as nodes:
+        await nodes[0].set("k", b"v", consistency="all")
+        intruder = AsyncGridKV(
+            **options("intruder", secret=new_secret(), seed_addrs=[address_of(nodes[0])])
+        )
+        async with intruder:
+            with pytest.raises(NotReady, match="not vouched for by this cluster's secret"):
+                await intruder.wait_ready(timeout=1)
+            assert "intruder" not in nodes[0].node.membership.live_ids()
+            assert nodes[0].node.authenticator.rejections()["not vouched for"] >= 1
+        assert await nodes[1].get("k", consistency="all") == b"v"
+
+
+async def test_a_member_cannot_speak_for_another_member() -> None:
+    async with cluster(3) as nodes:
+        await nodes[0].set("k", b"v", consistency="all")
+        liar, victim, framed = nodes
+        partition = liar.node.ensure_table().partition_of("k")
+        forged = ReplicateBatch(framed.node_id, [(partition, Entry("k", b"evil", 1 << 62, "z"))])
+        with pytest.raises(PeerUnavailable, match="AuthenticationError.*claims to come from"):
+            await liar.node.messaging.request(address_of(victim), forged)
+        assert victim.node.router.spoofed_senders == 1
+        assert await victim.get("k", consistency="all") == b"v"
+
+
+async def test_a_replayed_frame_is_refused() -> None:
+    async with cluster(2, replica_count=2) as nodes:
+        a, b = nodes
+        port = a.node.messaging
+        address = address_of(b)
+        message = GetRequest(0, "k")
+
+        async def exchange(hello: bytes) -> bytes:
+            return await port.transport.request(address, hello)
+
+        channel = await port.authenticator.channel_to(address, exchange)
+        frame = channel.seal(codec.encode(message))
+        first = await port.transport.request(address, frame)
+        assert isinstance(codec.decode(channel.open(first)), GetReply)
+        again = await port.transport.request(address, frame)
+        assert again[0] == REFUSED and b"replayed or too old" in again
+        assert b.node.authenticator.rejections() == {"replayed or too old": 1}
+
+
+async def test_a_node_with_seeds_and_no_trust_root_is_told_how_to_make_one() -> None:
+    opts = node_options("lonely")
+    opts["seed_addrs"] = ["127.0.0.1:9"]
+    with pytest.raises(ConfigError, match="gridkv keys new"):
+        AsyncGridKV(**opts)
