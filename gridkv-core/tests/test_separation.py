@@ -54,8 +54,12 @@ def test_the_larger_side_holds_a_returning_member_until_it_shows_it_dropped() ->
     assert w.floor("c", START_MS, HEAL_S) <= NEW
     # A refutation raises the incarnation by one: not a drop.
     assert w.floor("c", START_MS + 1, HEAL_S) > OLD
-    # "c" dropped: its incarnation moved past the last contact, as a restart's would.
-    assert w.floor("c", ms(HEAL_S + 1), HEAL_S + 1) == 0
+    # "c" dropped: its incarnation moved past the last contact, as a restart's would. What it
+    # read before may still be on its way: the hold ends a margin later.
+    dropped = ms(HEAL_S + 1)
+    assert w.floor("c", dropped, HEAL_S + 1) > OLD
+    assert w.floor("c", dropped, HEAL_S + 1 + MARGIN_MS / 1000) > OLD
+    assert w.floor("c", dropped, HEAL_S + 1.6) == 0
     assert w.holding() == []
     assert w.floor("c", START_MS, HEAL_S + 2) == 0  # the hold does not come back
 
@@ -71,7 +75,8 @@ def test_data_arriving_before_any_membership_message_holds_its_sender() -> None:
     assert w.floor("b", START_MS, HEAL_S) == 0
     w2 = watch("a", ["c"])
     split(w2, [], ["c"])
-    assert w2.floor("c", ms(HEAL_S), HEAL_S) == 0
+    assert w2.floor("c", ms(HEAL_S), HEAL_S) > OLD  # in flight from before the restart
+    assert w2.floor("c", ms(HEAL_S), HEAL_S + 1) == 0
 
 
 def test_the_side_that_drops_takes_the_other_sides_data_and_holds_its_own_side() -> None:
@@ -90,7 +95,8 @@ def test_the_side_that_drops_takes_the_other_sides_data_and_holds_its_own_side()
     assert w.floor("a", START_MS, HEAL_S + 0.3) == 0
     assert w.floor("e", START_MS, HEAL_S + 0.3) > OLD
     assert w.floor("e", START_MS, HEAL_S + 0.3) <= NEW
-    assert w.floor("e", ms(HEAL_S + 1), HEAL_S + 1) == 0  # "e" dropped too
+    assert w.floor("e", ms(HEAL_S + 1), HEAL_S + 1) > OLD  # "e" dropped too: a margin more
+    assert w.floor("e", ms(HEAL_S + 1), HEAL_S + 2) == 0
     # A member of the other side first heard after the drop is not held.
     w.heard("f", 0.0, ms(0))
     w.decide(0.0, {**everyone, "f": START_MS})
@@ -115,4 +121,31 @@ def test_forgetting_a_member_ends_its_hold() -> None:
     w.heard("c", HEAL_S, ms(HEAL_S))
     assert w.holding() == ["c"]
     w.prune(HEAL_S + 100, keep=["a", "b"], horizon=50)
+    assert w.holding() == []
+
+
+def test_a_drop_ends_the_holds_on_the_other_side_even_those_not_yet_counted() -> None:
+    w = watch("d", ["a", "b", "c", "e", "f"])
+    split(w, ["e"], ["a", "b", "c", "f"])
+    for i, member in enumerate(("a", "b", "c")):
+        w.heard(member, HEAL_S + i / 10, ms(HEAL_S + i / 10))
+    w.floor("f", START_MS, HEAL_S)  # data from "f" first: held, not yet counted back
+    assert w.holding() == ["a", "b", "c", "f"]
+    assert w.decide(HEAL_S + 0.3, live("a", "b", "c", "d", "e", "f")) is not None
+    assert w.holding() == ["e"]
+    assert w.floor("f", START_MS, HEAL_S + 0.4) == 0
+    # "f" heard only now: its silence began before the drop, which resolved it.
+    assert w.heard("f", HEAL_S + 0.5, ms(HEAL_S + 0.5))  # a long silence ended, and
+    assert w.holding() == ["e"]  # is not held
+
+
+def test_a_hold_ends_after_hold_max_whatever_the_member_does() -> None:
+    w = SeparationWatch("a", threshold=THRESHOLD, window=5.0, margin_ms=MARGIN_MS, hold_max=30)
+    for member in ("b", "c"):
+        w.heard(member, 0.0, ms(0))
+    w.decide(0.0, live("a", "b", "c"))
+    split(w, ["b"], ["c"])
+    w.heard("c", HEAL_S, ms(HEAL_S))
+    assert w.floor("c", START_MS, HEAL_S + 29) > OLD
+    assert w.floor("c", START_MS, HEAL_S + 31) == 0
     assert w.holding() == []

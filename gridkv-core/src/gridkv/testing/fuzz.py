@@ -26,12 +26,7 @@ from typing import TypeVar
 
 from gridkv.storage.base import BUCKETS, Entry
 from gridkv.wire.messages import (
-    CLOCK_DRIFT,
-    HELD,
-    NO_MEMORY,
-    NOT_REPLICA,
-    STORED,
-    WRONG_PARTITION,
+    STATUS_NAMES,
     BatchAck,
     BucketReply,
     BucketSync,
@@ -148,7 +143,7 @@ def message_samples() -> list[Message]:
         GetRequest(_U32_MAX, "user:\u00e9"),
         GetReply(value),
         ReplicateBatch(_NODE, [value, tombstone]),
-        BatchAck(bytes([STORED, HELD, NOT_REPLICA, WRONG_PARTITION, CLOCK_DRIFT, NO_MEMORY])),
+        BatchAck(bytes(sorted(STATUS_NAMES))),
         SwimPing(1, _NODE, "10.0.0.1:7946", "b", records),
         SwimAck(_U64_MAX, "b", records[:2]),
         SwimPingReq(2, _NODE, "10.0.0.1:7946", "c", "host.example:1", records[1:]),

@@ -49,6 +49,7 @@ __all__ = [
     "WRONG_PARTITION",
     "CLOCK_DRIFT",
     "NO_MEMORY",
+    "WITHHELD",
     "STATUS_NAMES",
     "MEMBERSHIP_TYPES",
     "MESSAGE_TYPES",
@@ -180,6 +181,9 @@ WRONG_PARTITION = 3
 CLOCK_DRIFT = 4
 #: Refused: the receiver's storage is full (or its writer table is).
 NO_MEMORY = 5
+#: Refused for now: the entry predates a separation longer than dead_retention that the
+#: sender has not dropped what it held from before yet (send it again later, or drop it).
+WITHHELD = 6
 #: Readable names of the outcomes, for errors and logs.
 STATUS_NAMES: dict[int, str] = {
     STORED: "stored",
@@ -188,6 +192,7 @@ STATUS_NAMES: dict[int, str] = {
     WRONG_PARTITION: "key filed under the wrong partition",
     CLOCK_DRIFT: "version too far ahead of its clock",
     NO_MEMORY: "storage full",
+    WITHHELD: "from before a separation the sender has not dropped yet",
 }
 
 
@@ -195,7 +200,7 @@ def statuses(value: Any, name: str) -> bytes:
     """One outcome byte per entry (see :data:`STATUS_NAMES`)."""
     data = wire.blob(value, name)
     if any(code not in STATUS_NAMES for code in set(data)):
-        raise wire.fail(name, "expected outcome codes 0 to 5", value)
+        raise wire.fail(name, f"expected outcome codes 0 to {max(STATUS_NAMES)}", value)
     return data
 
 

@@ -15,10 +15,13 @@ never heard from count too when they are that old.
 The members of a side do not all learn of the merge at the same moment, so nobody takes old
 data from a member that may still have to drop it: from the moment this node hears from a
 member back from a long separation (or gets data from it first), it *holds* that member, and
-takes no entry of its from before the separation (see :meth:`SeparationWatch.floor`). The
-hold ends when the member shows it dropped (a member that drops raises its incarnation past
-the moment, as a restart would), or when this node drops instead (the member's side keeps);
-a node that drops holds its own side's members until they have dropped too.
+takes no entry of its from before the separation (see :meth:`SeparationWatch.floor`). A
+member that drops raises its incarnation past the moment, as a restart would; the hold ends
+``margin`` after this node sees that (what the member read before it dropped may still be on
+its way). A node that drops instead ends its holds, takes none for members whose silence it
+has just resolved, and holds its own side's members until they have dropped too. A hold ends
+after ``hold_max`` in any case: a member that did not drop by then decided to keep, and
+holding it longer would only keep replicas apart.
 
 :class:`SeparationWatch` is sans-I/O: the driver tells it when it heard from whom and which
 members are live, and it answers with the moment before which this node must drop its
@@ -37,6 +40,20 @@ MAX_REMEMBERED = 65_536
 
 
 @dataclass(slots=True)
+class _Hold:
+    """A member held: what of its entries is refused, and until when."""
+
+    #: wall ms before which its entries are refused
+    cutoff: int
+    #: the incarnation it must move past to show it dropped them
+    until: int
+    #: loop time the hold began
+    since: float
+    #: loop time this node first saw it had dropped, ``None`` before
+    dropped_seen: float | None = None
+
+
+@dataclass(slots=True)
 class SeparationWatch:
     """Decides when this node must drop what it held before a long separation.
 
@@ -48,12 +65,14 @@ class SeparationWatch:
     :param margin_ms: how long after the last membership message from the other side data
         from it may still have arrived (answers and batches in flight); what this node holds
         from before the last contact plus this margin is dropped.
+    :param hold_max: seconds a hold lasts at most (by default four windows).
     """
 
     me: str
     threshold: float
     window: float
     margin_ms: int
+    hold_max: float = 0.0
     #: member -> (loop time this node last heard from it, wall milliseconds then)
     _heard: dict[str, tuple[float, int]] = field(default_factory=dict)
     #: members heard again after a silence longer than the threshold -> wall ms of the last
@@ -63,11 +82,8 @@ class SeparationWatch:
     #: members back from a long separation: member -> (loop time back, wall ms of last contact)
     _back: dict[str, tuple[float, int]] = field(default_factory=dict)
     _dropped_at: float = float("-inf")
-    #: members held: member -> (wall ms before which its entries are refused, the
-    #: incarnation it must move past to show it dropped them)
-    _held: dict[str, tuple[int, int]] = field(default_factory=dict)
-    #: this node dropped its entries from before this moment (wall ms)
-    _dropped_before: int = -1
+    #: members held, by member
+    _held: dict[str, _Hold] = field(default_factory=dict)
 
     def heard(self, member: str, now: float, wall_ms: int) -> bool:
         """A message from ``member`` arrived; return whether it ended a long silence."""
@@ -80,7 +96,7 @@ class SeparationWatch:
             return False
         if now - before[0] > self.threshold:
             self._silent[member] = before[1]
-            self._hold(member, before[1], before[1])
+            self._hold(member, before, now)
             return True
         return False
 
@@ -93,32 +109,37 @@ class SeparationWatch:
         message).
 
         :param incarnation: the member's incarnation in this node's view (``None``: not in
-            it); past the one the hold names, the member dropped or restarted.
+            it); past the one the hold names, the member dropped (or restarted).
         """
-        held = self._held.get(member)
-        if held is None:
+        hold = self._held.get(member)
+        if hold is None:
             last = self._heard.get(member)
             if last is None or now - last[0] <= self.threshold:
                 return 0
-            held = self._hold(member, last[1], last[1])
-            if held is None:
+            hold = self._hold(member, last, now)
+            if hold is None:
                 return 0
-        cutoff, until = held
-        if incarnation is not None and incarnation > until:
+        if now - hold.since > (self.hold_max or 4 * self.window):
             del self._held[member]
             return 0
-        return cutoff
+        if incarnation is not None and incarnation > hold.until:
+            if hold.dropped_seen is None:
+                hold.dropped_seen = now
+            elif now - hold.dropped_seen > self.margin_ms / 1000:
+                del self._held[member]
+                return 0
+        return hold.cutoff
 
     def holding(self) -> list[str]:
         """The members this node holds (takes no entry from before their separation)."""
         return sorted(self._held)
 
-    def _hold(self, member: str, since_ms: int, until: int) -> tuple[int, int] | None:
-        cutoff = since_ms + self.margin_ms
-        if cutoff <= self._dropped_before:
-            return None  # this node dropped all it held from then: the member's side keeps
-        held = self._held[member] = (cutoff, until)
-        return held
+    def _hold(self, member: str, last: tuple[float, int], now: float) -> _Hold | None:
+        """Hold ``member``, last heard at ``last`` (loop time, wall ms) before its silence."""
+        if last[0] < self._dropped_at:
+            return None  # this node dropped for this very separation: the member's side keeps
+        hold = self._held[member] = _Hold(last[1] + self.margin_ms, last[1], now)
+        return hold
 
     def decide(self, now: float, live: Mapping[str, int]) -> int | None:
         """Whether this node drops its old entries now.
@@ -140,7 +161,7 @@ class SeparationWatch:
             for member in [m for m in self._first if m in live]:
                 if live[member] <= before:
                     self._back[member] = (now, before)
-                    self._hold(member, before, before)
+                    self._hold(member, (now, before), now)
         self._first.difference_update(live)
         for gone in [m for m, (at, _) in self._back.items() if now - at > self.window]:
             del self._back[gone]
@@ -155,14 +176,13 @@ class SeparationWatch:
         last_contact = max(self._back[m][1] for m in back)
         self._back.clear()
         drop_before = last_contact + self.margin_ms
-        self._dropped_before = max(self._dropped_before, drop_before)
         # What the other side holds from before is what this node keeps from now on; the
         # members of this side that were there before the separation have to drop too.
-        for member in back:
-            self._held.pop(member, None)
-        for member in mine - {self.me}:
-            if live[member] <= last_contact:  # not restarted, nor dropped, since
-                self._held[member] = (drop_before, last_contact)
+        self._held = {
+            member: _Hold(drop_before, last_contact, now)
+            for member in mine - {self.me}
+            if live[member] <= last_contact  # not restarted, nor dropped, since
+        }
         return drop_before
 
     def prune(self, now: float, keep: Iterable[str], horizon: float) -> None:

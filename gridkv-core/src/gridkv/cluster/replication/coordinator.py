@@ -52,6 +52,7 @@ from gridkv.wire.messages import (
     NOT_REPLICA,
     STATUS_NAMES,
     STORED,
+    WITHHELD,
     WRONG_PARTITION,
     BatchAck,
     GetReply,
@@ -128,9 +129,10 @@ class Coordinator:
         have room. Then last-writer-wins decides: :data:`STORED` or :data:`HELD`.
 
         An entry older than ``oldest`` (what ``membership.oldest_taken`` says of its
-        sender) is answered :data:`HELD` and not stored: the sender is back from a
-        separation longer than ``dead_retention`` and has yet to drop it, and this side
-        knows better (it may have deleted the key and collected the tombstone since).
+        sender) is refused with :data:`WITHHELD`: the sender is back from a separation
+        longer than ``dead_retention`` and has yet to drop it, and this side knows better
+        (it may have deleted the key and collected the tombstone since). Not "held": a
+        handoff giver must not count it as given and drop its copy.
         """
         ctx = self.ctx
         hash_ = key_hash(entry.key)
@@ -140,7 +142,7 @@ class Coordinator:
             return NOT_REPLICA
         if entry.version < oldest:
             self.entries_withheld += 1
-            return HELD
+            return WITHHELD
         try:
             ctx.hlc.update(entry.version)
         except ClockDriftExceeded:

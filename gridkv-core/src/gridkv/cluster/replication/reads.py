@@ -181,8 +181,12 @@ class Reader:
             raise ProtocolError(f"{replica!r} answered a read of {key!r:.60} with another key")
         if entry.version < self.ctx.membership.oldest_taken(replica):
             # Held from before a separation the replica has yet to drop: this side may have
-            # deleted the key since (and collected the tombstone). Counts as not held.
-            return None
+            # deleted the key since (and collected the tombstone). Not an answer: another
+            # replica is asked (it is not "no entry" either, which would hide a live value).
+            raise PeerUnavailable(
+                f"replica {replica!r} answered with an entry from before a long separation "
+                "it has not dropped yet"
+            )
         self.ctx.hlc.update(entry.version)
         return entry
 
