@@ -47,6 +47,7 @@ BENCHMARKS = [
     "cluster_tcp",
     "attack_tcp",
     "hardening",
+    "auth",
 ]
 # The fault tests of real processes at length (the default run makes two fault cycles).
 FAULT_TESTS = ["tests/test_process_faults.py"]

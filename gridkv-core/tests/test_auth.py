@@ -119,6 +119,8 @@ async def test_members_with_the_secret_form_a_cluster_and_replicate() -> None:
             assert isinstance(auth, Ed25519Authenticator)
             assert auth.rejections() == {}
             assert kv.node.router.refused_frames == 0
+            stats = kv.stats().cluster
+            assert (stats.pubkeys_ready, stats.pubkey_count, stats.auth_rejections) == (True, 2, {})
 
 
 async def test_an_outsider_without_an_identity_reads_writes_and_joins_nothing() -> None:
@@ -136,7 +138,7 @@ async def test_an_outsider_without_an_identity_reads_writes_and_joins_nothing() 
             answer = await attacker.request(address_of(victim), junk)
             assert answer[0] == REFUSED
         assert victim.node.router.refused_frames == len(sent) + 2
-        assert victim.node.authenticator.rejections() == {
+        assert victim.stats().cluster.auth_rejections == {
             "unauthenticated frame": len(sent),
             "unknown session": 1,
             "malformed": 1,

@@ -82,7 +82,9 @@ class MessagingPort:
         """
         payload = self.encode(message)
         for attempt in (1, 2):
-            channel = await self._channel(address, timeout)
+            channel = self.authenticator.channel_ready(address) or await self._channel(
+                address, timeout
+            )
             answer = await self.transport.request(address, channel.seal(payload), timeout)
             if answer[:1] == _REFUSED:
                 reason = answer[1:].decode("utf-8", "replace")
@@ -104,5 +106,5 @@ class MessagingPort:
         :raises AuthenticationError: no session could be set up with the peer.
         """
         payload = self.encode(message)
-        channel = await self._channel(address, None)
+        channel = self.authenticator.channel_ready(address) or await self._channel(address, None)
         await self.transport.send(address, channel.seal(payload))

@@ -445,5 +445,7 @@ class Node(Serving):
             replica_count=self.options.replica_count,
             node_id=self.node_id,
             health_score=int(getattr(self.membership, "health_score", lambda: 0)()),
+            peer_keys=self.authenticator.peer_keys(),
+            auth_rejections=self.authenticator.rejections(),
         )
         return Stats(cluster, self.transport.stats(), self.storage.stats(), version())

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from gridkv.cluster.context import MemberInfo
@@ -25,8 +26,9 @@ class ClusterStats:
     :ivar healthy_nodes: members alive in the view.
     :ivar replica_factor: the configured ``replica_count``.
     :ivar local_node_id: this node's id.
-    :ivar pubkeys_ready: whether the public keys of all peers in the view are known.
-    :ivar pubkey_count: public keys known.
+    :ivar pubkeys_ready: whether the public key of every live peer in the view is known
+        (always true without authentication, which uses none).
+    :ivar pubkey_count: live peers whose public key is known (authenticated).
     :ivar peer_count: members other than this node.
     :ivar members: every member in the view.
     :ivar health_score: this node's own health score (Lifeguard; 0 is healthy): each point
@@ -44,6 +46,8 @@ class ClusterStats:
     peer_count: int
     members: tuple[MemberInfo, ...] = ()
     health_score: int = 0
+    #: Frames from peers the authenticator refused, by reason.
+    auth_rejections: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -54,20 +58,28 @@ class ClusterStats:
         replica_count: int,
         node_id: str,
         health_score: int,
+        peer_keys: Mapping[str, bytes] | None = None,
+        auth_rejections: Mapping[str, int] | None = None,
     ) -> ClusterStats:
-        """The figures of a view of ``members`` (this node among them)."""
+        """The figures of a view of ``members`` (this node among them).
+
+        :param peer_keys: the keys the authenticator knows (``None``: it uses none).
+        """
         live = [m for m in members if m.state in ("alive", "suspect")]
+        peers = {m.node_id for m in live} - {node_id}
+        known = len(peers & set(peer_keys)) if peer_keys is not None else 0
         return cls(
             ready=ready,
             cluster_size=len(live),
             healthy_nodes=sum(1 for m in live if m.state == "alive"),
             replica_factor=replica_count,
             local_node_id=node_id,
-            pubkeys_ready=True,
-            pubkey_count=0,
+            pubkeys_ready=peer_keys is None or known == len(peers),
+            pubkey_count=known,
             peer_count=len(live) - 1,
             members=members,
             health_score=health_score,
+            auth_rejections=dict(auth_rejections or {}),
         )
 
 

@@ -66,6 +66,9 @@ class Authenticator(Protocol):
     def handshake(self) -> Handshake | None:
         """What a transport with connections runs first on each one, or ``None``."""
 
+    def channel_ready(self, address: str) -> Channel | None:
+        """The channel to ``address`` if it is set up (no waiting), else ``None``."""
+
     async def channel_to(self, address: str, exchange: Exchange) -> Channel:
         """The channel to the node at ``address``, set up first when there is none.
 
@@ -87,6 +90,9 @@ class Authenticator(Protocol):
 
     def rejections(self) -> Mapping[str, int]:
         """Frames refused so far, by reason."""
+
+    def peer_keys(self) -> Mapping[str, bytes] | None:
+        """The public key of each peer authenticated so far; ``None`` when keys are not used."""
 
 
 class AuthenticatorFactory(Protocol):

@@ -92,13 +92,17 @@ class Ed25519Authenticator:
         """Frames refused so far, by reason."""
         return dict(self._rejections)
 
-    def peers(self) -> dict[str, bytes]:
+    def peer_keys(self) -> dict[str, bytes]:
         """The public key of each node a session is open with (started or answered)."""
         keys = {s.peer_id: s.peer_key for s in self._in.values()}
         keys.update((s.peer_id, s.peer_key) for s in self._out.values())
         return keys
 
     # -- outbound ----------------------------------------------------------------------------
+
+    def channel_ready(self, address: str) -> Session | None:
+        """The session to ``address`` if one is set up."""
+        return self._out.get(address)
 
     async def channel_to(self, address: str, exchange: Exchange) -> Session:
         """The session to ``address``; a handshake through ``exchange`` first if none."""

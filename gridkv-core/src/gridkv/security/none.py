@@ -41,6 +41,10 @@ class NoAuthentication:
         """No handshake: connections carry frames at once."""
         return None
 
+    def channel_ready(self, address: str) -> PlainChannel:
+        """The plain channel."""
+        return PLAIN
+
     async def channel_to(self, address: str, exchange: Exchange) -> PlainChannel:
         """The plain channel."""
         return PLAIN
@@ -55,6 +59,10 @@ class NoAuthentication:
     def rejections(self) -> Mapping[str, int]:
         """None: nothing is refused."""
         return {}
+
+    def peer_keys(self) -> None:
+        """``None``: no keys are used."""
+        return None
 
     @classmethod
     def from_options(cls, options: Options, *, clock: Callable[[], float]) -> NoAuthentication:

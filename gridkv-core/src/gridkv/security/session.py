@@ -66,6 +66,8 @@ MAX_REMEMBERED_HELLOS = 65_536
 MAX_HANDSHAKE_BYTES = 16_384
 
 _HEADER = struct.Struct(">BQQ")  # kind, receiver's index, counter
+_HEAD = _HEADER.size
+_MASK = (1 << WINDOW) - 1
 _TAG = 16
 _LABEL_HELLO = b"gridkv hello v1\x00"
 _LABEL_REPLY = b"gridkv reply v1\x00"
@@ -98,7 +100,7 @@ class ReplayWindow:
         newest = self._newest
         if counter > newest:
             shift = counter - newest
-            self._seen = ((self._seen << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
+            self._seen = ((self._seen << shift) | 1) & _MASK if shift < WINDOW else 1
             self._newest = counter
             return True
         age = newest - counter
@@ -143,19 +145,19 @@ class Session:
 
         :raises AuthenticationError: altered, replayed, too old, or not for this session.
         """
-        if len(frame) < _HEADER.size + _TAG:
+        if len(frame) < _HEAD + _TAG:
             raise AuthenticationError("sealed frame too short")
         kind, index, counter = _HEADER.unpack_from(frame)
         if kind != SEALED or index != self.local_index:
             raise AuthenticationError("frame not sealed for this session")
-        header = frame[: _HEADER.size]
         nonce = counter.to_bytes(12, "big")
+        view = memoryview(frame)
         try:
             if self.encrypt:
-                payload = self._receive.decrypt(nonce, frame[_HEADER.size :], header)
+                payload = self._receive.decrypt(nonce, view[_HEAD:], view[:_HEAD])
             else:
-                payload = frame[_HEADER.size : -_TAG]
-                self._receive.decrypt(nonce, frame[-_TAG:], frame[:-_TAG])
+                self._receive.decrypt(nonce, view[-_TAG:], view[:-_TAG])
+                payload = frame[_HEAD:-_TAG]
         except InvalidTag:
             raise AuthenticationError(
                 f"frame from {self.peer_id!r} failed its authentication tag (altered or forged)"
