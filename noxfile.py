@@ -32,7 +32,8 @@ TRANSPORTS: dict[str, dict[str, list[str]]] = {
 # Plugin distributions that hold only their packaging so far; their entry-point tests run in
 # the "plugins" session.
 PACKAGING_ONLY = ["./gridkv-transport-quic", "./gridkv-metrics"]
-# The fuzz tests (marked "fuzz") of the wire codec, the config loader and the stream frame reader,
+# The fuzz tests (marked "fuzz") of the wire codec, the config loader, the stream frame reader and
+# the authenticator's decoders,
 # and the inputs each tries in the "fuzz" session (the default run tries a few hundred).
 FUZZ_PATHS = ["gridkv-core/tests"]
 FUZZ_ENV = "GRIDKV_FUZZ_EXAMPLES"
