@@ -18,7 +18,7 @@ from gridkv import AsyncGridKV, ConfigError, NotReady, Options, PeerUnavailable
 from gridkv.plugins import get_plugins
 from gridkv.security.base import REFUSED
 from gridkv.security.ed25519 import Ed25519Authenticator
-from gridkv.security.identity import new_secret
+from gridkv.security.identity import Identity, new_secret
 from gridkv.storage.base import Entry
 from gridkv.testing.transports import node_options, transport_under_test
 from gridkv.transport.base import Transport
@@ -199,3 +199,47 @@ async def test_a_node_with_seeds_and_no_trust_root_is_told_how_to_make_one() -> 
     opts["seed_addrs"] = ["127.0.0.1:9"]
     with pytest.raises(ConfigError, match="gridkv keys new"):
         AsyncGridKV(**opts)
+
+
+async def test_a_key_rotates_while_writes_go_on() -> None:
+    async with cluster(3) as nodes:
+        rotating = nodes[1]
+        auth = rotating.node.authenticator
+        assert isinstance(auth, Ed25519Authenticator)
+        old_key = auth.identity.public_key
+        failures: list[BaseException] = []
+        written = 0
+        stop = asyncio.Event()
+
+        async def write() -> None:
+            nonlocal written
+            while not stop.is_set():
+                try:
+                    await nodes[written % 3].set(f"w{written}", b"v", consistency="quorum")
+                    written += 1
+                except Exception as exc:  # counted: none is expected
+                    failures.append(exc)
+                await asyncio.sleep(0)
+
+        writer = asyncio.create_task(write())
+        await until(lambda: written >= 50)
+        auth.rotate(key=Identity.load("x").private_key_text)
+        new_key = auth.identity.public_key
+        assert new_key != old_key
+        at_rotation = written
+
+        def peers_saw_new_key() -> bool:
+            others = [kv.node.authenticator for kv in nodes if kv is not rotating]
+            return all(
+                any(s.peer_key == new_key for s in other._in.values())  # type: ignore[attr-defined]
+                for other in others
+            )
+
+        await until(peers_saw_new_key)
+        await until(lambda: written >= at_rotation + 200)
+        stop.set()
+        await writer
+        assert failures == []
+        for kv in nodes:
+            assert kv.stats().cluster.auth_rejections == {}
+        assert await nodes[0].get(f"w{written - 1}", consistency="quorum") == b"v"

@@ -115,7 +115,7 @@ def test_the_trusted_keys_bind_each_id_to_one_key(tmp_path: Path) -> None:
     assert isinstance(trust, KeyListTrust)
     trust.check("n1", n1.public_key, trust.credential(n1))
     trust.check("n2", n2.public_key, b"")
-    with pytest.raises(AuthenticationError, match="other than the one the trusted keys list"):
+    with pytest.raises(AuthenticationError, match="other than the ones the trusted keys list"):
         trust.check("n1", n2.public_key, b"")
     with pytest.raises(AuthenticationError, match="'n3' is not in the trusted keys"):
         trust.check("n3", Identity.load("n3").public_key, b"")
@@ -147,7 +147,7 @@ def test_malformed_trusted_keys_are_refused_naming_the_line() -> None:
     key = Identity.load("n1").public_key_text
     with pytest.raises(ConfigError, match=r"'f', line 2: expected '<node id> <public key>'"):
         parse_key_list(f"n1 {key}\nn2\n", "'f'")
-    with pytest.raises(ConfigError, match=r"line 2: node 'n1' is listed twice"):
+    with pytest.raises(ConfigError, match=r"line 2: node 'n1' has this key already"):
         parse_key_list(f"n1 {key}\nn1 {key}\n", "'f'")
     with pytest.raises(ConfigError, match=r"line 1: not base64"):
         parse_key_list("n1 ???\n", "'f'")

@@ -128,7 +128,7 @@ def test_an_untrusted_key_cannot_speak_for_a_listed_node(tmp_path: Path) -> None
     member = Handshake(n1, trust, clock, SKEW_MS)
     spoof = Handshake(impostor, trust, clock, SKEW_MS)
     _, hello = spoof.initiate()
-    with pytest.raises(AuthenticationError, match="key other than the one"):
+    with pytest.raises(AuthenticationError, match="key other than the ones"):
         member.respond(hello)
 
 

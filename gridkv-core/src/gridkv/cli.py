@@ -7,15 +7,13 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cryptography.hazmat.primitives import serialization
-
 from gridkv.api.blocking import GridKV
 from gridkv.base.config import load_config
 from gridkv.base.errors import GridKVError
 from gridkv.base.options import Options
 from gridkv.node import version
 from gridkv.security.certs import create_cluster_certs
-from gridkv.security.identity import Identity, encode_key, new_secret
+from gridkv.security.identity import Identity, new_secret
 
 __all__ = ["main"]
 
@@ -128,10 +126,7 @@ def _keys_new(pair: bool) -> int:
         print(new_secret())
         return 0
     identity = Identity.load("")
-    seed = identity.private_key.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-    )
-    print(f"private: {encode_key(seed)}")
+    print(f"private: {identity.private_key_text}")
     print(f"public:  {identity.public_key_text}")
     return 0
 

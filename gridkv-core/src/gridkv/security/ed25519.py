@@ -20,6 +20,7 @@ Every refusal is counted by reason (:meth:`Ed25519Authenticator.rejections`).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -36,17 +37,20 @@ from gridkv.security.session import (
     frame_kind,
     index_of,
 )
-from gridkv.security.trust import trust_root
+from gridkv.security.trust import CATrust, read_file, trust_root
 
 if TYPE_CHECKING:
     from gridkv.base.options import Options
     from gridkv.security.base import Exchange
     from gridkv.transport.base import Handshake as TransportHandshake
 
-__all__ = ["Ed25519Authenticator", "MAX_SESSIONS"]
+__all__ = ["Ed25519Authenticator", "MAX_SESSIONS", "SESSION_LIFETIME"]
 
 #: Sessions answered that a node keeps at most.
 MAX_SESSIONS = 16_384
+#: Seconds a node uses a session it set up before it sets up a new one (so a key removed
+#: from the trust root stops being used within this time, plus as much again at the peer).
+SESSION_LIFETIME = 600.0
 
 
 class Ed25519Authenticator:
@@ -101,8 +105,33 @@ class Ed25519Authenticator:
     # -- outbound ----------------------------------------------------------------------------
 
     def channel_ready(self, address: str) -> Session | None:
-        """The session to ``address`` if one is set up."""
-        return self._out.get(address)
+        """The session to ``address`` if one is set up (and not older than its lifetime)."""
+        session = self._out.get(address)
+        if session is not None and time.monotonic() - session.created > SESSION_LIFETIME:
+            del self._out[address]  # a new handshake checks the peer's key again
+            return None
+        return session
+
+    def rotate(self, key: str = "", key_file: str = "", cert_file: str = "") -> None:
+        """Take a new key pair: inline (``key``) or from ``key_file`` (made when missing).
+
+        New sessions are set up with it at once (this node's own are dropped, and set up
+        again at their next message); those peers set up with this node drain as they renew.
+        Under a CA trust root, ``cert_file`` is the certificate for the new key.
+
+        :raises ConfigError: the key cannot be loaded, or the trust root does not vouch for it.
+        """
+        sessions = self.sessions
+        identity = Identity.load(self.identity.node_id, key, key_file)
+        if sessions is not None:
+            trust = None
+            if cert_file:
+                if not isinstance(sessions.trust, CATrust):
+                    raise ConfigError("a certificate is for a CA trust root (auth.ca_file)")
+                trust = CATrust(sessions.trust.ca_pem, read_file(cert_file, "cert_file"))
+            sessions.rotate(identity, trust)
+        self.identity = identity
+        self._out.clear()
 
     async def channel_to(self, address: str, exchange: Exchange) -> Session:
         """The session to ``address``; a handshake through ``exchange`` first if none."""
@@ -155,6 +184,9 @@ class Ed25519Authenticator:
         if kind == SEALED:
             index = index_of(frame)
             session = self._in.get(index)
+            if session is not None and time.monotonic() - session.created > 2 * SESSION_LIFETIME:
+                del self._in[index]  # its initiator renews at the lifetime
+                session = None
             if session is None:
                 self._rejections[UNKNOWN_SESSION] += 1
                 raise AuthenticationError(UNKNOWN_SESSION)

@@ -183,3 +183,13 @@ class Identity:
     def public_key_text(self) -> str:
         """The public key as written in a trusted-keys file."""
         return encode_key(self.public_key)
+
+    @property
+    def private_key_text(self) -> str:
+        """The private key as ``auth.key`` takes it (keep it secret)."""
+        seed = self.private_key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        return encode_key(seed)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,6 +130,8 @@ class Session:
     encrypt: bool
     _counter: int = 0
     _window: ReplayWindow = field(default_factory=ReplayWindow)
+    #: monotonic seconds when the session was set up
+    created: float = field(default_factory=time.monotonic)
 
     def seal(self, payload: bytes) -> bytes:
         """The frame that carries ``payload`` to the peer."""
@@ -210,6 +213,18 @@ class Handshake:
         self._credential = trust.credential(identity)
         #: ephemeral key of each hello taken -> its time (refuses replays within the skew)
         self._seen: OrderedDict[bytes, int] = OrderedDict()
+
+    def rotate(self, identity: Identity, trust: TrustRoot | None = None) -> None:
+        """Sign new handshakes with ``identity`` (and ``trust``'s credential for it).
+
+        Sessions already set up are not touched: they drain as they are replaced.
+
+        :raises ConfigError: the trust root cannot vouch for the new key (a CA certificate
+            for another key).
+        """
+        trust = trust or self.trust
+        credential = trust.credential(identity)
+        self.identity, self.trust, self._credential = identity, trust, credential
 
     def _fields(self, ephemeral: bytes, index: int) -> list[object]:
         me = self.identity

@@ -8,7 +8,7 @@ key, and its peers :meth:`~TrustRoot.check` the three against their trust root:
   and key under the cluster secret, so holders of the secret may join, each with a key of its
   own (memberlist's keyring, with per-node keys under it).
 * :class:`KeyListTrust` (``auth.trusted_keys``): no credential; the file binds each node id
-  to its public key, and is read again when it changes (checked at most once a second).
+  to its public keys, and is read again when it changes (checked at most once a second).
 * :class:`CATrust` (``auth.ca_file``): the credential is the node's certificate (DER),
   issued by the cluster CA, valid now, whose subject common name is the node id and whose
   key is the node's key (``gridkv certs create`` makes them).
@@ -41,7 +41,15 @@ from gridkv.security.identity import (
     read_private_file,
 )
 
-__all__ = ["TrustRoot", "SecretTrust", "KeyListTrust", "CATrust", "trust_root", "parse_key_list"]
+__all__ = [
+    "TrustRoot",
+    "SecretTrust",
+    "KeyListTrust",
+    "CATrust",
+    "trust_root",
+    "parse_key_list",
+    "read_file",
+]
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -93,15 +101,16 @@ class SecretTrust:
             )
 
 
-def parse_key_list(text: str, where: str) -> dict[str, bytes]:
-    """The node id → public key bindings of a trusted-keys file's text.
+def parse_key_list(text: str, where: str) -> dict[str, tuple[bytes, ...]]:
+    """The node id → public keys bindings of a trusted-keys file's text.
 
     One ``<node id> <public key>`` per line (the key in base64); blank lines and ``#``
-    comments are skipped.
+    comments are skipped. A node may be listed with several keys (while it rotates its key:
+    list the new one, rotate, then remove the old one).
 
-    :raises ConfigError: a malformed line, a bad key, or a node id bound twice.
+    :raises ConfigError: a malformed line, a bad key, or the same key listed twice.
     """
-    keys: dict[str, bytes] = {}
+    keys: dict[str, tuple[bytes, ...]] = {}
     for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
@@ -111,10 +120,11 @@ def parse_key_list(text: str, where: str) -> dict[str, bytes]:
             raise ConfigError(
                 f"{where}, line {number}: expected '<node id> <public key>', got {line!r:.80}"
             )
-        node_id, key = parts
-        if node_id in keys:
-            raise ConfigError(f"{where}, line {number}: node {node_id!r} is listed twice")
-        keys[node_id] = decode_key(key, f"{where}, line {number}")
+        node_id, text_key = parts
+        key = decode_key(text_key, f"{where}, line {number}")
+        if key in keys.get(node_id, ()):
+            raise ConfigError(f"{where}, line {number}: node {node_id!r} has this key already")
+        keys[node_id] = (*keys.get(node_id, ()), key)
     return keys
 
 
@@ -132,7 +142,7 @@ class KeyListTrust:
         self._clock = clock
         self._stamp: tuple[int, int, int] | None = None
         self._looked = float("-inf")
-        self.keys: dict[str, bytes] = {}
+        self.keys: dict[str, tuple[bytes, ...]] = {}
         #: How many times the file was read (the first time included).
         self.loads = 0
         self._load()
@@ -179,14 +189,14 @@ class KeyListTrust:
         return b""
 
     def check(self, node_id: str, public_key: bytes, credential: bytes) -> None:
-        """Accept when the list binds ``node_id`` to ``public_key``."""
+        """Accept when the list binds ``node_id`` to ``public_key`` (among its keys)."""
         self.refresh()
         listed = self.keys.get(node_id)
         if listed is None:
             raise AuthenticationError(f"node {node_id!r} is not in the trusted keys")
-        if not hmac.compare_digest(listed, public_key):
+        if not any(hmac.compare_digest(key, public_key) for key in listed):
             raise AuthenticationError(
-                f"node {node_id!r} presented a key other than the one the trusted keys list"
+                f"node {node_id!r} presented a key other than the ones the trusted keys list"
             )
 
 
@@ -200,6 +210,7 @@ class CATrust:
     name = "ca"
 
     def __init__(self, ca_pem: bytes, cert_pem: bytes) -> None:
+        self.ca_pem = ca_pem
         try:
             self.ca = x509.load_pem_x509_certificate(ca_pem)
         except ValueError as exc:
@@ -267,11 +278,17 @@ def trust_root(auth: AuthOptions) -> TrustRoot | None:
     if auth.trusted_keys:
         return KeyListTrust(auth.trusted_keys)
     if auth.ca_file:
-        return CATrust(_read(auth.ca_file, "auth.ca_file"), _read(auth.cert_file, "auth.cert_file"))
+        return CATrust(
+            read_file(auth.ca_file, "auth.ca_file"), read_file(auth.cert_file, "auth.cert_file")
+        )
     return None
 
 
-def _read(path: str, key: str) -> bytes:
+def read_file(path: str, key: str) -> bytes:
+    """The bytes of a configured file (at most 1 MiB).
+
+    :raises ConfigError: it cannot be read; the message names ``key``.
+    """
     try:
         with open(path, "rb") as file:
             return file.read(1 << 20)
