@@ -121,6 +121,24 @@ async def test_members_with_the_secret_form_a_cluster_and_replicate() -> None:
             assert kv.node.router.refused_frames == 0
             stats = kv.stats().cluster
             assert (stats.pubkeys_ready, stats.pubkey_count, stats.auth_rejections) == (True, 2, {})
+        # Sessions stand while membership traffic flows both ways: a peer's hello once ended
+        # the other's sessions, whose renewal ended the first's... (73 handshakes in 3 s
+        # among three idle nodes).
+        started = [auth_of(kv).handshakes_started for kv in nodes]
+        sent = [kv.stats().network.messages_sent for kv in nodes]
+        await until(
+            lambda: all(
+                kv.stats().network.messages_sent > n + 100
+                for kv, n in zip(nodes, sent, strict=True)
+            )
+        )
+        assert [auth_of(kv).handshakes_started for kv in nodes] == started
+
+
+def auth_of(kv: AsyncGridKV) -> Ed25519Authenticator:
+    auth = kv.node.authenticator
+    assert isinstance(auth, Ed25519Authenticator)
+    return auth
 
 
 async def test_an_outsider_without_an_identity_reads_writes_and_joins_nothing() -> None:
@@ -243,3 +261,30 @@ async def test_a_key_rotates_while_writes_go_on() -> None:
         for kv in nodes:
             assert kv.stats().cluster.auth_rejections == {}
         assert await nodes[0].get(f"w{written - 1}", consistency="quorum") == b"v"
+
+
+async def test_a_restarted_member_gets_new_sessions_from_its_peers() -> None:
+    async with cluster(3) as nodes:
+        gone = nodes[2]
+        node_id, address = gone.node_id, address_of(gone)
+        await gone.close()
+        kind = transport_under_test()
+        again = AsyncGridKV(
+            **options(
+                node_id,
+                seed_addrs=[address_of(nodes[0])],
+                **({"local_address": address} if kind == "memory" else {}),
+            )
+        )
+        async with again:
+            await again.wait_ready(timeout=10)
+            everyone = sorted([nodes[0].node_id, nodes[1].node_id, node_id])
+            views = [nodes[0], nodes[1], again]
+            await until(
+                lambda: all(sorted(kv.node.membership.live_ids()) == everyone for kv in views)
+            )
+            await again.set("after", b"restart", consistency="all")
+            for kv in (nodes[0], nodes[1]):
+                assert await kv.get("after", consistency="one") == b"restart"
+                assert kv.stats().cluster.pubkeys_ready
+            nodes[2] = again  # closed by the cluster's exit (a second close is a no-op)

@@ -10,9 +10,10 @@ names, and its ``peer_id`` is the sender every message in it must claim to be.
 
 Sessions a node started are kept per address; a peer that lost its end (a restart) refuses
 the next request as an unknown session, and the node sets a new one up and sends again. A
-hello from a node ends this node's own sessions to that node, so one-way sends (which get no
-refusal) do not go on into a session the peer no longer has. Sessions a node answered are kept
-under their index, the least recently used dropped first past ``MAX_SESSIONS``.
+hello carrying another boot id than the one this node's session knows means the peer
+restarted: it ends this node's own sessions to that node, so one-way sends (which get no
+refusal) do not go on into a session the peer no longer has. Sessions a node answered are
+kept under their index, the least recently used dropped first past ``MAX_SESSIONS``.
 
 Every refusal is counted by reason (:meth:`Ed25519Authenticator.rejections`).
 """
@@ -81,6 +82,8 @@ class Ed25519Authenticator:
         self._starting: dict[str, asyncio.Future[Session]] = {}
         self._in: OrderedDict[int, Session] = OrderedDict()
         self._rejections: Counter[str] = Counter()
+        #: Handshakes this node started (each costs two signatures and two checks).
+        self.handshakes_started = 0
 
     @property
     def handshake(self) -> TransportHandshake | None:
@@ -166,6 +169,7 @@ class Ed25519Authenticator:
                 "(auth.cluster_secret, auth.trusted_keys or auth.ca_file)"
             )
         pending, hello = sessions.initiate()
+        self.handshakes_started += 1
         reply = await exchange(hello)
         if frame_kind(reply) == REFUSED:
             reason = reply[1:].decode("utf-8", "replace")
@@ -217,8 +221,14 @@ class Ed25519Authenticator:
         except ConfigError as exc:  # pragma: no cover - a trust root that cannot load
             self._rejections["trust root unavailable"] += 1
             raise AuthenticationError(str(exc)) from None
-        # The peer may have restarted and lost the sessions this node set up with it.
-        for address in [a for a, s in self._out.items() if s.peer_id == session.peer_id]:
+        # A peer that restarted lost the sessions this node had set up with it (one-way sends
+        # into them would vanish): set them up again. A peer that merely renews keeps its boot
+        # id, and this node's sessions stand (else each renewal would set off the other's).
+        for address in [
+            a
+            for a, s in self._out.items()
+            if s.peer_id == session.peer_id and s.peer_boot != session.peer_boot
+        ]:
             del self._out[address]
         self._in[session.local_index] = session
         while len(self._in) > MAX_SESSIONS:

@@ -5,7 +5,8 @@ A session is set up by two messages, each signed with the sender's identity key
 (:mod:`gridkv.security.trust`):
 
 1. the initiator's *hello*: its node id, public key, credential, a fresh X25519 key, the index
-   it will receive frames under, the time, and its signature over all of it;
+   it will receive frames under, the time, its boot id (new at each process start), and its
+   signature over all of it;
 2. the responder's *reply*: the same of its own, and its signature over them and a hash of
    the hello it answers (so a reply answers exactly one hello).
 
@@ -119,12 +120,14 @@ class Session:
     :ivar peer_key: the peer's public key.
     :ivar local_index: the index frames to this node name.
     :ivar peer_index: the index frames to the peer name.
+    :ivar peer_boot: the peer's boot id (new at each start of its process).
     """
 
     peer_id: str
     peer_key: bytes
     local_index: int
     peer_index: int
+    peer_boot: bytes
     _send: AESGCM
     _receive: AESGCM
     encrypt: bool
@@ -211,6 +214,9 @@ class Handshake:
         self._skew = max_skew_ms
         self.encrypt = encrypt
         self._credential = trust.credential(identity)
+        #: This process's boot id, in every hello and reply: a peer that sees another one
+        #: knows this node restarted (and lost the sessions it had set up with it).
+        self.boot = os.urandom(8)
         #: ephemeral key of each hello taken -> its time (refuses replays within the skew)
         self._seen: OrderedDict[bytes, int] = OrderedDict()
 
@@ -228,7 +234,15 @@ class Handshake:
 
     def _fields(self, ephemeral: bytes, index: int) -> list[object]:
         me = self.identity
-        return [me.node_id, me.public_key, self._credential, ephemeral, index, self._clock_ms()]
+        return [
+            me.node_id,
+            me.public_key,
+            self._credential,
+            ephemeral,
+            index,
+            self._clock_ms(),
+            self.boot,
+        ]
 
     def _message(self, kind: int, label: bytes, fields: list[object], extra: bytes) -> bytes:
         body: bytes = msgpack.packb(fields, use_bin_type=True)
@@ -246,7 +260,9 @@ class Handshake:
 
         :raises AuthenticationError: malformed, badly signed, untrusted, stale, or replayed.
         """
-        peer_id, peer_key, peer_eph, peer_index, at = self._check(hello, HELLO, _LABEL_HELLO, b"")
+        peer_id, peer_key, peer_eph, peer_index, at, boot = self._check(
+            hello, HELLO, _LABEL_HELLO, b""
+        )
         now = self._clock_ms()
         if abs(now - at) > self._skew:
             raise AuthenticationError(
@@ -262,7 +278,7 @@ class Handshake:
         digest = hashlib.sha256(hello).digest()
         reply = self._message(REPLY, _LABEL_REPLY, self._fields(_raw(ephemeral), index), digest)
         receive, send = self._keys(ephemeral, peer_eph, hello, reply)
-        session = Session(peer_id, peer_key, index, peer_index, send, receive, self.encrypt)
+        session = Session(peer_id, peer_key, index, peer_index, boot, send, receive, self.encrypt)
         return session, reply
 
     def complete(self, pending: Pending, reply: bytes) -> Session:
@@ -271,21 +287,23 @@ class Handshake:
         :raises AuthenticationError: malformed, badly signed, untrusted, or not for that hello.
         """
         digest = hashlib.sha256(pending.hello).digest()
-        peer_id, peer_key, peer_eph, peer_index, _ = self._check(reply, REPLY, _LABEL_REPLY, digest)
+        peer_id, peer_key, peer_eph, peer_index, _, boot = self._check(
+            reply, REPLY, _LABEL_REPLY, digest
+        )
         send, receive = self._keys(pending.ephemeral, peer_eph, pending.hello, reply)
         return Session(
-            peer_id, peer_key, pending.local_index, peer_index, send, receive, self.encrypt
+            peer_id, peer_key, pending.local_index, peer_index, boot, send, receive, self.encrypt
         )
 
     def _check(
         self, message: bytes, kind: int, label: bytes, extra: bytes
-    ) -> tuple[str, bytes, bytes, int, int]:
+    ) -> tuple[str, bytes, bytes, int, int, bytes]:
         if len(message) > MAX_HANDSHAKE_BYTES or frame_kind(message) != kind:
             raise AuthenticationError("malformed handshake message")
         body, signature = message[1:-64], message[-64:]
         try:
             fields = msgpack.unpackb(body, raw=False, max_bin_len=MAX_HANDSHAKE_BYTES)
-            node_id, key, credential, eph, index, at = fields
+            node_id, key, credential, eph, index, at, boot = fields
         except (ValueError, TypeError, msgpack.UnpackException):
             raise AuthenticationError("malformed handshake message") from None
         if not (
@@ -297,12 +315,14 @@ class Handshake:
             and isinstance(index, int)
             and 0 < index < 1 << 64
             and isinstance(at, int)
+            and isinstance(boot, bytes)
+            and len(boot) == 8
         ):
             raise AuthenticationError("malformed handshake message")
         if len(key) != 32 or not verify(key, signature, label + body + extra):
             raise AuthenticationError(f"handshake from {node_id!r:.80}: bad signature")
         self.trust.check(node_id, key, credential)
-        return node_id, key, eph, index, at
+        return node_id, key, eph, index, at, boot
 
     def _keys(
         self, mine: X25519PrivateKey, theirs: bytes, hello: bytes, reply: bytes
