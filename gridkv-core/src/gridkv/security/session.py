@@ -69,6 +69,7 @@ MAX_HANDSHAKE_BYTES = 16_384
 
 _HEADER = struct.Struct(">BQQ")  # kind, receiver's index, counter
 _HEAD = _HEADER.size
+_NONCE_PAD = bytes(4)
 _MASK = (1 << WINDOW) - 1
 _TAG = 16
 _LABEL_HELLO = b"gridkv hello v1\x00"
@@ -135,16 +136,21 @@ class Session:
     _window: ReplayWindow = field(default_factory=ReplayWindow)
     #: monotonic seconds when the session was set up
     created: float = field(default_factory=time.monotonic)
+    _index_bytes: bytes = b""
+
+    def __post_init__(self) -> None:
+        self._index_bytes = self.local_index.to_bytes(8, "big")
 
     def seal(self, payload: bytes) -> bytes:
         """The frame that carries ``payload`` to the peer."""
         counter = self._counter
         self._counter = counter + 1
         header = _HEADER.pack(SEALED, self.peer_index, counter)
-        nonce = counter.to_bytes(12, "big")
+        nonce = _NONCE_PAD + header[9:]  # the counter, big-endian, in 12 bytes
         if self.encrypt:
             return header + self._send.encrypt(nonce, payload, header)
-        return header + payload + self._send.encrypt(nonce, b"", header + payload)
+        covered = header + payload
+        return covered + self._send.encrypt(nonce, b"", covered)
 
     def open(self, frame: bytes) -> bytes:
         """The payload of a sealed frame from the peer.
@@ -153,22 +159,21 @@ class Session:
         """
         if len(frame) < _HEAD + _TAG:
             raise AuthenticationError("sealed frame too short")
-        kind, index, counter = _HEADER.unpack_from(frame)
-        if kind != SEALED or index != self.local_index:
+        if frame[0] != SEALED or frame[1:9] != self._index_bytes:
             raise AuthenticationError("frame not sealed for this session")
-        nonce = counter.to_bytes(12, "big")
-        view = memoryview(frame)
+        counter = frame[9:_HEAD]
+        nonce = _NONCE_PAD + counter
         try:
             if self.encrypt:
-                payload = self._receive.decrypt(nonce, view[_HEAD:], view[:_HEAD])
+                payload = self._receive.decrypt(nonce, frame[_HEAD:], frame[:_HEAD])
             else:
-                self._receive.decrypt(nonce, view[-_TAG:], view[:-_TAG])
+                self._receive.decrypt(nonce, frame[-_TAG:], frame[:-_TAG])
                 payload = frame[_HEAD:-_TAG]
         except InvalidTag:
             raise AuthenticationError(
                 f"frame from {self.peer_id!r} failed its authentication tag (altered or forged)"
             ) from None
-        if not self._window.take(counter):
+        if not self._window.take(int.from_bytes(counter, "big")):
             raise AuthenticationError(f"frame from {self.peer_id!r} replayed or too old")
         return payload
 
