@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from itertools import count
 from typing import Any
@@ -288,3 +289,26 @@ async def test_a_restarted_member_gets_new_sessions_from_its_peers() -> None:
                 assert await kv.get("after", consistency="one") == b"restart"
                 assert kv.stats().cluster.pubkeys_ready
             nodes[2] = again  # closed by the cluster's exit (a second close is a no-op)
+
+
+async def test_a_session_set_up_across_a_rotation_is_not_kept() -> None:
+    def authenticator(node_id: str) -> Ed25519Authenticator:
+        opts = Options.from_mapping({"local_node_id": node_id, "auth": {"cluster_secret": SECRET}})
+        return Ed25519Authenticator(opts, clock=time.time)
+
+    a, b = authenticator("a"), authenticator("b")
+    release = asyncio.Event()
+
+    async def exchange(hello: bytes) -> bytes:
+        await release.wait()
+        channel, reply = b.accept("a:1", hello)
+        assert channel is None
+        return reply
+
+    pending = asyncio.create_task(a.channel_to("b:1", exchange, "b"))
+    await asyncio.sleep(0)  # the hello is out, signed with the old key
+    a.rotate(key=Identity.load("a").private_key_text)
+    release.set()
+    session = await pending
+    assert session.peer_id == "b"  # used for the message that waited on it
+    assert a.channel_ready("b:1") is None  # but not kept: the next one uses the new key

@@ -233,3 +233,24 @@ def test_gridkv_keys_new_prints_a_secret_or_a_key_pair(
     ]
     assert main(["certs", "create", "--out", str(tmp_path), "--nodes", "a"]) == 1
     assert "never overwrites" in capsys.readouterr().err
+
+
+def test_a_trusted_keys_file_others_can_write_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "trusted"
+    path.write_text(f"n1 {Identity.load('n1').public_key_text}\n")
+    path.chmod(0o666)
+    with pytest.raises(ConfigError, match=r"can be written by others \(mode 0666\).*go-w"):
+        KeyListTrust(str(path))
+    path.chmod(0o644)
+    assert KeyListTrust(str(path)).loads == 1
+
+
+def test_a_secret_file_another_user_owns_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    path = tmp_path / "secret"
+    path.write_text(new_secret())
+    path.chmod(0o600)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(ConfigError, match="belongs to user 65534"):
+        trust_root(Options.from_mapping({"auth": {"cluster_secret_file": str(path)}}).auth)

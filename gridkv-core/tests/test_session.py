@@ -160,11 +160,45 @@ def test_a_hello_with_a_changed_field_fails_its_signature() -> None:
     clock = Clock()
     a, b = handshake("n1", clock), handshake("n2", clock)
     _, hello = a.initiate()
-    fields = msgpack.unpackb(hello[1:-64])
-    fields[0] = "n3"  # claim another id with the same key and signature
-    forged = bytes([HELLO]) + msgpack.packb(fields, use_bin_type=True) + hello[-64:]
-    with pytest.raises(AuthenticationError, match="bad signature"):
-        b.respond(forged)
+    for position, value, refusal in (
+        (0, "n3", "not vouched for"),  # another id: the credential is for n1's
+        (5, None, "bad signature"),  # another time, with the same signature
+        (7, "n2", "bad signature"),  # meant for another node
+    ):
+        fields = msgpack.unpackb(hello[1:-64])
+        fields[position] = fields[position] + 1 if value is None else value
+        forged = bytes([HELLO]) + msgpack.packb(fields, use_bin_type=True) + hello[-64:]
+        with pytest.raises(AuthenticationError, match=refusal):
+            b.respond(forged)
     for junk in (b"", bytes([HELLO]), bytes([HELLO]) + b"\x90" + b"s" * 64, b"\xa1" * 20_000):
         with pytest.raises(AuthenticationError, match="malformed"):
             b.respond(junk)
+
+
+def test_a_hello_meant_for_one_node_is_refused_by_another_and_a_reply_from_another_too() -> None:
+    clock = Clock()
+    a, b, c = handshake("n1", clock), handshake("n2", clock), handshake("n3", clock)
+    pending, hello = a.initiate(to="n2")
+    with pytest.raises(AuthenticationError, match="meant for 'n2', not for this node"):
+        c.respond(hello)  # relayed by a man in the middle to another trusted node
+    _, reply = c.respond(a.initiate()[1])  # n3 answers a hello meant for anybody
+    with pytest.raises(AuthenticationError):
+        a.complete(pending, reply)  # bound to another hello
+    pending, hello = a.initiate(to="n2")
+    _, reply = b.respond(hello)
+    assert a.complete(pending, reply).peer_id == "n2"
+    # A reply from another node than the one meant is refused even when it answers this hello.
+    pending, hello = a.initiate(to="n3")
+    relayed = Handshake(c.identity, c.trust, clock, SKEW_MS)  # n3's key, answering n2's way
+    _, reply = relayed.respond(hello)
+    assert a.complete(pending, reply).peer_id == "n3"
+    pending, hello = a.initiate(to="n2")
+    with pytest.raises(AuthenticationError, match="meant for 'n2'"):
+        relayed.respond(hello)
+
+
+def test_nodes_that_disagree_on_encryption_are_told_so() -> None:
+    clock = Clock()
+    a, b = handshake("n1", clock), handshake("n2", clock, encrypt=True)
+    with pytest.raises(AuthenticationError, match="auth.encrypt = false.*the same"):
+        b.respond(a.initiate()[1])

@@ -10,6 +10,7 @@ an answer is opened on the same channel and decoded. Inbound, the router hands e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gridkv.base.errors import AuthenticationError, PeerUnavailable
@@ -45,6 +46,9 @@ class MessagingPort:
         self.transport = transport
         self.authenticator = authenticator
         self._max = max_frame_bytes
+        #: The node id this node's view puts at an address (``None``: unknown); the node
+        #: sets it once its membership exists.
+        self.node_at: Callable[[str], str | None] = lambda address: None
 
     def encode(self, message: Message) -> bytes:
         """``message`` encoded (not yet sealed)."""
@@ -68,7 +72,7 @@ class MessagingPort:
         async def exchange(hello: bytes) -> bytes:
             return await self.transport.request(address, hello, timeout)
 
-        return await self.authenticator.channel_to(address, exchange)
+        return await self.authenticator.channel_to(address, exchange, self.node_at(address))
 
     async def request(
         self, address: str, message: Message, timeout: float | None = None
@@ -97,6 +101,11 @@ class MessagingPort:
         reply = self.decode(channel.open(answer))
         if isinstance(reply, ErrorReply):
             raise PeerUnavailable(f"{address!r} answered {reply.code}: {reply.message}")
+        claimed = getattr(reply, "sender", None)
+        if channel.peer_id is not None and claimed is not None and claimed != channel.peer_id:
+            raise AuthenticationError(
+                f"an answer from {channel.peer_id!r} claims to come from {claimed!r:.80}"
+            )
         return reply
 
     async def send(self, address: str, message: Message) -> None:

@@ -131,6 +131,7 @@ class Node(Serving):
                 on_forgotten=self.on_forgotten,
             )
         )
+        self.messaging.node_at = self._node_at
         #: The partition table of the current view.
         self.partitions = Partitions(
             self.node_id,
@@ -351,6 +352,11 @@ class Node(Serving):
             self.coordinator.hot.clear()
         self.handoff.view_changed()
         self.plugins.member_changed(self, member, old, new)
+
+    def _node_at(self, address: str) -> str | None:
+        """The member this node's view puts at ``address`` (``None``: none, or several)."""
+        found = {m.node_id for m in self.membership.members() if m.address == address}
+        return found.pop() if len(found) == 1 else None
 
     def on_forgotten(self, alone_since_ms: int) -> None:
         """The cluster no longer knows this node: it was cut off longer than dead_retention.

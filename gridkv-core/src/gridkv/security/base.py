@@ -69,10 +69,14 @@ class Authenticator(Protocol):
     def channel_ready(self, address: str) -> Channel | None:
         """The channel to ``address`` if it is set up (no waiting), else ``None``."""
 
-    async def channel_to(self, address: str, exchange: Exchange) -> Channel:
+    async def channel_to(
+        self, address: str, exchange: Exchange, expected: str | None = None
+    ) -> Channel:
         """The channel to the node at ``address``, set up first when there is none.
 
         :param exchange: sends a handshake message to ``address`` and returns the answer.
+        :param expected: the node id this node's view puts at ``address`` (``None`` when it
+            does not know, as for a seed): the handshake fails if another node answers.
         :raises AuthenticationError: the peer is not trusted, or refused this node.
         :raises PeerUnavailable: the handshake could not reach the peer.
         """

@@ -84,6 +84,7 @@ class Ed25519Authenticator:
         self._rejections: Counter[str] = Counter()
         #: Handshakes this node started (each costs two signatures and two checks).
         self.handshakes_started = 0
+        self._epoch = 0
 
     @property
     def handshake(self) -> TransportHandshake | None:
@@ -135,9 +136,16 @@ class Ed25519Authenticator:
             sessions.rotate(identity, trust)
         self.identity = identity
         self._out.clear()
+        self._epoch += 1  # handshakes under way keep their session for one message only
 
-    async def channel_to(self, address: str, exchange: Exchange) -> Session:
-        """The session to ``address``; a handshake through ``exchange`` first if none."""
+    async def channel_to(
+        self, address: str, exchange: Exchange, expected: str | None = None
+    ) -> Session:
+        """The session to ``address``; a handshake through ``exchange`` first if none.
+
+        With ``expected``, the hello is meant for that node only, and a reply from any other
+        is refused.
+        """
         session = self._out.get(address)
         if session is not None:
             return session
@@ -146,8 +154,9 @@ class Ed25519Authenticator:
             return await asyncio.shield(starting)
         future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
         self._starting[address] = future
+        epoch = self._epoch
         try:
-            session = await self._start(address, exchange)
+            session = await self._start(address, exchange, expected or "")
         except BaseException as exc:
             shared = exc
             if isinstance(exc, asyncio.CancelledError):  # the caller's, not the others'
@@ -158,17 +167,18 @@ class Ed25519Authenticator:
         finally:
             self._starting.pop(address, None)
         future.set_result(session)
-        self._out[address] = session
+        if epoch == self._epoch:  # not set up under a key rotated away since
+            self._out[address] = session
         return session
 
-    async def _start(self, address: str, exchange: Exchange) -> Session:
+    async def _start(self, address: str, exchange: Exchange, expected: str) -> Session:
         sessions = self.sessions
         if sessions is None:
             raise AuthenticationError(
                 f"cannot authenticate to {address!r}: no trust root is configured "
                 "(auth.cluster_secret, auth.trusted_keys or auth.ca_file)"
             )
-        pending, hello = sessions.initiate()
+        pending, hello = sessions.initiate(expected)
         self.handshakes_started += 1
         reply = await exchange(hello)
         if frame_kind(reply) == REFUSED:
@@ -179,6 +189,7 @@ class Ed25519Authenticator:
     def forget(self, address: str) -> None:
         """Drop the session to ``address``."""
         self._out.pop(address, None)
+        self._epoch += 1
 
     # -- inbound -----------------------------------------------------------------------------
 

@@ -81,11 +81,17 @@ def read_private_file(path: str, what: str) -> bytes:
     except OSError as exc:
         raise ConfigError(f"{what}: cannot read {path!r}: {exc.strerror}") from None
     try:
-        mode = os.fstat(fd).st_mode
+        st = os.fstat(fd)
+        mode = st.st_mode
         if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise ConfigError(
                 f"{what}: {path!r} can be read or written by others (mode "
                 f"{stat.S_IMODE(mode):04o}); it holds a secret: chmod 600 {path}"
+            )
+        if os.name == "posix" and st.st_uid != os.geteuid():
+            raise ConfigError(
+                f"{what}: {path!r} belongs to user {st.st_uid}, not to the user this node "
+                f"runs as ({os.geteuid()}): whoever owns it may know the secret"
             )
         with os.fdopen(fd, "rb", closefd=False) as file:
             return file.read(1 << 20)

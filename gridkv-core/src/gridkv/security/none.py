@@ -45,7 +45,9 @@ class NoAuthentication:
         """The plain channel."""
         return PLAIN
 
-    async def channel_to(self, address: str, exchange: Exchange) -> PlainChannel:
+    async def channel_to(
+        self, address: str, exchange: Exchange, expected: str | None = None
+    ) -> PlainChannel:
         """The plain channel."""
         return PLAIN
 

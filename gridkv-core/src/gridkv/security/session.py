@@ -5,7 +5,8 @@ A session is set up by two messages, each signed with the sender's identity key
 (:mod:`gridkv.security.trust`):
 
 1. the initiator's *hello*: its node id, public key, credential, a fresh X25519 key, the index
-   it will receive frames under, the time, its boot id (new at each process start), and its
+   it will receive frames under, the time, its boot id (new at each process start), the node
+   id meant to answer (when known: any other node refuses it), whether it encrypts, and its
    signature over all of it;
 2. the responder's *reply*: the same of its own, and its signature over them and a hash of
    the hello it answers (so a reply answers exactly one hello).
@@ -185,6 +186,8 @@ class Pending:
     hello: bytes
     ephemeral: X25519PrivateKey
     local_index: int
+    #: the node id meant to answer ("" when not known)
+    to: str = ""
 
 
 def _raw(key: X25519PrivateKey) -> bytes:
@@ -237,7 +240,7 @@ class Handshake:
         credential = trust.credential(identity)
         self.identity, self.trust, self._credential = identity, trust, credential
 
-    def _fields(self, ephemeral: bytes, index: int) -> list[object]:
+    def _fields(self, ephemeral: bytes, index: int, to: str) -> list[object]:
         me = self.identity
         return [
             me.node_id,
@@ -247,27 +250,37 @@ class Handshake:
             index,
             self._clock_ms(),
             self.boot,
+            to,
+            self.encrypt,
         ]
 
     def _message(self, kind: int, label: bytes, fields: list[object], extra: bytes) -> bytes:
         body: bytes = msgpack.packb(fields, use_bin_type=True)
         return bytes([kind]) + body + self.identity.sign(label + body + extra)
 
-    def initiate(self) -> tuple[Pending, bytes]:
-        """A new hello, and what to keep until its reply."""
+    def initiate(self, to: str = "") -> tuple[Pending, bytes]:
+        """A new hello, and what to keep until its reply.
+
+        :param to: the node id meant to answer it, when known: another node refuses the
+            hello, and :meth:`complete` refuses a reply from another node.
+        """
         ephemeral = X25519PrivateKey.generate()
         index = _new_index()
-        hello = self._message(HELLO, _LABEL_HELLO, self._fields(_raw(ephemeral), index), b"")
-        return Pending(hello, ephemeral, index), hello
+        hello = self._message(HELLO, _LABEL_HELLO, self._fields(_raw(ephemeral), index, to), b"")
+        return Pending(hello, ephemeral, index, to), hello
 
     def respond(self, hello: bytes) -> tuple[Session, bytes]:
         """Check a peer's hello; the session, and the reply to send back.
 
         :raises AuthenticationError: malformed, badly signed, untrusted, stale, or replayed.
         """
-        peer_id, peer_key, peer_eph, peer_index, at, boot = self._check(
+        peer_id, peer_key, peer_eph, peer_index, at, boot, to = self._check(
             hello, HELLO, _LABEL_HELLO, b""
         )
+        if to and to != self.identity.node_id:
+            raise AuthenticationError(
+                f"hello from {peer_id!r} is meant for {to!r:.80}, not for this node"
+            )
         now = self._clock_ms()
         if abs(now - at) > self._skew:
             raise AuthenticationError(
@@ -281,7 +294,9 @@ class Handshake:
         ephemeral = X25519PrivateKey.generate()
         index = _new_index()
         digest = hashlib.sha256(hello).digest()
-        reply = self._message(REPLY, _LABEL_REPLY, self._fields(_raw(ephemeral), index), digest)
+        reply = self._message(
+            REPLY, _LABEL_REPLY, self._fields(_raw(ephemeral), index, peer_id), digest
+        )
         receive, send = self._keys(ephemeral, peer_eph, hello, reply)
         session = Session(peer_id, peer_key, index, peer_index, boot, send, receive, self.encrypt)
         return session, reply
@@ -292,9 +307,13 @@ class Handshake:
         :raises AuthenticationError: malformed, badly signed, untrusted, or not for that hello.
         """
         digest = hashlib.sha256(pending.hello).digest()
-        peer_id, peer_key, peer_eph, peer_index, _, boot = self._check(
+        peer_id, peer_key, peer_eph, peer_index, _, boot, _ = self._check(
             reply, REPLY, _LABEL_REPLY, digest
         )
+        if pending.to and peer_id != pending.to:
+            raise AuthenticationError(
+                f"the reply comes from {peer_id!r}, where {pending.to!r} was meant to answer"
+            )
         send, receive = self._keys(pending.ephemeral, peer_eph, pending.hello, reply)
         return Session(
             peer_id, peer_key, pending.local_index, peer_index, boot, send, receive, self.encrypt
@@ -302,13 +321,13 @@ class Handshake:
 
     def _check(
         self, message: bytes, kind: int, label: bytes, extra: bytes
-    ) -> tuple[str, bytes, bytes, int, int, bytes]:
+    ) -> tuple[str, bytes, bytes, int, int, bytes, str]:
         if len(message) > MAX_HANDSHAKE_BYTES or frame_kind(message) != kind:
             raise AuthenticationError("malformed handshake message")
         body, signature = message[1:-64], message[-64:]
         try:
             fields = msgpack.unpackb(body, raw=False, max_bin_len=MAX_HANDSHAKE_BYTES)
-            node_id, key, credential, eph, index, at, boot = fields
+            node_id, key, credential, eph, index, at, boot, to, encrypt = fields
         except (ValueError, TypeError, msgpack.UnpackException):
             raise AuthenticationError("malformed handshake message") from None
         if not (
@@ -322,12 +341,22 @@ class Handshake:
             and isinstance(at, int)
             and isinstance(boot, bytes)
             and len(boot) == 8
+            and isinstance(to, str)
+            and isinstance(encrypt, bool)
+            and len(key) == 32
         ):
             raise AuthenticationError("malformed handshake message")
-        if len(key) != 32 or not verify(key, signature, label + body + extra):
-            raise AuthenticationError(f"handshake from {node_id!r:.80}: bad signature")
+        # The trust root first: for a secret or a key list it is far cheaper than the
+        # signature, so a stranger's hellos cost little.
         self.trust.check(node_id, key, credential)
-        return node_id, key, eph, index, at, boot
+        if not verify(key, signature, label + body + extra):
+            raise AuthenticationError(f"handshake from {node_id!r:.80}: bad signature")
+        if encrypt != self.encrypt:
+            raise AuthenticationError(
+                f"node {node_id!r} has auth.encrypt = {str(encrypt).lower()}, this node "
+                f"{str(self.encrypt).lower()}: every node of a cluster needs the same"
+            )
+        return node_id, key, eph, index, at, boot, to
 
     def _keys(
         self, mine: X25519PrivateKey, theirs: bytes, hello: bytes, reply: bytes

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -151,6 +152,12 @@ class KeyListTrust:
     def _load(self) -> None:
         try:
             st = os.stat(self.path)
+            if os.name == "posix" and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise ConfigError(
+                    f"config key 'auth.trusted_keys': {self.path!r} can be written by others "
+                    f"(mode {stat.S_IMODE(st.st_mode):04o}), who could add their keys: "
+                    f"chmod go-w {self.path}"
+                )
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
             if stamp == self._stamp:
                 return
