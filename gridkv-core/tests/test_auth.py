@@ -15,7 +15,14 @@ from itertools import count
 from typing import Any
 
 import pytest
-from gridkv import AsyncGridKV, ConfigError, NotReady, Options, PeerUnavailable
+from gridkv import (
+    AsyncGridKV,
+    AuthenticationError,
+    ConfigError,
+    NotReady,
+    Options,
+    PeerUnavailable,
+)
 from gridkv.plugins import get_plugins
 from gridkv.security.base import REFUSED
 from gridkv.security.ed25519 import Ed25519Authenticator
@@ -207,7 +214,11 @@ async def test_a_replayed_frame_is_refused() -> None:
         channel = await port.authenticator.channel_to(address, exchange)
         frame = channel.seal(codec.encode(message))
         first = await port.transport.request(address, frame)
-        assert isinstance(codec.decode(channel.open(first)), GetReply)
+        assert isinstance(codec.decode(channel.open(first, frame)), GetReply)
+        # The answer is bound to its request: taken as the answer to another, it is refused.
+        other = channel.seal(codec.encode(message))
+        with pytest.raises(AuthenticationError, match="answer to another request"):
+            channel.open(first, other)
         again = await port.transport.request(address, frame)
         assert again[0] == REFUSED and b"replayed or too old" in again
         assert b.node.authenticator.rejections() == {"replayed or too old": 1}

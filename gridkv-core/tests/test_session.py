@@ -202,3 +202,20 @@ def test_nodes_that_disagree_on_encryption_are_told_so() -> None:
     a, b = handshake("n1", clock), handshake("n2", clock, encrypt=True)
     with pytest.raises(AuthenticationError, match="auth.encrypt = false.*the same"):
         b.respond(a.initiate()[1])
+
+
+def test_an_answer_is_taken_for_its_own_request_only() -> None:
+    clock = Clock()
+    at_a, at_b = connect(handshake("n1", clock), handshake("n2", clock))
+    first, second = at_a.seal(b"read k"), at_a.seal(b"read k")
+    answer_to_first = at_b.seal(b"v1", answering=at_b_open(at_b, first))
+    at_b.open(second)
+    with pytest.raises(AuthenticationError, match="answer to another request"):
+        at_a.open(answer_to_first, second)
+    assert at_a.open(answer_to_first, first) == b"v1"
+
+
+def at_b_open(session: Session, request: bytes) -> bytes:
+    """Open ``request`` at the answering side; the request frame, to answer it."""
+    session.open(request)
+    return request

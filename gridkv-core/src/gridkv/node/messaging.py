@@ -89,7 +89,8 @@ class MessagingPort:
             channel = self.authenticator.channel_ready(address) or await self._channel(
                 address, timeout
             )
-            answer = await self.transport.request(address, channel.seal(payload), timeout)
+            sent = channel.seal(payload)
+            answer = await self.transport.request(address, sent, timeout)
             if answer[:1] == _REFUSED:
                 reason = answer[1:].decode("utf-8", "replace")
                 if reason == UNKNOWN_SESSION and attempt == 1:
@@ -98,7 +99,7 @@ class MessagingPort:
                     continue
                 raise AuthenticationError(f"{address!r} refused the message: {reason}")
             break
-        reply = self.decode(channel.open(answer))
+        reply = self.decode(channel.open(answer, sent))
         if isinstance(reply, ErrorReply):
             raise PeerUnavailable(f"{address!r} answered {reply.code}: {reply.message}")
         claimed = getattr(reply, "sender", None)

@@ -123,7 +123,7 @@ class Router:
                 error=str(exc),
                 node_id=self.node_id,
             )
-            return channel.seal(messaging.encode(ErrorReply("ProtocolError", str(exc))))
+            return channel.seal(messaging.encode(ErrorReply("ProtocolError", str(exc))), frame)
         answer: Message | None
         try:
             claimed = getattr(message, "sender", None)
@@ -135,22 +135,27 @@ class Router:
             if isinstance(message, GetRequest):
                 got = self._coordinator.on_get(message)
                 if not isinstance(got, Message):
-                    return self._answer_later(peer, channel, message, got)
+                    return self._answer_later(peer, channel, frame, message, got)
                 answer = got
             else:
                 answer = self._dispatch(peer, message)
         except Exception as exc:
             answer = self._error_reply(peer, message, exc)
-        return None if answer is None else channel.seal(messaging.encode(answer))
+        return None if answer is None else channel.seal(messaging.encode(answer), frame)
 
     async def _answer_later(
-        self, peer: str, channel: Channel, message: Message, pending: Awaitable[Message]
+        self,
+        peer: str,
+        channel: Channel,
+        request: bytes,
+        message: Message,
+        pending: Awaitable[Message],
     ) -> bytes | None:
         try:
             answer: Message = await pending
         except Exception as exc:
             answer = self._error_reply(peer, message, exc)
-        return channel.seal(self._messaging.encode(answer))
+        return channel.seal(self._messaging.encode(answer), request)
 
     def _error_reply(self, peer: str, message: Message, exc: Exception) -> ErrorReply:
         if isinstance(exc, GridKVError):

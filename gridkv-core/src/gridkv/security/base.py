@@ -46,11 +46,17 @@ class Channel(Protocol):
     def peer_id(self) -> str | None:
         """The peer's node id as authenticated, ``None`` when nothing is authenticated."""
 
-    def seal(self, payload: bytes) -> bytes:
-        """The frame that carries ``payload`` to the peer."""
+    def seal(self, payload: bytes, answering: bytes = b"") -> bytes:
+        """The frame that carries ``payload`` to the peer.
 
-    def open(self, frame: bytes) -> bytes:
+        :param answering: for an answer, the request frame it answers (an answer is bound
+            to its request).
+        """
+
+    def open(self, frame: bytes, answering: bytes = b"") -> bytes:
         """The payload of a frame from the peer.
+
+        :param answering: for an answer, the request frame this node sent.
 
         :raises AuthenticationError: the frame is not authentic (forged, altered, replayed).
         """

@@ -18,11 +18,11 @@ class PlainChannel:
 
     peer_id: str | None = None
 
-    def seal(self, payload: bytes) -> bytes:
+    def seal(self, payload: bytes, answering: bytes = b"") -> bytes:
         """``payload`` itself."""
         return payload
 
-    def open(self, frame: bytes) -> bytes:
+    def open(self, frame: bytes, answering: bytes = b"") -> bytes:
         """``frame`` itself."""
         return frame
 

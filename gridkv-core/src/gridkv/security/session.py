@@ -142,21 +142,27 @@ class Session:
     def __post_init__(self) -> None:
         self._index_bytes = self.local_index.to_bytes(8, "big")
 
-    def seal(self, payload: bytes) -> bytes:
-        """The frame that carries ``payload`` to the peer."""
+    def seal(self, payload: bytes, answering: bytes = b"") -> bytes:
+        """The frame that carries ``payload`` to the peer.
+
+        :param answering: for an answer, the request frame it answers: the tag covers that
+            request's counter too, so the answer is taken for that request only.
+        """
         counter = self._counter
         self._counter = counter + 1
         header = _HEADER.pack(SEALED, self.peer_index, counter)
         nonce = _NONCE_PAD + header[9:]  # the counter, big-endian, in 12 bytes
         if self.encrypt:
-            return header + self._send.encrypt(nonce, payload, header)
+            return header + self._send.encrypt(nonce, payload, header + answering[9:_HEAD])
         covered = header + payload
-        return covered + self._send.encrypt(nonce, b"", covered)
+        return covered + self._send.encrypt(nonce, b"", covered + answering[9:_HEAD])
 
-    def open(self, frame: bytes) -> bytes:
+    def open(self, frame: bytes, answering: bytes = b"") -> bytes:
         """The payload of a sealed frame from the peer.
 
-        :raises AuthenticationError: altered, replayed, too old, or not for this session.
+        :param answering: for an answer, the request frame this node sent (see :meth:`seal`).
+        :raises AuthenticationError: altered, replayed, too old, not for this session, or
+            an answer to another request.
         """
         if len(frame) < _HEAD + _TAG:
             raise AuthenticationError("sealed frame too short")
@@ -164,15 +170,17 @@ class Session:
             raise AuthenticationError("frame not sealed for this session")
         counter = frame[9:_HEAD]
         nonce = _NONCE_PAD + counter
+        request = answering[9:_HEAD]
         try:
             if self.encrypt:
-                payload = self._receive.decrypt(nonce, frame[_HEAD:], frame[:_HEAD])
+                payload = self._receive.decrypt(nonce, frame[_HEAD:], frame[:_HEAD] + request)
             else:
-                self._receive.decrypt(nonce, frame[-_TAG:], frame[:-_TAG])
+                self._receive.decrypt(nonce, frame[-_TAG:], frame[:-_TAG] + request)
                 payload = frame[_HEAD:-_TAG]
         except InvalidTag:
             raise AuthenticationError(
-                f"frame from {self.peer_id!r} failed its authentication tag (altered or forged)"
+                f"frame from {self.peer_id!r} failed its authentication tag (altered, forged, "
+                "or an answer to another request)"
             ) from None
         if not self._window.take(int.from_bytes(counter, "big")):
             raise AuthenticationError(f"frame from {self.peer_id!r} replayed or too old")
