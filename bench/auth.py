@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import time
 from typing import Any
 
-from _common import percentile, write
+from _common import percentile, server_process, write
 from cluster_tcp import cluster_mix
 from gridkv import AsyncGridKV, Options
 from gridkv.base.eventloop import loop_name, run
@@ -119,24 +118,8 @@ def requests(seconds: float, rounds: int) -> dict[str, Any]:
     for _ in range(rounds):
         for mode in MODES:
             port = free_port()
-            server = subprocess.Popen(
-                [sys.executable, __file__, "--serve", mode, str(port), SECRET],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            try:
-                assert server.stdout is not None
-                assert server.stdout.readline().strip() == "ready"
+            with server_process(__file__, "--serve", mode, str(port), SECRET):
                 results[mode].append(run(drive(mode, f"127.0.0.1:{port}", seconds)))
-            finally:
-                assert server.stdin is not None
-                server.stdin.close()
-                try:
-                    server.wait(10)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
     best = {mode: max(rs, key=lambda r: r["ops_per_s"]) for mode, rs in results.items()}
     off = best["off"]["ops_per_s"]
     return {

@@ -25,14 +25,13 @@ import itertools
 import random
 import statistics
 import struct
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import percentile, write
+from _common import percentile, server_process, write
 from gridkv.base.eventloop import loop_name, new_event_loop, run
 from gridkv.testing.cluster import ProcessCluster
 from gridkv.testing.transports import free_port
@@ -174,24 +173,8 @@ def raw_rate(seconds: float, rounds: int) -> dict[str, Any]:
     for _ in range(rounds):
         for kind in ("minimal", "gridkv"):
             port = free_port()
-            server = subprocess.Popen(
-                [sys.executable, __file__, "--serve", kind, str(port)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            try:
-                assert server.stdout is not None
-                assert server.stdout.readline().strip() == "ready"
+            with server_process(__file__, "--serve", kind, str(port)):
                 results[kind].append(run(drive(kind, ("127.0.0.1", port), seconds)))
-            finally:
-                assert server.stdin is not None
-                server.stdin.close()
-                try:
-                    server.wait(10)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
     best = {kind: max(rs, key=lambda r: r["ops_per_s"]) for kind, rs in results.items()}
     ratio = best["gridkv"]["ops_per_s"] / best["minimal"]["ops_per_s"]
     return {"rounds": results, "best": best, "ratio": ratio}
