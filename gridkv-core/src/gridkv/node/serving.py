@@ -18,6 +18,7 @@ from gridkv.cluster.handoff.driver import Handoff
 from gridkv.cluster.membership.base import Membership
 from gridkv.cluster.partitions import Partitions
 from gridkv.cluster.replication.coordinator import Coordinator
+from gridkv.security.base import Authenticator
 from gridkv.storage.base import Entry, Storage
 
 __all__ = ["Serving"]
@@ -39,6 +40,7 @@ class Serving:
     partitions: Partitions
     coordinator: Coordinator
     handoff: Handoff
+    authenticator: Authenticator
 
     def check_open(self) -> None:
         """Raise unless the node accepts operations.
@@ -73,8 +75,24 @@ class Serving:
 
     @property
     def ready(self) -> bool:
-        """Whether the node runs, joined through its seeds (or has none) and its view is stable."""
-        return self.running and self.membership.ready and self.clock_synced
+        """Whether the node runs, has joined, has a stable view, and knows its peers' keys.
+
+        Joined: through its seeds (or it has none). Keys: it has authenticated every live
+        peer (with authentication on).
+        """
+        return (
+            self.running
+            and self.membership.ready
+            and self.clock_synced
+            and not self.peers_without_keys()
+        )
+
+    def peers_without_keys(self) -> list[str]:
+        """Live peers this node has not authenticated yet (none without authentication)."""
+        keys = self.authenticator.peer_keys()
+        if keys is None:
+            return []
+        return sorted(p for p in self.membership.live_ids() if p != self.node_id and p not in keys)
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until the node is ready.
@@ -92,6 +110,15 @@ class Serving:
                 f"node {self.node_id!r} joined but did not learn its peers' clocks within "
                 f"{timeout:g}s"
             ) from None
+        # The clock sync asked every member, which set a session up with each; members that
+        # joined meanwhile are authenticated by the first messages to them.
+        while missing := self.peers_without_keys():
+            if loop.time() >= deadline:
+                raise NotReady(
+                    f"node {self.node_id!r} has not authenticated {len(missing)} peer(s) "
+                    f"within {timeout:g}s: {', '.join(missing[:5])}"
+                )
+            await asyncio.sleep(0.01)
 
     def health_check(self) -> None:
         """Raise when the node cannot serve.
