@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from gridkv import (
 )
 from gridkv.plugins import get_plugins
 from gridkv.security.base import REFUSED
+from gridkv.security.certs import create_cluster_certs
 from gridkv.security.ed25519 import Ed25519Authenticator
 from gridkv.security.identity import Identity, new_secret
 from gridkv.storage.base import Entry
@@ -44,10 +46,12 @@ SECRET = new_secret()
 _ids = count()
 
 
-def options(node_id: str, secret: str = SECRET, **extra: Any) -> dict[str, Any]:
+def options(
+    node_id: str, secret: str = SECRET, auth: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
     opts = node_options(node_id)
     opts.update(
-        auth={"cluster_secret": secret},
+        auth=auth or {"cluster_secret": secret},
         gossip_interval="20ms",
         failure_timeout="200ms",
         suspect_timeout="300ms",
@@ -62,15 +66,22 @@ def address_of(kv: AsyncGridKV) -> str:
 
 
 @contextlib.asynccontextmanager
-async def cluster(size: int, **extra: Any) -> AsyncIterator[list[AsyncGridKV]]:
-    prefix = f"a{next(_ids)}-"
+async def cluster(
+    size: int, auth_of: Any = None, prefix: str = "", **extra: Any
+) -> AsyncIterator[list[AsyncGridKV]]:
+    """``size`` nodes; ``auth_of(node_id)`` gives each its ``auth`` section (a secret else)."""
+    prefix = prefix or f"a{next(_ids)}-"
+    auth_of = auth_of or (lambda node_id: None)
     nodes: list[AsyncGridKV] = []
     try:
-        first = AsyncGridKV(**options(f"{prefix}0", **extra))
+        name = f"{prefix}0"
+        first = AsyncGridKV(**options(name, auth=auth_of(name), **extra))
         await first.__aenter__()
         nodes.append(first)
         for i in range(1, size):
-            kv = AsyncGridKV(**options(f"{prefix}{i}", seed_addrs=[address_of(first)], **extra))
+            name = f"{prefix}{i}"
+            seeds = [address_of(first)]
+            kv = AsyncGridKV(**options(name, auth=auth_of(name), seed_addrs=seeds, **extra))
             await kv.__aenter__()
             nodes.append(kv)
         for kv in nodes:
@@ -141,6 +152,11 @@ async def test_members_with_the_secret_form_a_cluster_and_replicate() -> None:
             )
         )
         assert [auth_of(kv).handshakes_started for kv in nodes] == started
+
+
+def elsewhere(node_id: str) -> dict[str, Any]:
+    """An address of its own for a node that reuses an id (on the memory transport)."""
+    return {"local_address": f"{node_id}-x:7946"} if transport_under_test() == "memory" else {}
 
 
 def auth_of(kv: AsyncGridKV) -> Ed25519Authenticator:
@@ -280,14 +296,10 @@ async def test_a_restarted_member_gets_new_sessions_from_its_peers() -> None:
         gone = nodes[2]
         node_id, address = gone.node_id, address_of(gone)
         await gone.close()
-        kind = transport_under_test()
-        again = AsyncGridKV(
-            **options(
-                node_id,
-                seed_addrs=[address_of(nodes[0])],
-                **({"local_address": address} if kind == "memory" else {}),
-            )
+        same_address: dict[str, Any] = (
+            {"local_address": address} if transport_under_test() == "memory" else {}
         )
+        again = AsyncGridKV(**options(node_id, seed_addrs=[address_of(nodes[0])], **same_address))
         async with again:
             await again.wait_ready(timeout=10)
             everyone = sorted([nodes[0].node_id, nodes[1].node_id, node_id])
@@ -323,3 +335,64 @@ async def test_a_session_set_up_across_a_rotation_is_not_kept() -> None:
     session = await pending
     assert session.peer_id == "b"  # used for the message that waited on it
     assert a.channel_ready("b:1") is None  # but not kept: the next one uses the new key
+
+
+async def test_a_key_not_in_the_trusted_keys_cannot_join(tmp_path: Path) -> None:
+    keys = {f"k-{i}": Identity.load(f"k-{i}") for i in range(3)}
+    listed = tmp_path / "trusted"
+    listed.write_text("".join(f"{n} {i.public_key_text}\n" for n, i in keys.items()))
+
+    def auth_of(node_id: str) -> dict[str, Any]:
+        return {"key": keys[node_id].private_key_text, "trusted_keys": str(listed)}
+
+    async with cluster(3, auth_of=auth_of, prefix="k-") as nodes:
+        await nodes[0].set("k", b"v", consistency="all")
+        # A node with a key of its own, not listed; and one that claims a listed id.
+        for node_id in ("k-9", "k-1"):
+            intruder = AsyncGridKV(
+                **options(
+                    node_id,
+                    auth={
+                        "key": Identity.load(node_id).private_key_text,
+                        "trusted_keys": str(listed),
+                    },
+                    seed_addrs=[address_of(nodes[0])],
+                    **elsewhere(node_id),
+                )
+            )
+            async with intruder:
+                with pytest.raises(NotReady, match="trusted keys"):
+                    await intruder.wait_ready(timeout=1)
+        for kv in nodes:
+            assert sorted(kv.node.membership.live_ids()) == ["k-0", "k-1", "k-2"]
+            assert await kv.get("k", consistency="all") == b"v"
+        rejections = nodes[0].stats().cluster.auth_rejections
+        assert rejections["not in the trusted keys"] >= 1
+        assert rejections["key other than"] >= 1
+
+
+async def test_a_certificate_from_another_ca_cannot_join(tmp_path: Path) -> None:
+    create_cluster_certs(str(tmp_path / "ours"), ["c-0", "c-1", "c-2"])
+    create_cluster_certs(str(tmp_path / "theirs"), ["c-9"])
+
+    def auth_of(node_id: str, where: str = "ours") -> dict[str, Any]:
+        d = tmp_path / where
+        return {
+            "key_file": str(d / f"{node_id}.key"),
+            "cert_file": str(d / f"{node_id}.crt"),
+            "ca_file": str(tmp_path / "ours" / "ca.crt"),
+        }
+
+    async with cluster(3, auth_of=auth_of, prefix="c-") as nodes:
+        intruder = AsyncGridKV(
+            **options(
+                "c-9",
+                auth={**auth_of("c-9", "theirs"), "ca_file": str(tmp_path / "theirs" / "ca.crt")},
+                seed_addrs=[address_of(nodes[0])],
+            )
+        )
+        async with intruder:
+            with pytest.raises(NotReady, match="not issued by the cluster CA"):
+                await intruder.wait_ready(timeout=1)
+        assert sorted(nodes[0].node.membership.live_ids()) == ["c-0", "c-1", "c-2"]
+        assert nodes[0].stats().cluster.auth_rejections["certificate"] >= 1
