@@ -396,3 +396,38 @@ async def test_a_certificate_from_another_ca_cannot_join(tmp_path: Path) -> None
                 await intruder.wait_ready(timeout=1)
         assert sorted(nodes[0].node.membership.live_ids()) == ["c-0", "c-1", "c-2"]
         assert nodes[0].stats().cluster.auth_rejections["certificate"] >= 1
+
+
+async def test_a_member_cannot_move_another_members_address_or_declare_it_gone() -> None:
+    async with cluster(3) as nodes:
+        liar, victim, target = nodes
+        swim = victim.node.membership.swim  # type: ignore[attr-defined]
+        before = swim.members[target.node_id]
+        address, incarnation = before.address, before.incarnation
+        refused = swim.refused_records
+        proof_of_liar = liar.node.membership.swim.own_record().proof  # type: ignore[attr-defined]
+        lies = [
+            # Moved to the liar's own address, at a newer incarnation: no proof, then the
+            # liar's own proof (its key, not the target's), then the target's old proof.
+            MemberRecord(target.node_id, "127.0.0.1:9", incarnation + 5, 0, liar.node_id),
+            MemberRecord(
+                target.node_id, "127.0.0.1:9", incarnation + 5, 0, liar.node_id, proof_of_liar
+            ),
+            MemberRecord(
+                target.node_id, "127.0.0.1:9", incarnation + 5, 0, liar.node_id, before.proof
+            ),
+            # Left, said by somebody else; dead at an incarnation it never claimed.
+            MemberRecord(target.node_id, address, incarnation + 1, 3, liar.node_id),
+            MemberRecord(target.node_id, address, 2**62, 2, liar.node_id),
+        ]
+        for lie in lies:
+            gossip = SwimGossip(liar.node_id, address_of(liar), [lie])
+            await liar.node.messaging.send(address_of(victim), gossip)
+        await until(lambda: swim.refused_records >= refused + len(lies))
+        after = swim.members[target.node_id]
+        assert (after.address, after.state) == (address, "alive")
+        assert after.incarnation == incarnation
+        # The target's own record, signed, is what everybody holds.
+        assert after.proof and victim.node.authenticator.record_proofs().check(  # type: ignore[union-attr]
+            after.record(victim.node_id)
+        )

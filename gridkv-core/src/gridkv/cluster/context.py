@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gridkv.base.hlc import HLC
     from gridkv.base.options import Options
     from gridkv.cluster.ring import PartitionTable
+    from gridkv.security.base import RecordProofs
     from gridkv.storage.base import Entry, Storage
     from gridkv.wire.messages import Message
 
@@ -169,6 +170,7 @@ class MembershipContext:
     :ivar on_member_change: to call on every change of a member's state in the view.
     :ivar on_forgotten: to call when the cluster forgot this node after a long separation,
         with the wall-clock milliseconds before which it must drop what it holds.
+    :ivar record_proofs: signs and checks member records (``None`` without authentication).
     """
 
     node_id: str
@@ -179,6 +181,7 @@ class MembershipContext:
     local_address: Callable[[], str]
     on_member_change: Callable[[MemberInfo, str | None, str], None]
     on_forgotten: Callable[[int], None]
+    record_proofs: RecordProofs | None = None
 
     def now_ms(self) -> int:
         """The wall clock in milliseconds."""

@@ -129,6 +129,7 @@ class Node(Serving):
                 local_address=lambda: self.transport.local_address,
                 on_member_change=self.on_member_change,
                 on_forgotten=self.on_forgotten,
+                record_proofs=self.authenticator.record_proofs(),
             )
         )
         self.messaging.node_at = self._node_at

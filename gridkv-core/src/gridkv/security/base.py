@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from gridkv.base.options import Options
     from gridkv.transport.base import Handshake
+    from gridkv.wire.fields import MemberRecord
 
 __all__ = [
     "Authenticator",
@@ -24,6 +25,7 @@ __all__ = [
     "Channel",
     "Exchange",
     "REFUSED",
+    "RecordProofs",
     "UNKNOWN_SESSION",
 ]
 
@@ -103,6 +105,28 @@ class Authenticator(Protocol):
 
     def peer_keys(self) -> Mapping[str, bytes] | None:
         """The public key of each peer authenticated so far; ``None`` when keys are not used."""
+
+    def record_proofs(self) -> RecordProofs | None:
+        """What signs and checks member records; ``None`` when records are not signed."""
+
+
+class RecordProofs(Protocol):
+    """Signed member records: what makes a member's address, incarnation and key its own.
+
+    With authentication on, every alive or left record carries a *proof*: the member's own
+    signature over it, with its public key and its trust-root credential, so any node can
+    check it, even for a member it has never spoken to.
+    """
+
+    @property
+    def signer(self) -> bytes:
+        """The public key proofs are made with now (it changes when the key rotates)."""
+
+    def prove(self, node_id: str, address: str, incarnation: int, state: int) -> bytes:
+        """This node's proof of its own record."""
+
+    def check(self, record: MemberRecord) -> bool:
+        """Whether ``record.proof`` is its member's signature of it, under the trust root."""
 
 
 class AuthenticatorFactory(Protocol):

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from gridkv.base.errors import AuthenticationError, ConfigError, PeerUnavailable
 from gridkv.security.base import REFUSED, UNKNOWN_SESSION
 from gridkv.security.identity import Identity
+from gridkv.security.records import SignedRecords
 from gridkv.security.session import (
     HELLO,
     REPLY,
@@ -85,6 +86,7 @@ class Ed25519Authenticator:
         #: Handshakes this node started (each costs two signatures and two checks).
         self.handshakes_started = 0
         self._epoch = 0
+        self._records: SignedRecords | None = None
 
     @property
     def handshake(self) -> TransportHandshake | None:
@@ -99,6 +101,14 @@ class Ed25519Authenticator:
     def rejections(self) -> Mapping[str, int]:
         """Frames refused so far, by reason."""
         return dict(self._rejections)
+
+    def record_proofs(self) -> SignedRecords | None:
+        """Signs this node's member records and checks others' (``None``: no trust root)."""
+        if self.sessions is None:
+            return None
+        if self._records is None:
+            self._records = SignedRecords(self.sessions)
+        return self._records
 
     def peer_keys(self) -> dict[str, bytes]:
         """The public key of each node a session is open with (started or answered)."""

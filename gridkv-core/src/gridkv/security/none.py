@@ -66,6 +66,10 @@ class NoAuthentication:
         """``None``: no keys are used."""
         return None
 
+    def record_proofs(self) -> None:
+        """``None``: member records are taken as they come."""
+        return None
+
     @classmethod
     def from_options(cls, options: Options, *, clock: Callable[[], float]) -> NoAuthentication:
         """The authenticator (the options change nothing)."""

@@ -248,6 +248,11 @@ class Handshake:
         credential = trust.credential(identity)
         self.identity, self.trust, self._credential = identity, trust, credential
 
+    @property
+    def credential(self) -> bytes:
+        """What this node presents to the trust root with its key."""
+        return self._credential
+
     def _fields(self, ephemeral: bytes, index: int, to: str) -> list[object]:
         me = self.identity
         return [

@@ -131,10 +131,10 @@ def message_samples() -> list[Message]:
     value = (7, Entry("user:\u00e9", b"\x00value\xff", _U64_MAX, _NODE, 1_700_000_000_000))
     tombstone = (_U32_MAX, Entry("k" * 300, None, 1, _LONG_NODE, 0))
     records = [
-        MemberRecord(_NODE, "10.0.0.1:7946", 0, 0, _NODE),
+        MemberRecord(_NODE, "10.0.0.1:7946", 0, 0, _NODE, b"\x93\xc4\x01k\xc4\x00\xc4\x01s"),
         MemberRecord("b", "[::1]:7947", _U64_MAX, 1, "c"),
         MemberRecord("c", "host.example:1", 3, 2, "b"),
-        MemberRecord("d", "d:1", 1, 3, "d"),
+        MemberRecord("d", "d:1", 1, 3, "d", bytes(4096)),
     ]
     samples: list[Message] = [
         Ping(_U64_MAX, _NODE),

@@ -157,6 +157,8 @@ class MemberRecord:
     :ivar incarnation: the member's incarnation the assertion is about.
     :ivar state: 0 alive, 1 suspect, 2 dead, 3 left.
     :ivar origin: the node making the assertion (counts as a confirmation for suspicions).
+    :ivar proof: for an alive or left record with authentication on, the member's own
+        signed statement of it (see ``RecordProofs``); empty otherwise.
     """
 
     node_id: str
@@ -164,25 +166,34 @@ class MemberRecord:
     incarnation: int
     state: int
     origin: str
+    proof: bytes = b""
 
     def to_wire(self) -> list[Any]:
-        """The wire form: ``[node_id, address, incarnation, state, origin]``."""
-        return [self.node_id, self.address, self.incarnation, self.state, self.origin]
+        """The wire form: ``[node_id, address, incarnation, state, origin, proof]``."""
+        return [self.node_id, self.address, self.incarnation, self.state, self.origin, self.proof]
+
+
+#: The longest proof a member record may carry (a key, a credential such as a certificate,
+#: a signature).
+MAX_PROOF_BYTES = 4096
 
 
 def member_record(value: Any, name: str) -> MemberRecord:
-    """A ``[node_id, address, incarnation, state, origin]`` record."""
-    if type(value) is not list or len(value) != 5:
-        raise fail(name, "expected a member record of 5 fields", value)
-    node, addr, inc, state, origin = value
+    """A ``[node_id, address, incarnation, state, origin, proof]`` record."""
+    if type(value) is not list or len(value) != 6:
+        raise fail(name, "expected a member record of 6 fields", value)
+    node, addr, inc, state, origin, proof = value
     if type(state) is not int or not 0 <= state <= 3:
         raise fail(f"{name}.state", "expected 0 to 3", state)
+    if type(proof) is not bytes or len(proof) > MAX_PROOF_BYTES:
+        raise fail(f"{name}.proof", f"expected bytes, at most {MAX_PROOF_BYTES}", proof)
     return MemberRecord(
         node_id(node, f"{name}.node_id"),
         address(addr, f"{name}.address"),
         u64(inc, f"{name}.incarnation"),
         state,
         node_id(origin, f"{name}.origin"),
+        proof,
     )
 
 

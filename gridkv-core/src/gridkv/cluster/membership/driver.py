@@ -106,6 +106,7 @@ class SwimMembership:
             self.config,
             self.rng,
             now,
+            self.ctx.record_proofs,
         )
         self._running = True
         seeds = [s for s in self.ctx.options.seed_addrs if s != self.swim.me.address]

@@ -52,10 +52,16 @@ class Member:
     incarnation: int
     state: MemberState
     since: float
+    #: the member's own signed statement of its latest alive or left record (empty without
+    #: authentication), passed on with the record
+    proof: bytes = b""
 
     def record(self, origin: str) -> MemberRecord:
         """This member's state as a gossip record asserted by ``origin``."""
-        return MemberRecord(self.node_id, self.address, self.incarnation, CODE[self.state], origin)
+        proof = self.proof if self.state in (ALIVE, LEFT) else b""
+        return MemberRecord(
+            self.node_id, self.address, self.incarnation, CODE[self.state], origin, proof
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,7 @@ from gridkv.cluster.membership.model import (
     SwimConfig,
     Sync,
 )
+from gridkv.security.base import RecordProofs
 from gridkv.wire.messages import (
     MemberRecord,
     Message,
@@ -121,6 +122,8 @@ class Swim:
     :param config: timings and fan-outs.
     :param rng: the source of every random choice (seeded in simulations).
     :param now: the current time in seconds (any monotonic clock).
+    :param proofs: with authentication on, signs this node's own alive and left records
+        and checks others' (``None``: records are taken as they come).
     """
 
     def __init__(
@@ -131,10 +134,13 @@ class Swim:
         config: SwimConfig,
         rng: random.Random,
         now: float,
+        proofs: RecordProofs | None = None,
     ) -> None:
         self.config = config
         self.rng = rng
+        self.proofs = proofs
         self.me = Member(node_id, address, incarnation, ALIVE, now)
+        self._proved: tuple[str, int, MemberState, bytes] | None = None
         self.members: dict[str, Member] = {}
         #: State changes not yet taken by the driver.
         self.changes: list[Change] = []
@@ -213,10 +219,21 @@ class Swim:
         m = self.members.get(node_id)
         return None if m is None else m.state
 
+    def own_record(self) -> MemberRecord:
+        """This node's own record, with its signed proof when authentication is on."""
+        me = self.me
+        proofs = self.proofs
+        if proofs is not None:
+            stamp = (me.address, me.incarnation, me.state, proofs.signer)
+            if self._proved != stamp:
+                me.proof = proofs.prove(me.node_id, me.address, me.incarnation, CODE[me.state])
+                self._proved = stamp
+        return me.record(me.node_id)
+
     def local_state(self) -> list[MemberRecord]:
         """Every member record this node holds, itself included (for push-pull)."""
         me = self.node_id
-        return [self.me.record(me)] + [m.record(me) for m in self.members.values()]
+        return [self.own_record()] + [m.record(me) for m in self.members.values()]
 
     def scaled(self, seconds: float) -> float:
         """``seconds`` stretched by the local health score (Lifeguard)."""
@@ -264,7 +281,7 @@ class Swim:
         """Gossip this node's own record, with a raised incarnation when ``bump``."""
         if bump:
             self.me.incarnation += 1
-        record = self.me.record(self.node_id)
+        record = self.own_record()
         self._enqueue(record)
         return record
 
@@ -527,7 +544,7 @@ class Swim:
             return []
         self.me.incarnation += 1
         self.me.state = LEFT
-        record = self.me.record(self.node_id)
+        record = self.own_record()
         targets = [m for m in self.members.values() if m.state in (ALIVE, SUSPECT)]
         self.rng.shuffle(targets)
         fanout = max(self.config.gossip_fanout, self.config.indirect_checks) + 1
@@ -552,13 +569,16 @@ class Swim:
         if record.node_id == self.node_id:
             return self._about_me(now, record, state)
         m = self.members.get(record.node_id)
+        if self.proofs is not None and not self._proven(record, state, m):
+            self.refused_records += 1
+            return False
         if m is None:
             if self._new_allowed is not None:
                 if self._new_allowed <= 0:
                     self.refused_records += 1
                     return False
                 self._new_allowed -= 1
-            m = Member(record.node_id, record.address, record.incarnation, state, now)
+            m = Member(record.node_id, record.address, record.incarnation, state, now, record.proof)
             self.members[m.node_id] = m
             self.changes.append(Change(m, None, state))
             if state in (ALIVE, SUSPECT):
@@ -572,6 +592,7 @@ class Swim:
         if state == ALIVE:
             if inc > m.incarnation:
                 self._set(now, m, ALIVE, inc, record.address)
+                m.proof = record.proof
                 self._enqueue(record)
                 return True
             return False
@@ -579,7 +600,9 @@ class Swim:
             if (m.state == ALIVE and inc >= m.incarnation) or (
                 m.state in (DEAD, LEFT) and inc > m.incarnation
             ):
-                self._set(now, m, SUSPECT, inc, record.address)
+                # An accusation moves no address where the member's own word is required.
+                address = m.address if self.proofs is not None else record.address
+                self._set(now, m, SUSPECT, inc, address)
                 self._suspicions[m.node_id] = Suspicion(now, inc, {record.origin})
                 self._enqueue(record)
                 self._tell_suspect(m, record)
@@ -607,9 +630,25 @@ class Swim:
             return False
         if inc >= m.incarnation:
             self._set(now, m, state, inc, m.address)
+            if state == LEFT:
+                m.proof = record.proof
             self._enqueue(record)
             return True
         return False
+
+    def _proven(self, record: MemberRecord, state: MemberState, m: Member | None) -> bool:
+        """Whether a record about another member may be taken, with authentication on.
+
+        Alive and left (the member's own word: its address, incarnation and key) need the
+        member's signed proof. Suspect and dead are accusations by others: taken only about
+        a member this node knows, at an incarnation the member itself claimed (so nobody
+        can declare a member dead at an incarnation it can never refute).
+        """
+        proofs = self.proofs
+        assert proofs is not None
+        if state in (ALIVE, LEFT):
+            return proofs.check(record)
+        return m is not None and record.incarnation <= m.incarnation
 
     def _tell_suspect(self, m: Member, record: MemberRecord) -> None:
         """Pass a suspicion heard from others straight to the suspect (Lifeguard, widened).
@@ -633,7 +672,7 @@ class Swim:
             # A stale accusation: this node refuted it already, but the sender missed that.
             addr = self._reply_address(now)
             if addr is not None and self._may_tell(now, addr):
-                alive = self.me.record(self.node_id)
+                alive = self.own_record()
                 self._urgent.append(Send(addr, SwimGossip(self.node_id, self.me.address, [alive])))
             return False
         # Someone holds an equal or newer claim that we are suspect, dead or gone (or a
@@ -642,7 +681,7 @@ class Swim:
         self.me.incarnation = record.incarnation + 1
         if state in (SUSPECT, DEAD):
             self._raise_awareness(1)
-        alive = self.me.record(self.node_id)
+        alive = self.own_record()
         self._enqueue(alive)
         message = SwimGossip(self.node_id, self.me.address, [alive])
         targets = [m for m in self.members.values() if m.state in (ALIVE, SUSPECT)]
