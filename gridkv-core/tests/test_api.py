@@ -26,6 +26,7 @@ from gridkv import (
     ValueTooLarge,
 )
 from gridkv.testing.transports import node_options, transport_under_test
+from gridkv.testing.waiting import wait_until
 from gridkv.transport import MemoryNetwork, MemoryTransport
 
 _ids = count()
@@ -40,15 +41,6 @@ def single(**overrides: Any) -> dict[str, Any]:
 
 def own_transport(address: str, net: MemoryNetwork | None = None) -> MemoryTransport:
     return MemoryTransport(address, net or MemoryNetwork(), timeout=0.2)
-
-
-async def wait_until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
 
 
 # -- the asyncio API --------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from gridkv.security.ed25519 import Ed25519Authenticator
 from gridkv.security.identity import Identity, new_secret
 from gridkv.storage.base import Entry
 from gridkv.testing.transports import node_options, transport_under_test
+from gridkv.testing.waiting import wait_until
 from gridkv.transport.base import Transport
 from gridkv.wire import codec
 from gridkv.wire.fields import MemberRecord
@@ -86,20 +87,11 @@ async def cluster(
             nodes.append(kv)
         for kv in nodes:
             await kv.wait_ready(timeout=10)
-        await until(lambda: all(len(kv.node.membership.live_ids()) == size for kv in nodes))
+        await wait_until(lambda: all(len(kv.node.membership.live_ids()) == size for kv in nodes))
         yield nodes
     finally:
         for kv in reversed(nodes):
             await kv.close()
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -145,7 +137,7 @@ async def test_members_with_the_secret_form_a_cluster_and_replicate() -> None:
         # among three idle nodes).
         started = [auth_of(kv).handshakes_started for kv in nodes]
         sent = [kv.stats().network.messages_sent for kv in nodes]
-        await until(
+        await wait_until(
             lambda: all(
                 kv.stats().network.messages_sent > n + 100
                 for kv, n in zip(nodes, sent, strict=True)
@@ -268,7 +260,7 @@ async def test_a_key_rotates_while_writes_go_on() -> None:
                 await asyncio.sleep(0)
 
         writer = asyncio.create_task(write())
-        await until(lambda: written >= 50)
+        await wait_until(lambda: written >= 50)
         auth.rotate(key=Identity.load("x").private_key_text)
         new_key = auth.identity.public_key
         assert new_key != old_key
@@ -281,8 +273,8 @@ async def test_a_key_rotates_while_writes_go_on() -> None:
                 for other in others
             )
 
-        await until(peers_saw_new_key)
-        await until(lambda: written >= at_rotation + 200)
+        await wait_until(peers_saw_new_key)
+        await wait_until(lambda: written >= at_rotation + 200)
         stop.set()
         await writer
         assert failures == []
@@ -304,7 +296,7 @@ async def test_a_restarted_member_gets_new_sessions_from_its_peers() -> None:
             await again.wait_ready(timeout=10)
             everyone = sorted([nodes[0].node_id, nodes[1].node_id, node_id])
             views = [nodes[0], nodes[1], again]
-            await until(
+            await wait_until(
                 lambda: all(sorted(kv.node.membership.live_ids()) == everyone for kv in views)
             )
             await again.set("after", b"restart", consistency="all")
@@ -423,7 +415,7 @@ async def test_a_member_cannot_move_another_members_address_or_declare_it_gone()
         for lie in lies:
             gossip = SwimGossip(liar.node_id, address_of(liar), [lie])
             await liar.node.messaging.send(address_of(victim), gossip)
-        await until(lambda: swim.refused_records >= refused + len(lies))
+        await wait_until(lambda: swim.refused_records >= refused + len(lies))
         after = swim.members[target.node_id]
         assert (after.address, after.state) == (address, "alive")
         assert after.incarnation == incarnation

@@ -1,0 +1,21 @@
+"""Waiting on a condition with a deadline, the way GridKV's tests wait (never a fixed sleep)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+__all__ = ["wait_until"]
+
+
+async def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    """Return once ``predicate()`` is true; checked every 10 ms of the running loop.
+
+    :raises AssertionError: still false after ``timeout`` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout:g}s")
+        await asyncio.sleep(0.01)
