@@ -93,11 +93,6 @@ class Ed25519Authenticator:
         """None at the transport: sessions are set up by messages, on every transport."""
         return None
 
-    @property
-    def public_key_text(self) -> str:
-        """This node's public key, as a trusted-keys file lists it."""
-        return self.identity.public_key_text
-
     def rejections(self) -> Mapping[str, int]:
         """Frames refused so far, by reason."""
         return dict(self._rejections)
