@@ -251,9 +251,9 @@ async def answers_in_progress(count: int) -> dict[str, Any]:
             running[0] -= 1
 
     server = TcpTransport(f"127.0.0.1:{free_port()}")
-    await server.start(lambda peer, payload: answer(payload))
+    await server.start(lambda peer, payload, sender: answer(payload))
     client = TcpTransport(f"127.0.0.1:{free_port()}", max_conns=1)
-    await client.start(lambda peer, payload: None)
+    await client.start(lambda peer, payload, sender: None)
     loop = asyncio.get_running_loop()
     calls = [
         asyncio.ensure_future(client.request(server.local_address, b"x", 60)) for _ in range(count)
@@ -313,7 +313,7 @@ async def probes_behind_bulk(probes: int) -> dict[str, Any]:
     server = await loop.create_server(lambda: SlowPeer(arrived), "127.0.0.1", 0)
     address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
     client = TcpTransport(f"127.0.0.1:{free_port()}", max_conns=1, write_timeout=60)
-    await client.start(lambda peer, payload: None)
+    await client.start(lambda peer, payload, sender: None)
     bulk = b"b" * MIB
     calls = [asyncio.ensure_future(client.request(address, bulk, 60)) for _ in range(48)]
     await asyncio.sleep(0.5)  # let the bulk frames queue up (part of the set-up, not a wait)

@@ -108,7 +108,7 @@ async def serve(kind: str, port: int) -> None:
         closer = server.close
     else:
 
-        def echo(peer: str, body: bytes) -> bytes:
+        def echo(peer: str, body: bytes, sender: str | None) -> bytes:
             return body  # answered at once, as a node answers most messages
 
         transport = TcpTransport(f"127.0.0.1:{port}")
@@ -163,7 +163,7 @@ async def drive(kind: str, address: tuple[str, int], seconds: float) -> dict[str
     }
 
 
-async def _no_handler(peer: str, body: bytes) -> None:
+async def _no_handler(peer: str, body: bytes, sender: str | None) -> None:
     return None
 
 

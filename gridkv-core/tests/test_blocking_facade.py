@@ -374,12 +374,13 @@ def test_a_read_from_a_peer_that_never_answers_ends_in_peer_timeout_within_the_b
 
 
 class _NeverListens(MemoryTransport):
-    async def start(self, handler: Any, handshake: Any = None) -> None:
+    async def start(self, handler: Any, handshake: Any = None) -> bool:
         await asyncio.Event().wait()
+        return False
 
 
 class _BrokenTransport(MemoryTransport):
-    async def start(self, handler: Any, handshake: Any = None) -> None:
+    async def start(self, handler: Any, handshake: Any = None) -> bool:
         raise RuntimeError("this transport is broken")
 
 

@@ -24,7 +24,7 @@ async def test_ten_thousand_bad_frames_write_a_few_lines_and_say_how_many_were_l
     }
     async with AsyncGridKV(**options, transport=MemoryTransport("victim:1", net)) as kv:
         attacker = MemoryTransport("attacker:1", net)
-        await attacker.start(lambda peer, frame: None)
+        await attacker.start(lambda peer, frame, sender: None)
         caplog.set_level(logging.WARNING, logger="gridkv")
         for i in range(10_000):
             answer = codec.decode(await attacker.request("victim:1", b"\xc1 not msgpack %d" % i))

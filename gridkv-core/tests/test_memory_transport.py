@@ -8,7 +8,7 @@ from gridkv.base.errors import PeerTimeout, PeerUnavailable, ProtocolError, Shut
 from gridkv.transport import MemoryNetwork, MemoryTransport, Transport
 
 
-async def echo(peer: str, payload: bytes) -> bytes:
+async def echo(peer: str, payload: bytes, sender: str | None) -> bytes:
     return b"echo:" + payload
 
 
@@ -26,7 +26,7 @@ async def test_request_gets_the_handlers_answer_and_the_sender_address() -> None
     net = MemoryNetwork()
     seen: list[str] = []
 
-    async def handler(peer: str, payload: bytes) -> bytes:
+    async def handler(peer: str, payload: bytes, sender: str | None) -> bytes:
         seen.append(peer)
         return payload.upper()
 
@@ -44,7 +44,7 @@ async def test_one_way_send_reaches_the_handler() -> None:
     got = asyncio.Event()
     received: list[bytes] = []
 
-    async def handler(peer: str, payload: bytes) -> None:
+    async def handler(peer: str, payload: bytes, sender: str | None) -> None:
         received.append(payload)
         got.set()
 
@@ -122,7 +122,7 @@ async def test_oversized_frame_is_refused_before_sending() -> None:
 async def test_close_is_idempotent_and_fails_pending_and_later_requests() -> None:
     net = MemoryNetwork()
 
-    async def never(peer: str, payload: bytes) -> bytes:
+    async def never(peer: str, payload: bytes, sender: str | None) -> bytes:
         await asyncio.sleep(3600)
         return b""
 
@@ -159,7 +159,7 @@ async def test_an_address_in_use_is_refused() -> None:
 async def test_handler_errors_do_not_answer_and_are_counted() -> None:
     net = MemoryNetwork()
 
-    async def broken(peer: str, payload: bytes) -> bytes:
+    async def broken(peer: str, payload: bytes, sender: str | None) -> bytes:
         raise RuntimeError("boom")
 
     a = await start(net, "a")

@@ -57,7 +57,7 @@ def test_bad_addresses_are_refused(bad: str) -> None:
 async def test_malformed_frames_close_the_connection_and_are_counted() -> None:
     import asyncio
 
-    async def echo(peer: str, payload: bytes) -> bytes:
+    async def echo(peer: str, payload: bytes, sender: str | None) -> bytes:
         return payload
 
     server = TcpTransport(f"127.0.0.1:{free_port()}", max_frame_bytes=1024)

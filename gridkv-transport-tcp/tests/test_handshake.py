@@ -41,7 +41,7 @@ class SecretHandshake:
         self.seen.append(name.decode())
 
 
-async def echo(peer: str, payload: bytes) -> bytes:
+async def echo(peer: str, payload: bytes, sender: str | None) -> bytes:
     return b"echo:" + payload
 
 

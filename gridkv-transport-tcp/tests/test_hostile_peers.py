@@ -93,7 +93,7 @@ async def test_answers_to_a_peer_that_never_reads_are_cut_at_max_output_buffer_b
     queued: list[int] = []
     server: TcpTransport
 
-    def big(peer: str, payload: bytes) -> bytes:
+    def big(peer: str, payload: bytes, sender: str | None) -> bytes:
         conn = only_connection(server)
         assert conn.transport is not None
         queued.append(conn._out_bytes + conn.transport.get_write_buffer_size())
@@ -120,7 +120,7 @@ async def test_answers_to_a_peer_that_never_reads_are_cut_at_max_output_buffer_b
 
 
 async def test_a_peer_that_takes_nothing_for_the_write_timeout_is_cut() -> None:
-    def big(peer: str, payload: bytes) -> bytes:
+    def big(peer: str, payload: bytes, sender: str | None) -> bytes:
         return b"a" * (64 * KIB)
 
     server = await started(big, write_timeout=0.3)
@@ -141,7 +141,7 @@ async def test_a_peer_that_takes_nothing_for_the_write_timeout_is_cut() -> None:
 async def test_a_peer_that_reads_slowly_is_not_cut() -> None:
     answer = b"a" * (64 * KIB)
 
-    def big(peer: str, payload: bytes) -> bytes:
+    def big(peer: str, payload: bytes, sender: str | None) -> bytes:
         return answer
 
     server = await started(big, write_timeout=0.3)
@@ -165,7 +165,7 @@ async def test_one_way_sends_never_wait_for_a_peer_that_does_not_read() -> None:
     listener.listen(1)  # accepts in the kernel, never reads
     address = f"127.0.0.1:{listener.getsockname()[1]}"
     client = await started(
-        lambda peer, payload: None,
+        lambda peer, payload, sender: None,
         max_frame_bytes=256 * KIB,
         max_output_buffer_bytes=MIB,
         write_timeout=30,
@@ -189,7 +189,7 @@ async def test_close_drops_what_a_peer_that_does_not_read_leaves_queued() -> Non
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)  # accepts in the kernel, never reads
     address = f"127.0.0.1:{listener.getsockname()[1]}"
-    client = await started(lambda peer, payload: None, write_timeout=30)
+    client = await started(lambda peer, payload, sender: None, write_timeout=30)
     loop = asyncio.get_running_loop()
     try:
         for _ in range(64):  # 16 MiB, more than the kernel buffers take
@@ -208,7 +208,7 @@ async def test_close_drops_what_a_peer_that_does_not_read_leaves_queued() -> Non
 
 async def test_unfinished_frames_past_the_inbound_budget_are_cut_and_their_bytes_released() -> None:
     server = await started(
-        lambda peer, payload: payload,
+        lambda peer, payload, sender: payload,
         max_frame_bytes=MIB,
         max_inbound_buffer_bytes=3 * MIB,
         read_timeout=30,
@@ -246,7 +246,7 @@ async def test_unfinished_frames_past_the_inbound_budget_are_cut_and_their_bytes
 
 
 async def test_a_frame_trickled_a_byte_at_a_time_is_cut_at_the_read_timeout() -> None:
-    server = await started(lambda peer, payload: payload, read_timeout=0.5)
+    server = await started(lambda peer, payload, sender: payload, read_timeout=0.5)
     reader, writer = await connect(server.local_address)
     loop = asyncio.get_running_loop()
     frame = request(1, b"t" * 1000)
@@ -287,7 +287,7 @@ def slow_handler() -> tuple[Handler, asyncio.Event, list[int]]:
         finally:
             running[0] -= 1
 
-    def handler(peer: str, payload: bytes) -> Awaitable[bytes]:
+    def handler(peer: str, payload: bytes, sender: str | None) -> Awaitable[bytes]:
         return answer(payload)
 
     return handler, release, running
@@ -348,14 +348,16 @@ async def test_one_way_frames_arrive_promptly_while_request_connections_are_stuc
     probes: dict[bytes, float] = {}
     loop = asyncio.get_running_loop()
 
-    def peer_handler(peer: str, payload: bytes) -> bytes | Awaitable[bytes | None] | None:
+    def peer_handler(
+        peer: str, payload: bytes, sender: str | None
+    ) -> bytes | Awaitable[bytes | None] | None:
         if payload.startswith(b"probe"):
             probes[payload] = loop.time()
             return None
         return handler(peer, payload)
 
     server = await started(peer_handler)
-    client = await started(lambda peer, payload: None, max_conns=1, write_timeout=30)
+    client = await started(lambda peer, payload, sender: None, max_conns=1, write_timeout=30)
     bulk = b"b" * (128 * KIB)  # the answers in progress, 32 MiB, fit the output limit
     calls = [
         asyncio.ensure_future(client.request(server.local_address, bulk, 30)) for _ in range(600)

@@ -17,7 +17,7 @@ from gridkv_transport_tcp.transport import TcpTransport, split_address
 async def test_the_pool_stays_within_max_conns_and_trims_to_max_idle() -> None:
     release = asyncio.Event()
 
-    async def slow(peer: str, payload: bytes) -> bytes:
+    async def slow(peer: str, payload: bytes, sender: str | None) -> bytes:
         await release.wait()
         return payload
 
@@ -59,7 +59,7 @@ async def test_a_peer_that_stops_reading_blocks_request_writers_until_the_write_
     address = f"127.0.0.1:{listener.getsockname()[1]}"
     client = TcpTransport(f"127.0.0.1:{free_port()}", write_timeout=0.3, max_conns=1)
 
-    async def nothing(peer: str, payload: bytes) -> None:
+    async def nothing(peer: str, payload: bytes, sender: str | None) -> None:
         return None
 
     await client.start(nothing)
@@ -125,7 +125,7 @@ def test_addresses_with_port_zero_listen_on_a_free_port() -> None:
 async def test_a_frame_that_stops_arriving_midway_closes_its_connection() -> None:
     server = TcpTransport(f"127.0.0.1:{free_port()}", read_timeout=0.3)
 
-    async def echo(peer: str, payload: bytes) -> bytes:
+    async def echo(peer: str, payload: bytes, sender: str | None) -> bytes:
         return payload
 
     await server.start(echo)

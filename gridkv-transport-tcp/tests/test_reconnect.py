@@ -13,7 +13,7 @@ from gridkv.testing.transports import free_port
 from gridkv_transport_tcp.transport import TcpTransport
 
 
-async def echo(peer: str, payload: bytes) -> bytes:
+async def echo(peer: str, payload: bytes, sender: str | None) -> bytes:
     return b"echo:" + payload
 
 

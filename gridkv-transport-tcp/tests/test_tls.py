@@ -20,7 +20,7 @@ from gridkv_transport_tcp.transport import TcpTransport, ssl_contexts
 MakeTls = Callable[..., SslOptions]
 
 
-async def echo(peer: str, payload: bytes) -> bytes:
+async def echo(peer: str, payload: bytes, sender: str | None) -> bytes:
     return b"echo:" + payload
 
 

@@ -1,4 +1,10 @@
-"""One tcp connection: its life from hello to close, and the frames that come in over it."""
+"""One tcp connection: its life from hello to close, and the frames that come in over it.
+
+With a handshake (the node's authenticator's), the dialler's first frame is its hello and the
+acceptor's its reply (or its refusal, before it closes); after that each side's writes travel
+as records its :class:`~gridkv.transport.base.ConnectionGuard` sealed, and every frame that
+arrives in any other way cuts the connection.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,16 @@ from collections.abc import Awaitable
 from typing import Protocol, cast
 
 from gridkv.base.errors import AuthenticationError, PeerTimeout, PeerUnavailable, ProtocolError
-from gridkv.wire.framing import HELLO, ONE_WAY, REQUEST, RESPONSE, Frame, FrameReader
+from gridkv.wire.framing import (
+    HELLO,
+    ONE_WAY,
+    RECORD,
+    RECORD_SLACK,
+    REQUEST,
+    RESPONSE,
+    Frame,
+    FrameReader,
+)
 
 from gridkv_transport_tcp._output import Output
 from gridkv_transport_tcp._shared import Shared
@@ -50,11 +65,18 @@ class Connection(Output):
         self._registry = registry
         #: The control lane to ``peer`` (one-way frames), not a pooled request connection.
         self.lane = lane
+        #: Whether this side dialled (it says hello first) or accepted the connection.
+        self.dialled = peer != "inbound"
         self.pending: dict[int, asyncio.Future[bytes]] = {}
         self.closed: asyncio.Future[None] = self._loop.create_future()
         #: Requests using the connection right now (a pool entry in use is not idle).
         self.users = 0
-        self._reader = FrameReader(shared.max_frame_bytes)
+        guarded = shared.handshake is not None
+        self._reader = FrameReader(shared.max_frame_bytes + (RECORD_SLACK if guarded else 0))
+        #: The frames inside records (with a handshake), each record whole frames.
+        self._inner = FrameReader(shared.max_frame_bytes) if guarded else None
+        #: The dialler's hello, kept until the reply (what the handshake needs of it).
+        self._started: object = None
         #: Inbound bytes this connection holds in the node's budget.
         self._held = 0
         self._frame_timer: asyncio.TimerHandle | None = None
@@ -66,6 +88,8 @@ class Connection(Output):
         self._reading = True
         #: Resolved when the peer's hello is accepted (at once without a handshake).
         self.ready: asyncio.Future[None] = self._loop.create_future()
+        #: The node id the handshake authenticated the peer as (``None`` without one).
+        self.sender: str | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -84,16 +108,31 @@ class Connection(Output):
         handshake = self.shared.handshake
         if handshake is None:
             self.ready.set_result(None)
-        else:
-            self.write_now(HELLO, 0, handshake.hello())
-            self._flush()  # before anything the peer says is read
-            # A peer that never says hello (either direction) does not keep the socket.
-            self._loop.call_later(self.shared.dial_timeout, self._hello_overdue)
+            return
+        # A peer that never says hello (or never replies) does not keep the socket.
+        self._loop.call_later(self.shared.dial_timeout, self._hello_overdue)
+        if self.dialled:
+            try:
+                self._started, hello = handshake.initiate(self.peer)
+            except AuthenticationError as exc:
+                self._refused(exc)
+                return
+            self.write_now(HELLO, 0, hello)
+            self._flush()
 
     def _hello_overdue(self) -> None:
-        if not self.ready.done():
-            self.shared.counters.errors += 1
-            self.abort()
+        if self.ready.done():
+            return
+        handshake = self.shared.handshake
+        if handshake is not None and not self.dialled:  # counted with the other refusals
+            handshake.refusal(
+                AuthenticationError(
+                    f"{self.peer!r} sent no hello within {self.shared.dial_timeout:g}s "
+                    "(network.timeout)"
+                )
+            )
+        self.shared.counters.errors += 1
+        self.abort()
 
     def data_received(self, data: bytes) -> None:
         """Split the stream into frames and deliver them; enforce the inbound limits."""
@@ -109,6 +148,11 @@ class Connection(Output):
             return
         if not frames:
             return
+        if self._inner is not None:
+            opened = self._open(frames)
+            if not opened:
+                return
+            frames = opened
         if self._reading:
             self._deliver(frames)
         else:
@@ -199,9 +243,6 @@ class Connection(Output):
     def _frame(self, kind: int, request_id: int, body: bytes) -> None:
         shared = self.shared
         shared.counters.bytes_received += len(body)
-        if not self.ready.done():
-            self._hello(kind, body)
-            return
         if kind == RESPONSE:
             future = self.pending.pop(request_id, None)
             if future is not None and not future.done():
@@ -211,7 +252,7 @@ class Connection(Output):
             shared.counters.requests_received += 1
         elif kind == ONE_WAY:
             shared.counters.messages_received += 1
-        else:  # a second hello
+        else:  # a hello (or a record) among the frames
             shared.counters.errors += 1
             self.abort()
             return
@@ -219,7 +260,7 @@ class Connection(Output):
         if handler is None:
             return
         try:
-            answer = handler(self.peer, body)
+            answer = handler(self.peer, body, self.sender)
         except Exception:
             shared.counters.errors += 1
             return
@@ -232,21 +273,72 @@ class Connection(Output):
             if self._answering >= MAX_ANSWERS_IN_PROGRESS:
                 self._pause_reading()
 
+    def _open(self, frames: list[Frame]) -> list[Frame]:
+        """The frames the records among ``frames`` carry (the hello or reply first, if due).
+
+        Anything else than whole frames in sealed records, once the hellos are done, cuts
+        the connection (and an empty list comes back).
+        """
+        inner = self._inner
+        assert inner is not None
+        opened: list[Frame] = []
+        for kind, _, body in frames:
+            if self._gone:
+                return []
+            guard = self.guard
+            if guard is None:
+                self._hello(kind, body)
+                continue
+            try:
+                if kind != RECORD:
+                    raise AuthenticationError("a frame outside a sealed record")
+                opened += inner.feed(guard.open(body), 0.0)
+                if inner.buffered:
+                    raise ProtocolError("a record that ends inside a frame")
+            except (AuthenticationError, ProtocolError) as exc:
+                error = f"{self.peer!r} broke its connection's protection: {exc}"
+                self._cut(PeerUnavailable(error))
+                return []
+        return opened
+
     def _hello(self, kind: int, body: bytes) -> None:
-        """The first frame on a connection with a handshake: the peer's hello, or the end."""
+        """The first frame on a connection with a handshake: the hello, or its reply."""
         handshake = self.shared.handshake
         assert handshake is not None
         try:
             if kind != HELLO:
                 raise AuthenticationError(f"{self.peer!r} sent a frame before its hello")
-            handshake.check(self.peer, body)
+            if self.dialled:
+                guard = handshake.complete(self.peer, self._started, body)
+            else:
+                guard, reply = handshake.respond(self.peer, body)
+                self.write_now(HELLO, 0, reply)
+                self._flush()  # not sealed: it is what the dialler's guard comes from
         except AuthenticationError as exc:
-            self.shared.counters.errors += 1
-            self.ready.set_exception(exc)
-            self.ready.exception()  # marked retrieved; a dialler awaits it in Pool._dial
-            self.abort()  # and nothing after the refused hello is delivered
+            if self.dialled:
+                self._refused(exc)
+                return
+            # Counted; the dialler learns why (its key, its secret, its clock) before the close.
+            refusal = handshake.refusal(exc)
+            if kind == HELLO:
+                with contextlib.suppress(PeerUnavailable):
+                    self.write_now(HELLO, 0, refusal)
+            self._refused(exc, flush=True)
             return
+        self._started = None
+        self.guard = guard
+        self.sender = guard.peer_id
         self.ready.set_result(None)
+
+    def _refused(self, exc: AuthenticationError, *, flush: bool = False) -> None:
+        """The handshake failed: nothing more is delivered, the connection closes."""
+        self.shared.counters.errors += 1
+        self.ready.set_exception(exc)
+        self.ready.exception()  # marked retrieved; a dialler awaits it in Pool._dial
+        if flush:
+            self.close()  # the refusal goes out first; nothing more is read
+        else:
+            self.abort()
 
     def _answer(self, request_id: int, answer: bytes) -> None:
         try:

@@ -1,11 +1,15 @@
-"""A tcp connection's sending side: frames out, one write per loop turn, the output limits."""
+"""A tcp connection's sending side: frames out, one write per loop turn, the output limits.
+
+On a connection a handshake protects, each write is one record its guard sealed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
 from gridkv.base.errors import PeerTimeout, PeerUnavailable
-from gridkv.wire.framing import HEAD, INNER
+from gridkv.transport.base import ConnectionGuard
+from gridkv.wire.framing import HEAD, INNER, RECORD
 
 from gridkv_transport_tcp._shared import Shared
 
@@ -48,6 +52,8 @@ class Output(asyncio.Protocol):
         self._gone = False
         #: Why this side cut the connection; what waiting writers and requests get.
         self._failure: PeerUnavailable | None = None
+        #: Seals each write once the handshake is done (``None``: frames go out as they are).
+        self.guard: ConnectionGuard | None = None
 
     # -- asyncio.Protocol: the peer's reading progress -----------------------------------
 
@@ -143,6 +149,10 @@ class Output(asyncio.Protocol):
         out = self._out
         if not out:
             self._loop.call_soon(self._flush)
+        elif self.guard is not None and self._out_bytes + len(body) > self.shared.max_frame_bytes:
+            self._flush()  # a record holds one frame of max_frame_bytes at most
+            out = self._out
+            self._loop.call_soon(self._flush)
         out.append(HEAD.pack(len(body) + INNER, kind, request_id))  # framing.head, inlined
         out.append(body)
         self._out_bytes += len(body) + HEAD.size
@@ -161,7 +171,12 @@ class Output(asyncio.Protocol):
         self._out_bytes = 0
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(b"".join(out))
+            data = b"".join(out)
+            guard = self.guard
+            if guard is not None:
+                record = guard.seal(data)
+                data = HEAD.pack(len(record) + INNER, RECORD, 0) + record
+            transport.write(data)
 
     async def write(self, kind: int, request_id: int, body: bytes) -> None:
         """Write a frame, waiting up to ``write_timeout`` for the peer to take queued data.
@@ -182,7 +197,11 @@ class Output(asyncio.Protocol):
     # -- closing -----------------------------------------------------------------------
 
     def usable(self) -> bool:
-        return self.transport is not None and not self.transport.is_closing()
+        """Open, and fit for new frames (not past its guard's lifetime)."""
+        if self.transport is None or self.transport.is_closing():
+            return False
+        guard = self.guard
+        return guard is None or not guard.expired
 
     def _cut(self, error: PeerUnavailable) -> None:
         """Close at once because the peer broke a limit or the frame format; counted."""

@@ -122,12 +122,13 @@ class Pool:
     def release(self, conn: Connection) -> None:
         """Give back a connection from :meth:`pooled` or :meth:`acquire`.
 
-        Idle connections beyond ``max_idle`` close.
+        Idle connections beyond ``max_idle`` close, and idle ones past their guard's lifetime.
         """
         conn.users -= 1
         pool = self._pools.get(conn.peer, [])
         idle = [c for c in pool if not c.users and not c.pending]
-        for extra in idle[self.max_idle :]:
+        retired = [c for c in idle if not c.usable()]
+        for extra in retired + [c for c in idle if c.usable()][self.max_idle :]:
             pool.remove(extra)
             extra.close()
 
@@ -235,7 +236,10 @@ class Pool:
                 raise PeerTimeout(
                     f"{address!r} sent no hello within {shared.dial_timeout:g}s (network.timeout)"
                 ) from None
-            except (AuthenticationError, PeerUnavailable) as exc:
+            except AuthenticationError as exc:
+                conn.abort()
+                raise AuthenticationError(f"handshake with {address!r} failed: {exc}") from None
+            except PeerUnavailable as exc:
                 conn.abort()
                 raise PeerUnavailable(f"handshake with {address!r} failed: {exc}") from None
         return conn

@@ -237,9 +237,11 @@ class TcpTransport:
         """The address peers reach this node at."""
         return self._shared.address
 
-    async def start(self, handler: Handler, handshake: Handshake | None = None) -> None:
+    async def start(self, handler: Handler, handshake: Handshake | None = None) -> bool:
         """Listen on the bind address; inbound frames go to ``handler``.
 
+        :param handshake: run on every connection, which it then protects (records).
+        :returns: whether ``handshake`` is run (it is, when given).
         :raises PeerUnavailable: the address cannot be listened on.
         """
         shared = self._shared
@@ -268,6 +270,7 @@ class TcpTransport:
         if port == 0 and self._server.sockets:
             actual = self._server.sockets[0].getsockname()[1]
             shared.address = f"{split_address(shared.address, listening=True)[0]}:{actual}"
+        return handshake is not None
 
     def _check(self, address: str, payload: bytes) -> None:
         shared = self._shared
@@ -326,6 +329,8 @@ class TcpTransport:
         self._check(address, payload)
         conn = self._pool.lanes.get(address)
         if conn is None or not conn.usable():
+            if conn is not None:
+                conn.close()  # past its guard's lifetime: what it queued goes out first
             conn = await self._pool.connect(address, lane=True)
         self.counters.messages_sent += 1
         conn.queue(ONE_WAY, 0, payload)

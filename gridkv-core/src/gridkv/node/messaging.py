@@ -3,7 +3,9 @@
 Outbound, a message is encoded, sealed on the node's authenticator's channel to the address
 (the security layer; a handshake runs first when there is none) and handed to the transport;
 an answer is opened on the same channel and decoded. Inbound, the router hands each frame to
-:meth:`MessagingPort.accept` before it decodes anything. Cluster components see only
+:meth:`MessagingPort.accept` before it decodes anything. A transport that runs the
+authenticator's handshake on its connections (:attr:`MessagingPort.guarded`) protects the
+frames itself, and they pass here as they are. Cluster components see only
 :meth:`MessagingPort.request` and :meth:`MessagingPort.send` (the
 :class:`~gridkv.cluster.context.Messaging` protocol).
 """
@@ -49,6 +51,9 @@ class MessagingPort:
         #: The node id this node's view puts at an address (``None``: unknown); the node
         #: sets it once its membership exists.
         self.node_at: Callable[[str], str | None] = lambda address: None
+        #: Whether the transport authenticates and protects its connections itself (it runs
+        #: the authenticator's handshake); the node sets it once the transport has started.
+        self.guarded = False
 
     def encode(self, message: Message) -> bytes:
         """``message`` encoded (not yet sealed)."""
@@ -85,6 +90,13 @@ class MessagingPort:
         :raises AuthenticationError: the peer is not trusted, or did not trust this node.
         """
         payload = self.encode(message)
+        if self.guarded:
+            # The connection is bound to the node the view puts at the address (the
+            # handshake's hello is meant for it), and its records to that connection.
+            reply = self.decode(await self.transport.request(address, payload, timeout))
+            if isinstance(reply, ErrorReply):
+                raise PeerUnavailable(f"{address!r} answered {reply.code}: {reply.message}")
+            return reply
         for attempt in (1, 2):
             channel = self.authenticator.channel_ready(address) or await self._channel(
                 address, timeout
@@ -116,5 +128,8 @@ class MessagingPort:
         :raises AuthenticationError: no session could be set up with the peer.
         """
         payload = self.encode(message)
+        if self.guarded:
+            await self.transport.send(address, payload)
+            return
         channel = self.authenticator.channel_ready(address) or await self._channel(address, None)
         await self.transport.send(address, channel.seal(payload))

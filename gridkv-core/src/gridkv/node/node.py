@@ -227,7 +227,9 @@ class Node(Serving):
                 extra={"node_id": self.node_id},
             )
         try:
-            await self.transport.start(self.router.on_frame, self.authenticator.handshake)
+            self.messaging.guarded = await self.transport.start(
+                self.router.on_frame, self.authenticator.handshake(self._node_at)
+            )
             await self.membership.start()
         except BaseException:
             self.state = "closed"

@@ -93,24 +93,35 @@ class Router:
         #: Authenticated messages that claimed another sender than their channel's peer.
         self.spoofed_senders = 0
 
-    def on_frame(self, peer: str, frame: bytes) -> bytes | Awaitable[bytes | None] | None:
-        """The transport's handler: authenticate, decode, dispatch, seal the answer."""
+    def on_frame(
+        self, peer: str, frame: bytes, sender: str | None = None
+    ) -> bytes | Awaitable[bytes | None] | None:
+        """The transport's handler: authenticate, decode, dispatch, seal the answer.
+
+        :param sender: the node id the transport authenticated the frame's connection as
+            (the frame is then not sealed); ``None``: the authenticator checks the frame.
+        """
         messaging = self._messaging
-        try:
-            channel, payload = messaging.accept(peer, frame)
-        except AuthenticationError as exc:
-            self.refused_frames += 1
-            self._errors.log(
-                logging.WARNING,
-                "refused frame",
-                "refused a frame from a peer",
-                peer=peer,
-                error=str(exc),
-                node_id=self.node_id,
-            )
-            return refusal(str(exc))
-        if channel is None:
-            return payload  # a handshake message's answer
+        channel: Channel | None = None
+        if sender is None:
+            try:
+                channel, payload = messaging.accept(peer, frame)
+            except AuthenticationError as exc:
+                self.refused_frames += 1
+                self._errors.log(
+                    logging.WARNING,
+                    "refused frame",
+                    "refused a frame from a peer",
+                    peer=peer,
+                    error=str(exc),
+                    node_id=self.node_id,
+                )
+                return refusal(str(exc))
+            if channel is None:
+                return payload  # a handshake message's answer
+            sender = channel.peer_id
+        else:
+            payload = frame
         try:
             message = messaging.decode(payload)
         except ProtocolError as exc:
@@ -123,14 +134,14 @@ class Router:
                 error=str(exc),
                 node_id=self.node_id,
             )
-            return channel.seal(messaging.encode(ErrorReply("ProtocolError", str(exc))), frame)
+            return _sealed(channel, messaging.encode(ErrorReply("ProtocolError", str(exc))), frame)
         answer: Message | None
         try:
             claimed = getattr(message, "sender", None)
-            if channel.peer_id is not None and claimed is not None and claimed != channel.peer_id:
+            if sender is not None and claimed is not None and claimed != sender:
                 self.spoofed_senders += 1
                 raise AuthenticationError(
-                    f"a message from {channel.peer_id!r} claims to come from {claimed!r:.80}"
+                    f"a message from {sender!r} claims to come from {claimed!r:.80}"
                 )
             if isinstance(message, GetRequest):
                 got = self._coordinator.on_get(message)
@@ -141,12 +152,12 @@ class Router:
                 answer = self._dispatch(peer, message)
         except Exception as exc:
             answer = self._error_reply(peer, message, exc)
-        return None if answer is None else channel.seal(messaging.encode(answer), frame)
+        return None if answer is None else _sealed(channel, messaging.encode(answer), frame)
 
     async def _answer_later(
         self,
         peer: str,
-        channel: Channel,
+        channel: Channel | None,
         request: bytes,
         message: Message,
         pending: Awaitable[Message],
@@ -155,7 +166,7 @@ class Router:
             answer: Message = await pending
         except Exception as exc:
             answer = self._error_reply(peer, message, exc)
-        return channel.seal(self._messaging.encode(answer), request)
+        return _sealed(channel, self._messaging.encode(answer), request)
 
     def _error_reply(self, peer: str, message: Message, exc: Exception) -> ErrorReply:
         if isinstance(exc, GridKVError):
@@ -208,3 +219,8 @@ class Router:
         return ErrorReply(
             "ProtocolError", f"{type(message).__name__} is not handled by this node version"
         )
+
+
+def _sealed(channel: Channel | None, answer: bytes, request: bytes) -> bytes:
+    """``answer`` sealed for ``request``'s channel (as it is when the transport protects it)."""
+    return answer if channel is None else channel.seal(answer, request)

@@ -70,9 +70,16 @@ class Authenticator(Protocol):
 
     name: str
 
-    @property
-    def handshake(self) -> Handshake | None:
-        """What a transport with connections runs first on each one, or ``None``."""
+    def handshake(self, node_at: Callable[[str], str | None]) -> Handshake | None:
+        """What a transport with connections runs first on each one, or ``None``.
+
+        A transport that runs it protects its connections itself, and the frames it carries
+        are not sealed again (:meth:`channel_to` and :meth:`accept` are then not used for
+        them).
+
+        :param node_at: the node id this node's view puts at an address (``None``: unknown):
+            a dialled connection is for that node only.
+        """
 
     def channel_ready(self, address: str) -> Channel | None:
         """The channel to ``address`` if it is set up (no waiting), else ``None``."""

@@ -15,6 +15,13 @@ restarted: it ends this node's own sessions to that node, so one-way sends (whic
 refusal) do not go on into a session the peer no longer has. Sessions a node answered are
 kept under their index, the least recently used dropped first past ``MAX_SESSIONS``.
 
+A transport with connections (TCP) runs the same handshake once per connection instead
+(:meth:`Ed25519Authenticator.handshake`): the dialler's hello, the acceptor's reply, then one
+tag per record of frames (:meth:`~gridkv.security.session.Session.seal_record`), and the
+frames it carries are not sealed again. The dialler replaces a connection older than
+``SESSION_LIFETIME`` or set up before its key rotated (:attr:`ConnectionGuard.expired`); the
+acceptor cuts one older than twice that.
+
 Every refusal is counted by reason (:meth:`Ed25519Authenticator.rejections`).
 """
 
@@ -24,6 +31,7 @@ import asyncio
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gridkv.base.errors import AuthenticationError, ConfigError, PeerUnavailable
@@ -35,6 +43,7 @@ from gridkv.security.session import (
     REPLY,
     SEALED,
     Handshake,
+    Pending,
     Session,
     frame_kind,
     index_of,
@@ -44,9 +53,9 @@ from gridkv.security.trust import CATrust, read_file, trust_root
 if TYPE_CHECKING:
     from gridkv.base.options import Options
     from gridkv.security.base import Exchange
-    from gridkv.transport.base import Handshake as TransportHandshake
+    from gridkv.transport.base import ConnectionGuard
 
-__all__ = ["Ed25519Authenticator", "MAX_SESSIONS", "SESSION_LIFETIME"]
+__all__ = ["ConnectionHandshake", "Ed25519Authenticator", "MAX_SESSIONS", "SESSION_LIFETIME"]
 
 #: Sessions answered that a node keeps at most.
 MAX_SESSIONS = 16_384
@@ -86,12 +95,31 @@ class Ed25519Authenticator:
         #: Handshakes this node started (each costs two signatures and two checks).
         self.handshakes_started = 0
         self._epoch = 0
+        #: Bumped by :meth:`rotate`: connections set up before are replaced.
+        self.key_epoch = 0
+        #: node id -> the public key of each peer a connection was authenticated with.
+        self._connected: OrderedDict[str, bytes] = OrderedDict()
         self._records: SignedRecords | None = None
 
-    @property
-    def handshake(self) -> TransportHandshake | None:
-        """None at the transport: sessions are set up by messages, on every transport."""
-        return None
+    def handshake(self, node_at: Callable[[str], str | None]) -> ConnectionHandshake:
+        """The handshake a transport with connections runs on each (then seals records).
+
+        :param node_at: the node id this node's view puts at an address (``None``: unknown);
+            a dialler's hello is meant for that node only.
+        """
+        return ConnectionHandshake(self, node_at)
+
+    def count(self, exc: AuthenticationError) -> None:
+        """Count a refusal under its reason."""
+        self._rejections[_reason(exc)] += 1
+
+    def connected(self, node_id: str, key: bytes) -> None:
+        """A connection was authenticated with ``node_id``, under ``key``."""
+        connected = self._connected
+        connected[node_id] = key
+        connected.move_to_end(node_id)
+        while len(connected) > MAX_SESSIONS:
+            connected.popitem(last=False)
 
     def rejections(self) -> Mapping[str, int]:
         """Frames refused so far, by reason."""
@@ -107,7 +135,8 @@ class Ed25519Authenticator:
 
     def peer_keys(self) -> dict[str, bytes]:
         """The public key of each node a session is open with (started or answered)."""
-        keys = {s.peer_id: s.peer_key for s in self._in.values()}
+        keys = dict(self._connected)
+        keys.update((s.peer_id, s.peer_key) for s in self._in.values())
         keys.update((s.peer_id, s.peer_key) for s in self._out.values())
         return keys
 
@@ -142,6 +171,7 @@ class Ed25519Authenticator:
         self.identity = identity
         self._out.clear()
         self._epoch += 1  # handshakes under way keep their session for one message only
+        self.key_epoch += 1  # connections are replaced as their requests finish
 
     async def channel_to(
         self, address: str, exchange: Exchange, expected: str | None = None
@@ -252,22 +282,146 @@ class Ed25519Authenticator:
         return reply
 
 
+@dataclass(frozen=True, slots=True)
+class _Dialled:
+    """A dialler's hello waiting for its reply, and the key epoch it was made under."""
+
+    hello: Pending
+    key_epoch: int
+
+
+class ConnectionHandshake:
+    """The handshake of :mod:`gridkv.security.session`, run by a transport per connection.
+
+    :param auth: the node's authenticator (identity, trust root, counters).
+    :param node_at: the node id this node's view puts at an address, if any.
+    """
+
+    def __init__(self, auth: Ed25519Authenticator, node_at: Callable[[str], str | None]) -> None:
+        self._auth = auth
+        self._node_at = node_at
+
+    def _sessions(self) -> Handshake:
+        sessions = self._auth.sessions
+        if sessions is None:
+            raise AuthenticationError(
+                "this node has no trust root configured: it trusts nobody (auth.cluster_secret, "
+                "auth.trusted_keys or auth.ca_file)"
+            )
+        return sessions
+
+    def initiate(self, address: str) -> tuple[object, bytes]:
+        """A hello to ``address``, meant for the node the view puts there (if known)."""
+        pending, hello = self._sessions().initiate(self._node_at(address) or "")
+        self._auth.handshakes_started += 1
+        return _Dialled(pending, self._auth.key_epoch), hello
+
+    def respond(self, peer_address: str, hello: bytes) -> tuple[ConnectionGuard, bytes]:
+        """Check a dialler's hello; its guard and the reply (refusals: :meth:`refusal`)."""
+        auth = self._auth
+        session, reply = self._sessions().respond(hello)
+        auth.connected(session.peer_id, session.peer_key)
+        return Guard(session, auth, auth.key_epoch, SESSION_LIFETIME, accepted=True), reply
+
+    def refusal(self, error: AuthenticationError) -> bytes:
+        """Count an acceptor's refusal; what it sends: the reason, after :data:`REFUSED`."""
+        self._auth.count(error)
+        return bytes([REFUSED]) + str(error).encode()[:200]
+
+    def complete(self, address: str, pending: object, reply: bytes) -> ConnectionGuard:
+        """Check the acceptor's reply (or refusal); the dialler's guard."""
+        assert isinstance(pending, _Dialled)
+        auth = self._auth
+        if frame_kind(reply) == REFUSED:
+            reason = reply[1:].decode("utf-8", "replace")
+            raise AuthenticationError(f"{address!r} refused this node: {reason}")
+        try:
+            session = self._sessions().complete(pending.hello, reply)
+        except AuthenticationError as exc:
+            auth.count(exc)
+            raise
+        auth.connected(session.peer_id, session.peer_key)
+        return Guard(session, auth, pending.key_epoch, SESSION_LIFETIME)
+
+
+class Guard:
+    """A connection's protection: one session's records, for ``lifetime`` seconds.
+
+    :param session: the session the connection's handshake set up.
+    :param auth: the authenticator (its key epoch, its counters).
+    :param epoch: the key epoch the handshake ran under.
+    :param lifetime: seconds after which the dialler replaces the connection.
+    :param accepted: the acceptor's end: past twice ``lifetime`` it refuses the connection's
+        records (a dialler that does not replace its connections does not keep a session,
+        and a key removed from the trust root stops working, within that time).
+    """
+
+    __slots__ = ("_auth", "_deadline", "_epoch", "_refuse_after", "_session", "peer_id")
+
+    def __init__(
+        self,
+        session: Session,
+        auth: Ed25519Authenticator,
+        epoch: int,
+        lifetime: float,
+        *,
+        accepted: bool = False,
+    ) -> None:
+        self._session = session
+        self._auth = auth
+        self._epoch = epoch
+        self._deadline = session.created + lifetime
+        self._refuse_after = session.created + 2 * lifetime if accepted else float("inf")
+        #: The node id the peer was authenticated as.
+        self.peer_id = session.peer_id
+
+    @property
+    def expired(self) -> bool:
+        """Older than its lifetime, or set up under a key rotated away since."""
+        return self._epoch != self._auth.key_epoch or time.monotonic() > self._deadline
+
+    def seal(self, data: bytes) -> bytes:
+        """The next record to the peer."""
+        return self._session.seal_record(data)
+
+    def open(self, record: bytes) -> bytes:
+        """The data of the peer's next record; refusals are counted."""
+        try:
+            if time.monotonic() > self._refuse_after:
+                raise AuthenticationError(
+                    f"session expired: {self.peer_id!r} kept a connection past "
+                    f"{self._refuse_after - self._session.created:g}s without renewing it"
+                )
+            return self._session.open_record(record)
+        except AuthenticationError as exc:
+            self._auth.count(exc)
+            raise
+
+
+#: (what a refusal's message says, the reason it is counted under), first match counts.
+_REASONS = (
+    ("replayed or too old", "replayed or too old"),
+    ("session expired", "session expired"),
+    ("failed its authentication tag", "failed its authentication tag"),
+    ("not sealed for this session", "not sealed for this session"),
+    ("bad signature", "bad signature"),
+    ("stale or replayed", "stale or replayed"),
+    ("replayed", "replayed"),
+    ("malformed", "malformed"),
+    ("not vouched for", "not vouched for"),
+    ("not in the trusted keys", "not in the trusted keys"),
+    ("key other than", "key other than"),
+    ("certificate", "certificate"),
+    ("before its hello", "unauthenticated frame"),
+    ("no hello within", "handshake timed out"),
+    ("no trust root", "no trust root"),
+)
+
+
 def _reason(exc: AuthenticationError) -> str:
     """A short, bounded name for a refusal (the counters' key)."""
     text = str(exc)
-    for reason in (
-        "replayed or too old",
-        "failed its authentication tag",
-        "not sealed for this session",
-        "bad signature",
-        "stale or replayed",
-        "replayed",
-        "malformed",
-        "not vouched for",
-        "not in the trusted keys",
-        "key other than",
-        "certificate",
-    ):
-        if reason in text:
+    for said, reason in _REASONS:
+        if said in text:
             return reason
     return "refused"

@@ -36,8 +36,7 @@ class NoAuthentication:
 
     name = "none"
 
-    @property
-    def handshake(self) -> Handshake | None:
+    def handshake(self, node_at: Callable[[str], str | None]) -> Handshake | None:
         """No handshake: connections carry frames at once."""
         return None
 

@@ -21,6 +21,13 @@ payload, and a 16-byte AES-GCM tag over the header and payload (with ``encrypt``
 is encrypted too). The receiver finds the session by its index, checks the tag, and takes each
 counter once within a sliding window of ``WINDOW`` (frames may arrive out of order across a
 transport's connections; a replayed, altered, or too old frame is refused).
+
+A transport with connections protects whole *records* instead (many frames written in one
+turn of its loop, :class:`~gridkv.transport.base.ConnectionGuard`): a session set up for one
+connection seals each record with :meth:`Session.seal_record`, under the next counter of its
+direction, which is not sent: the stream's order gives it, and the receiver takes records
+strictly in that order (:meth:`Session.open_record`), so a record dropped, replayed, moved or
+altered fails its tag.
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ MAX_HANDSHAKE_BYTES = 16_384
 _HEADER = struct.Struct(">BQQ")  # kind, receiver's index, counter
 _HEAD = _HEADER.size
 _NONCE_PAD = bytes(4)
+_RECORD_PAD = b"\x00\x00\x00\x01"  # records' nonces never meet frames'
 _MASK = (1 << WINDOW) - 1
 _TAG = 16
 _LABEL_HELLO = b"gridkv hello v1\x00"
@@ -138,6 +146,7 @@ class Session:
     #: monotonic seconds when the session was set up
     created: float = field(default_factory=time.monotonic)
     _index_bytes: bytes = b""
+    _received: int = 0
 
     def __post_init__(self) -> None:
         self._index_bytes = self.local_index.to_bytes(8, "big")
@@ -185,6 +194,38 @@ class Session:
         if not self._window.take(int.from_bytes(counter, "big")):
             raise AuthenticationError(f"frame from {self.peer_id!r} replayed or too old")
         return payload
+
+    def seal_record(self, data: bytes) -> bytes:
+        """The next record to the peer over a connection, carrying ``data`` (any bytes)."""
+        counter = self._counter
+        self._counter = counter + 1
+        nonce = _RECORD_PAD + counter.to_bytes(8, "big")
+        if self.encrypt:
+            return self._send.encrypt(nonce, data, None)
+        return data + self._send.encrypt(nonce, b"", data)
+
+    def open_record(self, record: bytes) -> bytes:
+        """The data of the peer's next record over a connection.
+
+        :raises AuthenticationError: not the next record, or altered or forged.
+        """
+        counter = self._received
+        nonce = _RECORD_PAD + counter.to_bytes(8, "big")
+        try:
+            if len(record) < _TAG:
+                raise InvalidTag
+            if self.encrypt:
+                data = self._receive.decrypt(nonce, record, None)
+            else:
+                data = record[:-_TAG]
+                self._receive.decrypt(nonce, record[-_TAG:], data)
+        except InvalidTag:
+            raise AuthenticationError(
+                f"record from {self.peer_id!r} failed its authentication tag (altered, "
+                "forged, replayed or out of order)"
+            ) from None
+        self._received = counter + 1
+        return data
 
 
 @dataclass(slots=True)

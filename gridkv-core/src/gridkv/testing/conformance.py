@@ -35,7 +35,7 @@ TransportMaker = Callable[[str], Awaitable[Transport]]
 RawSender = Callable[[str, bytes], Awaitable[None]]
 
 
-async def _echo(peer: str, payload: bytes) -> bytes:
+async def _echo(peer: str, payload: bytes, sender: str | None) -> bytes:
     return b"echo:" + payload
 
 
@@ -71,7 +71,7 @@ class TransportConformance:
     async def test_one_way_send_reaches_the_handler(self, factory: TransportMaker) -> None:
         got: asyncio.Queue[bytes] = asyncio.Queue()
 
-        async def handler(peer: str, payload: bytes) -> None:
+        async def handler(peer: str, payload: bytes, sender: str | None) -> None:
             await got.put(payload)
 
         a = await self._started(factory, "a")
@@ -84,7 +84,7 @@ class TransportConformance:
             await b.close()
 
     async def test_many_requests_in_flight(self, factory: TransportMaker) -> None:
-        async def slow_echo(peer: str, payload: bytes) -> bytes:
+        async def slow_echo(peer: str, payload: bytes, sender: str | None) -> bytes:
             await asyncio.sleep(0.001 * (payload[-1] % 5))
             return payload
 
@@ -130,7 +130,7 @@ class TransportConformance:
             await a.close()
 
     async def test_a_silent_peer_times_out(self, factory: TransportMaker) -> None:
-        async def never(peer: str, payload: bytes) -> bytes:
+        async def never(peer: str, payload: bytes, sender: str | None) -> bytes:
             await asyncio.sleep(3600)
             return b""
 
@@ -179,7 +179,7 @@ class TransportConformance:
             await b.close()
 
     async def test_a_handler_may_answer_at_once(self, factory: TransportMaker) -> None:
-        def at_once(peer: str, payload: bytes) -> bytes:
+        def at_once(peer: str, payload: bytes, sender: str | None) -> bytes:
             return b"now:" + payload
 
         a = await self._started(factory, "a")
@@ -196,7 +196,7 @@ class TransportConformance:
     async def test_a_failing_handler_is_counted_and_the_requester_times_out(
         self, factory: TransportMaker
     ) -> None:
-        def broken(peer: str, payload: bytes) -> bytes:
+        def broken(peer: str, payload: bytes, sender: str | None) -> bytes:
             if payload == b"bad":
                 raise RuntimeError("handler bug")
             return payload
@@ -218,7 +218,7 @@ class TransportConformance:
         got: list[bytes] = []
         arrived = asyncio.Event()
 
-        def collect(peer: str, payload: bytes) -> None:
+        def collect(peer: str, payload: bytes, sender: str | None) -> None:
             got.append(payload)
             if len(got) == 100:
                 arrived.set()

@@ -40,9 +40,9 @@ class PartitionableTransport:
         """The inner transport's address."""
         return self.inner.local_address
 
-    async def start(self, handler: Handler, handshake: Handshake | None = None) -> None:
-        """Start the inner transport."""
-        await self.inner.start(handler, handshake)
+    async def start(self, handler: Handler, handshake: Handshake | None = None) -> bool:
+        """Start the inner transport; whether it runs ``handshake``."""
+        return await self.inner.start(handler, handshake)
 
     async def request(self, address: str, payload: bytes, timeout: float | None = None) -> bytes:
         """The inner request, or a time-out when ``address`` is cut off."""

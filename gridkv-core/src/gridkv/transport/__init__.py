@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from gridkv.transport.base import Handler, Handshake, Transport, TransportFactory, TransportStats
+from gridkv.transport.base import (
+    ConnectionGuard,
+    Handler,
+    Handshake,
+    Transport,
+    TransportFactory,
+    TransportStats,
+)
 from gridkv.transport.memory import MemoryNetwork, MemoryTransport
 
 __all__ = [
+    "ConnectionGuard",
     "Handler",
     "Handshake",
     "Transport",

@@ -13,10 +13,12 @@ cannot be reached, :class:`~gridkv.base.errors.PeerTimeout` when it does not ans
 
 Authentication is layered above this interface: the security layer wraps every frame before
 :meth:`~Transport.request` / :meth:`~Transport.send` and unwraps it in the handler, so it covers
-connection-oriented and connectionless sends alike. A transport that opens connections also
-takes an optional :class:`Handshake` in :meth:`Transport.start`: each new connection, in either
-direction, first exchanges hello frames, and no other frame passes until the peer's hello is
-accepted.
+connection-oriented and connectionless sends alike. A transport that opens connections may
+take that work over: given a :class:`Handshake` in :meth:`Transport.start`, it authenticates
+each new connection with it (the dialler's hello, the acceptor's reply), and from then on
+protects whatever it writes on the connection with the :class:`ConnectionGuard` the handshake
+gave, many frames under one tag. It then hands each inbound frame to the handler with the node
+id the connection was authenticated as, and the security layer leaves those frames alone.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from gridkv.base.errors import ProtocolError, ShuttingDown
+from gridkv.base.errors import AuthenticationError, ProtocolError, ShuttingDown
 
 if TYPE_CHECKING:
     from gridkv.base.options import Options
 
 __all__ = [
+    "ConnectionGuard",
     "Handler",
     "Handshake",
     "Transport",
@@ -40,31 +43,74 @@ __all__ = [
     "check_outbound",
 ]
 
-#: ``handler(peer_address, frame)`` gets each inbound frame; for a request its return value is
-#: the answer (``None`` answers with nothing, and the requester times out). A handler that can
-#: answer at once returns the answer itself; one that has to wait returns an awaitable of it
-#: (an ``async def`` handler does), which the transport runs as a task. Answering at once
-#: spares a task per frame, the largest cost of a small request.
-Handler = Callable[[str, bytes], "bytes | Awaitable[bytes | None] | None"]
+#: ``handler(peer_address, frame, sender)`` gets each inbound frame; for a request its return
+#: value is the answer (``None`` answers with nothing, and the requester times out). A handler
+#: that can answer at once returns the answer itself; one that has to wait returns an
+#: awaitable of it (an ``async def`` handler does), which the transport runs as a task.
+#: Answering at once spares a task per frame, the largest cost of a small request. ``sender``
+#: is the node id the frame's connection was authenticated as by the transport's
+#: :class:`Handshake`, ``None`` when the transport authenticated nothing (the security layer
+#: then checks the frame itself).
+Handler = Callable[[str, bytes, "str | None"], "bytes | Awaitable[bytes | None] | None"]
+
+
+class ConnectionGuard(Protocol):
+    """The protection of one connection once its handshake is done, in both directions.
+
+    What one side writes in a turn of its event loop is sealed as one *record*; records are
+    opened in the order they were sealed, each exactly once (the stream's order is part of
+    what is checked), so a record altered, dropped, replayed or moved is refused.
+    """
+
+    @property
+    def peer_id(self) -> str:
+        """The node id the peer was authenticated as."""
+
+    @property
+    def expired(self) -> bool:
+        """Whether the connection should carry no new requests.
+
+        It is too old, or the keys it was set up with were rotated away: the dialler
+        replaces it.
+        """
+
+    def seal(self, data: bytes) -> bytes:
+        """The next record to the peer, carrying ``data``."""
+
+    def open(self, record: bytes) -> bytes:
+        """The data of the next record from the peer.
+
+        :raises AuthenticationError: the record is not the peer's next one, unaltered.
+        """
 
 
 @runtime_checkable
 class Handshake(Protocol):
-    """What a connection-oriented transport runs when a connection opens (either direction).
+    """What a connection-oriented transport runs when a connection opens.
 
-    Each side sends :meth:`hello`; each checks the other's with :meth:`check`. Until that
-    passes no other frame is sent or delivered on the connection; when it fails the connection
-    is closed and counted as an error, and a dialling caller gets
-    :class:`~gridkv.base.errors.PeerUnavailable` saying why.
+    The dialler sends :meth:`initiate`'s hello first; the acceptor answers it with
+    :meth:`respond`'s reply, or with its refusal and closes; the dialler checks the reply with
+    :meth:`complete`. No other frame passes before; a connection whose hello or reply does
+    not come within the dial time-out is closed. Each side then protects the connection with
+    the :class:`ConnectionGuard` it got.
     """
 
-    def hello(self) -> bytes:
-        """This node's opening frame for a new connection."""
+    def initiate(self, address: str) -> tuple[object, bytes]:
+        """The dialler's hello to ``address``, and what :meth:`complete` needs of it."""
 
-    def check(self, peer_address: str, hello: bytes) -> None:
-        """Check the peer's opening frame.
+    def respond(self, peer_address: str, hello: bytes) -> tuple[ConnectionGuard, bytes]:
+        """The acceptor's check of a hello: its guard, and the reply to send.
 
-        :raises AuthenticationError: the peer is not accepted.
+        :raises AuthenticationError: refused (the message is the refusal the dialler gets).
+        """
+
+    def refusal(self, error: AuthenticationError) -> bytes:
+        """What the acceptor sends back instead of a reply when :meth:`respond` refused."""
+
+    def complete(self, address: str, pending: object, reply: bytes) -> ConnectionGuard:
+        """The dialler's check of the reply (or refusal) to its hello.
+
+        :raises AuthenticationError: refused by the peer, or the reply is not authentic.
         """
 
 
@@ -200,11 +246,13 @@ class Transport(Protocol):
     def local_address(self) -> str:
         """The address peers reach this node at."""
 
-    async def start(self, handler: Handler, handshake: Handshake | None = None) -> None:
+    async def start(self, handler: Handler, handshake: Handshake | None = None) -> bool:
         """Start listening; inbound frames go to ``handler``.
 
         :param handshake: run on every new connection by transports that have connections;
             connectionless transports ignore it (frames are authenticated one by one above).
+        :returns: whether the transport runs ``handshake``: every frame it carries is then
+            authenticated and protected by it (with the sender's id given to ``handler``).
         """
 
     async def request(self, address: str, payload: bytes, timeout: float | None = None) -> bytes:

@@ -184,17 +184,20 @@ class MemoryTransport:
         """The address peers reach this node at."""
         return self._address
 
-    async def start(self, handler: Handler, handshake: Handshake | None = None) -> None:
+    async def start(self, handler: Handler, handshake: Handshake | None = None) -> bool:
         """Attach to the network; inbound frames go to ``handler``.
 
         ``handshake`` is ignored: there are no connections, and frames between nodes in one
         process are authenticated one by one above the transport.
+
+        :returns: ``False`` (the handshake is not run).
         """
         if self._closed:
             raise ShuttingDown(f"memory transport {self._address!r} is closed")
         self._handler = handler
         self._loop = asyncio.get_running_loop()
         self.network._attach(self)
+        return False
 
     def _check_out(self, address: str, payload: bytes) -> MemoryTransport:
         check_outbound(
@@ -289,7 +292,7 @@ class MemoryTransport:
         else:
             self.counters.requests_received += 1
         try:
-            answer = self._handler(sender.local_address, payload)
+            answer = self._handler(sender.local_address, payload, None)
             if inspect.isawaitable(answer):
                 answer = await answer
         except Exception:

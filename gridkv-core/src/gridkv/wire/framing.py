@@ -1,9 +1,12 @@
 """Stream framing, sans-I/O: the frame format of every stream transport, and its reader.
 
 A frame is ``length:u32 | kind:u8 | request id:u64 | body``, big-endian; ``length`` counts the
-kind, the id and the body. Kinds are a request, its response (same id), a one-way message and
-a connection's hello. The TCP transport speaks it on each connection, and a transport over
-another stream (a QUIC stream, say) speaks it on each of its streams.
+kind, the id and the body. Kinds are a request, its response (same id), a one-way message, a
+connection's hello (or its reply), and a *record*: on a connection a handshake protects, every
+frame after the hellos travels inside a record, whose body is the sealed bytes of whole frames
+(what one side wrote in one turn of its loop; :class:`~gridkv.transport.base.ConnectionGuard`).
+The TCP transport speaks it on each connection, and a transport over another stream (a QUIC
+stream, say) speaks it on each of its streams.
 
 :class:`FrameReader` splits a received byte stream into frames and refuses a bad length or kind
 as soon as those bytes arrive, before any body is buffered, so a peer cannot make a node hold
@@ -23,6 +26,8 @@ __all__ = [
     "HELLO",
     "INNER",
     "ONE_WAY",
+    "RECORD",
+    "RECORD_SLACK",
     "REQUEST",
     "RESPONSE",
     "Frame",
@@ -34,8 +39,12 @@ __all__ = [
 HEAD = struct.Struct(">IBQ")
 #: The bytes ``length`` counts besides the body: kind and request id.
 INNER = HEAD.size - 4
-#: Frame kinds: a request, its response (same id), a one-way message, a connection's hello.
-REQUEST, RESPONSE, ONE_WAY, HELLO = 0, 1, 2, 3
+#: Frame kinds: a request, its response (same id), a one-way message, a connection's hello,
+#: a record of sealed frames.
+REQUEST, RESPONSE, ONE_WAY, HELLO, RECORD = 0, 1, 2, 3, 4
+#: What a record's body may hold beyond one frame body of ``max_frame_bytes``: that frame's
+#: header and the record's authentication (a tag, and room to spare).
+RECORD_SLACK = HEAD.size + 64
 
 _LENGTH = struct.Struct(">I")
 
@@ -99,11 +108,11 @@ class FrameReader:
                 )
             stop = pos + 4 + length
             if stop > end:
-                if end - pos > 4 and view[pos + 4] > HELLO:
+                if end - pos > 4 and view[pos + 4] > RECORD:
                     raise ProtocolError(f"peer sent a frame of unknown kind {view[pos + 4]}")
                 break
             _, kind, request_id = HEAD.unpack_from(view, pos)
-            if kind > HELLO:
+            if kind > RECORD:
                 raise ProtocolError(f"peer sent a frame of unknown kind {kind}")
             frames.append((kind, request_id, bytes(view[pos + HEAD.size : stop])))
             pos = stop
