@@ -73,15 +73,15 @@ def test_a_length_too_short_for_the_header_is_refused() -> None:
 
 
 def test_a_whole_frame_of_unknown_kind_is_refused() -> None:
-    with pytest.raises(ProtocolError, match="unknown kind 4"):
-        FrameReader(MAX_FRAME).feed(head(4, 1, 3) + b"abc", 0.0)
+    with pytest.raises(ProtocolError, match="unknown kind 5"):
+        FrameReader(MAX_FRAME).feed(head(5, 1, 3) + b"abc", 0.0)
 
 
 def test_an_unknown_kind_is_refused_as_soon_as_it_arrives() -> None:
     reader = FrameReader(MAX_FRAME)
     assert reader.feed(head(HELLO, 0, 100)[:4], 0.0) == []
-    with pytest.raises(ProtocolError, match="unknown kind 4"):
-        reader.feed(b"\x04", 0.0)
+    with pytest.raises(ProtocolError, match="unknown kind 5"):
+        reader.feed(b"\x05", 0.0)
 
 
 def test_started_is_the_time_of_the_unfinished_frames_first_byte() -> None:

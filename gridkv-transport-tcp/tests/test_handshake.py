@@ -1,160 +1,258 @@
-"""The connection handshake slot the authentication layer uses, exercised with a test handshake
-(an HMAC over the node's name with a shared secret; not GridKV's authentication)."""
+"""Connections the authenticator's handshake protects: the hellos, then sealed records.
+
+The transports here run the ``ed25519`` authenticator's connection handshake (a cluster
+secret as the trust root). Hostile peers are raw sockets: one that speaks before its hello,
+never says hello, or, having done the handshake properly (it holds the secret), then replays,
+alters or cuts a record.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import socket
-import struct
+import time
+from collections.abc import AsyncIterator
 
 import pytest
 
 pytest.importorskip("gridkv_transport_tcp")
 
-from gridkv import AuthenticationError, PeerUnavailable
+from gridkv import AuthenticationError, Options, PeerTimeout
+from gridkv.security.ed25519 import ConnectionHandshake, Ed25519Authenticator
+from gridkv.security.identity import Identity, new_secret
 from gridkv.testing.transports import free_port
-from gridkv.transport import Handshake
-from gridkv.wire.framing import HEAD, HELLO
+from gridkv.testing.waiting import wait_until
+from gridkv.transport import ConnectionGuard
+from gridkv.wire.framing import HEAD, HELLO, RECORD, REQUEST, RESPONSE, FrameReader, head
 from gridkv_transport_tcp.transport import TcpTransport, split_address
 
+SECRET = new_secret()
 
-class SecretHandshake:
-    """Hello = name + HMAC(secret, name); a peer with another secret is refused."""
 
-    def __init__(self, name: str, secret: bytes) -> None:
-        self.name = name
-        self.secret = secret
-        self.seen: list[str] = []
+def authenticator(node_id: str, secret: str = SECRET) -> Ed25519Authenticator:
+    opts = Options.from_mapping({"local_node_id": node_id, "auth": {"cluster_secret": secret}})
+    return Ed25519Authenticator(opts, clock=time.time)
 
-    def _mac(self, name: bytes) -> bytes:
-        return hmac.new(self.secret, name, hashlib.sha256).digest()
 
-    def hello(self) -> bytes:
-        return self._mac(self.name.encode()) + self.name.encode()
+def handshake(auth: Ed25519Authenticator) -> ConnectionHandshake:
+    return auth.handshake(lambda address: None)
 
-    def check(self, peer_address: str, hello: bytes) -> None:
-        mac, name = hello[:32], hello[32:]
-        if not hmac.compare_digest(mac, self._mac(name)):
-            raise AuthenticationError(f"{peer_address!r} does not know the secret")
-        self.seen.append(name.decode())
+
+senders: list[str | None] = []
 
 
 async def echo(peer: str, payload: bytes, sender: str | None) -> bytes:
+    senders.append(sender)
     return b"echo:" + payload
 
 
-def hello_frame(handshake: SecretHandshake) -> bytes:
-    """What a transport with ``handshake`` writes first on a connection, and here only."""
-    hello = handshake.hello()
-    return HEAD.pack(HEAD.size - 4 + len(hello), HELLO, 0) + hello
-
-
-async def started(handshake: Handshake | None) -> TcpTransport:
-    transport = TcpTransport(f"127.0.0.1:{free_port()}", dial_timeout=2)
-    await transport.start(echo, handshake)
+async def started(auth: Ed25519Authenticator, dial_timeout: float = 2) -> TcpTransport:
+    transport = TcpTransport(f"127.0.0.1:{free_port()}", dial_timeout=dial_timeout)
+    assert await transport.start(echo, handshake(auth))
     return transport
 
 
-async def test_peers_with_the_same_secret_talk_after_their_hellos() -> None:
-    a_hs, b_hs = SecretHandshake("a", b"s3cret"), SecretHandshake("b", b"s3cret")
-    a, b = await started(a_hs), await started(b_hs)
+def frame(kind: int, request_id: int, body: bytes) -> bytes:
+    return head(kind, request_id, len(body)) + body
+
+
+class RawPeer:
+    """A raw socket that does the dialler's handshake by hand, then seals what it likes."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self._frames = FrameReader(1 << 20)
+        self._got: list[tuple[int, int, bytes]] = []
+        self.guard: ConnectionGuard | None = None
+
+    async def next_frame(self) -> tuple[int, int, bytes] | None:
+        """The next frame, ``None`` once the connection is closed."""
+        while not self._got:
+            data = await asyncio.wait_for(self.reader.read(65536), 5)
+            if not data:
+                return None
+            self._got += self._frames.feed(data, 0.0)
+        return self._got.pop(0)
+
+    async def greet(self, address: str) -> None:
+        hs = handshake(authenticator("raw"))
+        pending, hello = hs.initiate(address)
+        self.writer.write(frame(HELLO, 0, hello))
+        reply = await self.next_frame()
+        assert reply is not None and reply[0] == HELLO
+        self.guard = hs.complete(address, pending, reply[2])
+
+    def record(self, *frames: bytes) -> bytes:
+        assert self.guard is not None
+        sealed = self.guard.seal(b"".join(frames))
+        return frame(RECORD, 0, sealed)
+
+
+@pytest.fixture
+async def raw_to() -> AsyncIterator[object]:
+    opened: list[asyncio.StreamWriter] = []
+
+    async def connect(transport: TcpTransport) -> RawPeer:
+        reader, writer = await asyncio.open_connection(*split_address(transport.local_address))
+        opened.append(writer)
+        return RawPeer(reader, writer)
+
+    yield connect
+    for writer in opened:
+        writer.close()
+
+
+async def test_peers_with_the_secret_talk_over_records_and_know_who_sent_each_frame() -> None:
+    a_auth, b_auth = authenticator("a"), authenticator("b")
+    a, b = await started(a_auth), await started(b_auth)
+    senders.clear()
     try:
         assert await a.request(b.local_address, b"hi", 5) == b"echo:hi"
         assert await b.request(a.local_address, b"yo", 5) == b"echo:yo"
-        assert set(a_hs.seen) == {"b"} and set(b_hs.seen) == {"a"}
+        await a.send(b.local_address, b"one way")
+        await wait_until(lambda: len(senders) == 3)
+        assert sorted(s or "" for s in senders) == ["a", "a", "b"]
+        assert a_auth.peer_keys() == {"b": b_auth.identity.public_key}
+        assert a_auth.rejections() == {} and b_auth.rejections() == {}
     finally:
         await a.close()
         await b.close()
 
 
-async def test_a_peer_with_another_secret_is_refused_and_counted() -> None:
-    a, b = (
-        await started(SecretHandshake("a", b"s3cret")),
-        await started(SecretHandshake("mallory", b"guess")),
-    )
+async def test_a_dialler_with_another_secret_is_told_why_and_counted() -> None:
+    a_auth = authenticator("a")
+    a, mallory = await started(a_auth), await started(authenticator("mallory", new_secret()))
     try:
-        with pytest.raises(PeerUnavailable, match="handshake with .* failed"):
-            await b.request(a.local_address, b"let me in", 5)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while a.stats().errors == 0:
-            assert loop.time() < deadline
-            await asyncio.sleep(0.01)
+        with pytest.raises(AuthenticationError, match="refused this node: .*not vouched for"):
+            await mallory.request(a.local_address, b"let me in", 5)
+        assert a_auth.rejections() == {"not vouched for": 1}
         assert a.stats().requests_received == 0
     finally:
         await a.close()
-        await b.close()
+        await mallory.close()
 
 
-async def test_a_frame_before_the_hello_closes_the_connection() -> None:
-    a_hs = SecretHandshake("a", b"s3cret")
-    a = await started(a_hs)
-    host, port = split_address(a.local_address)
-    reader, writer = await asyncio.open_connection(host, port)
+async def test_a_frame_before_the_hello_is_refused_and_never_delivered(raw_to) -> None:  # type: ignore[no-untyped-def]
+    a_auth = authenticator("a")
+    a = await started(a_auth)
+    raw = await raw_to(a)
+    senders.clear()
     try:
-        writer.write(struct.pack(">IBQ", 9 + 2, 0, 1) + b"hi")  # a request, no hello
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), 5)
-        assert data == hello_frame(a_hs)  # a's hello, then the close: no answer
-        assert a.stats().requests_received == 0
-        assert a.stats().errors == 1
+        raw.writer.write(frame(REQUEST, 1, b"hi") + frame(REQUEST, 2, b"again"))
+        assert await raw.next_frame() is None  # closed, nothing answered
+        assert a_auth.rejections() == {"unauthenticated frame": 1}
+        assert a.stats().requests_received == 0 and senders == []
     finally:
-        writer.close()
         await a.close()
 
 
-async def test_nothing_after_a_refused_hello_is_delivered() -> None:
-    # A refused hello and a request in the same write: the request must not reach the handler.
-    a_hs = SecretHandshake("a", b"s3cret")
-    a = await started(a_hs)
-    host, port = split_address(a.local_address)
-    reader, writer = await asyncio.open_connection(host, port)
-    forged = SecretHandshake("mallory", b"guess").hello()
+async def test_nothing_after_a_refused_hello_is_delivered(raw_to) -> None:  # type: ignore[no-untyped-def]
+    a_auth = authenticator("a")
+    a = await started(a_auth)
+    raw = await raw_to(a)
+    senders.clear()
+    outsider = handshake(authenticator("mallory", new_secret()))
+    _, hello = outsider.initiate(a.local_address)
     try:
-        writer.write(
-            struct.pack(">IBQ", 9 + len(forged), 3, 0)
-            + forged
-            + struct.pack(">IBQ", 9 + 2, 0, 1)
-            + b"hi"
-        )
-        await writer.drain()
-        assert await asyncio.wait_for(reader.read(), 5) == hello_frame(a_hs)  # then the close
-        assert a.stats().errors == 1
-        assert a.stats().requests_received == 0
+        raw.writer.write(frame(HELLO, 0, hello) + frame(REQUEST, 1, b"hi"))
+        refusal = await raw.next_frame()
+        assert refusal is not None and refusal[0] == HELLO
+        assert b"not vouched for" in refusal[2]
+        assert await raw.next_frame() is None
+        assert a.stats().requests_received == 0 and senders == []
     finally:
-        writer.close()
         await a.close()
 
 
-async def test_a_connection_that_never_says_hello_is_closed() -> None:
-    a = TcpTransport(f"127.0.0.1:{free_port()}", dial_timeout=0.3)
-    a_hs = SecretHandshake("a", b"s3cret")
-    await a.start(echo, a_hs)
-    host, port = split_address(a.local_address)
-    reader, writer = await asyncio.open_connection(host, port)
+async def test_a_connection_that_never_says_hello_is_closed_and_counted(raw_to) -> None:  # type: ignore[no-untyped-def]
+    a_auth = authenticator("a")
+    a = await started(a_auth, dial_timeout=0.3)
+    raw = await raw_to(a)
     loop = asyncio.get_running_loop()
     try:
         opened = loop.time()
-        data = await asyncio.wait_for(reader.read(), 5)  # a's hello, then the close
-        assert data == hello_frame(a_hs)
+        assert await raw.next_frame() is None
         assert 0.25 <= loop.time() - opened < 3  # after dial_timeout (0.3 s)
-        assert a.stats().errors == 1
+        assert a_auth.rejections() == {"handshake timed out": 1}
     finally:
-        writer.close()
         await a.close()
 
 
-async def test_a_peer_that_never_says_hello_times_out_the_dial() -> None:
+async def test_a_peer_that_never_replies_times_out_the_dial() -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(4)  # accepts (in the kernel), never writes a hello
-    client = TcpTransport(f"127.0.0.1:{free_port()}", dial_timeout=0.3)
-    await client.start(echo, SecretHandshake("c", b"s3cret"))
+    listener.listen(4)  # accepts (in the kernel), never replies
+    client = await started(authenticator("c"), dial_timeout=0.3)
     try:
-        with pytest.raises(PeerUnavailable, match=r"sent no hello within 0\.3s"):
+        with pytest.raises(PeerTimeout, match=r"sent no hello within 0\.3s"):
             await client.request(f"127.0.0.1:{listener.getsockname()[1]}", b"x", 5)
     finally:
         await client.close()
         listener.close()
+
+
+async def test_a_record_answers_and_a_replayed_one_cuts_the_connection(raw_to) -> None:  # type: ignore[no-untyped-def]
+    a_auth = authenticator("a")
+    a = await started(a_auth)
+    raw = await raw_to(a)
+    try:
+        await raw.greet(a.local_address)
+        record = raw.record(frame(REQUEST, 7, b"hi"))
+        raw.writer.write(record)
+        answer = await raw.next_frame()
+        assert answer is not None and answer[0] == RECORD
+        inner = FrameReader(1 << 20).feed(raw.guard.open(answer[2]), 0.0)
+        assert inner == [(RESPONSE, 7, b"echo:hi")]
+        raw.writer.write(record)  # the same bytes again
+        assert await raw.next_frame() is None
+        assert a_auth.rejections() == {"failed its authentication tag": 1}
+        assert a.stats().requests_received == 1
+    finally:
+        await a.close()
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "drop the tag", "plain frame", "half a frame"])
+async def test_an_altered_record_or_a_frame_outside_one_cuts_the_connection(  # type: ignore[no-untyped-def]
+    raw_to, damage: str
+) -> None:
+    a_auth = authenticator("a")
+    a = await started(a_auth)
+    raw = await raw_to(a)
+    senders.clear()
+    try:
+        await raw.greet(a.local_address)
+        request = frame(REQUEST, 1, b"write this")
+        if damage == "flip a byte":
+            sent = bytearray(raw.record(request))
+            sent[HEAD.size + 3] ^= 1
+        elif damage == "drop the tag":
+            whole = raw.record(request)
+            sent = bytearray(frame(RECORD, 0, whole[HEAD.size : -16]))
+        elif damage == "plain frame":
+            sent = bytearray(request)
+        else:
+            sent = bytearray(raw.record(request[:-3]))
+        raw.writer.write(bytes(sent))
+        assert await raw.next_frame() is None
+        assert senders == [] and a.stats().requests_received == 0
+        assert sum(a_auth.rejections().values()) == (damage in ("flip a byte", "drop the tag"))
+    finally:
+        await a.close()
+
+
+async def test_after_a_rotation_new_connections_carry_the_new_key() -> None:
+    a_auth, b_auth = authenticator("a"), authenticator("b")
+    a, b = await started(a_auth), await started(b_auth)
+    try:
+        assert await a.request(b.local_address, b"before", 5) == b"echo:before"
+        old = a_auth.identity.public_key
+        assert b_auth.peer_keys()["a"] == old
+        a_auth.rotate(key=Identity.load("a").private_key_text)
+        assert await a.request(b.local_address, b"after", 5) == b"echo:after"
+        assert b_auth.peer_keys()["a"] == a_auth.identity.public_key != old
+        assert a_auth.handshakes_started == 2
+        # The connection set up under the old key was closed once its request was done.
+        await wait_until(lambda: a.stats().connections == 1)
+    finally:
+        await a.close()
+        await b.close()

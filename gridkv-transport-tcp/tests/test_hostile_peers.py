@@ -354,7 +354,7 @@ async def test_one_way_frames_arrive_promptly_while_request_connections_are_stuc
         if payload.startswith(b"probe"):
             probes[payload] = loop.time()
             return None
-        return handler(peer, payload)
+        return handler(peer, payload, sender)
 
     server = await started(peer_handler)
     client = await started(lambda peer, payload, sender: None, max_conns=1, write_timeout=30)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 pytest.importorskip("gridkv_transport_tcp")
 
-from gridkv import PeerUnavailable
+from gridkv import Options, PeerUnavailable
+from gridkv.security.ed25519 import Ed25519Authenticator
+from gridkv.security.identity import new_secret
 from gridkv.testing.transports import free_port
+from gridkv.transport import Handshake
 from gridkv_transport_tcp.transport import TcpTransport
 
 
@@ -79,14 +83,10 @@ async def test_the_back_off_doubles_up_to_its_maximum() -> None:
         await client.close()
 
 
-class _SaysNothing:
-    """A handshake whose peer never answers: a dial waits for its hello until it is cut."""
-
-    def hello(self) -> bytes:
-        return b"hello"
-
-    def check(self, peer_address: str, hello: bytes) -> None:
-        return None
+def _waits_for_replies() -> Handshake:
+    """A real handshake: a dial to a server that never replies waits until it is cut."""
+    opts = Options.from_mapping({"local_node_id": "c", "auth": {"cluster_secret": new_secret()}})
+    return Ed25519Authenticator(opts, clock=time.time).handshake(lambda address: None)
 
 
 async def test_a_cancelled_dial_gives_the_callers_sharing_it_a_gridkv_error() -> None:
@@ -97,7 +97,7 @@ async def test_a_cancelled_dial_gives_the_callers_sharing_it_a_gridkv_error() ->
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
     client = TcpTransport(f"127.0.0.1:{free_port()}", dial_timeout=30)
-    await client.start(echo, _SaysNothing())
+    await client.start(echo, _waits_for_replies())
     try:
         first = asyncio.ensure_future(client.request(address, b"one", 30))
         await asyncio.sleep(0)  # the first caller starts the dial

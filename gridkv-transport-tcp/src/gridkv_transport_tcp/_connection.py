@@ -109,22 +109,24 @@ class Connection(Output):
         if handshake is None:
             self.ready.set_result(None)
             return
-        # A peer that never says hello (or never replies) does not keep the socket.
-        self._loop.call_later(self.shared.dial_timeout, self._hello_overdue)
-        if self.dialled:
-            try:
-                self._started, hello = handshake.initiate(self.peer)
-            except AuthenticationError as exc:
-                self._refused(exc)
-                return
-            self.write_now(HELLO, 0, hello)
-            self._flush()
+        if not self.dialled:
+            # A peer that never says hello does not keep the socket (a dialler's wait for
+            # the reply is bounded by the same time-out, in Pool._dial).
+            self._loop.call_later(self.shared.dial_timeout, self._hello_overdue)
+            return
+        try:
+            self._started, hello = handshake.initiate(self.peer)
+        except AuthenticationError as exc:
+            self._refused(exc)
+            return
+        self.write_now(HELLO, 0, hello)
+        self._flush()
 
     def _hello_overdue(self) -> None:
         if self.ready.done():
             return
         handshake = self.shared.handshake
-        if handshake is not None and not self.dialled:  # counted with the other refusals
+        if handshake is not None:  # counted with the other refusals
             handshake.refusal(
                 AuthenticationError(
                     f"{self.peer!r} sent no hello within {self.shared.dial_timeout:g}s "
