@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("gridkv_transport_tcp")
 pytest.importorskip("cryptography")
 
-from gridkv import AsyncGridKV, ConfigError, Options, PeerTimeout, PeerUnavailable, load_config
+from gridkv import (
+    AsyncGridKV,
+    ConfigError,
+    Options,
+    PeerTimeout,
+    PeerUnavailable,
+    load_config,
+)
 from gridkv.base.options import SslOptions
+from gridkv.security.certs import create_cluster_certs
+from gridkv.security.ed25519 import Ed25519Authenticator, Guard, TlsGuard
+from gridkv.security.identity import new_secret
 from gridkv.testing.conformance import TransportConformance, TransportMaker
 from gridkv.testing.transports import free_port
 from gridkv.transport import Transport
@@ -120,3 +131,63 @@ async def test_two_nodes_replicate_over_tls_configured_from_options(make_tls: Ma
         await a.set("secret", b"over tls", consistency="all")
         assert await b.get("secret") == b"over tls"
         assert b.stats().network.type == "tcp"
+
+
+async def test_under_the_auth_ca_tls_authenticates_peers_and_nothing_is_sealed_twice(
+    tmp_path: Path, make_tls: MakeTls
+) -> None:
+    create_cluster_certs(str(tmp_path), ["t-a", "t-b"])
+
+    def options(node: str, seeds: list[str]) -> Options:
+        files = {
+            "ca_file": str(tmp_path / "ca.crt"),
+            "cert_file": str(tmp_path / f"{node}.crt"),
+            "key_file": str(tmp_path / f"{node}.key"),
+        }
+        ssl = {"enabled": True, "check_hostname": False, **files}
+        return Options.from_mapping(
+            {
+                "local_node_id": node,
+                "local_address": "127.0.0.1:0",
+                "seed_addrs": seeds,
+                "replica_count": 2,
+                "auth": files,
+                "network": {"type": "tcp", "ssl": ssl},
+            }
+        )
+
+    a = AsyncGridKV(options("t-a", []))
+    async with a, AsyncGridKV(options("t-b", [a.stats().network.local_address])) as b:
+        await b.wait_ready(timeout=10)
+        await a.set("k", b"v", consistency="all")
+        assert await b.get("k", consistency="all") == b"v"
+        for kv in (a, b):
+            auth = kv.node.authenticator
+            assert isinstance(auth, Ed25519Authenticator)
+            assert auth.handshakes_started == 0  # TLS vouched for every connection
+            assert kv.stats().cluster.pubkeys_ready
+            guards = {type(c.guard) for c in kv.node.transport._pool.connections}  # type: ignore[attr-defined]
+            assert guards == {TlsGuard}
+    # TLS from another CA than the trust root (a cluster secret): the hellos run inside TLS.
+    secret = new_secret()
+
+    def secret_options(node: str, seeds: list[str]) -> Options:
+        ssl = {**make_tls(node).to_dict(), "check_hostname": False}
+        return Options.from_mapping(
+            {
+                "local_node_id": node,
+                "local_address": "127.0.0.1:0",
+                "seed_addrs": seeds,
+                "auth": {"cluster_secret": secret},
+                "network": {"type": "tcp", "ssl": ssl},
+            }
+        )
+
+    async with AsyncGridKV(secret_options("t-d", [])) as d:
+        seeds = [d.stats().network.local_address]
+        async with AsyncGridKV(secret_options("t-e", seeds)) as e:
+            await e.wait_ready(timeout=10)
+            auth = e.node.authenticator
+            assert isinstance(auth, Ed25519Authenticator) and auth.handshakes_started >= 1
+            guards = {type(c.guard) for c in e.node.transport._pool.connections}  # type: ignore[attr-defined]
+            assert guards == {Guard}

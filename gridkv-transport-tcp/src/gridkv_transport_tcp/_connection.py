@@ -16,6 +16,7 @@ from collections.abc import Awaitable
 from typing import Protocol, cast
 
 from gridkv.base.errors import AuthenticationError, PeerTimeout, PeerUnavailable, ProtocolError
+from gridkv.transport.base import ConnectionGuard
 from gridkv.wire.framing import (
     HELLO,
     ONE_WAY,
@@ -108,6 +109,12 @@ class Connection(Output):
         handshake = self.shared.handshake
         if handshake is None:
             self.ready.set_result(None)
+            return
+        tls = transport.get_extra_info("ssl_object")
+        certificate = tls.getpeercert(binary_form=True) if tls is not None else None
+        guard = handshake.tls_peer(certificate) if certificate else None
+        if guard is not None:  # TLS authenticated the peer under the same trust root
+            self._secured(guard)
             return
         if not self.dialled:
             # A peer that never says hello does not keep the socket (a dialler's wait for
@@ -328,6 +335,10 @@ class Connection(Output):
             self._refused(exc, flush=True)
             return
         self._started = None
+        self._secured(guard)
+
+    def _secured(self, guard: ConnectionGuard) -> None:
+        """The handshake is done: ``guard`` protects the connection from now on."""
         self.guard = guard
         self.sender = guard.peer_id
         self.ready.set_result(None)

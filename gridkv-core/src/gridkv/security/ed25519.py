@@ -328,6 +328,23 @@ class ConnectionHandshake:
         self._auth.count(error)
         return bytes([REFUSED]) + str(error).encode()[:200]
 
+    def tls_peer(self, certificate: bytes) -> ConnectionGuard | None:
+        """A guard for a TLS peer whose certificate the CA trust root issued; else ``None``.
+
+        Under ``auth.ca_file`` a node certificate binds its node id to its Ed25519 key, and
+        TLS proved the peer holds that key: the hellos would prove it again, and the record
+        tags repeat what TLS's own do.
+        """
+        sessions = self._auth.sessions
+        if sessions is None or not isinstance(sessions.trust, CATrust):
+            return None
+        try:
+            node_id, key = sessions.trust.identify(certificate)
+        except AuthenticationError:
+            return None  # not one of the cluster's: the hellos run and say why
+        self._auth.connected(node_id, key)
+        return TlsGuard(node_id, self._auth)
+
     def complete(self, address: str, pending: object, reply: bytes) -> ConnectionGuard:
         """Check the acceptor's reply (or refusal); the dialler's guard."""
         assert isinstance(pending, _Dialled)
@@ -416,6 +433,39 @@ _REASONS = (
     ("no hello within", "handshake timed out"),
     ("no trust root", "no trust root"),
 )
+
+
+class TlsGuard:
+    """A TLS connection's guard: TLS authenticated the peer and protects its data.
+
+    It passes records as they are. Like a :class:`Guard`, it expires after
+    ``SESSION_LIFETIME`` or a rotation (the dialler replaces the connection, and the trust
+    root checks the certificate again).
+
+    :param peer_id: the node id the peer's certificate names.
+    :param auth: the authenticator (its key epoch).
+    """
+
+    __slots__ = ("_auth", "_deadline", "_epoch", "peer_id")
+
+    def __init__(self, peer_id: str, auth: Ed25519Authenticator) -> None:
+        self.peer_id = peer_id
+        self._auth = auth
+        self._epoch = auth.key_epoch
+        self._deadline = time.monotonic() + SESSION_LIFETIME
+
+    @property
+    def expired(self) -> bool:
+        """Older than ``SESSION_LIFETIME``, or set up under a key rotated away since."""
+        return self._epoch != self._auth.key_epoch or time.monotonic() > self._deadline
+
+    def seal(self, data: bytes) -> bytes:
+        """``data`` itself (TLS protects it)."""
+        return data
+
+    def open(self, record: bytes) -> bytes:
+        """``record`` itself (TLS checked it)."""
+        return record
 
 
 def _reason(exc: AuthenticationError) -> str:

@@ -238,6 +238,25 @@ class CATrust:
             raise ConfigError(f"config key 'auth.cert_file': {exc}") from None
         return self._der
 
+    def identify(self, certificate: bytes) -> tuple[str, bytes]:
+        """The node id and public key a certificate (DER) the CA issued names.
+
+        :raises AuthenticationError: not such a certificate (malformed, another issuer,
+            expired, not one common name, not an Ed25519 key).
+        """
+        try:
+            cert = x509.load_der_x509_certificate(certificate)
+            names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            key = cert.public_key()
+        except ValueError:
+            raise AuthenticationError("a peer's certificate is malformed") from None
+        if len(names) != 1 or not isinstance(key, Ed25519PublicKey):
+            raise AuthenticationError("a peer's certificate does not name one node and its key")
+        node_id = str(names[0].value)
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self.check(node_id, raw, certificate)
+        return node_id, raw
+
     def check(self, node_id: str, public_key: bytes, credential: bytes) -> None:
         """Accept when ``credential`` is a certificate the CA issued for this id and key."""
         try:

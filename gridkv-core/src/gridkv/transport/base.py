@@ -88,11 +88,12 @@ class ConnectionGuard(Protocol):
 class Handshake(Protocol):
     """What a connection-oriented transport runs when a connection opens.
 
-    The dialler sends :meth:`initiate`'s hello first; the acceptor answers it with
-    :meth:`respond`'s reply, or with its refusal and closes; the dialler checks the reply with
-    :meth:`complete`. No other frame passes before; a connection whose hello or reply does
-    not come within the dial time-out is closed. Each side then protects the connection with
-    the :class:`ConnectionGuard` it got.
+    On a TLS connection whose peer presented a certificate, :meth:`tls_peer` may vouch for the
+    peer at once. Otherwise the dialler sends :meth:`initiate`'s hello first; the acceptor
+    answers it with :meth:`respond`'s reply, or with its refusal and closes; the dialler checks
+    the reply with :meth:`complete`. No other frame passes before; a connection whose hello or
+    reply does not come within the dial time-out is closed. Each side then protects the
+    connection with the :class:`ConnectionGuard` it got.
     """
 
     def initiate(self, address: str) -> tuple[object, bytes]:
@@ -111,6 +112,15 @@ class Handshake(Protocol):
         """The dialler's check of the reply (or refusal) to its hello.
 
         :raises AuthenticationError: refused by the peer, or the reply is not authentic.
+        """
+
+    def tls_peer(self, certificate: bytes) -> ConnectionGuard | None:
+        """For a connection TLS protects, on which the peer presented ``certificate`` (DER).
+
+        When the certificate binds a node id under this handshake's own trust root, TLS has
+        already authenticated the peer and protects what it sends: the guard returned takes
+        the hellos' place, and passes records as they are (nothing is protected twice).
+        ``None``: the hellos run, inside TLS.
         """
 
 
