@@ -102,7 +102,7 @@ def test_a_process_that_exits_without_close_drains_its_batches_and_leaves() -> N
             "local_node_id": "exit-child",
             "local_address": "127.0.0.1:0",
             "seed_addrs": [parent.address],
-            "disable_auth": True,
+            "auth": cluster.options["auth"],
             "log": {"level": "warning"},
         }
         report, stderr, exit_seconds = run_child(

@@ -31,12 +31,12 @@ from types import TracebackType
 from typing import Any, Self
 
 from gridkv.base import errors
+from gridkv.security.identity import new_secret
 
 __all__ = ["NodeProcess", "NodeProcessError", "ProcessCluster"]
 
 #: Options every process node gets unless the caller overrides them.
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "disable_auth": True,  # loopback only; authentication arrives with its own issue
     "network": {"type": "tcp"},
     "log": {"level": "warning", "format": "json"},
 }
@@ -213,7 +213,9 @@ class ProcessCluster:
     when possible and with ``kill -9`` otherwise.
 
     :param count: nodes to start.
-    :param options: options every node gets (merged over :data:`DEFAULT_OPTIONS`).
+    :param options: options every node gets (merged over :data:`DEFAULT_OPTIONS`). Peer
+        authentication is on, as by default: unless they have an ``auth`` section or
+        ``disable_auth``, the nodes share a fresh cluster secret (in :attr:`options`).
     :param log_dir: where each node's log goes; a temporary directory when ``None``.
     :param prefix: node ids are ``f"{prefix}{i}"``.
     """
@@ -227,7 +229,9 @@ class ProcessCluster:
         prefix: str = "p",
     ) -> None:
         self.count = count
-        self.options = _merge(DEFAULT_OPTIONS, options or {})
+        options = options or {}
+        trust = {} if "auth" in options or options.get("disable_auth") else _fresh_secret()
+        self.options = _merge(_merge(DEFAULT_OPTIONS, trust), options)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if log_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="gridkv-cluster-")
@@ -364,6 +368,10 @@ class ProcessCluster:
     def pids(self) -> list[int]:
         """PIDs of every process this cluster started, running or not."""
         return [n.pid for n in self._all]
+
+
+def _fresh_secret() -> dict[str, Any]:
+    return {"auth": {"cluster_secret": new_secret()}}
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
