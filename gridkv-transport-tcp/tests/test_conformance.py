@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 pytest.importorskip("gridkv_transport_tcp")
 
+from gridkv import Options
 from gridkv.base.eventloop import loop_name, new_event_loop
+from gridkv.security.ed25519 import Ed25519Authenticator
+from gridkv.security.identity import new_secret
 from gridkv.testing.conformance import RawSender, TransportConformance, TransportMaker
 from gridkv.testing.transports import free_port
-from gridkv.transport import Transport
+from gridkv.transport import Handler, Handshake, Transport
 from gridkv_transport_tcp.transport import TcpTransport, split_address
 
 
@@ -37,6 +41,33 @@ class TestTcpTransport(TransportConformance):
         async def make(name: str) -> Transport:
             port = ports.setdefault(name, free_port())
             return TcpTransport(f"127.0.0.1:{port}", read_timeout=5)
+
+        return make
+
+
+class _Authenticated(TcpTransport):
+    """A tcp transport that runs the ``ed25519`` authenticator's connection handshake."""
+
+    def __init__(self, address: str, name: str, secret: str, **kwargs: float) -> None:
+        super().__init__(address, **kwargs)
+        opts = Options.from_mapping({"local_node_id": name, "auth": {"cluster_secret": secret}})
+        self._handshake = Ed25519Authenticator(opts, clock=time.time).handshake(lambda a: None)
+
+    async def start(self, handler: Handler, handshake: Handshake | None = None) -> bool:
+        return await super().start(handler, handshake or self._handshake)
+
+
+class TestTcpTransportWithHandshake(TransportConformance):
+    """The same guarantees when every connection is authenticated and its writes sealed."""
+
+    @pytest.fixture
+    def factory(self) -> TransportMaker:
+        ports: dict[str, int] = {}
+        secret = new_secret()
+
+        async def make(name: str) -> Transport:
+            port = ports.setdefault(name, free_port())
+            return _Authenticated(f"127.0.0.1:{port}", name, secret, read_timeout=5)
 
         return make
 

@@ -256,3 +256,24 @@ async def test_after_a_rotation_new_connections_carry_the_new_key() -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_frames_of_the_largest_size_travel_in_records_with_small_ones() -> None:
+    limit = 64 * 1024
+
+    async def same(peer: str, payload: bytes, sender: str | None) -> bytes:
+        return payload
+
+    a, b = (
+        TcpTransport(f"127.0.0.1:{free_port()}", dial_timeout=2, max_frame_bytes=limit)
+        for _ in range(2)
+    )
+    assert await a.start(same, handshake(authenticator("a")))
+    assert await b.start(same, handshake(authenticator("b")))
+    try:
+        payloads = [bytes([i % 251]) * (limit if i % 3 == 0 else i * 100) for i in range(40)]
+        answers = await asyncio.gather(*(a.request(b.local_address, p, 10) for p in payloads))
+        assert answers == payloads
+    finally:
+        await a.close()
+        await b.close()
