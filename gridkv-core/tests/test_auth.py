@@ -15,6 +15,7 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from gridkv import (
     AsyncGridKV,
@@ -280,7 +281,7 @@ async def test_a_key_rotates_while_writes_go_on() -> None:
 
         writer = asyncio.create_task(write())
         await wait_until(lambda: written >= 50)
-        auth.rotate(key=Identity.load("x").private_key_text)
+        rotating.node.rotate_key(key=Identity.load("x").private_key_text)
         new_key = auth.identity.public_key
         assert new_key != old_key
         at_rotation = written
@@ -292,7 +293,16 @@ async def test_a_key_rotates_while_writes_go_on() -> None:
             # Over tcp its connections are replaced as their requests finish.
             return all(o._connected.get(rotating.node_id) == new_key for o in others)
 
+        def proof_key(kv: AsyncGridKV) -> bytes:
+            member = kv.node.membership.swim.members[rotating.node_id]  # type: ignore[attr-defined]
+            key: bytes = msgpack.unpackb(member.proof)[0]
+            return key
+
         await wait_until(peers_saw_new_key)
+        # Its member record went round again, proven with the new key.
+        await wait_until(
+            lambda: all(proof_key(kv) == new_key for kv in nodes if kv is not rotating)
+        )
         await wait_until(lambda: written >= at_rotation + 200)
         stop.set()
         await writer

@@ -356,6 +356,25 @@ class Node(Serving):
         self.handoff.view_changed()
         self.plugins.member_changed(self, member, old, new)
 
+    def rotate_key(self, key: str = "", key_file: str = "", cert_file: str = "") -> None:
+        """Take a new identity key without downtime (call on the node's event loop).
+
+        New sessions and connections use it at once; those set up with the old key drain
+        (``Ed25519Authenticator.rotate``). This node's member record is then spread again at
+        a raised incarnation, its proof made with the new key, so the old key can leave the
+        trust root (trusted keys: list both, rotate, then remove the old).
+
+        :param key: the new private key, inline; or ``key_file`` (made when missing).
+        :param cert_file: under a CA trust root, the certificate for the new key.
+        :raises ConfigError: the key cannot be loaded, the trust root does not vouch for it, or
+            the authenticator has no keys (``disable_auth``).
+        """
+        rotate: Callable[..., None] | None = getattr(self.authenticator, "rotate", None)
+        if rotate is None:
+            raise ConfigError(f"the {self.authenticator.name!r} authenticator has no key to rotate")
+        rotate(key=key, key_file=key_file, cert_file=cert_file)
+        self.membership.announce()
+
     def _node_at(self, address: str) -> str | None:
         """The member this node's view puts at ``address`` (``None``: none, or several)."""
         found = {m.node_id for m in self.membership.members() if m.address == address}

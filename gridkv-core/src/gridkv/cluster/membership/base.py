@@ -82,6 +82,13 @@ class Membership(Protocol):
     def health_problem(self) -> str | None:
         """Why the node has no healthy view of the cluster, or ``None`` when it has one."""
 
+    def announce(self) -> None:
+        """Spread this node's own record again, at a raised incarnation.
+
+        After its key rotated: the record's proof is then made with the new key, and members
+        (and newcomers) stop depending on the old one.
+        """
+
 
 class MembershipFactory(Protocol):
     """Builds a node's membership protocol; registered through ``gridkv_register_membership``."""

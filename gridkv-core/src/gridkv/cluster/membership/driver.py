@@ -247,6 +247,11 @@ class SwimMembership:
 
     # -- messages ------------------------------------------------------------------------
 
+    def announce(self) -> None:
+        """Gossip this node's record at a raised incarnation (its proof by the current key)."""
+        if self.swim is not None and not self.swim.left:
+            self.swim.announce()
+
     def handle(self, peer: str, message: Message) -> Message | None:
         """Feed a membership message to the state machine; return the answer to a request."""
         swim = self.swim
