@@ -62,7 +62,7 @@ class Pool:
         #: address -> the control lane: the connection one-way frames to it go over.
         self.lanes: dict[str, Connection] = {}
         #: (address, lane) -> the dial in progress, which concurrent callers share.
-        self._dialing: dict[tuple[str, bool], asyncio.Future[Connection]] = {}
+        self._dialing: dict[tuple[str, bool], asyncio.Task[Connection]] = {}
         #: address -> (failed dials in a row, loop time before which no dial is tried, error)
         self.failures: dict[str, tuple[int, float, str]] = {}
         self._rng = random.Random(seed)
@@ -147,51 +147,57 @@ class Pool:
     async def connect(self, address: str, *, lane: bool) -> Connection:
         """Dial ``address`` for its pool or as its control lane.
 
-        Concurrent callers share one dial per address and role. After failed dials the peer
-        is not dialled again until its back-off has passed; meanwhile this fails at once.
+        Concurrent callers share one dial per address and role. The dial runs as a task of
+        its own: a caller that is cancelled (a read that had its answers from other replicas)
+        leaves it to finish for the others, and for the pool. After failed dials the peer is
+        not dialled again until its back-off has passed; meanwhile this fails at once.
         """
         key = (address, lane)
         dialing = self._dialing.get(key)
-        if dialing is not None:
-            return await asyncio.shield(dialing)
-        failed = self.failures.get(address)
-        if failed is not None:
-            wait = failed[1] - asyncio.get_running_loop().time()
-            if wait > 0:
-                self.shared.counters.errors += 1
-                raise PeerUnavailable(
-                    f"{address!r} is unreachable ({failed[2]}); next dial in {wait:.2f}s "
-                    "(network.reconnect_backoff)"
-                )
-        future: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
-        self._dialing[key] = future
+        if dialing is None:
+            failed = self.failures.get(address)
+            if failed is not None:
+                wait = failed[1] - asyncio.get_running_loop().time()
+                if wait > 0:
+                    self.shared.counters.errors += 1
+                    raise PeerUnavailable(
+                        f"{address!r} is unreachable ({failed[2]}); next dial in {wait:.2f}s "
+                        "(network.reconnect_backoff)"
+                    )
+            dialing = asyncio.get_running_loop().create_task(self._connect(address, lane))
+            self._dialing[key] = dialing
+            dialing.add_done_callback(lambda task: self._dialled(key, task))
+        return await asyncio.shield(dialing)
+
+    def _dialled(self, key: tuple[str, bool], task: asyncio.Task[Connection]) -> None:
+        if self._dialing.get(key) is task:
+            del self._dialing[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: the callers get it through shield, if any is left
+
+    async def _connect(self, address: str, lane: bool) -> Connection:
         try:
             try:
                 conn = await self._dial(address, lane)
             except (PeerUnavailable, PeerTimeout) as exc:
                 self._dial_failed(address, str(exc))
                 raise
-            self.failures.pop(address, None)
-            if lane:
-                self.lanes[address] = conn
-            else:
-                self._pools.setdefault(address, []).append(conn)
-            future.set_result(conn)
-            return conn
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                # The caller that dialled was cancelled; the others waiting on its dial were
-                # not, and get a GridKV error (and may dial again), not its cancellation.
-                error: BaseException = PeerUnavailable(
-                    f"the dial to {address!r} was abandoned by the caller that started it"
-                )
-            else:
-                error = exc
-            future.set_exception(error)
-            future.exception()  # retrieved: waiters get it through shield
-            raise
-        finally:
-            del self._dialing[key]
+        except asyncio.CancelledError:  # the transport is closing: callers get an error
+            raise ShuttingDown(f"tcp transport {self.shared.address!r} closed") from None
+        if self.shared.closed:
+            conn.abort()
+            raise ShuttingDown(f"tcp transport {self.shared.address!r} is closed")
+        self.failures.pop(address, None)
+        if lane:
+            self.lanes[address] = conn
+        else:
+            self._pools.setdefault(address, []).append(conn)
+        return conn
+
+    def abandon_dials(self) -> None:
+        """Stop the dials in progress (the transport closes); their callers get ShuttingDown."""
+        for task in list(self._dialing.values()):
+            task.cancel()
 
     def _dial_failed(self, address: str, error: str) -> None:
         count = self.failures.pop(address, (0, 0.0, ""))[0] + 1

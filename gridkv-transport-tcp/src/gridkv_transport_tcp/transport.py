@@ -346,6 +346,7 @@ class TcpTransport:
         shared.closed = True
         if self._server is not None:
             self._server.close()
+        self._pool.abandon_dials()
         error = ShuttingDown(f"tcp transport {shared.address!r} closed during the request")
         conns = list(self._pool.connections)
         for conn in conns:
