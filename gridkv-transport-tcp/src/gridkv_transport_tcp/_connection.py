@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections import deque
 from collections.abc import Awaitable
 from typing import Protocol, cast
@@ -111,11 +112,18 @@ class Connection(Output):
             self.ready.set_result(None)
             return
         tls = transport.get_extra_info("ssl_object")
-        certificate = tls.getpeercert(binary_form=True) if tls is not None else None
-        guard = handshake.tls_peer(certificate) if certificate else None
-        if guard is not None:  # TLS authenticated the peer under the same trust root
-            self._secured(guard)
-            return
+        # Only mutual TLS (both sides require the other's certificate) lets both decide alike.
+        if tls is not None and tls.context.verify_mode == ssl.CERT_REQUIRED:
+            certificate = tls.getpeercert(binary_form=True)
+            try:
+                guard = handshake.tls_peer(certificate, self.peer if self.dialled else "")
+            except AuthenticationError as exc:
+                handshake.refusal(exc)  # counted
+                self._refused(exc)
+                return
+            if guard is not None:  # TLS authenticated the peer under the same trust root
+                self._secured(guard)
+                return
         if not self.dialled:
             # A peer that never says hello does not keep the socket (a dialler's wait for
             # the reply is bounded by the same time-out, in Pool._dial).
@@ -300,13 +308,16 @@ class Connection(Output):
                 continue
             try:
                 if kind != RECORD:
-                    raise AuthenticationError("a frame outside a sealed record")
+                    outside = AuthenticationError("unauthenticated frame outside a sealed record")
+                    assert self.shared.handshake is not None
+                    self.shared.handshake.refusal(outside)  # counted
+                    raise outside
                 opened += inner.feed(guard.open(body), 0.0)
                 if inner.buffered:
                     raise ProtocolError("a record that ends inside a frame")
             except (AuthenticationError, ProtocolError) as exc:
-                error = f"{self.peer!r} broke its connection's protection: {exc}"
-                self._cut(PeerUnavailable(error))
+                why = f"{self.peer!r} broke its connection's protection: {exc}"
+                self._cut(PeerUnavailable(why))
                 return []
         return opened
 

@@ -179,7 +179,9 @@ class Pool:
         try:
             try:
                 conn = await self._dial(address, lane)
-            except (PeerUnavailable, PeerTimeout) as exc:
+            except (PeerUnavailable, PeerTimeout, AuthenticationError) as exc:
+                # A refused handshake backs off too: a node with the wrong secret does not
+                # cost its peers a handshake for each of its requests.
                 self._dial_failed(address, str(exc))
                 raise
         except asyncio.CancelledError:  # the transport is closing: callers get an error

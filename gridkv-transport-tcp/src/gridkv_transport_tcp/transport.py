@@ -330,7 +330,9 @@ class TcpTransport:
         conn = self._pool.lanes.get(address)
         if conn is None or not conn.usable():
             if conn is not None:
-                conn.close()  # past its guard's lifetime: what it queued goes out first
+                conn.close()  # past its guard's lifetime: what it queued goes out first...
+                # ...unless the peer stopped reading: then it goes at the write time-out.
+                asyncio.get_running_loop().call_later(self._shared.write_timeout, conn.abort)
             conn = await self._pool.connect(address, lane=True)
         self.counters.messages_sent += 1
         conn.queue(ONE_WAY, 0, payload)

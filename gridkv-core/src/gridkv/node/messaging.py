@@ -96,6 +96,13 @@ class MessagingPort:
             reply = self.decode(await self.transport.request(address, payload, timeout))
             if isinstance(reply, ErrorReply):
                 raise PeerUnavailable(f"{address!r} answered {reply.code}: {reply.message}")
+            claimed = getattr(reply, "sender", None)
+            expected = self.node_at(address) if claimed is not None else None
+            if expected is not None and claimed != expected:
+                raise AuthenticationError(
+                    f"an answer from {address!r}, where {expected!r} is, claims to come from "
+                    f"{claimed!r:.80}"
+                )
             return reply
         for attempt in (1, 2):
             channel = self.authenticator.channel_ready(address) or await self._channel(

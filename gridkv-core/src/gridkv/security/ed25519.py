@@ -328,7 +328,7 @@ class ConnectionHandshake:
         self._auth.count(error)
         return bytes([REFUSED]) + str(error).encode()[:200]
 
-    def tls_peer(self, certificate: bytes) -> ConnectionGuard | None:
+    def tls_peer(self, certificate: bytes, address: str) -> ConnectionGuard | None:
         """A guard for a TLS peer whose certificate the CA trust root issued; else ``None``.
 
         Under ``auth.ca_file`` a node certificate binds its node id to its Ed25519 key, and
@@ -342,8 +342,14 @@ class ConnectionHandshake:
             node_id, key = sessions.trust.identify(certificate)
         except AuthenticationError:
             return None  # not one of the cluster's: the hellos run and say why
+        expected = self._node_at(address) if address else None
+        if expected is not None and expected != node_id:
+            raise AuthenticationError(
+                f"{address!r} presented the certificate of {node_id!r:.80}, where this node's "
+                f"view has {expected!r}"
+            )
         self._auth.connected(node_id, key)
-        return TlsGuard(node_id, self._auth)
+        return TlsGuard(node_id, self._auth, accepted=not address)
 
     def complete(self, address: str, pending: object, reply: bytes) -> ConnectionGuard:
         """Check the acceptor's reply (or refusal); the dialler's guard."""
@@ -430,6 +436,10 @@ _REASONS = (
     ("key other than", "key other than"),
     ("certificate", "certificate"),
     ("before its hello", "unauthenticated frame"),
+    ("unauthenticated frame", "unauthenticated frame"),
+    ("not for this node", "meant for another node"),
+    ("where this node's view has", "meant for another node"),
+    ("was meant to answer", "meant for another node"),
     ("no hello within", "handshake timed out"),
     ("no trust root", "no trust root"),
 )
@@ -444,15 +454,18 @@ class TlsGuard:
 
     :param peer_id: the node id the peer's certificate names.
     :param auth: the authenticator (its key epoch).
+    :param accepted: the acceptor's end: past twice the lifetime it refuses the records.
     """
 
-    __slots__ = ("_auth", "_deadline", "_epoch", "peer_id")
+    __slots__ = ("_auth", "_deadline", "_epoch", "_refuse_after", "peer_id")
 
-    def __init__(self, peer_id: str, auth: Ed25519Authenticator) -> None:
+    def __init__(self, peer_id: str, auth: Ed25519Authenticator, *, accepted: bool) -> None:
         self.peer_id = peer_id
         self._auth = auth
         self._epoch = auth.key_epoch
-        self._deadline = time.monotonic() + SESSION_LIFETIME
+        now = time.monotonic()
+        self._deadline = now + SESSION_LIFETIME
+        self._refuse_after = now + 2 * SESSION_LIFETIME if accepted else float("inf")
 
     @property
     def expired(self) -> bool:
@@ -464,7 +477,14 @@ class TlsGuard:
         return data
 
     def open(self, record: bytes) -> bytes:
-        """``record`` itself (TLS checked it)."""
+        """``record`` itself (TLS checked it); the acceptor refuses past twice the lifetime."""
+        if time.monotonic() > self._refuse_after:
+            error = AuthenticationError(
+                f"session expired: {self.peer_id!r} kept a TLS connection past "
+                f"{2 * SESSION_LIFETIME:g}s without renewing it"
+            )
+            self._auth.count(error)
+            raise error
         return record
 
 

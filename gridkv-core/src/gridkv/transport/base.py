@@ -114,13 +114,19 @@ class Handshake(Protocol):
         :raises AuthenticationError: refused by the peer, or the reply is not authentic.
         """
 
-    def tls_peer(self, certificate: bytes) -> ConnectionGuard | None:
-        """For a connection TLS protects, on which the peer presented ``certificate`` (DER).
+    def tls_peer(self, certificate: bytes, address: str) -> ConnectionGuard | None:
+        """For a connection mutual TLS protects, the peer's ``certificate`` (DER) presented.
+
+        ``address`` is the address dialled (``""`` on the accepting side): the certificate
+        must name the node expected there, when that is known.
 
         When the certificate binds a node id under this handshake's own trust root, TLS has
         already authenticated the peer and protects what it sends: the guard returned takes
         the hellos' place, and passes records as they are (nothing is protected twice).
         ``None``: the hellos run, inside TLS.
+
+        :raises AuthenticationError: the certificate names another node than the one expected
+            at ``address``.
         """
 
 
