@@ -153,3 +153,20 @@ def bench(session: nox.Session) -> None:
     session.install(CORE, "./gridkv-transport-tcp[uvloop]", "cachetools")
     for name in names or BENCHMARKS:
         session.run("python", f"bench/{name}.py", *flags)
+
+
+@nox.session(python=PYTHON)
+def vs_redis(session: nox.Session) -> None:
+    """GridKV against redis-server and redis-py (hiredis) side by side (bench/vs_redis.py).
+
+    Installs redis-server with apt-get when it is missing (Debian; needs root).
+    """
+    session.run(
+        "sh",
+        "-c",
+        "command -v redis-server >/dev/null || "
+        "(apt-get update -qq && apt-get install -y -qq redis-server)",
+        external=True,
+    )
+    session.install(CORE, "./gridkv-transport-tcp[uvloop]", "redis[hiredis]")
+    session.run("python", "bench/vs_redis.py", *session.posargs)

@@ -1,0 +1,219 @@
+"""GridKV against Redis, side by side in one run: one client thread, 100-byte values.
+
+* Redis: a ``redis-server`` this script starts on a free loopback port (no persistence),
+  read and written by redis-py with hiredis (``redis.Redis``) and by ``redis.asyncio``.
+* GridKV: two nodes over TCP with peer authentication on (a cluster secret), the second in
+  another process, ``replica_count`` 1 and no hot cache, so a key the other node owns is a
+  network round trip each time. The blocking ``GridKV`` facade and the ``AsyncGridKV`` one
+  (on the node's own loop, as redis.asyncio runs on it) read and write keys the other node
+  owns (remote) and keys this node owns (local).
+
+Each figure is the p50 and p99 of ``--ops`` sequential calls, after a warm-up; the ratio is
+GridKV's p50 over Redis's for the same operation (issue 12: remote at most 1.0x, moonshot
+0.7x).
+
+Needs ``redis-server`` on the PATH (Debian: ``apt-get install redis-server``; ``nox -s
+vs_redis`` installs it and redis-py with hiredis).
+
+    python bench/vs_redis.py [--ops N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import redis
+import redis.asyncio
+from _common import percentile, server_process, write
+from gridkv import AsyncGridKV, GridKV, Options
+from gridkv.base.eventloop import run
+from gridkv.security.identity import new_secret
+from gridkv.testing.transports import free_port
+
+VALUE = b"v" * 100
+
+
+def node_options(node_id: str, port: int, secret: str, seeds: list[str]) -> Options:
+    """A node of the bench's cluster."""
+    return Options.from_mapping(
+        {
+            "local_node_id": node_id,
+            "local_address": f"127.0.0.1:{port}",
+            "seed_addrs": seeds,
+            "replica_count": 1,
+            "hot_cache_size": 0,
+            "network": {"type": "tcp"},
+            "auth": {"cluster_secret": secret},
+            "log": {"level": "error"},
+        }
+    )
+
+
+async def serve(port: int, secret: str, seed: str) -> None:
+    """The other node, until standard input closes."""
+    async with AsyncGridKV(node_options("far", port, secret, [seed])) as kv:
+        await kv.wait_ready(timeout=30)
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[int]:
+    """A redis-server on a free port, without persistence, for the block's length."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not installed (Debian: apt-get install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        client.close()
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def timed(fn: Callable[[str], object], keys: list[str]) -> dict[str, float]:
+    """p50 and p99 in microseconds of ``fn(key)`` over ``keys``, one call at a time."""
+    clock = time.perf_counter_ns
+    samples = []
+    for key in keys:
+        start = clock()
+        fn(key)
+        samples.append(clock() - start)
+    return {"p50_us": percentile(samples, 50) / 1000, "p99_us": percentile(samples, 99) / 1000}
+
+
+async def timed_async(fn: Callable[[str], Awaitable[object]], keys: list[str]) -> dict[str, float]:
+    """As :func:`timed`, for a coroutine function."""
+    clock = time.perf_counter_ns
+    samples = []
+    for key in keys:
+        start = clock()
+        await fn(key)
+        samples.append(clock() - start)
+    return {"p50_us": percentile(samples, 50) / 1000, "p99_us": percentile(samples, 99) / 1000}
+
+
+def split_keys(kv: GridKV | AsyncGridKV, count: int) -> tuple[list[str], list[str]]:
+    """``count`` keys the other node owns, and ``count`` this node owns."""
+    table = kv.node.ensure_table()
+    remote: list[str] = []
+    local: list[str] = []
+    i = 0
+    while len(remote) < count or len(local) < count:
+        key = f"key:{i:08d}"
+        i += 1
+        mine = table.owners(table.partition_of(key))[0] == kv.node_id
+        (local if mine else remote).append(key)
+    return remote[:count], local[:count]
+
+
+def blocking_figures(ops: int, redis_port: int) -> dict[str, dict[str, float]]:
+    """The blocking facade against redis-py, sequentially."""
+    secret = new_secret()
+    port, far_port = free_port(), free_port()
+    seed = f"127.0.0.1:{port}"
+    figures: dict[str, dict[str, float]] = {}
+    near = GridKV(node_options("near", port, secret, []))
+    with near as kv, server_process(__file__, "--serve", str(far_port), secret, seed):
+        kv.wait_ready(timeout=30)
+        remote, local = split_keys(kv, ops)
+        client = redis.Redis(port=redis_port)
+        for key in remote[:500] + local[:500]:  # warm up: connections, code paths
+            kv.set(key, VALUE)
+            kv.get(key)
+            client.set(key, VALUE)
+            client.get(key)
+        figures["redis-py SET"] = timed(lambda k: client.set(k, VALUE), remote)
+        figures["redis-py GET"] = timed(client.get, remote)
+        figures["GridKV.set remote"] = timed(lambda k: kv.set(k, VALUE), remote)
+        figures["GridKV.get remote"] = timed(kv.get, remote)
+        figures["GridKV.set local"] = timed(lambda k: kv.set(k, VALUE), local)
+        figures["GridKV.get local"] = timed(kv.get, local)
+        assert kv.get(remote[-1]) == VALUE
+        assert client.get(remote[-1]) == VALUE
+        client.close()
+
+        async def on_the_loop() -> dict[str, dict[str, float]]:
+            # AsyncGridKV's calls are the node's own coroutines: run them on its loop,
+            # with redis.asyncio on that same loop.
+            aclient = redis.asyncio.Redis(port=redis_port)
+            akv = AsyncGridKV.for_node(kv.node)
+            for key in remote[:500]:
+                await aclient.get(key)
+                await akv.get(key)
+            out = {
+                "redis.asyncio GET": await timed_async(aclient.get, remote),
+                "AsyncGridKV.get remote": await timed_async(akv.get, remote),
+            }
+            await aclient.aclose()
+            return out
+
+        figures.update(kv._runner.submit(on_the_loop()).result(120))  # type: ignore[attr-defined]
+    return figures
+
+
+def main() -> None:
+    """Run the side by side, print it, write ``bench/results/vs_redis.json``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ops", type=int, default=5000, help="sequential calls per figure")
+    parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        port, secret, seed = args.serve
+        run(serve(int(port), secret, seed))
+        return
+    with redis_server() as redis_port:
+        figures = blocking_figures(args.ops, redis_port)
+    pairs = {
+        "GridKV.get remote": "redis-py GET",
+        "GridKV.set remote": "redis-py SET",
+        "GridKV.get local": "redis-py GET",
+        "GridKV.set local": "redis-py SET",
+        "AsyncGridKV.get remote": "redis.asyncio GET",
+    }
+    print(f"{'operation':<26}{'p50 us':>10}{'p99 us':>10}   vs")
+    ratios: dict[str, float] = {}
+    for name, fig in figures.items():
+        base = pairs.get(name)
+        ratio = ""
+        if base is not None:
+            ratios[name] = fig["p50_us"] / figures[base]["p50_us"]
+            ratio = f"{ratios[name]:.2f}x {base}"
+        print(f"{name:<26}{fig['p50_us']:>10.1f}{fig['p99_us']:>10.1f}   {ratio}")
+    targets = {
+        "remote get at most 1.0x redis-py": ratios["GridKV.get remote"] <= 1.0,
+        "remote set at most 1.0x redis-py": ratios["GridKV.set remote"] <= 1.0,
+        "async remote get at most 1.0x redis.asyncio": ratios["AsyncGridKV.get remote"] <= 1.0,
+    }
+    for target, met in targets.items():
+        print(f"  {'met ' if met else 'MISSED'}  {target}")
+    data: dict[str, Any] = {"ops": args.ops, "figures": figures, "ratios": ratios}
+    data["targets_met"] = targets
+    print(f"\nwritten to {write('vs_redis', data)}")
+
+
+if __name__ == "__main__":
+    main()
