@@ -171,7 +171,7 @@ def blocking_figures(ops: int, redis_port: int) -> dict[str, dict[str, float]]:
             await aclient.aclose()
             return out
 
-        figures.update(kv._runner.submit(on_the_loop()).result(120))  # type: ignore[attr-defined]
+        figures.update(kv._runner.submit(on_the_loop()).result(120))
     return figures
 
 

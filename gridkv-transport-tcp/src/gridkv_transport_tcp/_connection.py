@@ -172,6 +172,9 @@ class Connection(Output):
             frames = opened
         if self._reading:
             self._deliver(frames)
+            # The answers given at once go out now, in one write: not a loop turn later.
+            if self._out and self.writable:
+                self._flush()
         else:
             self._backlog.extend(frames)
 

@@ -162,6 +162,10 @@ class Output(asyncio.Protocol):
             # batch over now, and the transport's high-water mark pauses the next writer.
             self._flush()
 
+    def flush(self) -> None:
+        """Write what is queued now rather than at the end of the loop turn."""
+        self._flush()
+
     def _flush(self) -> None:
         out = self._out
         if not out:

@@ -300,6 +300,10 @@ class TcpTransport:
             try:
                 if conn.writable:
                     conn.write_now(REQUEST, request_id, payload)
+                    if len(conn.pending) == 1:
+                        # Alone on the connection: out now, not a loop turn later. Requests
+                        # made together still share one write (and one record).
+                        conn.flush()
                 else:
                     await conn.write(REQUEST, request_id, payload)
             except BaseException:
