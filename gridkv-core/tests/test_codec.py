@@ -17,6 +17,7 @@ from gridkv.wire import (
     encode,
 )
 from gridkv.wire.messages import (
+    MESSAGE_TYPES,
     BucketReply,
     BucketSync,
     DigestReply,
@@ -214,3 +215,52 @@ def test_frame_limit_is_checked_on_encode_and_decode() -> None:
     data = encode(big)
     with pytest.raises(ProtocolError, match="exceeds the limit"):
         decode(data, max_frame_bytes=1024)
+
+
+def reference_decode(raw: list[object]) -> Message:
+    """The codec's checks one validator call per field, as the generated decoders replace."""
+    cls = MESSAGE_TYPES[raw[1]]  # type: ignore[index]
+    values = {
+        name: check(value, f"{cls.__name__}.{name}")
+        for (name, check), value in zip(cls.FIELDS, raw[2:], strict=True)
+    }
+    return cls(**values)
+
+
+hostile = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=300),
+    st.binary(max_size=10),
+    st.lists(st.one_of(st.integers(-1, 3), st.text(max_size=3), st.binary(max_size=3)), max_size=7),
+)
+
+
+@settings(max_examples=500)
+@given(messages, st.data())
+def test_the_generated_decoders_take_and_refuse_exactly_what_the_validators_do(
+    message: Message, data: st.DataObject
+) -> None:
+    raw = msgpack.unpackb(encode(message), raw=False)
+    for _ in range(data.draw(st.integers(0, 3))):
+        if len(raw) > 2:
+            raw[data.draw(st.integers(2, len(raw) - 1))] = data.draw(hostile)
+    try:
+        expected: Message | None = reference_decode(raw)
+    except ProtocolError:
+        expected = None
+    packed = msgpack.packb(raw, use_bin_type=True)
+    if expected is None:
+        with pytest.raises(ProtocolError):
+            decode(packed)
+    else:
+        assert decode(packed) == expected
+
+
+def test_a_bad_item_of_a_list_is_named_by_its_place() -> None:
+    good = [0, "k", b"v", 1, "w", 0]
+    bad = [0, "k", "text", 1, "w", 0]
+    with pytest.raises(ProtocolError, match=r"entries\[1\]\.value"):
+        decode(msgpack.packb([1, 12, "n", [good, bad]], use_bin_type=True))

@@ -106,8 +106,43 @@ def blob(value: Any, name: str) -> bytes:
     return value
 
 
+_new = object.__new__
+_set_key, _set_value, _set_version, _set_writer, _set_expires = (
+    Entry.__dict__[f].__set__ for f in ("key", "value", "version", "writer", "expires_at")
+)
+
+
 def entry(value: Any, name: str) -> tuple[int, Entry]:
     """A ``[partition, key, value|nil, version, writer, expires_at]`` record."""
+    # Checked in one expression; the field names are formatted only for an error.
+    if (
+        type(value) is list
+        and len(value) == 6
+        and type(part := value[0]) is int
+        and 0 <= part <= _U32
+        and type(k := value[1]) is str
+        and 0 < len(k) <= MAX_KEY_BYTES_ON_WIRE
+        and ((v := value[2]) is None or type(v) is bytes)
+        and type(version := value[3]) is int
+        and 0 <= version <= _U64
+        and type(writer := value[4]) is str
+        and 0 < len(writer) <= 255
+        and type(expires := value[5]) is int
+        and 0 <= expires <= _U64
+    ):
+        # Entry(...) without its frozen __init__ (twice as fast; the same object).
+        made = _new(Entry)
+        _set_key(made, k)
+        _set_value(made, v)
+        _set_version(made, version)
+        _set_writer(made, writer)
+        _set_expires(made, expires)
+        return part, made
+    return _entry_refused(value, name)
+
+
+def _entry_refused(value: Any, name: str) -> tuple[int, Entry]:
+    """Name what is wrong with an entry record :func:`entry` refused (raises)."""
     if type(value) is not list or len(value) != 6:
         raise fail(name, "expected an entry record of 6 fields", value)
     part, k, v, version, writer, expires = value
@@ -131,7 +166,11 @@ def entry_list(value: Any, name: str) -> list[tuple[int, Entry]]:
     """A list of entry records."""
     if type(value) is not list:
         raise fail(name, "expected a list of entry records", value)
-    return [entry(item, f"{name}[{i}]") for i, item in enumerate(value)]
+    # Each item under the list's name; a refused one is checked again under its own.
+    try:
+        return [entry(item, name) for item in value]
+    except ProtocolError:
+        return [entry(item, f"{name}[{i}]") for i, item in enumerate(value)]
 
 
 def flag(value: Any, name: str) -> bool:
@@ -180,6 +219,28 @@ MAX_PROOF_BYTES = 4096
 
 def member_record(value: Any, name: str) -> MemberRecord:
     """A ``[node_id, address, incarnation, state, origin, proof]`` record."""
+    if (
+        type(value) is list
+        and len(value) == 6
+        and type(node := value[0]) is str
+        and 0 < len(node) <= 255
+        and type(addr := value[1]) is str
+        and 0 < len(addr) <= 1024
+        and type(inc := value[2]) is int
+        and 0 <= inc <= _U64
+        and type(state := value[3]) is int
+        and 0 <= state <= 3
+        and type(origin := value[4]) is str
+        and 0 < len(origin) <= 255
+        and type(proof := value[5]) is bytes
+        and len(proof) <= MAX_PROOF_BYTES
+    ):
+        return MemberRecord(node, addr, inc, state, origin, proof)
+    return _member_record_refused(value, name)
+
+
+def _member_record_refused(value: Any, name: str) -> MemberRecord:
+    """Name what is wrong with a member record :func:`member_record` refused (raises)."""
     if type(value) is not list or len(value) != 6:
         raise fail(name, "expected a member record of 6 fields", value)
     node, addr, inc, state, origin, proof = value
@@ -201,7 +262,10 @@ def member_records(value: Any, name: str) -> list[MemberRecord]:
     """A list of member records."""
     if type(value) is not list:
         raise fail(name, "expected a list of member records", value)
-    return [member_record(item, f"{name}[{i}]") for i, item in enumerate(value)]
+    try:  # as entry_list: each item's own name only for the error
+        return [member_record(item, name) for item in value]
+    except ProtocolError:
+        return [member_record(item, f"{name}[{i}]") for i, item in enumerate(value)]
 
 
 def pack_entry(partition: int, e: Entry) -> list[Any]:
