@@ -38,6 +38,7 @@ from gridkv import (
 from gridkv.api.blocking import WAIT_MARGIN
 from gridkv.plugins import Plugins
 from gridkv.testing.transports import node_options, transport_under_test
+from gridkv.testing.waiting import wait_for
 from gridkv.transport import MemoryNetwork, MemoryTransport
 from gridkv.wire import codec
 from gridkv.wire.messages import GetRequest
@@ -50,14 +51,6 @@ def single(**overrides: Any) -> dict[str, Any]:
     base = node_options(f"facade{next(_ids)}")
     base.update(overrides)
     return base
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout:g}s")
-        time.sleep(0.01)
 
 
 def outcome_within(seconds: float, call: Callable[[], object]) -> tuple[float, object]:

@@ -43,6 +43,7 @@ from gridkv.api.base import (
     guarded,
     wait_seconds,
 )
+from gridkv.api.direct import GAVE_UP, DirectReads
 from gridkv.api.loop_thread import STOP_TIMEOUT, LoopThread, cancel_and_wait
 from gridkv.base.errors import GridKVError, NotReady, PeerTimeout, ShuttingDown
 from gridkv.base.log import LOGGER_NAME
@@ -119,6 +120,8 @@ class GridKV(ClientBase):
         self._loop_ident = self._runner.ident
         self._closed = False
         process.register(self)
+        #: Level-one reads from the calling threads (set once the node has started).
+        self._direct: DirectReads | None = None
         try:
             self._call(self._node.start, start_bound, "start", late=NotReady)
         except BaseException:
@@ -129,6 +132,8 @@ class GridKV(ClientBase):
                 now = time.monotonic()
                 self._end_close(stopping, now + STOP_TIMEOUT, now + 2 * STOP_TIMEOUT)
             raise
+        if DirectReads.usable(self._node):
+            self._direct = DirectReads(self._node)
 
     def _call(
         self,
@@ -238,10 +243,23 @@ class GridKV(ClientBase):
         get = get_here_first
 
     def _get_elsewhere(self, key: str, consistency: str | None) -> bytes | None:
-        """A read the fast path could not answer: checked, then local or through the loop."""
+        """A read the fast path could not answer: checked, then local, or asked.
+
+        At level one, from this thread (:mod:`gridkv.api.direct`); else through the loop.
+        """
         key, partition, level, local = self._plan_read(key, consistency)
         if local:
             return self._storage.get(partition, key)
+        direct = self._direct
+        if (
+            direct is not None
+            and level == "one"
+            and not self._closed
+            and threading.get_ident() != self._loop_ident
+        ):
+            found = direct.read(partition, key)
+            if found is not GAVE_UP:
+                return self._value_of(found)  # type: ignore[arg-type]
         entry = self._call(
             partial(self._node.read, partition, key, level),
             self._read_bound,
@@ -310,6 +328,8 @@ class GridKV(ClientBase):
             if self._closed:
                 return None
             self._closed = True
+        if self._direct is not None:
+            self._direct.close()
         closing = self._close_on_loop(timeout, graceful)
         try:
             return self._runner.submit(closing)

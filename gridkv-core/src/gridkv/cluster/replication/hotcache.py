@@ -7,11 +7,13 @@ used out first. Writes and deletes that go through this node drop the key from t
 a node always reads its own writes; writes made elsewhere are seen once the entry ages out.
 A read still in flight when such a write lands does not put its (older) answer back: a read
 is bracketed by :meth:`HotCache.begin` and :meth:`HotCache.finish`, which keeps the answer
-only if the key was not written meanwhile. Only used on the node's event loop.
+only if the key was not written meanwhile. Thread-safe: the blocking facade's reads from the
+calling threads (:mod:`gridkv.api.direct`) use it beside the node's loop.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -38,24 +40,30 @@ class HotCache:
         #: Counters.
         self.hits = 0
         self.misses = 0
+        self._lock = threading.Lock()
 
     def lookup(self, key: str) -> tuple[bool, Entry | None]:
         """Whether ``key`` is cached, and its entry (``None`` for a cached "not found")."""
-        item = self._data.get(key)
-        if item is None:
-            self.misses += 1
-            return False, None
-        entry, expires = item
-        if expires <= self._clock():
-            del self._data[key]
-            self.misses += 1
-            return False, None
-        self._data.move_to_end(key)
-        self.hits += 1
-        return True, entry
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                self.misses += 1
+                return False, None
+            entry, expires = item
+            if expires <= self._clock():
+                del self._data[key]
+                self.misses += 1
+                return False, None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return True, entry
 
     def put(self, key: str, entry: Entry | None) -> None:
         """Remember an answer from a replica."""
+        with self._lock:
+            self._put(key, entry)
+
+    def _put(self, key: str, entry: Entry | None) -> None:
         if self.size <= 0 or self.ttl <= 0:
             return
         self._data[key] = (entry, self._clock() + self.ttl)
@@ -65,8 +73,9 @@ class HotCache:
 
     def begin(self, key: str) -> None:
         """Note that a read of ``key`` from a replica starts; end it with :meth:`finish`."""
-        reads, written = self._reading.get(key, (0, False))
-        self._reading[key] = (reads + 1, written)
+        with self._lock:
+            reads, written = self._reading.get(key, (0, False))
+            self._reading[key] = (reads + 1, written)
 
     def finish(self, key: str, entry: Entry | None) -> None:
         """A read begun with :meth:`begin` ended with ``entry``.
@@ -74,14 +83,19 @@ class HotCache:
         The answer is kept unless ``key`` was written or deleted through this node while the
         read was in flight (it may predate that write).
         """
-        if not self.abandon(key):
-            self.put(key, entry)
+        with self._lock:
+            if not self._abandon(key):
+                self._put(key, entry)
 
     def abandon(self, key: str) -> bool:
         """End a read begun with :meth:`begin` that brought no answer.
 
         Returns whether ``key`` was written through this node while it was in flight.
         """
+        with self._lock:
+            return self._abandon(key)
+
+    def _abandon(self, key: str) -> bool:
         reads, written = self._reading.pop(key, (1, True))
         if reads > 1:
             self._reading[key] = (reads - 1, written)
@@ -89,15 +103,17 @@ class HotCache:
 
     def invalidate(self, key: str) -> None:
         """Forget a key (this node wrote or deleted it)."""
-        self._data.pop(key, None)
-        reading = self._reading.get(key)
-        if reading is not None:
-            self._reading[key] = (reading[0], True)
+        with self._lock:
+            self._data.pop(key, None)
+            reading = self._reading.get(key)
+            if reading is not None:
+                self._reading[key] = (reading[0], True)
 
     def clear(self) -> None:
         """Forget everything (ownership changed)."""
-        self._data.clear()
-        self._reading = {key: (reads, True) for key, (reads, _) in self._reading.items()}
+        with self._lock:
+            self._data.clear()
+            self._reading = {key: (reads, True) for key, (reads, _) in self._reading.items()}
 
     def __len__(self) -> int:
         return len(self._data)
