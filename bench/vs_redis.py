@@ -94,26 +94,46 @@ def redis_server() -> Iterator[int]:
         proc.wait(10)
 
 
-def timed(fn: Callable[[str], object], keys: list[str]) -> dict[str, float]:
-    """p50 and p99 in microseconds of ``fn(key)`` over ``keys``, one call at a time."""
+def interleaved(
+    calls: dict[str, tuple[Callable[[str], object], list[str]]], rounds: int
+) -> dict[str, dict[str, float]]:
+    """p50 and p99 in microseconds of each call over its keys, one call at a time.
+
+    The keys are cut into ``rounds`` slices and the calls take turns slice by slice, so a
+    slow moment of the machine falls on all of them alike.
+    """
     clock = time.perf_counter_ns
-    samples = []
-    for key in keys:
-        start = clock()
-        fn(key)
-        samples.append(clock() - start)
-    return {"p50_us": percentile(samples, 50) / 1000, "p99_us": percentile(samples, 99) / 1000}
+    samples: dict[str, list[int]] = {name: [] for name in calls}
+    for r in range(rounds):
+        for name, (fn, keys) in calls.items():
+            size = len(keys) // rounds
+            for key in keys[r * size : (r + 1) * size]:
+                start = clock()
+                fn(key)
+                samples[name].append(clock() - start)
+    return {
+        name: {"p50_us": percentile(got, 50) / 1000, "p99_us": percentile(got, 99) / 1000}
+        for name, got in samples.items()
+    }
 
 
-async def timed_async(fn: Callable[[str], Awaitable[object]], keys: list[str]) -> dict[str, float]:
-    """As :func:`timed`, for a coroutine function."""
+async def interleaved_async(
+    calls: dict[str, tuple[Callable[[str], Awaitable[object]], list[str]]], rounds: int
+) -> dict[str, dict[str, float]]:
+    """As :func:`interleaved`, for coroutine functions."""
     clock = time.perf_counter_ns
-    samples = []
-    for key in keys:
-        start = clock()
-        await fn(key)
-        samples.append(clock() - start)
-    return {"p50_us": percentile(samples, 50) / 1000, "p99_us": percentile(samples, 99) / 1000}
+    samples: dict[str, list[int]] = {name: [] for name in calls}
+    for r in range(rounds):
+        for name, (fn, keys) in calls.items():
+            size = len(keys) // rounds
+            for key in keys[r * size : (r + 1) * size]:
+                start = clock()
+                await fn(key)
+                samples[name].append(clock() - start)
+    return {
+        name: {"p50_us": percentile(got, 50) / 1000, "p99_us": percentile(got, 99) / 1000}
+        for name, got in samples.items()
+    }
 
 
 def split_keys(kv: GridKV | AsyncGridKV, count: int) -> tuple[list[str], list[str]]:
@@ -146,12 +166,15 @@ def blocking_figures(ops: int, redis_port: int) -> dict[str, dict[str, float]]:
             kv.get(key)
             client.set(key, VALUE)
             client.get(key)
-        figures["redis-py SET"] = timed(lambda k: client.set(k, VALUE), remote)
-        figures["redis-py GET"] = timed(client.get, remote)
-        figures["GridKV.set remote"] = timed(lambda k: kv.set(k, VALUE), remote)
-        figures["GridKV.get remote"] = timed(kv.get, remote)
-        figures["GridKV.set local"] = timed(lambda k: kv.set(k, VALUE), local)
-        figures["GridKV.get local"] = timed(kv.get, local)
+        calls: dict[str, tuple[Callable[[str], object], list[str]]] = {
+            "redis-py SET": (lambda k: client.set(k, VALUE), remote),
+            "redis-py GET": (client.get, remote),
+            "GridKV.set remote": (lambda k: kv.set(k, VALUE), remote),
+            "GridKV.get remote": (kv.get, remote),
+            "GridKV.set local": (lambda k: kv.set(k, VALUE), local),
+            "GridKV.get local": (kv.get, local),
+        }
+        figures.update(interleaved(calls, rounds=10))
         assert kv.get(remote[-1]) == VALUE
         assert client.get(remote[-1]) == VALUE
         client.close()
@@ -164,10 +187,13 @@ def blocking_figures(ops: int, redis_port: int) -> dict[str, dict[str, float]]:
             for key in remote[:500]:
                 await aclient.get(key)
                 await akv.get(key)
-            out = {
-                "redis.asyncio GET": await timed_async(aclient.get, remote),
-                "AsyncGridKV.get remote": await timed_async(akv.get, remote),
-            }
+            out = await interleaved_async(
+                {
+                    "redis.asyncio GET": (aclient.get, remote),
+                    "AsyncGridKV.get remote": (akv.get, remote),
+                },
+                rounds=10,
+            )
             await aclient.aclose()
             return out
 

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("gridkv_transport_tcp")
 
 from gridkv import GridKV, ShuttingDown
-from gridkv.api.direct import DirectReads
+from gridkv.api.direct import DirectPath
 from gridkv.security.identity import new_secret
 from gridkv.testing.waiting import wait_for
 
@@ -54,7 +54,7 @@ def cluster(size: int, **extra: Any) -> Iterator[list[GridKV]]:
             kv.close()
 
 
-def direct(kv: GridKV) -> DirectReads:
+def direct(kv: GridKV) -> DirectPath:
     reads = kv._direct
     assert reads is not None
     return reads
@@ -152,3 +152,38 @@ def test_a_closed_facade_refuses_reads_and_keeps_no_connection() -> None:
         assert reads._open == set()
         with pytest.raises(ShuttingDown):
             a.get(key)
+
+
+def test_writes_one_replica_satisfies_go_from_the_calling_thread_and_reach_every_replica() -> None:
+    with cluster(3, replica_count=2, hot_cache_size=0) as nodes:
+        a = nodes[0]
+        keys = [k for k in keys_owned_by(a, "d1", 400) if "d0" not in owners(a, k)][:30]
+        reads = direct(a)
+        before = reads.answered
+        for i, key in enumerate(keys):
+            a.set(key, f"w{i}".encode(), consistency="one")
+        a.delete(keys[0], consistency="one")
+        assert reads.answered == before + len(keys) + 1 and reads.given_back == 0
+        # The first replica has each at once; the other gets it through the node's batches.
+        by_id = {kv.node_id: kv for kv in nodes}
+
+        def held_by(replica: str, key: str) -> bytes | None:
+            table = a.node.ensure_table()
+            value: bytes | None = by_id[replica].node.storage.get(table.partition_of(key), key)
+            return value
+
+        for i, key in enumerate(keys[1:], 1):
+            value = f"w{i}".encode()
+            second = owners(a, key)[1]
+            assert held_by("d1", key) == value
+
+            def arrived(key: str = key, second: str = second, value: bytes = value) -> bool:
+                return held_by(second, key) == value
+
+            wait_for("the second replica has it", arrived)
+            assert a.get(key, consistency="all") == value
+        assert a.get(keys[0], consistency="all") is None
+        # A level that needs two replicas goes through the loop.
+        a.set(keys[1], b"both", consistency="all")
+        assert reads.answered == before + len(keys) + 1
+        assert nodes[2].get(keys[1], consistency="all") == b"both"

@@ -43,8 +43,9 @@ from gridkv.api.base import (
     guarded,
     wait_seconds,
 )
-from gridkv.api.direct import GAVE_UP, DirectReads
+from gridkv.api.direct import GAVE_UP, DirectPath
 from gridkv.api.loop_thread import STOP_TIMEOUT, LoopThread, cancel_and_wait
+from gridkv.base.consistency import required_acks
 from gridkv.base.errors import GridKVError, NotReady, PeerTimeout, ShuttingDown
 from gridkv.base.log import LOGGER_NAME
 from gridkv.base.options import Options
@@ -120,8 +121,8 @@ class GridKV(ClientBase):
         self._loop_ident = self._runner.ident
         self._closed = False
         process.register(self)
-        #: Level-one reads from the calling threads (set once the node has started).
-        self._direct: DirectReads | None = None
+        #: One-replica reads and writes from the calling threads (set once started).
+        self._direct: DirectPath | None = None
         try:
             self._call(self._node.start, start_bound, "start", late=NotReady)
         except BaseException:
@@ -132,8 +133,8 @@ class GridKV(ClientBase):
                 now = time.monotonic()
                 self._end_close(stopping, now + STOP_TIMEOUT, now + 2 * STOP_TIMEOUT)
             raise
-        if DirectReads.usable(self._node):
-            self._direct = DirectReads(self._node)
+        if DirectPath.usable(self._node):
+            self._direct = DirectPath(self._node)
 
     def _call(
         self,
@@ -279,12 +280,24 @@ class GridKV(ClientBase):
         self._write(*self._plan_write(key, None, None, consistency, delete=True), "delete")
 
     def _write(self, partition: int, level: str, local: bool, entry: Entry, what: str) -> None:
-        """Store a planned write: here on the caller's thread, or through the loop."""
+        """Store a planned write: here, from this thread (one replica needed), or via the loop."""
         if local:
             self._node.write_here(partition, entry)
-        else:
-            write = partial(self._node.write, partition, entry, level)
-            self._call(write, self._write_bound, what, entry.key)
+            return
+        direct = self._direct
+        if (
+            direct is not None
+            and required_acks(level, self._node.options.replica_count) == 1
+            and not self._closed
+            and threading.get_ident() != self._loop_ident
+        ):
+            try:
+                if direct.write(partition, entry):
+                    return
+            except RuntimeError:  # "Event loop is closed": closed under the write
+                raise self._closed_error() from None
+        write = partial(self._node.write, partition, entry, level)
+        self._call(write, self._write_bound, what, entry.key)
 
     def health_check(self) -> None:
         """Raise when the node cannot serve; see :meth:`AsyncGridKV.health_check`."""

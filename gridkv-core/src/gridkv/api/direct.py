@@ -1,19 +1,25 @@
-"""Reads at level one sent from the calling thread, as redis-py sends its commands.
+"""Reads and writes that need one replica, sent from the calling thread as redis-py sends.
 
 A blocking :class:`~gridkv.GridKV` hands most of its work to the node's loop thread, and each
 hand-off costs two thread wake-ups (about 50 us on a small VM, whatever the work). A read of a
-key another node owns at ``one`` needs nothing of the loop: the calling thread asks the key's
-first replica itself, over a TCP connection of its own to that replica (one per thread and
-replica, kept), opened with the same authenticated handshake as the node's own connections
-and protected the same way (:class:`~gridkv.transport.base.ConnectionGuard`). The answer is
-checked as the loop's read checks it (the key, the partition, an entry from before a long
-separation), the node's clock takes its version, and the node's hot cache is used and filled
-exactly as by a read on the loop.
+key another node owns at ``one``, or a write to it that one replica's acknowledgement
+satisfies, needs nothing of the loop: the calling thread asks the key's first replica
+itself, over a TCP connection of its own to that replica (one per thread and replica, kept),
+opened with the same authenticated handshake as the node's own connections and protected the
+same way (:class:`~gridkv.transport.base.ConnectionGuard`).
+
+A read's answer is checked as the loop's read checks it (the key, the partition, an entry
+from before a long separation), the node's clock takes its version, and the node's hot cache
+is used and filled exactly as by a read on the loop. A write is the entry the facade made
+(its version from the node's clock), sent as a one-entry ``ReplicateBatch``; once the replica
+stored it (or holds a newer version), the other replicas get it through the node's batches,
+as a write the node holds itself; the hot cache forgets the key first, as for any write.
 
 Anything out of the ordinary (no address for the replica, a dial or handshake that fails, a
-time-out, an error answer, an entry not taken) closes the thread's connection and gives the
-read back to the loop's path, which tries the other replicas, waits and reports errors: so
-this path changes how fast a read is, never what it returns.
+time-out, an error answer, an entry not taken, a refusal) closes the thread's connection and
+gives the call back to the loop's path, which tries the other replicas, waits and reports
+errors (a write is sent again as it was: a replica that has it already holds it): so this
+path changes how fast a call is, never what it does.
 
 It serves the ``tcp`` transport without TLS, with authentication by the connection handshake
 (``ed25519``) or none; otherwise every read goes through the loop.
@@ -31,14 +37,15 @@ from typing import TYPE_CHECKING
 from gridkv.base.errors import GridKVError
 from gridkv.wire import codec
 from gridkv.wire.framing import HELLO, RECORD, RECORD_SLACK, REQUEST, RESPONSE, FrameReader, head
-from gridkv.wire.messages import GetReply, GetRequest
+from gridkv.wire.messages import HELD, STORED, BatchAck, GetReply, GetRequest, ReplicateBatch
 
 if TYPE_CHECKING:
     from gridkv.node.node import Node
     from gridkv.storage.base import Entry
     from gridkv.transport.base import ConnectionGuard, Handshake
+    from gridkv.wire.messages import Message
 
-__all__ = ["DirectReads", "GAVE_UP"]
+__all__ = ["DirectPath", "GAVE_UP"]
 
 #: What :meth:`DirectReads.read` returns when the loop's path must take the read.
 GAVE_UP = object()
@@ -68,8 +75,8 @@ class _Connection:
             self.sock.close()
 
 
-class DirectReads:
-    """The level-one reads of one blocking facade, from the threads that call it.
+class DirectPath:
+    """The one-replica reads and writes of one blocking facade, from the threads that call it.
 
     :param node: the facade's node (its table, membership, clock, hot cache, options).
     """
@@ -80,13 +87,14 @@ class DirectReads:
         self._max = options.network.max_frame_bytes
         self._dial_timeout = options.network.timeout
         self._read_timeout = options.read_timeout
+        self._write_timeout = options.replication_timeout
         self._local = threading.local()
         self._lock = threading.Lock()
         #: Every open connection of every thread (closed with the facade).
         self._open: set[_Connection] = set()
         self._closed = False
         self._pid = os.getpid()
-        #: Reads this path answered, and those it gave back to the loop.
+        #: Calls this path answered, and those it gave back to the loop.
         self.answered = 0
         self.given_back = 0
 
@@ -132,23 +140,44 @@ class DirectReads:
         self.given_back += 1
         return GAVE_UP
 
+    def write(self, partition: int, entry: Entry) -> bool:
+        """Store ``entry`` on the partition's first replica; ``False``: give it to the loop.
+
+        The other replicas get it through the node's batches.
+
+        :raises RuntimeError: the node's loop is closed (the facade says ShuttingDown).
+        """
+        node = self._node
+        owners = node.partitions.table.owners(partition)
+        replica = owners[0] if owners and node.node_id not in owners else None
+        address = None if replica is None else node.membership.address_of(replica)
+        if replica is None or address is None or self._closed or os.getpid() != self._pid:
+            self.given_back += 1
+            return False
+        node.coordinator.hot.invalidate(entry.key)
+        try:
+            reply = self._request(
+                replica, address, ReplicateBatch(node.node_id, [(partition, entry)]), True
+            )
+            if not isinstance(reply, BatchAck) or reply.results not in (
+                bytes([STORED]),
+                bytes([HELD]),
+            ):
+                raise _Refused("not stored")
+        except (_Refused, OSError, GridKVError, ValueError):
+            self._drop(address)
+            self.given_back += 1
+            return False
+        except BaseException:
+            self._drop(address)
+            raise
+        if len(owners) > 1:
+            node.coordinator.replicate_soon(partition, entry, stored_by=replica)
+        self.answered += 1
+        return True
+
     def _ask(self, replica: str, address: str, partition: int, key: str) -> Entry | None:
-        conn = self._connection(replica, address)
-        conn.ids += 1
-        request_id = conn.ids
-        payload = codec.encode(GetRequest(partition, key), self._max)
-        frame = head(REQUEST, request_id, len(payload)) + payload
-        guard = conn.guard
-        if guard is not None:
-            record = guard.seal(frame)
-            frame = head(RECORD, 0, len(record)) + record
-        deadline = time.monotonic() + self._read_timeout
-        conn.sock.sendall(frame)
-        while True:
-            kind, answer_id, body = self._next_frame(conn, deadline)
-            if kind == RESPONSE and answer_id == request_id:
-                break
-        reply = codec.decode(body, self._max)
+        reply = self._request(replica, address, GetRequest(partition, key), False)
         if not isinstance(reply, GetReply):
             raise _Refused(type(reply).__name__)
         if reply.entry is None:
@@ -161,6 +190,25 @@ class DirectReads:
             raise _Refused("an entry from before a long separation")
         node.hlc.update(entry.version)
         return entry
+
+    def _request(self, replica: str, address: str, message: Message, write: bool) -> Message:
+        """``message``'s answer from ``replica`` over this thread's connection to it."""
+        conn = self._connection(replica, address)
+        conn.ids += 1
+        request_id = conn.ids
+        payload = codec.encode(message, self._max)
+        frame = head(REQUEST, request_id, len(payload)) + payload
+        guard = conn.guard
+        if guard is not None:
+            record = guard.seal(frame)
+            frame = head(RECORD, 0, len(record)) + record
+        timeout = self._write_timeout if write else self._read_timeout
+        deadline = time.monotonic() + timeout
+        conn.sock.sendall(frame)
+        while True:
+            kind, answer_id, body = self._next_frame(conn, deadline)
+            if kind == RESPONSE and answer_id == request_id:
+                return codec.decode(body, self._max)
 
     def _next_frame(self, conn: _Connection, deadline: float) -> tuple[int, int, bytes]:
         """The next frame from ``conn`` (opened from its record), waiting until ``deadline``."""

@@ -182,8 +182,12 @@ class Coordinator:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def replicate_soon(self, partition: int, entry: Entry) -> None:
-        """Queue an entry written locally for the partition's other replicas (any thread)."""
+    def replicate_soon(self, partition: int, entry: Entry, stored_by: str = "") -> None:
+        """Queue an entry written locally for the partition's other replicas (any thread).
+
+        :param stored_by: a replica that stored it already (a write from a calling thread,
+            :mod:`gridkv.api.direct`): it is not sent there again.
+        """
         loop = self.ctx.loop()
         if loop is None:
             return
@@ -192,14 +196,14 @@ class Coordinator:
         except RuntimeError:
             running = None
         if running is loop:
-            self._enqueue(partition, entry)
+            self._enqueue(partition, entry, stored_by)
         else:  # a closed loop raises RuntimeError; the API turns it into ShuttingDown
-            loop.call_soon_threadsafe(self._enqueue, partition, entry)
+            loop.call_soon_threadsafe(self._enqueue, partition, entry, stored_by)
 
-    def _enqueue(self, partition: int, entry: Entry) -> None:
+    def _enqueue(self, partition: int, entry: Entry, stored_by: str = "") -> None:
         ctx = self.ctx
         for replica in ctx.partitions.ensure_table().owners(partition):
-            if replica != ctx.node_id:
+            if replica != ctx.node_id and replica != stored_by:
                 self.batcher.add(replica, partition, entry)
 
     async def _send_batch(self, replica: str, entries: list[tuple[int, Entry]]) -> None:
