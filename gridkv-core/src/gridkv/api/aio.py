@@ -140,6 +140,8 @@ class AsyncGridKV(ClientBase):
     ) -> None:
         """Store a planned write: here at once, or through the coordinator."""
         if local:
+            if self._node.coordinator.batcher.full:  # the replicas keep up, or the writer waits
+                await guarded(self._node.wait_room(entry.key), self._node, what, entry.key)
             self._node.write_here(partition, entry)
         else:
             await guarded(self._node.write(partition, entry, level), self._node, what, entry.key)

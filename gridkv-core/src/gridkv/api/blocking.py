@@ -282,6 +282,7 @@ class GridKV(ClientBase):
     def _write(self, partition: int, level: str, local: bool, entry: Entry, what: str) -> None:
         """Store a planned write: here, from this thread (one replica needed), or via the loop."""
         if local:
+            self._node.make_room(entry.key)  # the replicas keep up, or the writer waits
             self._node.write_here(partition, entry)
             return
         direct = self._direct
@@ -291,6 +292,7 @@ class GridKV(ClientBase):
             and not self._closed
             and threading.get_ident() != self._loop_ident
         ):
+            self._node.make_room(entry.key)
             try:
                 if direct.write(partition, entry):
                     return

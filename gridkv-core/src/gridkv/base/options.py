@@ -330,12 +330,15 @@ class Options(Section):
     read_timeout: float = option(1.0, "duration", min=0.001)
     #: After start, time during which the node is not declared unhealthy for lacking peers.
     startup_grace_period: float = option(2.0, "duration")
-    #: Turn off peer authentication. Needed, explicitly, until authentication is available.
+    #: Turn off peer authentication (a warning is logged at start).
     disable_auth: bool = option(False, "bool")
     #: Replication entries per batch that send it at once.
     batch_threshold: int = option(100, "int", min=1)
     #: Longest a replication entry waits for its batch to fill.
     batch_window: float = option(0.005, "duration")
+    #: Bytes of replication entries queued or in flight to one replica at most; a writer that
+    #: would add more waits for them to drain (up to replication_timeout), then fails.
+    replication_backlog_bytes: int = option(64 * 1024 * 1024, "int", min=1024)
     #: Period of anti-entropy rounds, in which co-replicas compare partition digests.
     anti_entropy_interval: float = option(1.0, "duration", min=0.01)
     #: Keys compared or exchanged with each peer per anti-entropy round at most (bounds the

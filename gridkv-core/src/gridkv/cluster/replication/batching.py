@@ -6,11 +6,19 @@ batch of every replica that should have it. A batch is sent as one
 the next entry would take it past the byte budget (an entry larger than the budget goes
 alone), or when ``batch_window`` has passed since its first entry, whichever comes first.
 The sends run in the background; a close drains them, a crash cancels them.
+
+The entries queued or in flight to each replica are its *backlog*, counted in bytes. Past
+``replication_backlog_bytes`` for any replica the batcher is :attr:`Batcher.full`, and
+writers wait for room (:meth:`Batcher.wait_room` on the loop, :meth:`Batcher.room` on
+another thread) before they add more: a writer that outruns its replicas is slowed to their
+pace instead of growing the node's memory without limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -44,6 +52,7 @@ class Batcher:
     :param budget: bytes that fill a batch (see :func:`~gridkv.wire.budget.message_budget`).
     :param loop: the node's event loop once it runs, else ``None``.
     :param send: sends one batch to a replica; its errors are its own to handle.
+    :param limit: bytes of backlog per replica past which the batcher is :attr:`full`.
     """
 
     def __init__(
@@ -53,12 +62,23 @@ class Batcher:
         budget: int,
         loop: Callable[[], asyncio.AbstractEventLoop | None],
         send: Callable[[str, list[tuple[int, Entry]]], Coroutine[Any, Any, None]],
+        limit: int = 64 * 1024 * 1024,
     ) -> None:
         self._threshold = threshold
         self._window = window
         self._budget = budget
         self._loop = loop
         self._send = send
+        self._limit = limit
+        #: replica -> bytes of entries queued or in flight to it.
+        self.backlog: dict[str, int] = {}
+        #: The replicas whose backlog is past the limit.
+        self._full: set[str] = set()
+        #: Signalled (on the loop) when no replica is past the limit any more.
+        self._room = threading.Condition()
+        self._room_event: asyncio.Event | None = None
+        #: Writers that had to wait for room.
+        self.waits = 0
         #: The batch being filled for each replica.
         self.queued: dict[str, Batch] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -75,6 +95,7 @@ class Batcher:
             batch = self.queued[replica] = Batch()
         batch.entries.append((partition, entry))
         batch.size += size
+        self._grow(replica, size)
         if len(batch.entries) >= self._threshold or batch.size >= self._budget:
             self.flush(replica)
         elif replica not in self._timers:
@@ -90,8 +111,79 @@ class Batcher:
         batch = self.queued.pop(replica, None)
         loop = self._loop()
         if batch is None or not batch.entries or loop is None:
+            if batch is not None:
+                self._shrink(replica, batch.size)
             return
-        self.track(loop.create_task(self._send(replica, batch.entries)))
+        self.track(loop.create_task(self._sent(replica, batch)))
+
+    async def _sent(self, replica: str, batch: Batch) -> None:
+        """Send a batch; its bytes leave the replica's backlog however the send ends."""
+        try:
+            await self._send(replica, batch.entries)
+        finally:
+            self._shrink(replica, batch.size)
+
+    # -- the backlog -------------------------------------------------------------------------
+
+    @property
+    def full(self) -> bool:
+        """Whether some replica's backlog is past the limit (any thread may ask)."""
+        return bool(self._full)
+
+    def _grow(self, replica: str, size: int) -> None:
+        backlog = self.backlog.get(replica, 0) + size
+        self.backlog[replica] = backlog
+        if backlog > self._limit and replica not in self._full:
+            self._full.add(replica)
+            if self._room_event is not None:
+                self._room_event.clear()
+
+    def _shrink(self, replica: str, size: int) -> None:
+        backlog = self.backlog.get(replica, 0) - size
+        if backlog > 0:
+            self.backlog[replica] = backlog
+        else:
+            self.backlog.pop(replica, None)
+        if replica in self._full and backlog <= self._limit:
+            self._full.discard(replica)
+            if not self._full:
+                self._made_room()
+
+    def _made_room(self) -> None:
+        if self._room_event is not None:
+            self._room_event.set()
+        with self._room:
+            self._room.notify_all()
+
+    def room(self, timeout: float) -> bool:
+        """From a thread other than the loop's: wait until not :attr:`full`; whether it is."""
+        if not self._full:
+            return True
+        self.waits += 1
+        with self._room:
+            return self._room.wait_for(lambda: not self._full, timeout)
+
+    async def wait_room(self, timeout: float) -> bool:
+        """On the loop: wait until not :attr:`full`; whether it is."""
+        if not self._full:
+            return True
+        self.waits += 1
+        if self._room_event is None:
+            self._room_event = asyncio.Event()
+        event = self._room_event
+        event.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        return not self._full
+
+    def refusal(self, key: str, timeout: float) -> str:
+        """Why a write of ``key`` found no room within ``timeout`` seconds."""
+        behind = ", ".join(f"{r} ({self.backlog.get(r, 0)} bytes)" for r in sorted(self._full))
+        return (
+            f"write of key {key!r:.60} refused: the replication backlog to {behind} is past "
+            f"replication_backlog_bytes={self._limit} and did not drain within "
+            f"replication_timeout={timeout:g}s (the replicas are slower than the writes)"
+        )
 
     def track(self, task: asyncio.Future[Any]) -> None:
         """Keep a send running in the background until it ends; its outcome is consumed."""
@@ -111,6 +203,8 @@ class Batcher:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        for replica, batch in list(self.queued.items()):
+            self._shrink(replica, batch.size)
         self.queued.clear()
         tasks = list(self._inflight)
         for task in tasks:

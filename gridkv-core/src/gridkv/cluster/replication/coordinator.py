@@ -90,6 +90,7 @@ class Coordinator:
             message_budget(opts.network.max_frame_bytes),
             ctx.loop,
             self._send_batch,
+            opts.replication_backlog_bytes,
         )
         #: Reads of other replicas, and the answers to theirs.
         self.reader = Reader(ctx, waiting_on, self.batcher.add)
@@ -279,6 +280,9 @@ class Coordinator:
         :raises MemoryLimitExceeded: the local storage is full.
         """
         ctx = self.ctx
+        timeout = ctx.options.replication_timeout
+        if self.batcher.full and not await self.batcher.wait_room(timeout):
+            raise QuorumNotReached(self.batcher.refusal(entry.key, timeout))
         replicas = ctx.partitions.ensure_table().owners(partition)
         needed = required_acks(level, ctx.options.replica_count)
         self.hot.invalidate(entry.key)
