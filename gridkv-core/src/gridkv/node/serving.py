@@ -9,7 +9,7 @@ local write at level one). The node builds the components it uses.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gridkv.base.errors import NotReady, QuorumNotReached, ShuttingDown
 from gridkv.base.hlc import HLC
@@ -157,13 +157,16 @@ class Serving:
         """
         return self.partitions.holds(partition) and not self.handoff.receiving
 
-    async def read(self, partition: int, key: str, level: str) -> Entry | None:
+    def read(self, partition: int, key: str, level: str) -> Awaitable[Entry | None]:
         """The freshest entry of ``key`` its replicas hold (tombstones included), at ``level``.
+
+        The reader's own coroutine (no frame of its own: each one a read passes through is
+        resumed again for its answer).
 
         :raises QuorumNotReached: fewer replicas answered than the level needs.
         :raises PeerTimeout: no replica answered in time.
         """
-        return await self.coordinator.read(partition, key, level)
+        return self.coordinator.read(partition, key, level)
 
     async def write(self, partition: int, entry: Entry, level: str) -> None:
         """Store ``entry`` on the partition's replicas; return once ``level`` is met.

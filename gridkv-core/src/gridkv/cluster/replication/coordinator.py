@@ -112,9 +112,9 @@ class Coordinator:
         """Read repairs sent."""
         return self.reader.repairs_sent
 
-    async def read(self, partition: int, key: str, level: str) -> Entry | None:
+    def read(self, partition: int, key: str, level: str) -> Awaitable[Entry | None]:
         """The freshest entry of ``key`` that ``level`` allows; see :meth:`Reader.read`."""
-        return await self.reader.read(partition, key, level)
+        return self.reader.read(partition, key, level)
 
     def on_get(self, message: GetRequest) -> GetReply | Awaitable[GetReply]:
         """A peer's read of one key; see :meth:`Reader.on_get`."""

@@ -107,7 +107,26 @@ class Reader:
                 return local
         others = [r for r in replicas if r != ctx.node_id]
         if needed <= 1:
-            return await self._read_one(partition, key, others)
+            # A read at one on a node that does not hold the key, flat (no coroutine frame of
+            # its own): the hot cache, else the first replica; on an error the others (that
+            # one last), with waits, as _read_first does.
+            cached, entry = self.hot.lookup(key)
+            if cached:
+                return entry
+            self.hot.begin(key)
+            try:
+                if not others:
+                    found = await self._read_first(partition, key, others)  # raises: nobody
+                else:
+                    try:
+                        found = await self._ask(others[0], partition, key)
+                    except GridKVError:
+                        found = await self._read_first(partition, key, [*others[1:], others[0]])
+            except BaseException:
+                self.hot.abandon(key)
+                raise
+            self.hot.finish(key, found)
+            return found
         asks: dict[asyncio.Future[Entry | None], str] = {
             asyncio.ensure_future(self._ask(r, partition, key)): r for r in others
         }
@@ -129,20 +148,6 @@ class Reader:
         if winner is not None:
             self._repair(partition, winner, answers)
         return winner
-
-    async def _read_one(self, partition: int, key: str, others: list[str]) -> Entry | None:
-        """A read at ``one`` on a node that does not hold the key: the hot cache, else a replica."""
-        cached, entry = self.hot.lookup(key)
-        if cached:
-            return entry
-        self.hot.begin(key)
-        try:
-            found = await self._read_first(partition, key, others)
-        except BaseException:
-            self.hot.abandon(key)
-            raise
-        self.hot.finish(key, found)
-        return found
 
     async def _read_first(self, partition: int, key: str, replicas: list[str]) -> Entry | None:
         errors: dict[str, str] = {}
