@@ -319,7 +319,10 @@ class ConnectionHandshake:
     def respond(self, peer_address: str, hello: bytes) -> tuple[ConnectionGuard, bytes]:
         """Check a dialler's hello; its guard and the reply (refusals: :meth:`refusal`)."""
         auth = self._auth
-        session, reply = self._sessions().respond(hello)
+        try:
+            session, reply = self._sessions().respond(hello)
+        except ConfigError as exc:  # a trust root that cannot load (a trusted-keys file gone)
+            raise AuthenticationError(f"trust root unavailable: {exc}") from None
         auth.connected(session.peer_id, session.peer_key)
         return Guard(session, auth, auth.key_epoch, SESSION_LIFETIME, accepted=True), reply
 
@@ -360,6 +363,10 @@ class ConnectionHandshake:
             raise AuthenticationError(f"{address!r} refused this node: {reason}")
         try:
             session = self._sessions().complete(pending.hello, reply)
+        except ConfigError as exc:  # a trust root that cannot load
+            error = AuthenticationError(f"trust root unavailable: {exc}")
+            auth.count(error)
+            raise error from None
         except AuthenticationError as exc:
             auth.count(exc)
             raise
@@ -442,6 +449,7 @@ _REASONS = (
     ("was meant to answer", "meant for another node"),
     ("no hello within", "handshake timed out"),
     ("no trust root", "no trust root"),
+    ("trust root unavailable", "trust root unavailable"),
 )
 
 
