@@ -10,9 +10,10 @@ comes in time, to writers on the loop and on other threads alike.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
-from gridkv import AsyncGridKV
+from gridkv import AsyncGridKV, GridKV
 from gridkv.cluster.replication.batching import Batcher
 from gridkv.storage.base import Entry
 from gridkv.testing.waiting import wait_until
@@ -83,3 +84,79 @@ async def test_no_room_within_the_time_out_is_a_clear_refusal() -> None:
     assert await batcher.wait_room(0.05)
     assert await asyncio.to_thread(batcher.room, 0.05)
     assert batcher.backlog == {}
+
+
+def entry(i: int) -> Entry:
+    return Entry(f"k{i}", b"v" * 300, 1, "w", 0)
+
+
+async def test_writers_woken_together_wait_on_when_one_fills_it_again() -> None:
+    # Review finding: one batch's room woke every waiting writer; the first filled it again,
+    # and the others were refused at once, long before their time-out.
+    gates: list[asyncio.Future[None]] = []
+
+    async def send(replica: str, entries: list[tuple[int, Entry]]) -> None:
+        gate = asyncio.get_running_loop().create_future()
+        gates.append(gate)
+        await gate
+
+    batcher = Batcher(1, 0.01, 1 << 20, asyncio.get_running_loop, send, limit=1100)
+    for i in range(4):
+        batcher.add("r1", 0, entry(i))
+    await wait_until(lambda: len(gates) == 4)
+    assert batcher.full
+
+    async def writer(n: int) -> bool:
+        ok = await batcher.wait_room(5.0)
+        if ok:
+            batcher.add("r1", 0, entry(100 + n))  # what the writer does next
+        return ok
+
+    writers = [asyncio.ensure_future(writer(n)) for n in range(3)]
+    gates[0].set_result(None)  # room for one
+    await wait_until(lambda: sum(w.done() for w in writers) == 1)
+    assert not any(w.done() and not w.result() for w in writers)  # the others wait on
+
+    def sends_end_and_writers_done() -> bool:  # each writer's own send included
+        for gate in gates:
+            if not gate.done():
+                gate.set_result(None)
+        return all(w.done() for w in writers)
+
+    await wait_until(sends_end_and_writers_done)
+    assert [w.result() for w in writers] == [True, True, True]
+
+
+async def test_an_abort_leaves_no_backlog_and_wakes_waiting_writers() -> None:
+    # Review finding: sends cancelled before they started never gave their bytes back, so
+    # the batcher stayed full after the node stopped.
+    async def slow(replica: str, entries: list[tuple[int, Entry]]) -> None:
+        await asyncio.sleep(10)
+
+    batcher = Batcher(1, 0.01, 1 << 20, asyncio.get_running_loop, slow, limit=1024)
+    for i in range(5):
+        batcher.add("r1", 0, entry(i))
+    assert batcher.full
+    await batcher.abort()
+    assert (batcher.backlog, batcher.full) == ({}, False)
+    assert await asyncio.to_thread(batcher.room, 0.2)
+
+
+def test_a_blocking_write_on_the_loop_thread_does_not_wait_for_room() -> None:
+    # Review finding: a local write from a hook on the node's loop thread waited for room
+    # that only that loop could make: the node froze for replication_timeout, then refused.
+    opts = options("bp-loop", [])
+    opts["replica_count"] = 1
+    with GridKV(**opts, transport=MemoryTransport("bp-loop:1", MemoryNetwork())) as kv:
+        batcher = kv.node.coordinator.batcher
+        batcher._full.add("somebody")  # a replica far behind
+
+        async def from_a_hook() -> float:
+            started = time.monotonic()
+            kv.set("k", b"v")
+            return time.monotonic() - started
+
+        took = kv._runner.submit(from_a_hook()).result(10)
+        assert took < 0.1
+        assert kv.get("k") == b"v"
+        batcher._full.clear()

@@ -118,7 +118,8 @@ def test_threads_read_over_connections_of_their_own() -> None:
         for t in threads:
             t.join(60)
         assert wrong == []
-        assert len(direct(a)._open) == 8  # one connection per thread to the one replica
+        assert direct(a).dials == 8  # one connection per thread to the one replica...
+        assert len(direct(a)._open) == 0  # ...closed when its thread ended
 
 
 def test_a_replica_gone_gives_the_read_to_the_loop_which_asks_another() -> None:
@@ -149,7 +150,7 @@ def test_a_closed_facade_refuses_reads_and_keeps_no_connection() -> None:
         assert a.get(key) == b"v"
         reads = direct(a)
         a.close()
-        assert reads._open == set()
+        assert len(reads._open) == 0
         with pytest.raises(ShuttingDown):
             a.get(key)
 
@@ -187,3 +188,21 @@ def test_writes_one_replica_satisfies_go_from_the_calling_thread_and_reach_every
         a.set(keys[1], b"both", consistency="all")
         assert reads.answered == before + len(keys) + 1
         assert nodes[2].get(keys[1], consistency="all") == b"both"
+
+
+def test_an_owner_reads_its_own_storage_while_a_partition_moves_in() -> None:
+    # Review finding: with a partition moving in, a level-one read of a key this node holds
+    # is not "local", and the calling-thread path asked the other replica instead (and cached
+    # its older answer), so a write made here was not read back.
+    with cluster(2, replica_count=2, batch_window="2s", batch_threshold=1000) as (a, b):
+        node = a.node
+        key = keys_owned_by(a, "d1", 1)[0]
+        partition = node.ensure_table().partition_of(key)
+        b.set(key, b"old", consistency="all")
+        with node.handoff._lock:  # partition moving in, as Handoff.table_changed records it
+            node.handoff._receiving[partition] = (("d1",), node.handoff.ctx.loop_time() + 60)
+        node.refresh_local_reads()
+        assert node.holds(partition) and not node.reads_here(partition)
+        a.set(key, b"new")  # held here: stored at once; b gets it only in 2 s
+        assert a.get(key) == b"new"
+        assert direct(a).answered == 0

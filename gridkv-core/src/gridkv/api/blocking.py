@@ -109,7 +109,8 @@ class GridKV(ClientBase):
             + opts.replica_count * (opts.network.timeout + opts.read_timeout)
             + WAIT_MARGIN
         )
-        self._write_bound = opts.replication_timeout + WAIT_MARGIN
+        # A write may first wait replication_timeout for room in the replication backlog.
+        self._write_bound = 2 * opts.replication_timeout + WAIT_MARGIN
         start_bound = opts.network.timeout + WAIT_MARGIN
         self._close_lock = threading.Lock()
         #: Held while a call is handed to the loop and while ``_closed`` is set, so no call
@@ -281,8 +282,10 @@ class GridKV(ClientBase):
 
     def _write(self, partition: int, level: str, local: bool, entry: Entry, what: str) -> None:
         """Store a planned write: here, from this thread (one replica needed), or via the loop."""
+        on_loop = threading.get_ident() == self._loop_ident
         if local:
-            self._node.make_room(entry.key)  # the replicas keep up, or the writer waits
+            if not on_loop:  # the replicas keep up, or the writer waits (not the loop: it
+                self._node.make_room(entry.key)  # is what makes the room)
             self._node.write_here(partition, entry)
             return
         direct = self._direct
@@ -290,14 +293,11 @@ class GridKV(ClientBase):
             direct is not None
             and required_acks(level, self._node.options.replica_count) == 1
             and not self._closed
-            and threading.get_ident() != self._loop_ident
+            and not on_loop
         ):
             self._node.make_room(entry.key)
-            try:
-                if direct.write(partition, entry):
-                    return
-            except RuntimeError:  # "Event loop is closed": closed under the write
-                raise self._closed_error() from None
+            if direct.write(partition, entry):
+                return
         write = partial(self._node.write, partition, entry, level)
         self._call(write, self._write_bound, what, entry.key)
 

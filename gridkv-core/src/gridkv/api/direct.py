@@ -19,7 +19,9 @@ Anything out of the ordinary (no address for the replica, a dial or handshake th
 time-out, an error answer, an entry not taken, a refusal) closes the thread's connection and
 gives the call back to the loop's path, which tries the other replicas, waits and reports
 errors (a write is sent again as it was: a replica that has it already holds it): so this
-path changes how fast a call is, never what it does.
+path changes how fast a call is, never what it does. A call may spend a dial
+(``network.timeout``) and its own time-out here first; after a failure the replica's calls
+go through the loop for ``network.reconnect_max_backoff``.
 
 It serves the ``tcp`` transport without TLS, with authentication by the connection handshake
 (``ed25519``) or none; otherwise every read goes through the loop.
@@ -32,9 +34,10 @@ import os
 import socket
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING
 
-from gridkv.base.errors import GridKVError
+from gridkv.base.errors import ShuttingDown
 from gridkv.wire import codec
 from gridkv.wire.framing import HELLO, RECORD, RECORD_SLACK, REQUEST, RESPONSE, FrameReader, head
 from gridkv.wire.messages import HELD, STORED, BatchAck, GetReply, GetRequest, ReplicateBatch
@@ -58,7 +61,7 @@ class _Refused(Exception):
 class _Connection:
     """One thread's blocking connection to one node."""
 
-    __slots__ = ("address", "guard", "ids", "inner", "outer", "pending", "sock")
+    __slots__ = ("__weakref__", "address", "guard", "ids", "inner", "outer", "pending", "sock")
 
     def __init__(self, address: str, sock: socket.socket, guard: ConnectionGuard | None) -> None:
         self.address = address
@@ -71,8 +74,26 @@ class _Connection:
         self.pending: list[tuple[int, int, bytes]] = []
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):  # wakes a thread blocked reading it
+            self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+class _Holder:
+    """One thread's connections; they close when the thread ends (its locals are freed)."""
+
+    __slots__ = ("__weakref__", "conns")
+
+    def __init__(self) -> None:
+        self.conns: dict[str, _Connection] = {}
+        weakref.finalize(self, _close_all, self.conns)
+
+
+def _close_all(conns: dict[str, _Connection]) -> None:
+    for conn in list(conns.values()):
+        conn.close()
+    conns.clear()
 
 
 class DirectPath:
@@ -88,15 +109,22 @@ class DirectPath:
         self._dial_timeout = options.network.timeout
         self._read_timeout = options.read_timeout
         self._write_timeout = options.replication_timeout
+        #: After a failure with a replica, its calls go through the loop for this long (a
+        #: replica that does not answer costs one call its time-out, not every call).
+        self._shun_for = options.network.reconnect_max_backoff
+        #: address -> monotonic time before which the loop's path takes its calls.
+        self._shunned: dict[str, float] = {}
         self._local = threading.local()
         self._lock = threading.Lock()
-        #: Every open connection of every thread (closed with the facade).
-        self._open: set[_Connection] = set()
+        #: Every open connection of every live thread (closed with the facade; a thread's
+        #: close when it ends, with its thread-local holder).
+        self._open: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._closed = False
         self._pid = os.getpid()
-        #: Calls this path answered, and those it gave back to the loop.
+        #: Calls this path answered, those it gave back to the loop, connections it opened.
         self.answered = 0
         self.given_back = 0
+        self.dials = 0
 
     @staticmethod
     def usable(node: Node) -> bool:
@@ -117,16 +145,17 @@ class DirectPath:
         if cached:
             return entry
         owners = node.partitions.table.owners(partition)
-        replica = next((r for r in owners if r != node.node_id), None)
+        # An owner reads its own storage (on the loop, while a partition moves in).
+        replica = owners[0] if owners and node.node_id not in owners else None
         address = None if replica is None else node.membership.address_of(replica)
-        if replica is None or address is None or self._closed or os.getpid() != self._pid:
+        if replica is None or address is None or not self._open_for(address):
             return self._give_back()
         hot.begin(key)
         try:
             entry = self._ask(replica, address, partition, key)
-        except (_Refused, OSError, GridKVError, ValueError):
+        except Exception:  # whatever it was, the loop's path takes the read
             hot.abandon(key)
-            self._drop(address)
+            self._failed(address)
             return self._give_back()
         except BaseException:
             hot.abandon(key)
@@ -135,6 +164,13 @@ class DirectPath:
         hot.finish(key, entry)
         self.answered += 1
         return entry
+
+    def _open_for(self, address: str) -> bool:
+        """Whether this path may call ``address`` now."""
+        if self._closed or os.getpid() != self._pid:
+            return False
+        until = self._shunned.get(address)
+        return until is None or time.monotonic() >= until
 
     def _give_back(self) -> object:
         self.given_back += 1
@@ -145,13 +181,13 @@ class DirectPath:
 
         The other replicas get it through the node's batches.
 
-        :raises RuntimeError: the node's loop is closed (the facade says ShuttingDown).
+        :raises ShuttingDown: the node's loop closed under the write.
         """
         node = self._node
         owners = node.partitions.table.owners(partition)
         replica = owners[0] if owners and node.node_id not in owners else None
         address = None if replica is None else node.membership.address_of(replica)
-        if replica is None or address is None or self._closed or os.getpid() != self._pid:
+        if replica is None or address is None or not self._open_for(address):
             self.given_back += 1
             return False
         node.coordinator.hot.invalidate(entry.key)
@@ -164,15 +200,20 @@ class DirectPath:
                 bytes([HELD]),
             ):
                 raise _Refused("not stored")
-        except (_Refused, OSError, GridKVError, ValueError):
-            self._drop(address)
+        except Exception:  # whatever it was, the loop's path takes the write
+            self._failed(address)
             self.given_back += 1
             return False
         except BaseException:
             self._drop(address)
             raise
         if len(owners) > 1:
-            node.coordinator.replicate_soon(partition, entry, stored_by=replica)
+            try:
+                node.coordinator.replicate_soon(partition, entry, stored_by=replica)
+            except RuntimeError:  # "Event loop is closed": closed under the write
+                raise ShuttingDown(
+                    f"node {node.node_id!r} closed during the write of key {entry.key!r:.60}"
+                ) from None
         self.answered += 1
         return True
 
@@ -204,6 +245,7 @@ class DirectPath:
             frame = head(RECORD, 0, len(record)) + record
         timeout = self._write_timeout if write else self._read_timeout
         deadline = time.monotonic() + timeout
+        conn.sock.settimeout(timeout)
         conn.sock.sendall(frame)
         while True:
             kind, answer_id, body = self._next_frame(conn, deadline)
@@ -236,9 +278,10 @@ class DirectPath:
                     raise _Refused("a record that ends inside a frame")
 
     def _connection(self, replica: str, address: str) -> _Connection:
-        conns: dict[str, _Connection] | None = getattr(self._local, "conns", None)
-        if conns is None:
-            conns = self._local.conns = {}
+        holder: _Holder | None = getattr(self._local, "holder", None)
+        if holder is None:
+            holder = self._local.holder = _Holder()
+        conns = holder.conns
         conn = conns.get(address)
         if conn is not None and (conn.guard is None or not conn.guard.expired):
             return conn
@@ -249,6 +292,7 @@ class DirectPath:
         return conn
 
     def _dial(self, replica: str, address: str) -> _Connection:
+        self.dials += 1
         host, _, port = address.rpartition(":")
         sock = socket.create_connection((host.strip("[]"), int(port)), self._dial_timeout)
         try:
@@ -276,9 +320,14 @@ class DirectPath:
             self._open.add(conn)
         return conn
 
+    def _failed(self, address: str) -> None:
+        """A call to ``address`` failed: drop this thread's connection, shun it a while."""
+        self._shunned[address] = time.monotonic() + self._shun_for
+        self._drop(address)
+
     def _drop(self, address: str) -> None:
-        conns: dict[str, _Connection] | None = getattr(self._local, "conns", None)
-        conn = None if conns is None else conns.pop(address, None)
+        holder: _Holder | None = getattr(self._local, "holder", None)
+        conn = None if holder is None else holder.conns.pop(address, None)
         if conn is not None:
             with self._lock:
                 self._open.discard(conn)
@@ -288,6 +337,7 @@ class DirectPath:
         """Close every thread's connections; later reads go to the loop (which is closed)."""
         with self._lock:
             self._closed = True
-            conns, self._open = list(self._open), set()
+            conns = list(self._open)
+            self._open.clear()
         for conn in conns:
             conn.close()

@@ -179,16 +179,26 @@ class SwimMembership:
     def oldest_taken(self, node_id: str) -> int:
         """The oldest version (an HLC timestamp) this node takes from ``node_id``; 0: any.
 
+        Any thread may ask (off the loop the answer may be higher than on it; see
+        :meth:`~gridkv.cluster.membership.separation.SeparationWatch.peek`).
+
         Above 0 while ``node_id`` is back from a separation longer than ``dead_retention``
         and has not dropped what predates it yet (see
         :meth:`~gridkv.cluster.membership.separation.SeparationWatch.floor`).
         """
         swim = self.swim
-        if swim is None or self._loop is None:
+        loop = self._loop
+        if swim is None or loop is None:
             return 0
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if not on_loop:  # another thread (gridkv.api.direct): look without changing anything
+            return self._separation.peek(node_id, loop.time()) << COUNTER_BITS
         member = swim.members.get(node_id)
         incarnation = None if member is None else member.incarnation
-        return self._separation.floor(node_id, incarnation, self._loop.time()) << COUNTER_BITS
+        return self._separation.floor(node_id, incarnation, loop.time()) << COUNTER_BITS
 
     async def wait_joined(self) -> None:
         """Wait until a seed answered the join (at once without seeds)."""

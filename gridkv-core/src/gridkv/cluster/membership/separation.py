@@ -134,6 +134,21 @@ class SeparationWatch:
         """The members this node holds (takes no entry from before their separation)."""
         return sorted(self._held)
 
+    def peek(self, member: str, now: float) -> int:
+        """What :meth:`floor` would say at most, changing nothing (for other threads).
+
+        The cutoff of a hold in effect, or of the one :meth:`floor` would make now; 0 when
+        there is none. It may say more than :meth:`floor` (a hold about to end): a caller
+        that refuses an entry on it asks again on the loop.
+        """
+        hold = self._held.get(member)
+        if hold is not None:
+            return hold.cutoff
+        last = self._heard.get(member)
+        if last is None or now - last[0] <= self.threshold or last[0] < self._dropped_at:
+            return 0
+        return last[1] + self.margin_ms
+
     def _hold(self, member: str, last: tuple[float, int], now: float) -> _Hold | None:
         """Hold ``member``, last heard at ``last`` (loop time, wall ms) before its silence."""
         if last[0] < self._dropped_at:

@@ -164,17 +164,27 @@ class Batcher:
             return self._room.wait_for(lambda: not self._full, timeout)
 
     async def wait_room(self, timeout: float) -> bool:
-        """On the loop: wait until not :attr:`full`; whether it is."""
+        """On the loop: wait until not :attr:`full`; whether it is.
+
+        Woken with other writers, one of them may fill it again first: the others wait on,
+        until the time is up.
+        """
         if not self._full:
             return True
         self.waits += 1
         if self._room_event is None:
             self._room_event = asyncio.Event()
         event = self._room_event
-        event.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
-        return not self._full
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._full:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), left)
+        return True
 
     def refusal(self, key: str, timeout: float) -> str:
         """Why a write of ``key`` found no room within ``timeout`` seconds."""
@@ -203,11 +213,20 @@ class Batcher:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        for replica, batch in list(self.queued.items()):
-            self._shrink(replica, batch.size)
         self.queued.clear()
         tasks = list(self._inflight)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        self.forget_backlog()
+
+    def forget_backlog(self) -> None:
+        """Count nothing as queued or in flight any more (the node stops).
+
+        Writers waiting for room go on, to find the node closed.
+        """
+        self.backlog.clear()
+        if self._full:
+            self._full.clear()
+            self._made_room()

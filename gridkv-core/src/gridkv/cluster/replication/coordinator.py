@@ -268,6 +268,7 @@ class Coordinator:
     async def drain(self, timeout: float) -> None:
         """Send every queued batch and wait for the sends in flight (graceful close)."""
         await self.batcher.drain(timeout)
+        self.batcher.forget_backlog()  # the node is closing: nobody waits for room now
 
     async def abort(self) -> None:
         """Drop what is queued and cancel the sends in flight (the node crashed)."""
