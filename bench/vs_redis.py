@@ -8,9 +8,9 @@
   (on the node's own loop, as redis.asyncio runs on it) read and write keys the other node
   owns (remote) and keys this node owns (local).
 
-Each figure is the p50 and p99 of ``--ops`` sequential calls, after a warm-up; the ratio is
-GridKV's p50 over Redis's for the same operation (issue 12: remote at most 1.0x, moonshot
-0.7x).
+Each figure is the p50 and p99 of ``--ops`` sequential calls, after a warm-up, the calls of
+every kind taking turns one by one; the ratio is GridKV's p50 over Redis's for the same
+operation (issue 12: remote at most 1.0x, moonshot 0.7x).
 
 Needs ``redis-server`` on the PATH (Debian: ``apt-get install redis-server``; ``nox -s
 vs_redis`` installs it and redis-py with hiredis).
@@ -95,22 +95,25 @@ def redis_server() -> Iterator[int]:
 
 
 def interleaved(
-    calls: dict[str, tuple[Callable[[str], object], list[str]]], rounds: int
+    calls: dict[str, tuple[Callable[[str], object], list[str]]],
 ) -> dict[str, dict[str, float]]:
     """p50 and p99 in microseconds of each call over its keys, one call at a time.
 
-    The keys are cut into ``rounds`` slices and the calls take turns slice by slice, so a
-    slow moment of the machine falls on all of them alike.
+    The calls take turns call by call, so each meets the machine in the same state: on a VM
+    the latency of a call depends on what ran just before it (a vCPU that idled wakes
+    slowly), by as much as 2x. (The local figures suffer from the company: bench/local_ops.py
+    measures those.)
     """
     clock = time.perf_counter_ns
     samples: dict[str, list[int]] = {name: [] for name in calls}
-    for r in range(rounds):
-        for name, (fn, keys) in calls.items():
-            size = len(keys) // rounds
-            for key in keys[r * size : (r + 1) * size]:
-                start = clock()
-                fn(key)
-                samples[name].append(clock() - start)
+    items = list(calls.items())
+    count = min(len(keys) for _, (_, keys) in items)
+    for i in range(count):
+        for name, (fn, keys) in items:
+            key = keys[i]
+            start = clock()
+            fn(key)
+            samples[name].append(clock() - start)
     return {
         name: {"p50_us": percentile(got, 50) / 1000, "p99_us": percentile(got, 99) / 1000}
         for name, got in samples.items()
@@ -118,18 +121,19 @@ def interleaved(
 
 
 async def interleaved_async(
-    calls: dict[str, tuple[Callable[[str], Awaitable[object]], list[str]]], rounds: int
+    calls: dict[str, tuple[Callable[[str], Awaitable[object]], list[str]]],
 ) -> dict[str, dict[str, float]]:
     """As :func:`interleaved`, for coroutine functions."""
     clock = time.perf_counter_ns
     samples: dict[str, list[int]] = {name: [] for name in calls}
-    for r in range(rounds):
-        for name, (fn, keys) in calls.items():
-            size = len(keys) // rounds
-            for key in keys[r * size : (r + 1) * size]:
-                start = clock()
-                await fn(key)
-                samples[name].append(clock() - start)
+    items = list(calls.items())
+    count = min(len(keys) for _, (_, keys) in items)
+    for i in range(count):
+        for name, (fn, keys) in items:
+            key = keys[i]
+            start = clock()
+            await fn(key)
+            samples[name].append(clock() - start)
     return {
         name: {"p50_us": percentile(got, 50) / 1000, "p99_us": percentile(got, 99) / 1000}
         for name, got in samples.items()
@@ -174,7 +178,7 @@ def blocking_figures(ops: int, redis_port: int) -> dict[str, dict[str, float]]:
             "GridKV.set local": (lambda k: kv.set(k, VALUE), local),
             "GridKV.get local": (kv.get, local),
         }
-        figures.update(interleaved(calls, rounds=10))
+        figures.update(interleaved(calls))
         assert kv.get(remote[-1]) == VALUE
         assert client.get(remote[-1]) == VALUE
         client.close()
@@ -192,7 +196,6 @@ def blocking_figures(ops: int, redis_port: int) -> dict[str, dict[str, float]]:
                     "redis.asyncio GET": (aclient.get, remote),
                     "AsyncGridKV.get remote": (akv.get, remote),
                 },
-                rounds=10,
             )
             await aclient.aclose()
             return out
