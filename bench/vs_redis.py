@@ -12,6 +12,11 @@ Each figure is the p50 and p99 of ``--ops`` sequential calls, after a warm-up, t
 every kind taking turns one by one; the ratio is GridKV's p50 over Redis's for the same
 operation (issue 12: remote at most 1.0x, moonshot 0.7x).
 
+Then throughput: three processes of 64 tasks each doing a 90/10 get/set mix for
+``--seconds``, redis.asyncio against the redis-server, and GridKV's 3-process cluster of
+``bench/cluster_tcp.py`` with ``replica_count`` 2 and 3 (issue 12: at least 2.5x
+redis.asyncio with 2), each with the replication backlog left at the end of its window.
+
 Needs ``redis-server`` on the PATH (Debian: ``apt-get install redis-server``; ``nox -s
 vs_redis`` installs it and redis-py with hiredis).
 
@@ -23,6 +28,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import random
 import shutil
 import subprocess
 import sys
@@ -33,6 +40,7 @@ from typing import Any
 import redis
 import redis.asyncio
 from _common import percentile, server_process, write
+from cluster_tcp import cluster_mix
 from gridkv import AsyncGridKV, GridKV, Options
 from gridkv.base.eventloop import run
 from gridkv.security.identity import new_secret
@@ -204,18 +212,74 @@ def blocking_figures(ops: int, redis_port: int) -> dict[str, dict[str, float]]:
     return figures
 
 
+LOAD_TASKS = 64
+LOAD_KEYS = 10_000
+
+
+async def redis_load(port: int, seconds: float, seed: int) -> dict[str, Any]:
+    """The cluster benchmark's 90/10 mix from LOAD_TASKS redis.asyncio tasks, one process."""
+    client = redis.asyncio.Redis(port=port, max_connections=LOAD_TASKS)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    done = 0
+
+    async def worker(n: int) -> None:
+        nonlocal done
+        rng = random.Random(f"{seed}-{n}")
+        while loop.time() < deadline:
+            key = f"load:{rng.randrange(LOAD_KEYS)}"
+            if rng.random() < 0.9:
+                await client.get(key)
+            else:
+                await client.set(key, VALUE)
+            done += 1
+
+    started = loop.time()
+    await asyncio.gather(*(worker(n) for n in range(LOAD_TASKS)))
+    elapsed = loop.time() - started
+    await client.aclose()
+    return {"ops": done, "seconds": elapsed}
+
+
+def throughput(seconds: float, redis_port: int) -> dict[str, Any]:
+    """3 processes x 64 tasks, 90/10: redis.asyncio against redis-server, and GridKV's
+    3-process cluster (cluster_tcp.cluster_mix) with replica_count 2 and 3."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--redis-load", str(redis_port), str(seconds), str(n)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(3)
+    ]
+    answers = [json.loads(p.communicate(timeout=seconds + 60)[0]) for p in procs]
+    redis_ops = sum(a["ops"] for a in answers) / max(a["seconds"] for a in answers)
+    out: dict[str, Any] = {"redis.asyncio": {"ops_per_s": redis_ops}}
+    for count in (2, 3):
+        mix = cluster_mix(seconds, f"replica_count {count}", {"replica_count": count})
+        out[f"GridKV replica_count {count}"] = mix
+    return out
+
+
 def main() -> None:
     """Run the side by side, print it, write ``bench/results/vs_redis.json``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ops", type=int, default=5000, help="sequential calls per figure")
+    parser.add_argument("--seconds", type=float, default=5.0, help="each throughput window")
     parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-load", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         port, secret, seed = args.serve
         run(serve(int(port), secret, seed))
         return
+    if args.redis_load:
+        port, seconds, seed = args.redis_load
+        print(json.dumps(run(redis_load(int(port), float(seconds), int(seed)))))
+        return
     with redis_server() as redis_port:
         figures = blocking_figures(args.ops, redis_port)
+        mixes = throughput(args.seconds, redis_port)
     pairs = {
         "GridKV.get remote": "redis-py GET",
         "GridKV.set remote": "redis-py SET",
@@ -237,9 +301,25 @@ def main() -> None:
         "remote set at most 1.0x redis-py": ratios["GridKV.set remote"] <= 1.0,
         "async remote get at most 1.0x redis.asyncio": ratios["AsyncGridKV.get remote"] <= 1.0,
     }
+    base = mixes["redis.asyncio"]["ops_per_s"]
+    print("\n3 processes x 64 tasks, 90/10 get/set, 100 B:")
+    print(f"  {'redis.asyncio + redis-server':<34}{base:>10,.0f} ops/s")
+    for name, mix in mixes.items():
+        if name == "redis.asyncio":
+            continue
+        ratios[f"{name} throughput"] = mix["ops_per_s"] / base
+        print(
+            f"  {name:<34}{mix['ops_per_s']:>10,.0f} ops/s  {mix['ops_per_s'] / base:.2f}x  "
+            f"p99 {mix['p99_us']:,.0f} us  failures {mix['failures'] or 0}  "
+            f"backlog at the end {mix['backlog_bytes']:,} B"
+        )
+    targets["throughput with replica_count 2 at least 2.5x redis.asyncio"] = (
+        ratios["GridKV replica_count 2 throughput"] >= 2.5
+    )
     for target, met in targets.items():
         print(f"  {'met ' if met else 'MISSED'}  {target}")
     data: dict[str, Any] = {"ops": args.ops, "figures": figures, "ratios": ratios}
+    data["throughput"] = mixes
     data["targets_met"] = targets
     print(f"\nwritten to {write('vs_redis', data)}")
 
