@@ -102,6 +102,14 @@ def redis_server() -> Iterator[int]:
         proc.wait(10)
 
 
+def percentiles(samples: dict[str, list[int]]) -> dict[str, dict[str, float]]:
+    """p50 and p99 in microseconds of each name's samples (nanoseconds)."""
+    return {
+        name: {"p50_us": percentile(got, 50) / 1000, "p99_us": percentile(got, 99) / 1000}
+        for name, got in samples.items()
+    }
+
+
 def interleaved(
     calls: dict[str, tuple[Callable[[str], object], list[str]]],
 ) -> dict[str, dict[str, float]]:
@@ -122,10 +130,7 @@ def interleaved(
             start = clock()
             fn(key)
             samples[name].append(clock() - start)
-    return {
-        name: {"p50_us": percentile(got, 50) / 1000, "p99_us": percentile(got, 99) / 1000}
-        for name, got in samples.items()
-    }
+    return percentiles(samples)
 
 
 async def interleaved_async(
@@ -142,10 +147,7 @@ async def interleaved_async(
             start = clock()
             await fn(key)
             samples[name].append(clock() - start)
-    return {
-        name: {"p50_us": percentile(got, 50) / 1000, "p99_us": percentile(got, 99) / 1000}
-        for name, got in samples.items()
-    }
+    return percentiles(samples)
 
 
 def split_keys(kv: GridKV | AsyncGridKV, count: int) -> tuple[list[str], list[str]]:
