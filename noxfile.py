@@ -49,6 +49,7 @@ BENCHMARKS = [
     "attack_tcp",
     "hardening",
     "auth",
+    "codec",
 ]
 # The fault tests of real processes at length (the default run makes two fault cycles).
 FAULT_TESTS = ["tests/test_process_faults.py"]
