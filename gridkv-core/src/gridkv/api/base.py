@@ -39,7 +39,7 @@ from gridkv.base.errors import (
     ShuttingDown,
     ValueTooLarge,
 )
-from gridkv.base.keys import hash_key_bytes, partition_of
+from gridkv.base.keys import hash_key_bytes
 from gridkv.base.options import Options
 from gridkv.node import Node
 from gridkv.node.stats import Stats
@@ -276,7 +276,7 @@ class ClientBase:
                 f"key {key[:40]!r}... is {len(raw)} bytes in UTF-8, more than max_key_bytes="
                 f"{self._max_key}"
             )
-        return key, partition_of(key, self._pcount)
+        return key, hash_key_bytes(raw) % self._pcount  # partition_of, with the bytes at hand
 
     def _value(self, key: str, value: object) -> bytes:
         if type(value) is not bytes:

@@ -19,7 +19,7 @@ from gridkv.cluster.membership.base import Membership
 from gridkv.cluster.partitions import Partitions
 from gridkv.cluster.replication.coordinator import Coordinator
 from gridkv.security.base import Authenticator
-from gridkv.storage.base import Entry, Storage
+from gridkv.storage.base import Entry, Storage, make_entry
 
 __all__ = ["Serving"]
 
@@ -143,7 +143,7 @@ class Serving:
         """
         if value is None:
             expires_at = self.now_ms() + int(self.options.tombstone_ttl * 1000)
-        return Entry(key, value, self.hlc.now(), self.node_id, expires_at)
+        return make_entry(key, value, self.hlc.now(), self.node_id, expires_at)
 
     def holds(self, partition: int) -> bool:
         """Whether this node is one of ``partition``'s replicas in the current view."""

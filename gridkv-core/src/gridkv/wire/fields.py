@@ -14,7 +14,7 @@ from typing import Any
 
 from gridkv.base._repr import shown
 from gridkv.base.errors import ProtocolError
-from gridkv.storage.base import BUCKETS, Entry
+from gridkv.storage.base import BUCKETS, ENTRY_SETTERS, Entry
 
 __all__ = [
     "Validator",
@@ -107,9 +107,7 @@ def blob(value: Any, name: str) -> bytes:
 
 
 _new = object.__new__
-_set_key, _set_value, _set_version, _set_writer, _set_expires = (
-    Entry.__dict__[f].__set__ for f in ("key", "value", "version", "writer", "expires_at")
-)
+_set_key, _set_value, _set_version, _set_writer, _set_expires = ENTRY_SETTERS
 
 
 def entry(value: Any, name: str) -> tuple[int, Entry]:
