@@ -109,3 +109,25 @@ def test_any_bytes_are_taken_or_refused_by_the_authenticator(which: int, raw: by
         assert sum(AUTH.rejections().values()) == before + 1  # each refusal counted once
     else:  # pragma: no cover - nothing here is signed under this node's secret
         pytest.fail(f"accepted a frame nobody with the secret made: {frame!r:.80}")
+
+
+# Records (a connection's writes, gridkv.security.session.Session.seal_record): a pair of
+# sessions set up once, each example sealing one record on one side and opening it on the
+# other, after the same bytes mutated were refused.
+_R_PENDING, _R_HELLO = CLIENT.initiate()
+_R_SERVER, _R_REPLY = SERVER.respond(_R_HELLO)
+_R_CLIENT = CLIENT.complete(_R_PENDING, _R_REPLY)
+
+
+@SETTINGS
+@given(st.binary(max_size=512), st.binary(max_size=300))
+def test_a_mutated_record_is_refused_and_the_connection_goes_on(raw: bytes, data: bytes) -> None:
+    record = _R_CLIENT.seal_record(data)
+    forged = mutate(record, Entropy(raw))
+    if forged != record:
+        with pytest.raises(AuthenticationError):
+            _R_SERVER.open_record(forged)
+    # A replay of an earlier record, and the real one: the first refused, the second taken.
+    assert _R_SERVER.open_record(record) == data
+    with pytest.raises(AuthenticationError):
+        _R_SERVER.open_record(record)
