@@ -48,6 +48,7 @@ from gridkv.wire.framing import ONE_WAY, REQUEST
 
 from gridkv_transport_tcp._addresses import split_address
 from gridkv_transport_tcp._connection import MAX_ANSWERS_IN_PROGRESS, Connection
+from gridkv_transport_tcp._deadlines import Deadlines
 from gridkv_transport_tcp._pool import MAX_REMEMBERED_FAILURES, Pool
 from gridkv_transport_tcp._shared import Shared
 from gridkv_transport_tcp._tls import ssl_contexts
@@ -65,11 +66,6 @@ __all__ = [
 
 #: Seconds :meth:`TcpTransport.close` lets queued frames go out before it drops them.
 _CLOSE_FLUSH = 2.0
-
-
-def _expire(future: asyncio.Future[bytes]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 def _abandon(future: asyncio.Future[bytes]) -> None:
@@ -142,6 +138,8 @@ class TcpTransport:
         )
         self._server: asyncio.Server | None = None
         self._ids = itertools.count(1)
+        #: The time-outs of the requests in flight, sharing timers.
+        self._deadlines = Deadlines()
         self.counters = self._shared.counters
 
     @classmethod
@@ -295,7 +293,7 @@ class TcpTransport:
         conn.pending[request_id] = future
         self.counters.requests_sent += 1
         wait = self._shared.read_timeout if timeout is None else timeout
-        timer = loop.call_later(wait, _expire, future)
+        slot = self._deadlines.add(loop, future, wait)
         try:
             try:
                 if conn.writable:
@@ -313,11 +311,11 @@ class TcpTransport:
         except PeerTimeout:  # the write timed out (a subclass of TimeoutError)
             self.counters.errors += 1
             raise
-        except TimeoutError:  # set by the timer
+        except TimeoutError:  # set by the deadline
             self.counters.errors += 1
             raise PeerTimeout(f"{address!r} did not answer within {wait:g}s") from None
         finally:
-            timer.cancel()
+            self._deadlines.discard(slot, future)
             conn.pending.pop(request_id, None)
             pool.release(conn)
 
