@@ -284,3 +284,30 @@ async def test_frames_of_the_largest_size_travel_in_records_with_small_ones() ->
     finally:
         await a.close()
         await b.close()
+
+
+def test_a_blocking_facade_rotates_its_key_from_the_callers_thread() -> None:
+    from gridkv import GridKV
+
+    secret = new_secret()
+
+    def opts(node_id: str, seeds: list[str]) -> dict[str, object]:
+        return {
+            "local_node_id": node_id,
+            "local_address": "127.0.0.1:0",
+            "seed_addrs": seeds,
+            "network": {"type": "tcp"},
+            "auth": {"cluster_secret": secret},
+            "replica_count": 2,
+        }
+
+    a = GridKV(**opts("r-a", []))
+    with a, GridKV(**opts("r-b", [a.stats().network.local_address])) as b:
+        b.wait_ready(timeout=10)
+        auth = b.node.authenticator
+        assert isinstance(auth, Ed25519Authenticator)
+        old = auth.identity.public_key
+        b.node.rotate_key(key=Identity.load("r-b").private_key_text)  # from this thread
+        assert auth.identity.public_key != old
+        b.set("after", b"rotation", consistency="all")
+        assert a.get("after", consistency="all") == b"rotation"

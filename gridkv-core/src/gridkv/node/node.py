@@ -357,18 +357,34 @@ class Node(Serving):
         self.plugins.member_changed(self, member, old, new)
 
     def rotate_key(self, key: str = "", key_file: str = "", cert_file: str = "") -> None:
-        """Take a new identity key without downtime (call on the node's event loop).
+        """Take a new identity key without downtime (from any thread).
 
         New sessions and connections use it at once; those set up with the old key drain
         (``Ed25519Authenticator.rotate``). This node's member record is then spread again at
         a raised incarnation, its proof made with the new key, so the old key can leave the
-        trust root (trusted keys: list both, rotate, then remove the old).
+        trust root (trusted keys: list both, rotate, then remove the old). Called from
+        another thread than the running node's loop (a blocking ``GridKV``'s caller), the
+        rotation runs on that loop, and this waits for it.
 
         :param key: the new private key, inline; or ``key_file`` (made when missing).
         :param cert_file: under a CA trust root, the certificate for the new key.
         :raises ConfigError: the key cannot be loaded, the trust root does not vouch for it, or
             the authenticator has no keys (``disable_auth``).
         """
+        loop = self.loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop and loop.is_running():
+
+            async def on_the_loop() -> None:
+                self.rotate_key(key, key_file, cert_file)
+
+            asyncio.run_coroutine_threadsafe(on_the_loop(), loop).result(
+                self.options.network.timeout
+            )
+            return
         rotate: Callable[..., None] | None = getattr(self.authenticator, "rotate", None)
         if rotate is None:
             raise ConfigError(f"the {self.authenticator.name!r} authenticator has no key to rotate")
