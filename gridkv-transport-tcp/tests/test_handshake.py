@@ -311,3 +311,30 @@ def test_a_blocking_facade_rotates_its_key_from_the_callers_thread() -> None:
         assert auth.identity.public_key != old
         b.set("after", b"rotation", consistency="all")
         assert a.get("after", consistency="all") == b"rotation"
+
+
+def test_a_connection_dialled_to_a_seed_is_replaced_once_the_view_puts_another_node_there() -> None:
+    # A seed's id is not known when it is dialled: the connection is bound to whoever
+    # answered. Once the view says another node is at that address, the connection is no
+    # longer used (answers on it could claim that node's name).
+    view: dict[str, str] = {}
+    dialler = authenticator("d").handshake(view.get)
+    acceptor = handshake(authenticator("seed"))
+    pending, hello = dialler.initiate("10.0.0.9:7946")
+    _, reply = acceptor.respond("peer", hello)
+    guard = dialler.complete("10.0.0.9:7946", pending, reply)
+    assert guard.peer_id == "seed" and not guard.expired
+    view["10.0.0.9:7946"] = "seed"
+    guard._next_check = 0.0  # type: ignore[attr-defined]  # (looked at once a second)
+    assert not guard.expired
+    view["10.0.0.9:7946"] = "someone-else"
+    guard._next_check = 0.0  # type: ignore[attr-defined]
+    assert guard.expired
+    view["10.0.0.9:7946"] = "seed"
+    guard._next_check = 0.0  # type: ignore[attr-defined]
+    assert guard.expired  # for good: the pool has let it go
+    # A connection dialled knowing who is there is for that node only, from its hello on.
+    view["10.0.0.9:7946"] = "someone-else"
+    _, hello = dialler.initiate("10.0.0.9:7946")
+    with pytest.raises(AuthenticationError, match="meant for 'someone-else'"):
+        acceptor.respond("peer", hello)

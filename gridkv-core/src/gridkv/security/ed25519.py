@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ConnectionHandshake", "Ed25519Authenticator", "MAX_SESSIONS", "SESSION_LIFETIME"]
 
+#: Seconds between two looks at who the view puts at a seed connection's address.
+_REBIND_CHECK = 1.0
 #: Sessions answered that a node keeps at most.
 MAX_SESSIONS = 16_384
 #: Seconds a node uses a session it set up before it sets up a new one (so a key removed
@@ -288,6 +290,9 @@ class _Dialled:
 
     hello: Pending
     key_epoch: int
+    #: The address dialled when the view knew nobody there (a seed): the connection is
+    #: bound to whoever answered, until the view says who is there.
+    unbound: str = ""
 
 
 class ConnectionHandshake:
@@ -312,9 +317,10 @@ class ConnectionHandshake:
 
     def initiate(self, address: str) -> tuple[object, bytes]:
         """A hello to ``address``, meant for the node the view puts there (if known)."""
-        pending, hello = self._sessions().initiate(self._node_at(address) or "")
+        expected = self._node_at(address)
+        pending, hello = self._sessions().initiate(expected or "")
         self._auth.handshakes_started += 1
-        return _Dialled(pending, self._auth.key_epoch), hello
+        return _Dialled(pending, self._auth.key_epoch, "" if expected else address), hello
 
     def respond(self, peer_address: str, hello: bytes) -> tuple[ConnectionGuard, bytes]:
         """Check a dialler's hello; its guard and the reply (refusals: :meth:`refusal`)."""
@@ -371,7 +377,10 @@ class ConnectionHandshake:
             auth.count(exc)
             raise
         auth.connected(session.peer_id, session.peer_key)
-        return Guard(session, auth, pending.key_epoch, SESSION_LIFETIME)
+        guard = Guard(session, auth, pending.key_epoch, SESSION_LIFETIME)
+        if pending.unbound:
+            guard.watch(pending.unbound, self._node_at)
+        return guard
 
 
 class Guard:
@@ -386,7 +395,17 @@ class Guard:
         and a key removed from the trust root stops working, within that time).
     """
 
-    __slots__ = ("_auth", "_deadline", "_epoch", "_refuse_after", "_session", "peer_id")
+    __slots__ = (
+        "_address",
+        "_auth",
+        "_deadline",
+        "_epoch",
+        "_next_check",
+        "_node_at",
+        "_refuse_after",
+        "_session",
+        "peer_id",
+    )
 
     def __init__(
         self,
@@ -397,6 +416,9 @@ class Guard:
         *,
         accepted: bool = False,
     ) -> None:
+        self._address = ""
+        self._node_at: Callable[[str], str | None] | None = None
+        self._next_check = 0.0
         self._session = session
         self._auth = auth
         self._epoch = epoch
@@ -405,10 +427,35 @@ class Guard:
         #: The node id the peer was authenticated as.
         self.peer_id = session.peer_id
 
+    def watch(self, address: str, node_at: Callable[[str], str | None]) -> None:
+        """Watch who the view puts at ``address``, dialled when it knew nobody there (a seed).
+
+        Once the view puts another node than this peer there, the connection is
+        :attr:`expired` (the dialler replaces it with one meant for that node).
+        """
+        self._address, self._node_at = address, node_at
+
     @property
     def expired(self) -> bool:
-        """Older than its lifetime, or set up under a key rotated away since."""
-        return self._epoch != self._auth.key_epoch or time.monotonic() > self._deadline
+        """Whether the dialler should replace the connection.
+
+        It is older than its lifetime, set up under a key rotated away since, or (dialled to
+        a seed) the view puts another node at its address.
+        """
+        if self._epoch != self._auth.key_epoch or time.monotonic() > self._deadline:
+            return True
+        node_at = self._node_at
+        if node_at is None:
+            return False
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + _REBIND_CHECK  # the view is scanned, so not on every use
+        there = node_at(self._address)
+        if there is None or there == self.peer_id:
+            return False
+        self._epoch = -1  # expired for good
+        return True
 
     def seal(self, data: bytes) -> bytes:
         """The next record to the peer."""
