@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import time
 from typing import Any
@@ -141,16 +142,10 @@ def requests(seconds: float, rounds: int) -> dict[str, Any]:
         "best": best,
         "ratios": {mode: best[mode]["ops_per_s"] / off for mode in MODES},
         "first_request_ms": {
-            mode: statistics_median([r["first_request_ms"] for r in results[mode]])
+            mode: statistics.median([r["first_request_ms"] for r in results[mode]])
             for mode in MODES
         },
     }
-
-
-def statistics_median(values: list[float]) -> float:
-    """The median of ``values`` (0 for none)."""
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2] if ordered else 0.0
 
 
 def main() -> None:

@@ -219,19 +219,23 @@ class AuthOptions(Section):
     #: Encrypt messages between nodes (AEAD) instead of only authenticating them.
     encrypt: bool = option(False, "bool")
 
-    @property
-    def trust_root(self) -> str | None:
-        """The trust root configured: "secret", "keys", "ca", or ``None`` for none."""
-        roots = [
-            name
-            for name, given in (
-                ("secret", self.cluster_secret or self.cluster_secret_file),
-                ("keys", self.trusted_keys),
-                ("ca", self.ca_file),
+    def _roots(self) -> list[tuple[str, str]]:
+        """The trust roots given: (name, config key) of each, in order of precedence."""
+        return [
+            (name, key)
+            for name, key, given in (
+                ("secret", "auth.cluster_secret", self.cluster_secret or self.cluster_secret_file),
+                ("keys", "auth.trusted_keys", self.trusted_keys),
+                ("ca", "auth.ca_file", self.ca_file),
             )
             if given
         ]
-        return roots[0] if roots else None
+
+    @property
+    def trust_root(self) -> str | None:
+        """The trust root configured: "secret", "keys", "ca", or ``None`` for none."""
+        roots = self._roots()
+        return roots[0][0] if roots else None
 
     def _check(self) -> None:
         if self.key and self.key_file:
@@ -243,15 +247,7 @@ class AuthOptions(Section):
                 "config key 'auth.cluster_secret': give the secret inline or in "
                 "auth.cluster_secret_file, not both"
             )
-        given = [
-            key
-            for key, value in (
-                ("auth.cluster_secret", self.cluster_secret or self.cluster_secret_file),
-                ("auth.trusted_keys", self.trusted_keys),
-                ("auth.ca_file", self.ca_file),
-            )
-            if value
-        ]
+        given = [key for _, key in self._roots()]
         if len(given) > 1:
             raise ConfigError(
                 f"config key {given[1]!r}: one trust root at a time, and {given[0]} is set too"

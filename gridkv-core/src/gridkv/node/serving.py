@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from gridkv.base.errors import NotReady, QuorumNotReached, ShuttingDown
+from gridkv.base.errors import NotReady, ShuttingDown
 from gridkv.base.hlc import HLC
 from gridkv.base.options import Options
 from gridkv.cluster.handoff.driver import Handoff
@@ -181,17 +181,11 @@ class Serving:
         :raises QuorumNotReached: it did not drain within ``replication_timeout`` (nothing
             of the write was stored).
         """
-        batcher = self.coordinator.batcher
-        timeout = self.options.replication_timeout
-        if batcher.full and not batcher.room(timeout):
-            raise QuorumNotReached(batcher.refusal(key, timeout))
+        self.coordinator.make_room(key)
 
-    async def wait_room(self, key: str) -> None:
+    def wait_room(self, key: str) -> Awaitable[None]:
         """On the loop: wait while the replication backlog is full (see :meth:`make_room`)."""
-        batcher = self.coordinator.batcher
-        timeout = self.options.replication_timeout
-        if batcher.full and not await batcher.wait_room(timeout):
-            raise QuorumNotReached(batcher.refusal(key, timeout))
+        return self.coordinator.wait_room(key)
 
     def write_here(self, partition: int, entry: Entry) -> None:
         """Store a write this node holds at level one; queue it for the other replicas.

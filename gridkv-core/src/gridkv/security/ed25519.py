@@ -330,7 +330,7 @@ class ConnectionHandshake:
         except ConfigError as exc:  # a trust root that cannot load (a trusted-keys file gone)
             raise AuthenticationError(f"trust root unavailable: {exc}") from None
         auth.connected(session.peer_id, session.peer_key)
-        return Guard(session, auth, auth.key_epoch, SESSION_LIFETIME, accepted=True), reply
+        return Guard(session, auth, auth.key_epoch, accepted=True), reply
 
     def refusal(self, error: AuthenticationError) -> bytes:
         """Count an acceptor's refusal; what it sends: the reason, after :data:`REFUSED`."""
@@ -377,55 +377,57 @@ class ConnectionHandshake:
             auth.count(exc)
             raise
         auth.connected(session.peer_id, session.peer_key)
-        guard = Guard(session, auth, pending.key_epoch, SESSION_LIFETIME)
+        guard = Guard(session, auth, pending.key_epoch)
         if pending.unbound:
             guard.watch(pending.unbound, self._node_at)
         return guard
 
 
-class Guard:
-    """A connection's protection: one session's records, for ``lifetime`` seconds.
+class _Lifetime:
+    """What every guard of this authenticator shares: its lifetime and its binding.
 
-    :param session: the session the connection's handshake set up.
+    The binding: who the view puts at a seed connection's address (see :meth:`watch`).
+
+    :param peer_id: the node id the peer was authenticated as.
     :param auth: the authenticator (its key epoch, its counters).
-    :param epoch: the key epoch the handshake ran under.
-    :param lifetime: seconds after which the dialler replaces the connection.
-    :param accepted: the acceptor's end: past twice ``lifetime`` it refuses the connection's
-        records (a dialler that does not replace its connections does not keep a session,
-        and a key removed from the trust root stops working, within that time).
+    :param epoch: the key epoch the connection was set up under.
+    :param created: monotonic seconds when it was set up.
+    :param accepted: the acceptor's end: past twice ``SESSION_LIFETIME`` it refuses the
+        connection's records (a dialler that does not replace its connections does not keep
+        a session, and a key removed from the trust root stops working, within that time).
     """
 
     __slots__ = (
         "_address",
         "_auth",
+        "_created",
         "_deadline",
         "_epoch",
         "_next_check",
         "_node_at",
         "_refuse_after",
-        "_session",
         "peer_id",
     )
 
     def __init__(
         self,
-        session: Session,
+        peer_id: str,
         auth: Ed25519Authenticator,
         epoch: int,
-        lifetime: float,
+        created: float,
         *,
         accepted: bool = False,
     ) -> None:
+        #: The node id the peer was authenticated as.
+        self.peer_id = peer_id
+        self._auth = auth
+        self._epoch = epoch
+        self._created = created
+        self._deadline = created + SESSION_LIFETIME
+        self._refuse_after = created + 2 * SESSION_LIFETIME if accepted else float("inf")
         self._address = ""
         self._node_at: Callable[[str], str | None] | None = None
         self._next_check = 0.0
-        self._session = session
-        self._auth = auth
-        self._epoch = epoch
-        self._deadline = session.created + lifetime
-        self._refuse_after = session.created + 2 * lifetime if accepted else float("inf")
-        #: The node id the peer was authenticated as.
-        self.peer_id = session.peer_id
 
     def watch(self, address: str, node_at: Callable[[str], str | None]) -> None:
         """Watch who the view puts at ``address``, dialled when it knew nobody there (a seed).
@@ -442,20 +444,46 @@ class Guard:
         It is older than its lifetime, set up under a key rotated away since, or (dialled to
         a seed) the view puts another node at its address.
         """
-        if self._epoch != self._auth.key_epoch or time.monotonic() > self._deadline:
+        now = time.monotonic()
+        if self._epoch != self._auth.key_epoch or now > self._deadline:
             return True
         node_at = self._node_at
-        if node_at is None:
-            return False
-        now = time.monotonic()
-        if now < self._next_check:
+        if node_at is None or now < self._next_check:
             return False
         self._next_check = now + _REBIND_CHECK  # the view is scanned, so not on every use
         there = node_at(self._address)
         if there is None or there == self.peer_id:
             return False
-        self._epoch = -1  # expired for good
+        self._deadline = now  # its lifetime ends here, for good
         return True
+
+    def _check_age(self) -> None:
+        """Refuse (counted) a record past the acceptor's limit."""
+        if time.monotonic() > self._refuse_after:
+            error = AuthenticationError(
+                f"session expired: {self.peer_id!r} kept a connection past "
+                f"{self._refuse_after - self._created:g}s without renewing it"
+            )
+            self._auth.count(error)
+            raise error
+
+
+class Guard(_Lifetime):
+    """A connection's protection: one session's records, for ``SESSION_LIFETIME``.
+
+    :param session: the session the connection's handshake set up.
+    :param auth: the authenticator (its key epoch, its counters).
+    :param epoch: the key epoch the handshake ran under.
+    :param accepted: the acceptor's end (see :class:`_Lifetime`).
+    """
+
+    __slots__ = ("_session",)
+
+    def __init__(
+        self, session: Session, auth: Ed25519Authenticator, epoch: int, *, accepted: bool = False
+    ) -> None:
+        super().__init__(session.peer_id, auth, epoch, session.created, accepted=accepted)
+        self._session = session
 
     def seal(self, data: bytes) -> bytes:
         """The next record to the peer."""
@@ -463,12 +491,8 @@ class Guard:
 
     def open(self, record: bytes) -> bytes:
         """The data of the peer's next record; refusals are counted."""
+        self._check_age()
         try:
-            if time.monotonic() > self._refuse_after:
-                raise AuthenticationError(
-                    f"session expired: {self.peer_id!r} kept a connection past "
-                    f"{self._refuse_after - self._session.created:g}s without renewing it"
-                )
             return self._session.open_record(record)
         except AuthenticationError as exc:
             self._auth.count(exc)
@@ -500,7 +524,7 @@ _REASONS = (
 )
 
 
-class TlsGuard:
+class TlsGuard(_Lifetime):
     """A TLS connection's guard: TLS authenticated the peer and protects its data.
 
     It passes records as they are. Like a :class:`Guard`, it expires after
@@ -509,23 +533,13 @@ class TlsGuard:
 
     :param peer_id: the node id the peer's certificate names.
     :param auth: the authenticator (its key epoch).
-    :param accepted: the acceptor's end: past twice the lifetime it refuses the records.
+    :param accepted: the acceptor's end (see :class:`_Lifetime`).
     """
 
-    __slots__ = ("_auth", "_deadline", "_epoch", "_refuse_after", "peer_id")
+    __slots__ = ()
 
     def __init__(self, peer_id: str, auth: Ed25519Authenticator, *, accepted: bool) -> None:
-        self.peer_id = peer_id
-        self._auth = auth
-        self._epoch = auth.key_epoch
-        now = time.monotonic()
-        self._deadline = now + SESSION_LIFETIME
-        self._refuse_after = now + 2 * SESSION_LIFETIME if accepted else float("inf")
-
-    @property
-    def expired(self) -> bool:
-        """Older than ``SESSION_LIFETIME``, or set up under a key rotated away since."""
-        return self._epoch != self._auth.key_epoch or time.monotonic() > self._deadline
+        super().__init__(peer_id, auth, auth.key_epoch, time.monotonic(), accepted=accepted)
 
     def seal(self, data: bytes) -> bytes:
         """``data`` itself (TLS protects it)."""
@@ -533,13 +547,7 @@ class TlsGuard:
 
     def open(self, record: bytes) -> bytes:
         """``record`` itself (TLS checked it); the acceptor refuses past twice the lifetime."""
-        if time.monotonic() > self._refuse_after:
-            error = AuthenticationError(
-                f"session expired: {self.peer_id!r} kept a TLS connection past "
-                f"{2 * SESSION_LIFETIME:g}s without renewing it"
-            )
-            self._auth.count(error)
-            raise error
+        self._check_age()
         return record
 
 

@@ -274,6 +274,22 @@ class Coordinator:
         """Drop what is queued and cancel the sends in flight (the node crashed)."""
         await self.batcher.abort()
 
+    def make_room(self, key: str) -> None:
+        """From a thread other than the loop's: wait while the replication backlog is full.
+
+        :raises QuorumNotReached: it did not drain within ``replication_timeout`` (nothing
+            of the write of ``key`` was stored).
+        """
+        timeout = self.ctx.options.replication_timeout
+        if self.batcher.full and not self.batcher.room(timeout):
+            raise QuorumNotReached(self.batcher.refusal(key, timeout))
+
+    async def wait_room(self, key: str) -> None:
+        """On the loop: wait while the replication backlog is full (see :meth:`make_room`)."""
+        timeout = self.ctx.options.replication_timeout
+        if self.batcher.full and not await self.batcher.wait_room(timeout):
+            raise QuorumNotReached(self.batcher.refusal(key, timeout))
+
     async def write(self, partition: int, entry: Entry, level: str) -> None:
         """Write ``entry`` to the partition's replicas at ``level``.
 
@@ -281,9 +297,8 @@ class Coordinator:
         :raises MemoryLimitExceeded: the local storage is full.
         """
         ctx = self.ctx
-        timeout = ctx.options.replication_timeout
-        if self.batcher.full and not await self.batcher.wait_room(timeout):
-            raise QuorumNotReached(self.batcher.refusal(entry.key, timeout))
+        if self.batcher.full:
+            await self.wait_room(entry.key)
         replicas = ctx.partitions.ensure_table().owners(partition)
         needed = required_acks(level, ctx.options.replica_count)
         self.hot.invalidate(entry.key)
