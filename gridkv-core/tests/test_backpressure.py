@@ -149,7 +149,7 @@ def test_a_blocking_write_on_the_loop_thread_does_not_wait_for_room() -> None:
     opts["replica_count"] = 1
     with GridKV(**opts, transport=MemoryTransport("bp-loop:1", MemoryNetwork())) as kv:
         batcher = kv.node.coordinator.batcher
-        batcher._full.add("somebody")  # a replica far behind
+        batcher.over_limit.add("somebody")  # a replica far behind
 
         async def from_a_hook() -> float:
             started = time.monotonic()
@@ -159,4 +159,4 @@ def test_a_blocking_write_on_the_loop_thread_does_not_wait_for_room() -> None:
         took = kv._runner.submit(from_a_hook()).result(10)
         assert took < 0.1
         assert kv.get("k") == b"v"
-        batcher._full.clear()
+        batcher.over_limit.clear()

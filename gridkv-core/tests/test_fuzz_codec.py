@@ -463,7 +463,7 @@ def _with_int(value: _V, index: int, new: int) -> tuple[_V, int]:
         for item in value:
             item, index = _with_int(item, index, new)
             items.append(item)
-        out = type(value)(items)
+        out = type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         changes = {}
         for f in dataclasses.fields(value):

@@ -50,7 +50,14 @@ def make(clock: ManualClock, **kw: object) -> MemoryStorage:
 def test_the_fingerprint_and_key_hash_are_those_every_node_computes() -> None:
     # Replicas compare digests: a change here splits a mixed-version cluster.
     assert key_hash("user:1") == 4276021600403166465
-    assert fingerprint("user:1", 123456789 << 16, "node-a") == 9718254743126609679
+    assert fingerprint("user:1", 123456789 << 16, "node-a") == 12219537679212844400
+
+
+def test_the_fingerprint_changes_with_each_part_of_the_version() -> None:
+    base = fingerprint("user:1", 7 << 16, "node-a")
+    assert fingerprint("user:2", 7 << 16, "node-a") != base
+    assert fingerprint("user:1", (7 << 16) + 1, "node-a") != base
+    assert fingerprint("user:1", 7 << 16, "node-b") != base
 
 
 def test_storage_base_still_exports_the_digest_names() -> None:

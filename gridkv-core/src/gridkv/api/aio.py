@@ -14,6 +14,7 @@ from gridkv.api.base import (
     build_options,
     get_here_first,
     guarded,
+    set_here_first,
     wait_seconds,
 )
 from gridkv.base.options import Options
@@ -125,7 +126,12 @@ class AsyncGridKV(ClientBase):
         :raises QuorumNotReached: fewer replicas acknowledged than the level needs.
         :raises ShuttingDown: the node is closed.
         """
-        await self._write(*self._plan_write(key, value, ttl, consistency), "set")
+        if set_here_first(self, key, value, ttl, consistency) is ELSEWHERE:
+            await self._write(*self._plan_write(key, value, ttl, consistency), "set")
+
+    def _set_elsewhere(self, key: str, value: Value, ttl: TTL, consistency: str | None) -> Any:
+        """The fast path could not store it: this facade awaits the write (see :meth:`set`)."""
+        return ELSEWHERE
 
     async def delete(self, key: str, *, consistency: str | None = None) -> None:
         """Delete ``key``; deleting a missing key is not an error.

@@ -44,6 +44,7 @@ from gridkv.base.options import Options
 from gridkv.node import Node
 from gridkv.node.stats import Stats
 from gridkv.storage.base import Entry
+from gridkv.storage.record import HEADER_SIZE as _PLAIN_AT
 
 __all__ = [
     "TTL",
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_READY_TIMEOUT",
     "ELSEWHERE",
     "get_here_first",
+    "set_here_first",
     "ClientBase",
     "build_options",
     "wait_seconds",
@@ -70,6 +72,7 @@ _T = TypeVar("_T")
 DEFAULT_READY_TIMEOUT = 30.0
 #: Longest TTL accepted: 100 years (expiry times must fit the 48-bit millisecond clock).
 MAX_TTL_SECONDS = 100 * 365 * 86400
+_tuple_new = tuple.__new__
 #: Longest wait a time-out may ask for (a year); ``inf`` and longer ones mean this.
 _LONGEST_WAIT = 365 * 86400.0
 
@@ -189,9 +192,61 @@ def get_here_first(self: ClientBase, key: str, consistency: str | None = None) -
         if 0 < len(raw) <= self._max_key:
             # gridkv.base.keys.partition_of, inline: the bytes are at hand.
             partition = hash_key_bytes(raw) % self._pcount
-            if self._local_reads[partition]:
+            records = self._local_parts[partition]
+            if records is not None:  # held, readable here, and MemoryStorage.get inline
+                blob = records.get(key)
+                if blob is None:
+                    return None
+                if not blob[0]:
+                    return blob[_PLAIN_AT:]
+                return self._storage.get(partition, key)
+            if self._local_reads[partition]:  # a backend that does not offer its dicts
                 return self._storage.get(partition, key)
     return self._get_elsewhere(key, consistency)
+
+
+def set_here_first(
+    self: ClientBase, key: str, value: Value, ttl: TTL = None, consistency: str | None = None
+) -> Any:
+    """Store ``value`` under ``key``; see :meth:`AsyncGridKV.set <gridkv.AsyncGridKV.set>`.
+
+    This function is :meth:`GridKV.set <gridkv.GridKV.set>` itself, and the first step of
+    :meth:`AsyncGridKV.set <gridkv.AsyncGridKV.set>`: the write's fast path, as
+    :func:`get_here_first` is the read's. It stores the write on the spot when
+    ``consistency`` is ``None``, the key is a plain valid ``str``, the value plain ``bytes``
+    no longer than ``max_value_bytes``, the TTL ``None`` or a plain ``int``/``float`` in
+    range, the replication backlog has room, and the node's mask marks the key's partition
+    (it runs, holds the partition, the default level is ``one``): the checked way's
+    ``_plan_write`` and ``write_here``, without a check the conditions already settle.
+    Otherwise it returns what the facade's ``_set_elsewhere`` does (the checked way, which
+    raises for a bad argument and waits for room in the backlog).
+
+    :raises MemoryLimitExceeded: the storage is full and eviction is off.
+    """
+    if consistency is None and key.__class__ is str and value.__class__ is bytes:
+        if ttl is None:
+            seconds: float = self._default_ttl
+        elif ttl.__class__ is int or ttl.__class__ is float:
+            seconds = ttl
+        else:
+            seconds = -1.0  # a timedelta or a bad TTL: the checked way
+        if 0 <= seconds <= MAX_TTL_SECONDS and len(value) <= self._max_value:
+            try:
+                raw = key.encode()
+            except UnicodeEncodeError:
+                raw = b""
+            if 0 < len(raw) <= self._max_key and not self._over_limit:
+                hash_ = hash_key_bytes(raw)
+                partition = hash_ % self._pcount
+                if self._local_reads[partition]:
+                    expires = (
+                        0 if seconds == 0 else self._now_ms() + max(1, math.ceil(seconds * 1000))
+                    )
+                    # make_entry, inline
+                    entry = _tuple_new(Entry, (key, value, self._hlc_now(), self._writer, expires))
+                    self._write_here(partition, entry, hash_)
+                    return None
+    return self._set_elsewhere(key, value, ttl, consistency)
 
 
 class ClientBase:
@@ -212,6 +267,15 @@ class ClientBase:
         self._storage = node.storage
         #: The node's fast-path mask, updated in place (see Node.local_reads).
         self._local_reads = node.local_reads
+        #: The mask and the storage's dicts in one (see Node.local_parts), updated in place.
+        self._local_parts = node.local_parts
+        # What set_here_first calls and reads, looked up once.
+        #: The replicas whose replication backlog is full (see Batcher.over_limit).
+        self._over_limit = node.coordinator.batcher.over_limit
+        self._hlc_now = node.hlc.now
+        self._now_ms = node.now_ms
+        self._writer = node.node_id
+        self._write_here = node.write_here
         #: The process that created this instance; a fork may not use it.
         self._pid = os.getpid()
 
@@ -249,6 +313,10 @@ class ClientBase:
 
     def _get_elsewhere(self, key: str, consistency: str | None) -> Any:
         """What :func:`get_here_first` returns when this node cannot answer on the spot."""
+        raise NotImplementedError
+
+    def _set_elsewhere(self, key: str, value: Value, ttl: TTL, consistency: str | None) -> Any:
+        """What :func:`set_here_first` returns when it cannot store the write on the spot."""
         raise NotImplementedError
 
     # -- argument checks -------------------------------------------------------------------

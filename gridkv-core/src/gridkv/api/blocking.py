@@ -41,6 +41,7 @@ from gridkv.api.base import (
     describe,
     get_here_first,
     guarded,
+    set_here_first,
     wait_seconds,
 )
 from gridkv.api.direct import GAVE_UP, DirectPath
@@ -270,10 +271,19 @@ class GridKV(ClientBase):
         )
         return self._value_of(entry)
 
-    def set(
-        self, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None
-    ) -> None:
-        """Store ``value`` under ``key``; see :meth:`AsyncGridKV.set`."""
+    if TYPE_CHECKING:
+
+        def set(
+            self, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None
+        ) -> None:
+            """Store ``value`` under ``key``; see :meth:`AsyncGridKV.set`."""
+
+    else:
+        #: The write's fast path is this method itself, as for ``get``.
+        set = set_here_first
+
+    def _set_elsewhere(self, key: str, value: Value, ttl: TTL, consistency: str | None) -> None:
+        """A write the fast path could not store: checked, then here, direct, or via the loop."""
         self._write(*self._plan_write(key, value, ttl, consistency), "set")
 
     def delete(self, key: str, *, consistency: str | None = None) -> None:
@@ -394,13 +404,14 @@ class GridKV(ClientBase):
         """In a forked child: make this instance refuse every call, leaving the parent alone.
 
         The child has a copy of the node's memory but not its loop thread or connections.
-        Clearing this process's copy of the fast path's mask sends ``get`` down the slow path,
-        which refuses, so the fast path pays nothing for the check. No lock is taken (a
-        thread of the parent may have held one at the fork) and the loop is not touched
-        (its wake-up pipe is shared with the parent).
+        Clearing this process's copy of the fast path's mask and dicts sends ``get`` and
+        ``set`` down the slow path, which refuses, so the fast path pays nothing for the
+        check. No lock is taken (a thread of the parent may have held one at the fork) and
+        the loop is not touched (its wake-up pipe is shared with the parent).
         """
         self._forked = True
         self._closed = True
+        self._local_parts[:] = [None] * self._pcount
         self._local_reads[:] = bytes(self._pcount)
 
 

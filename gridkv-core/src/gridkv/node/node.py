@@ -175,6 +175,14 @@ class Node(Serving):
         #: Updated in place (one slice assignment, atomic under the GIL), so a reader may
         #: hold on to it.
         self.local_reads = bytearray(options.partition_count)
+        #: ``local_parts[p]`` is partition ``p``'s dict in storage where ``local_reads[p]`` is
+        #: 1 and the backend offers its dicts (``MemoryStorage.plain_parts``), else ``None``:
+        #: the mask and the dict in one lookup, for the API's fast path. Updated in place.
+        self.local_parts: list[dict[str, bytes] | None] = [None] * options.partition_count
+        plain_parts = getattr(self.storage, "plain_parts", None)
+        self._plain_parts: list[dict[str, bytes]] | None = (
+            plain_parts() if plain_parts is not None else None
+        )
         self.state: NodeState = "new"
         #: True while the node accepts operations; read without a lock on the fast paths.
         self.running = False
@@ -335,9 +343,16 @@ class Node(Serving):
                 reads = bytearray(partitions.owned)
                 for partition in self.handoff.receiving:
                     reads[partition] = 0  # a miss here may not be a miss: ask the old owners
-                self.local_reads[:] = reads
+                self._set_local_reads(reads)
             else:
-                self.local_reads[:] = bytes(self.options.partition_count)
+                self._set_local_reads(bytes(self.options.partition_count))
+
+    def _set_local_reads(self, reads: bytes | bytearray) -> None:
+        """Set :attr:`local_reads` to ``reads`` and :attr:`local_parts` to match."""
+        self.local_reads[:] = reads
+        plain = self._plain_parts
+        if plain is not None:
+            self.local_parts[:] = [plain[p] if on else None for p, on in enumerate(reads)]
 
     def on_member_change(self, member: MemberInfo, old: str | None, new: str) -> None:
         """Called by the membership protocol for every state change in the view.
@@ -346,7 +361,7 @@ class Node(Serving):
         """
         with self.partitions.lock:
             self.partitions.stale = True
-            self.local_reads[:] = bytes(self.options.partition_count)
+            self._set_local_reads(bytes(self.options.partition_count))
         if self.loop is not None:
             self.view_changed_at = self.loop.time()
         if (old in _LIVE) != (new in _LIVE):

@@ -187,15 +187,15 @@ class Serving:
         """On the loop: wait while the replication backlog is full (see :meth:`make_room`)."""
         return self.coordinator.wait_room(key)
 
-    def write_here(self, partition: int, entry: Entry) -> None:
+    def write_here(self, partition: int, entry: Entry, hash_: int | None = None) -> None:
         """Store a write this node holds at level one; queue it for the other replicas.
 
-        Any thread may call it.
+        Any thread may call it. ``hash_`` is the key's hash when the caller has it.
 
         :raises ShuttingDown: the node's loop closed under the write (a close on another
             thread), so the other replicas cannot be sent it.
         """
-        self.storage.apply(partition, entry)
+        self.storage.apply(partition, entry, hash_)
         if len(self.partitions.table.owners(partition)) > 1:
             try:
                 self.coordinator.replicate_soon(partition, entry)

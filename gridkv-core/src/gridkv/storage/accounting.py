@@ -63,12 +63,6 @@ class Accounts:
         """What a stored record is charged."""
         return _sizeof(key) + _sizeof(record) + self.slot
 
-    def delta(self, key: str, record: bytes, old: bytes | None) -> int:
-        """What storing ``record`` in place of ``old`` (``None``: a new key) adds to the charge."""
-        if old is None:
-            return _sizeof(key) + _sizeof(record) + self.slot
-        return _sizeof(record) - _sizeof(old)  # the key and its slot stay
-
     def stored(self, delta: int, flags: int, old_flags: int) -> None:
         """A record with ``flags`` was stored, adding ``delta`` bytes.
 

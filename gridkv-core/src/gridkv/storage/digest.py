@@ -24,6 +24,7 @@ from gridkv.base.keys import key_hash
 
 __all__ = [
     "BUCKET_BITS",
+    "BUCKET_SHIFT",
     "BUCKETS",
     "HASH_MAX",
     "Digests",
@@ -34,6 +35,7 @@ __all__ = [
     "digests_of",
     "fingerprint",
     "key_hash",
+    "writer_salt",
 ]
 
 #: Each partition's digest is split into ``BUCKETS`` bucket digests by the top ``BUCKET_BITS``
@@ -43,8 +45,12 @@ BUCKET_BITS = 5
 BUCKETS = 1 << BUCKET_BITS
 #: The largest 64-bit key hash.
 HASH_MAX = (1 << 64) - 1
-_SHIFT = 64 - BUCKET_BITS
+#: A key hash's bucket is ``hash_ >> BUCKET_SHIFT``.
+BUCKET_SHIFT = _SHIFT = 64 - BUCKET_BITS
 _xxh3 = xxhash.xxh3_64_intdigest
+#: Writer id -> its salt: the few node ids that write, memoised (cleared past this many).
+WRITER_SALTS: dict[str, int] = {}
+MAX_WRITER_SALTS = 4096
 
 #: ``(key hash, key, version, writer)``: what anti-entropy compares, without the value.
 VersionRecord = tuple[int, str, int, str]
@@ -60,12 +66,25 @@ def bucket_range(bucket: int) -> tuple[int, int]:
     return bucket << _SHIFT, ((bucket + 1) << _SHIFT) - 1
 
 
+def writer_salt(writer: str) -> int:
+    """The 64-bit hash of a writer id that :func:`fingerprint` mixes into its seed (memoised)."""
+    salt = WRITER_SALTS.get(writer)
+    if salt is None:
+        if len(WRITER_SALTS) >= MAX_WRITER_SALTS:
+            WRITER_SALTS.clear()
+        salt = WRITER_SALTS[writer] = _xxh3(writer.encode())
+    return salt
+
+
 def fingerprint(key: str, version: int, writer: str) -> int:
     """A record's share of its bucket and partition digests (the digests are XORs of these).
 
-    Every backend's digests are made of these, so replicas on different backends compare.
+    The xxh3-64 hash of the key's UTF-8 bytes, seeded with ``version`` XOR the writer's
+    :func:`writer_salt`: one hash of the key (no string built), and a different seed, so an
+    unrelated hash, for every version of it. Every backend's digests are made of these, so
+    replicas on different backends compare.
     """
-    return _xxh3(f"{key}\x00{version}\x00{writer}".encode())
+    return _xxh3(key.encode(), version ^ writer_salt(writer))
 
 
 class PartitionDigests(NamedTuple):
@@ -106,21 +125,24 @@ class Digests:
     :param partition_count: number of partitions.
     """
 
-    __slots__ = ("_buckets", "_whole")
+    __slots__ = ("buckets", "whole")
 
     def __init__(self, partition_count: int) -> None:
-        self._whole = [0] * partition_count
-        self._buckets = [[0] * BUCKETS for _ in range(partition_count)]
+        #: Each partition's digest (a backend's hot path may XOR a fingerprint in directly).
+        self.whole = [0] * partition_count
+        #: Each partition's bucket digests, indexed by ``hash_ >> BUCKET_SHIFT``.
+        self.buckets = [[0] * BUCKETS for _ in range(partition_count)]
 
     def add(
         self, partition: int, key: str, version: int, writer: str, hash_: int | None = None
     ) -> None:
         """Count record ``(key, version, writer)`` into its partition's digests."""
-        fp = fingerprint(key, version, writer)
-        self._whole[partition] ^= fp
+        raw = key.encode()
+        fp = _xxh3(raw, version ^ (WRITER_SALTS.get(writer) or writer_salt(writer)))
+        self.whole[partition] ^= fp
         if hash_ is None:
-            hash_ = key_hash(key)
-        self._buckets[partition][hash_ >> _SHIFT] ^= fp
+            hash_ = _xxh3(raw)
+        self.buckets[partition][hash_ >> _SHIFT] ^= fp
 
     #: Take record ``(key, version, writer)`` out of its partition's digests: XOR undoes
     #: itself, so removing a record is adding it again.
@@ -137,21 +159,24 @@ class Digests:
         hash_: int | None = None,
     ) -> None:
         """Count ``(key, version, writer)`` in place of ``(key, old_version, old_writer)``."""
-        fp = fingerprint(key, version, writer) ^ fingerprint(key, old_version, old_writer)
-        self._whole[partition] ^= fp
+        raw = key.encode()
+        salt = WRITER_SALTS.get(writer) or writer_salt(writer)  # the memo, without a call
+        old_salt = salt if old_writer == writer else writer_salt(old_writer)
+        fp = _xxh3(raw, version ^ salt) ^ _xxh3(raw, old_version ^ old_salt)
+        self.whole[partition] ^= fp
         if hash_ is None:
-            hash_ = key_hash(key)
-        self._buckets[partition][hash_ >> _SHIFT] ^= fp
+            hash_ = _xxh3(raw)
+        self.buckets[partition][hash_ >> _SHIFT] ^= fp
 
     def digest(self, partition: int) -> int:
         """The partition's digest: the XOR of its records' fingerprints."""
-        return self._whole[partition]
+        return self.whole[partition]
 
     def bucket_digests(self, partition: int) -> list[int]:
         """A copy of the partition's ``BUCKETS`` bucket digests."""
-        return list(self._buckets[partition])
+        return list(self.buckets[partition])
 
     def clear(self, partition: int) -> None:
         """Zero a partition's digests (it holds no record any more)."""
-        self._whole[partition] = 0
-        self._buckets[partition] = [0] * BUCKETS
+        self.whole[partition] = 0
+        self.buckets[partition] = [0] * BUCKETS

@@ -33,14 +33,16 @@ lz4-compressed when that makes it smaller; reads decompress it.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
+import xxhash
+
 from gridkv.base.errors import MemoryLimitExceeded
-from gridkv.base.hlc import version_wins
 from gridkv.storage.accounting import EVICTED, EXPIRED, LRU_SLOT_BYTES, SLOT_BYTES, Accounts
 from gridkv.storage.base import (
     Entry,
@@ -49,7 +51,15 @@ from gridkv.storage.base import (
     collectable,
     tombstone_limits,
 )
-from gridkv.storage.digest import HASH_MAX, Digests, VersionRecord, key_hash
+from gridkv.storage.digest import (
+    BUCKET_SHIFT,
+    HASH_MAX,
+    WRITER_SALTS,
+    Digests,
+    VersionRecord,
+    key_hash,
+    writer_salt,
+)
 from gridkv.storage.record import (
     FLAG_TOMBSTONE,
     FLAG_TTL,
@@ -69,7 +79,12 @@ if TYPE_CHECKING:
 __all__ = ["MemoryStorage", "SLOT_BYTES", "LRU_SLOT_BYTES", "MAX_WRITERS"]
 
 _unpack = HEADER.unpack_from
+_pack = HEADER.pack
+_xxh3 = xxhash.xxh3_64_intdigest
 _H = HEADER_SIZE
+_sizeof = sys.getsizeof
+#: What ``sys.getsizeof`` adds to a ``bytes`` object's length.
+_BYTES_SIZE = sys.getsizeof(b"")
 
 
 def _wall() -> float:
@@ -125,6 +140,8 @@ class MemoryStorage:
         self._lru = eviction == "lru"
         self._max = max_bytes
         self._compress_at = compression_threshold
+        #: Values shorter than this are stored as they are (never compressed).
+        self._compress_below = compression_threshold or (1 << 62)
         wall = clock or _wall
         self._clock_ms: Callable[[], int] = lambda: int(wall() * 1000)
         self._digests = Digests(partition_count)
@@ -149,6 +166,18 @@ class MemoryStorage:
         )
 
     # -- reads ---------------------------------------------------------------------------
+
+    def plain_parts(self) -> list[dict[str, bytes]] | None:
+        """The partitions' dicts, for a reader that does what :meth:`get` does, inline.
+
+        Such a reader looks the key up in its partition's dict without a lock; a record
+        whose first byte is 0 holds the value from :data:`~gridkv.storage.record.HEADER_SIZE`
+        on, and any other record is read through :meth:`get` (it may have expired, be a
+        tombstone or be compressed). The list and its dicts stay the same objects for the
+        backend's life. ``None`` under LRU eviction, where every read reorders the recency
+        list.
+        """
+        return None if self._lru else self._parts
 
     def get(self, partition: int, key: str) -> bytes | None:
         """The live value of ``key``, or ``None`` when missing, expired or deleted."""
@@ -260,7 +289,11 @@ class MemoryStorage:
         :raises MemoryLimitExceeded: storing it would pass the memory limit and nothing can
             be evicted, or ``max_writers`` writer ids are in use.
         """
-        flags, stored = payload(entry.value, self._compress_at)  # compression outside the lock
+        stored = entry.value
+        if stored is not None and len(stored) < self._compress_below:
+            flags = 0  # payload()'s answer for a value too short to compress, inline
+        else:
+            flags, stored = payload(stored, self._compress_at)  # compressed outside the lock
         key = entry.key
         writer = entry.writer
         version = entry.version
@@ -268,12 +301,15 @@ class MemoryStorage:
         shard = self._shards[shard_no]
         part = self._parts[partition]
         tombstone = flags & FLAG_TOMBSTONE
-        with shard.lock:
+        lock = shard.lock
+        lock.acquire()  # cheaper than ``with`` (every write comes here)
+        try:
             old = part.get(key)
             if old is not None:
                 _, old_version, old_wid = _unpack(old)
                 old_writer = shard.writers[old_wid]
-                if not version_wins(version, writer, old_version, old_writer):
+                # version_wins(version, writer, old_version, old_writer), inline
+                if version < old_version or (version == old_version and writer <= old_writer):
                     return False
             wid = shard.writer_ids.get(writer)
             if wid is None:
@@ -286,8 +322,15 @@ class MemoryStorage:
             if tombstone:
                 # Never earlier than its arrival: the sweep's horizon counts on it.
                 expires = max(expires, self._clock_ms())
-            blob = encode(flags, version, wid, expires, stored)
-            delta = self._accounts.delta(key, blob, old)
+            if expires:
+                blob = encode(flags, version, wid, expires, stored)
+            else:  # encode()'s answer without an expiry, inline
+                blob = _pack(flags, version, wid) + stored
+            # Accounts.delta, inline: a bytes object's size is a constant plus its length.
+            if old is None:
+                delta = _sizeof(key) + _BYTES_SIZE + len(blob) + self._accounts.slot
+            else:
+                delta = len(blob) - len(old)
             if delta > 0 and self._max:
                 try:
                     self._reserve(delta, shard_no, key)
@@ -296,14 +339,22 @@ class MemoryStorage:
                         shard.unref(wid)
                     raise
             part[key] = blob
-            if old is None:
-                self._digests.add(partition, key, version, writer, hash_)
-            else:
-                self._digests.replace(
-                    partition, key, old_version, old_writer, version, writer, hash_
-                )
+            # Digests.add / Digests.replace, inline (every write comes here): XOR in the new
+            # record's fingerprint and, for a replace, the old one's, which takes it out.
+            raw = key.encode()
+            salt = WRITER_SALTS.get(writer) or writer_salt(writer)
+            fp = _xxh3(raw, version ^ salt)
+            if old is not None:
+                if old_writer != writer:
+                    salt = writer_salt(old_writer)
+                fp ^= _xxh3(raw, old_version ^ salt)
                 if old_wid >= 0:
                     shard.unref(old_wid)
+            digests = self._digests
+            digests.whole[partition] ^= fp
+            if hash_ is None:
+                hash_ = _xxh3(raw)
+            digests.buckets[partition][hash_ >> BUCKET_SHIFT] ^= fp
             lru = shard.lru
             if lru is not None:
                 if tombstone:
@@ -311,7 +362,10 @@ class MemoryStorage:
                 else:
                     lru[key] = partition
                     lru.move_to_end(key)
-            self._accounts.stored(delta, flags, -1 if old is None else old[0])
+            if old is None or delta or flags != old[0]:  # else the books do not change
+                self._accounts.stored(delta, flags, -1 if old is None else old[0])
+        finally:
+            lock.release()
         return True
 
     def _reserve(self, delta: int, shard_no: int, protect: str) -> None:

@@ -72,8 +72,9 @@ class Batcher:
         self._limit = limit
         #: replica -> bytes of entries queued or in flight to it.
         self.backlog: dict[str, int] = {}
-        #: The replicas whose backlog is past the limit.
-        self._full: set[str] = set()
+        #: The replicas whose backlog is past the limit (empty: there is room). Changed on
+        #: the loop; any thread may test it (a set's truth is read atomically).
+        self.over_limit: set[str] = set()
         #: Signalled (on the loop) when no replica is past the limit any more.
         self._room = threading.Condition()
         self._room_event: asyncio.Event | None = None
@@ -128,13 +129,13 @@ class Batcher:
     @property
     def full(self) -> bool:
         """Whether some replica's backlog is past the limit (any thread may ask)."""
-        return bool(self._full)
+        return bool(self.over_limit)
 
     def _grow(self, replica: str, size: int) -> None:
         backlog = self.backlog.get(replica, 0) + size
         self.backlog[replica] = backlog
-        if backlog > self._limit and replica not in self._full:
-            self._full.add(replica)
+        if backlog > self._limit and replica not in self.over_limit:
+            self.over_limit.add(replica)
             if self._room_event is not None:
                 self._room_event.clear()
 
@@ -144,9 +145,9 @@ class Batcher:
             self.backlog[replica] = backlog
         else:
             self.backlog.pop(replica, None)
-        if replica in self._full and backlog <= self._limit:
-            self._full.discard(replica)
-            if not self._full:
+        if replica in self.over_limit and backlog <= self._limit:
+            self.over_limit.discard(replica)
+            if not self.over_limit:
                 self._made_room()
 
     def _made_room(self) -> None:
@@ -157,11 +158,11 @@ class Batcher:
 
     def room(self, timeout: float) -> bool:
         """From a thread other than the loop's: wait until not :attr:`full`; whether it is."""
-        if not self._full:
+        if not self.over_limit:
             return True
         self.waits += 1
         with self._room:
-            return self._room.wait_for(lambda: not self._full, timeout)
+            return self._room.wait_for(lambda: not self.over_limit, timeout)
 
     async def wait_room(self, timeout: float) -> bool:
         """On the loop: wait until not :attr:`full`; whether it is.
@@ -169,7 +170,7 @@ class Batcher:
         Woken with other writers, one of them may fill it again first: the others wait on,
         until the time is up.
         """
-        if not self._full:
+        if not self.over_limit:
             return True
         self.waits += 1
         if self._room_event is None:
@@ -177,7 +178,7 @@ class Batcher:
         event = self._room_event
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._full:
+        while self.over_limit:
             left = deadline - loop.time()
             if left <= 0:
                 return False
@@ -188,7 +189,7 @@ class Batcher:
 
     def refusal(self, key: str, timeout: float) -> str:
         """Why a write of ``key`` found no room within ``timeout`` seconds."""
-        behind = ", ".join(f"{r} ({self.backlog.get(r, 0)} bytes)" for r in sorted(self._full))
+        behind = ", ".join(f"{r} ({self.backlog.get(r, 0)} bytes)" for r in sorted(self.over_limit))
         return (
             f"write of key {key!r:.60} refused: the replication backlog to {behind} is past "
             f"replication_backlog_bytes={self._limit} and did not drain within "
@@ -227,6 +228,6 @@ class Batcher:
         Writers waiting for room go on, to find the node closed.
         """
         self.backlog.clear()
-        if self._full:
-            self._full.clear()
+        if self.over_limit:
+            self.over_limit.clear()
             self._made_room()
