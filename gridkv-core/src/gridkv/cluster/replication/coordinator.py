@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -96,6 +97,10 @@ class Coordinator:
         self.reader = Reader(ctx, waiting_on, self.batcher.add)
         #: Recent answers for keys this node does not hold (reads at ``one``).
         self.hot = self.reader.hot
+        #: Writes other threads stored here, waiting for the loop to queue them for the
+        #: other replicas (see :meth:`replicate_soon`), and whether the loop is told.
+        self._handed: deque[tuple[int, Entry, str]] = deque()
+        self._handing = False
         self._refusals = RateLimitedLog(log)
         #: Counters: batches sent, entries replicated (stored by the replica), failed sends,
         #: entries refused by replicas, entries this node refused, entries this node did
@@ -198,8 +203,26 @@ class Coordinator:
             running = None
         if running is loop:
             self._enqueue(partition, entry, stored_by)
-        else:  # a closed loop raises RuntimeError; the API turns it into ShuttingDown
-            loop.call_soon_threadsafe(self._enqueue, partition, entry, stored_by)
+            return
+        # From another thread: one wake-up of the loop carries every write queued until the
+        # loop runs, not one each. The append comes before the test of the flag, and the loop
+        # clears the flag before it takes what is queued, so no write is left behind.
+        self._handed.append((partition, entry, stored_by))
+        if not self._handing:
+            self._handing = True
+            try:  # a closed loop raises RuntimeError; the API turns it into ShuttingDown
+                loop.call_soon_threadsafe(self._take_handed)
+            except RuntimeError:
+                self._handing = False
+                self._handed.clear()
+                raise
+
+    def _take_handed(self) -> None:
+        """On the loop: queue for the replicas the writes other threads handed over."""
+        self._handing = False
+        handed = self._handed
+        while handed:
+            self._enqueue(*handed.popleft())
 
     def _enqueue(self, partition: int, entry: Entry, stored_by: str = "") -> None:
         ctx = self.ctx
