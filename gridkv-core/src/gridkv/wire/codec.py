@@ -27,6 +27,7 @@ PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 _packb = msgpack.packb
+_unpackb = msgpack.unpackb
 
 
 def _no_ext(code: int, data: bytes) -> Any:
@@ -64,29 +65,23 @@ def decode(
 ) -> Message:
     """Parse and validate one message.
 
+    A ``bytes`` frame whose first three bytes are those of a known message type (a fixarray
+    of its length, the version, the type) goes straight to that type's generated decoder,
+    which parses it and checks each field in one step; anything else takes the general way,
+    which names what is wrong.
+
     :raises ProtocolError: ``data`` is not exactly one valid message within the size limit.
     """
     size = len(data)
     if size > max_frame_bytes:
         raise ProtocolError(f"frame of {size} bytes exceeds the limit of {max_frame_bytes}")
+    if data.__class__ is bytes:
+        decoder = _BY_PREFIX.get(data[:3])
+        if decoder is not None:
+            return decoder(data)
     if size == 0:
         raise ProtocolError("empty frame")
-    try:
-        raw = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            ext_hook=_no_ext,
-        )
-    except ProtocolError:
-        raise
-    except msgpack.ExtraData:
-        raise ProtocolError("trailing bytes after the message") from None
-    except (ValueError, TypeError, OverflowError, msgpack.UnpackException, RecursionError) as exc:
-        raise ProtocolError(f"not a msgpack message: {type(exc).__name__}: {exc}") from None
-    except Exception as exc:  # msgpack may raise others on hostile input; never let them out
-        raise ProtocolError(f"not a msgpack message: {type(exc).__name__}") from None
+    raw = _unpack(data)
     if type(raw) is list and len(raw) >= 2:
         version, mtype = raw[0], raw[1]
         if type(version) is int and version == PROTOCOL_VERSION and type(mtype) is int:
@@ -94,6 +89,29 @@ def decode(
             if spec is not None and len(raw) == spec[0]:
                 return spec[1](raw)
     raise _refusal(raw)
+
+
+def _unpack(data: bytes | bytearray | memoryview) -> Any:
+    """``data`` parsed as one msgpack object.
+
+    :raises ProtocolError: it is not one (or it holds an extension type).
+    """
+    try:
+        return _unpackb(data, raw=False, use_list=True, strict_map_key=True, ext_hook=_no_ext)
+    except Exception as exc:
+        raise _not_msgpack(exc) from None
+
+
+def _not_msgpack(exc: Exception) -> ProtocolError:
+    """The error for bytes msgpack refused with ``exc`` (which may be one already)."""
+    if isinstance(exc, ProtocolError):
+        return exc
+    if isinstance(exc, msgpack.ExtraData):
+        return ProtocolError("trailing bytes after the message")
+    if isinstance(exc, ValueError | TypeError | OverflowError | msgpack.UnpackException):
+        return ProtocolError(f"not a msgpack message: {type(exc).__name__}: {exc}")
+    # msgpack may raise others on hostile input (RecursionError...); never let them out
+    return ProtocolError(f"not a msgpack message: {type(exc).__name__}")
 
 
 def _refusal(raw: Any) -> ProtocolError:
@@ -138,6 +156,45 @@ def _decoder(cls: type[Message]) -> Callable[[list[Any]], Message]:
     names = [f"f{i}" for i in range(len(cls.FIELDS))]
     scope: dict[str, Any] = {"cls": cls, "new": object.__new__}
     lines = ["def decode(raw):", f"    _, _, {''.join(n + ', ' for n in names)}= raw"]
+    lines += _checks_and_build(cls, scope)
+    exec("\n".join(lines), scope)  # the code is built above from the message classes
+    decode: Callable[[list[Any]], Message] = scope["decode"]
+    return decode
+
+
+def _frame_decoder(cls: type[Message]) -> Callable[[bytes], Message]:
+    """A function that parses a frame known to be a ``cls`` (by its first bytes).
+
+    It checks and builds the message as :func:`_decoder`'s does: one call from the frame to
+    the message.
+    """
+    names = [f"f{i}" for i in range(len(cls.FIELDS))]
+    scope: dict[str, Any] = {
+        "cls": cls,
+        "new": object.__new__,
+        "unpackb": _unpackb,
+        "no_ext": _no_ext,
+        "not_msgpack": _not_msgpack,
+    }
+    lines = [
+        "def decode(data):",
+        "    try:",
+        "        raw = unpackb(data, raw=False, use_list=True, strict_map_key=True, "
+        "ext_hook=no_ext)",
+        "    except Exception as exc:",
+        "        raise not_msgpack(exc) from None",
+        # The first bytes made it an array of this length starting [version, type].
+        f"    _, _, {''.join(n + ', ' for n in names)}= raw",
+    ]
+    lines += _checks_and_build(cls, scope)
+    exec("\n".join(lines), scope)  # the code is built above from the message classes
+    decode: Callable[[bytes], Message] = scope["decode"]
+    return decode
+
+
+def _checks_and_build(cls: type[Message], scope: dict[str, Any]) -> list[str]:
+    """The generated lines that check ``f0``, ``f1``... and return the ``cls`` they make."""
+    lines = []
     for i, (name, check) in enumerate(cls.FIELDS):
         scope[f"check{i}"] = check
         field = f"{cls.__name__}.{name}"
@@ -154,12 +211,29 @@ def _decoder(cls: type[Message]) -> Callable[[list[Any]], Message]:
         scope[f"set{i}"] = cls.__dict__[name].__set__
         lines.append(f"    set{i}(message, f{i})")
     lines.append("    return message")
-    exec("\n".join(lines), scope)  # the code is built above from the message classes
-    decode: Callable[[list[Any]], Message] = scope["decode"]
-    return decode
+    return lines
 
 
 #: Each message type's array length (version, type, fields) and generated decoder.
 _DECODERS: dict[int, tuple[int, Callable[[list[Any]], Message]]] = {
     code: (len(cls.FIELDS) + 2, _decoder(cls)) for code, cls in MESSAGE_TYPES.items()
+}
+
+
+def _prefix(cls: type[Message]) -> bytes | None:
+    """The first three bytes of every frame of ``cls``; ``None`` when they vary.
+
+    A fixarray of the message's length, then the version and the type as positive fixints.
+    """
+    length = len(cls.FIELDS) + 2
+    if length > 15 or PROTOCOL_VERSION > 127 or cls.TYPE > 127:
+        return None
+    return bytes([0x90 | length, PROTOCOL_VERSION, cls.TYPE])
+
+
+#: A frame's first three bytes -> the decoder of the message type they announce.
+_BY_PREFIX: dict[bytes, Callable[[bytes], Message]] = {
+    prefix: _frame_decoder(cls)
+    for cls in MESSAGE_TYPES.values()
+    if (prefix := _prefix(cls)) is not None
 }

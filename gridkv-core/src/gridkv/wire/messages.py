@@ -61,6 +61,9 @@ __all__ = [
 class Message:
     """Base of every message: ``TYPE`` and the validator of each field, in order."""
 
+    # No instance dict: each message class's own slots hold its fields (quicker to make).
+    __slots__ = ()
+
     TYPE: ClassVar[int]
     FIELDS: ClassVar[tuple[tuple[str, Validator], ...]]
     _PACKING: ClassVar[tuple[tuple[str, Packer | None], ...]]
