@@ -171,10 +171,12 @@ class Connection(Output):
                 return
             frames = opened
         if self._reading:
-            self._deliver(frames)
             # The answers given at once go out now, in one write: not a loop turn later.
-            if self._out and self.writable:
-                self._flush()
+            self.delivering = True
+            try:
+                self._deliver(frames)
+            finally:
+                self.delivered()
         else:
             self._backlog.extend(frames)
 
