@@ -264,3 +264,28 @@ def test_a_bad_item_of_a_list_is_named_by_its_place() -> None:
     bad = [0, "k", "text", 1, "w", 0]
     with pytest.raises(ProtocolError, match=r"entries\[1\]\.value"):
         decode(msgpack.packb([1, 12, "n", [good, bad]], use_bin_type=True))
+
+
+@settings(max_examples=400)
+@given(st.data())
+def test_a_hostile_value_inside_an_entry_record_is_judged_as_the_validators_judge_it(
+    data: st.DataObject,
+) -> None:
+    # The fast decoders check entry records in C (msgspec); any field of any record may be
+    # bad, and the answer must be the validators' one, message for message.
+    records = [[i, f"k{i}", b"v", 5 + i, "w", 0] for i in range(data.draw(st.integers(1, 4)))]
+    record = data.draw(st.sampled_from(records))
+    record[data.draw(st.integers(0, 5))] = data.draw(hostile)
+    if data.draw(st.booleans()):
+        record.pop(data.draw(st.integers(0, len(record) - 1)))  # a record one field short
+    for raw in ([1, 12, "n", records], [1, 11, records[0]]):
+        try:
+            expected: Message | None = reference_decode(raw)
+        except ProtocolError:
+            expected = None
+        packed = msgpack.packb(raw, use_bin_type=True)
+        if expected is None:
+            with pytest.raises(ProtocolError):
+                decode(packed)
+        else:
+            assert decode(packed) == expected
