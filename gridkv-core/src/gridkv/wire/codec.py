@@ -28,7 +28,8 @@ __all__ = ["PROTOCOL_VERSION", "DEFAULT_MAX_FRAME_BYTES", "encode", "decode"]
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 
-_packb = msgpack.packb
+#: msgpack as ``msgpack.packb(..., use_bin_type=True)`` writes it, byte for byte, faster.
+_pack = msgspec.msgpack.Encoder().encode
 _unpackb = msgpack.unpackb
 _tuple_new = tuple.__new__
 #: What :func:`decode` takes.
@@ -50,9 +51,7 @@ def encode(message: Message, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> 
         ``max_frame_bytes``.
     """
     try:
-        data: bytes = _packb(
-            [PROTOCOL_VERSION, message.TYPE, *message.to_fields()], use_bin_type=True
-        )
+        data = _pack([PROTOCOL_VERSION, message.TYPE, *message.to_fields()])
     except (OverflowError, TypeError, ValueError) as exc:
         # msgpack's own errors (an integer out of its range, a type it cannot pack) become
         # the codec's, so callers handle one exception for "this message cannot be sent".
