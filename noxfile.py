@@ -159,9 +159,11 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def vs_redis(session: nox.Session) -> None:
-    """GridKV against redis-server and redis-py (hiredis) side by side (bench/vs_redis.py).
+    """GridKV against redis-server and redis-py (hiredis) side by side (bench/vs_redis.py),
+    then where a round trip's time goes on each side (bench/latency_floor.py).
 
-    Installs redis-server with apt-get when it is missing (Debian; needs root).
+    Installs redis-server with apt-get when it is missing (Debian; needs root). Arguments
+    go to vs_redis.
     """
     session.run(
         "sh",
@@ -172,3 +174,4 @@ def vs_redis(session: nox.Session) -> None:
     )
     session.install(CORE, "./gridkv-transport-tcp[uvloop]", "redis[hiredis]")
     session.run("python", "bench/vs_redis.py", *session.posargs)
+    session.run("python", "bench/latency_floor.py")

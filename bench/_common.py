@@ -53,8 +53,10 @@ def write(name: str, data: dict[str, Any]) -> Path:
 
 
 @contextlib.contextmanager
-def server_process(script: str, *args: str) -> Iterator[None]:
+def server_process(script: str, *args: str) -> Iterator[subprocess.Popen[str]]:
     """Run ``python script args...`` until the block ends; it must print "ready" first.
+
+    The block gets the process.
 
     The server runs until its standard input closes (then it has 10 s to exit, or is killed).
     """
@@ -64,7 +66,7 @@ def server_process(script: str, *args: str) -> Iterator[None]:
     try:
         assert server.stdout is not None
         assert server.stdout.readline().strip() == "ready"
-        yield
+        yield server
     finally:
         assert server.stdin is not None
         server.stdin.close()
