@@ -210,3 +210,41 @@ def test_writes_from_many_threads_all_reach_the_other_replica() -> None:
             return found == key.encode()
 
         wait_for("every write is on the other replica", lambda: all(map(stored_on_b, keys)))
+
+
+def test_one_hand_over_takes_only_the_writes_there_when_it_starts(kv: GridKV) -> None:
+    # Review finding: the loop's hand-over took writes until none were left, so threads that
+    # kept writing held the loop in one callback (no I/O served) for as long as they wrote.
+    coordinator = kv.node.coordinator
+    taken: list[int] = []
+
+    def enqueue(partition: int, entry: Entry, stored_by: str = "") -> None:
+        taken.append(partition)
+        if len(taken) < 1000:  # another thread hands a write over meanwhile
+            coordinator._handed.append((partition + 1, entry, stored_by))
+
+    entry = kv.node.new_entry("k", b"v", 0)
+    coordinator._handed.extend((p, entry, "") for p in range(3))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(coordinator, "_enqueue", enqueue)
+        coordinator._take_handed()
+    assert taken == [0, 1, 2]
+    assert len(coordinator._handed) == 3  # the next call takes these
+    coordinator._handed.clear()
+
+
+def test_a_write_handed_over_after_the_loop_closed_is_refused() -> None:
+    # Review finding: with a hand-over still scheduled when the loop stopped, later writes
+    # from other threads were queued where nothing would ever take them, and reported done.
+    kv = GridKV(**node_options(f"writes{next(_ids)}"))
+    coordinator = kv.node.coordinator
+    kv.close()
+    coordinator._handing = True  # a hand-over was scheduled and never ran
+    with pytest.raises(RuntimeError, match="closed"):
+        coordinator.replicate_soon(0, kv.node.new_entry("k", b"v", 0))
+
+
+def test_ttl_and_consistency_are_keyword_only_as_documented(kv: GridKV) -> None:
+    with pytest.raises(TypeError):
+        kv.set("k", b"v", 5)  # type: ignore[call-arg]
+    assert kv.get("k") is None

@@ -126,7 +126,7 @@ class AsyncGridKV(ClientBase):
         :raises QuorumNotReached: fewer replicas acknowledged than the level needs.
         :raises ShuttingDown: the node is closed.
         """
-        if set_here_first(self, key, value, ttl, consistency) is ELSEWHERE:
+        if set_here_first(self, key, value, ttl=ttl, consistency=consistency) is ELSEWHERE:
             await self._write(*self._plan_write(key, value, ttl, consistency), "set")
 
     def _set_elsewhere(self, key: str, value: Value, ttl: TTL, consistency: str | None) -> Any:

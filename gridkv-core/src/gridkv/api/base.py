@@ -206,7 +206,7 @@ def get_here_first(self: ClientBase, key: str, consistency: str | None = None) -
 
 
 def set_here_first(
-    self: ClientBase, key: str, value: Value, ttl: TTL = None, consistency: str | None = None
+    self: ClientBase, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None
 ) -> Any:
     """Store ``value`` under ``key``; see :meth:`AsyncGridKV.set <gridkv.AsyncGridKV.set>`.
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import struct
 import threading
 import time
 import weakref
@@ -53,11 +52,11 @@ __all__ = ["DirectPath", "GAVE_UP"]
 
 #: What :meth:`DirectReads.read` returns when the loop's path must take the read.
 GAVE_UP = object()
-#: A ``struct timeval`` (seconds, microseconds), as SO_RCVTIMEO and SO_SNDTIMEO take it.
-_TIMEVAL = struct.Struct("@ll")
-#: How many forks led to this process; a path made in another generation is its parent's.
+#: How many forks led to this process; a path or a connection made in another generation is
+#: its parent's (tested without the system call ``os.getpid`` makes).
 _generation = [0]
-os.register_at_fork(after_in_child=lambda: _generation.__setitem__(0, _generation[0] + 1))
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=lambda: _generation.__setitem__(0, _generation[0] + 1))
 
 
 class _Refused(Exception):
@@ -70,40 +69,31 @@ class _Connection:
     __slots__ = (
         "__weakref__",
         "address",
+        "generation",
         "guard",
         "ids",
         "inner",
         "outer",
         "pending",
         "sock",
-        "wait",
     )
 
     def __init__(self, address: str, sock: socket.socket, guard: ConnectionGuard | None) -> None:
         self.address = address
-        #: A blocking socket whose sends and receives the kernel times out (:meth:`wait_at_most`):
-        #: no poll before each call, as a socket with a Python time-out makes.
         self.sock = sock
         self.guard = guard
         self.ids = 0
-        self.wait = 0.0
+        #: The process generation that opened it (see ``_generation``).
+        self.generation = _generation[0]
         self.outer: FrameReader | None = None
         self.inner: FrameReader | None = None
         #: Frames read and not yet taken.
         self.pending: list[tuple[int, int, bytes]] = []
 
-    def wait_at_most(self, seconds: float) -> None:
-        """Let each send and receive on the socket block at most ``seconds`` (then EAGAIN)."""
-        if seconds != self.wait:
-            whole = int(seconds)
-            limit = _TIMEVAL.pack(whole, max(1, int((seconds - whole) * 1e6)))
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
-            self.wait = seconds
-
     def close(self) -> None:
-        with contextlib.suppress(OSError):  # wakes a thread blocked reading it
-            self.sock.shutdown(socket.SHUT_RDWR)
+        if self.generation == _generation[0]:  # a fork's copy must not end the parent's
+            with contextlib.suppress(OSError):  # wakes a thread blocked reading it
+                self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
 
@@ -273,7 +263,7 @@ class DirectPath:
             frame = head(RECORD, 0, len(record)) + record
         timeout = self._write_timeout if write else self._read_timeout
         deadline = time.monotonic() + timeout
-        conn.wait_at_most(timeout)
+        conn.sock.settimeout(timeout)  # a bound on the whole sendall, signals or not
         conn.sock.sendall(frame)
         while True:
             kind, answer_id, body = self._next_frame(conn, deadline)
@@ -288,8 +278,10 @@ class DirectPath:
         while True:
             if pending:
                 return pending.pop(0)
-            if time.monotonic() >= deadline:  # (each receive waits at most the whole time)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise _Refused("no answer in time")
+            conn.sock.settimeout(remaining)
             data = conn.sock.recv(262_144)
             if not data:
                 raise _Refused("the connection closed")
@@ -323,11 +315,9 @@ class DirectPath:
         sock = socket.create_connection((host.strip("[]"), int(port)), self._dial_timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(None)  # blocking: the kernel times out each call instead
             handshake: Handshake | None = self._node.authenticator.handshake(lambda a: replica)
             guarded = handshake is not None and self._node.messaging.guarded
             conn = _Connection(address, sock, None)
-            conn.wait_at_most(self._dial_timeout)
             conn.outer = FrameReader(self._max + (RECORD_SLACK if guarded else 0))
             if guarded:
                 assert handshake is not None

@@ -348,11 +348,15 @@ class Node(Serving):
                 self._set_local_reads(bytes(self.options.partition_count))
 
     def _set_local_reads(self, reads: bytes | bytearray) -> None:
-        """Set :attr:`local_reads` to ``reads`` and :attr:`local_parts` to match."""
-        self.local_reads[:] = reads
+        """Set :attr:`local_reads` to ``reads`` and :attr:`local_parts` to match.
+
+        The dicts first: the read fast path looks only at them, so a partition that stops
+        being served here stops at once.
+        """
         plain = self._plain_parts
         if plain is not None:
             self.local_parts[:] = [plain[p] if on else None for p, on in enumerate(reads)]
+        self.local_reads[:] = reads
 
     def on_member_change(self, member: MemberInfo, old: str | None, new: str) -> None:
         """Called by the membership protocol for every state change in the view.

@@ -175,7 +175,7 @@ class MemoryStorage:
         on, and any other record is read through :meth:`get` (it may have expired, be a
         tombstone or be compressed). The list and its dicts stay the same objects for the
         backend's life. ``None`` under LRU eviction, where every read reorders the recency
-        list.
+        list; a subclass that changes :meth:`get` must return ``None`` too.
         """
         return None if self._lru else self._parts
 

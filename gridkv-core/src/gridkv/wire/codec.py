@@ -43,16 +43,19 @@ def _no_ext(code: int, data: bytes) -> Any:
 def encode(message: Message, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
     """Serialize ``message``.
 
-    The fields are not validated again (the node built them); a value msgpack cannot carry,
-    such as an integer beyond 64 bits, is refused here, and one it can carry but the field's
-    range excludes is refused by the receiver's :func:`decode`.
+    The fields are not validated again (the node built them, with the types they declare);
+    a value msgpack cannot carry, such as an integer beyond 64 bits or an object of no
+    msgpack type, is refused here, and one it can carry but the field's range excludes is
+    refused by the receiver's :func:`decode`. (The encoder is msgspec's, which also carries
+    a few Python types of its own choosing, such as sets, dataclasses and datetimes; no
+    field declares those, and the receiver's :func:`decode` refuses them.)
 
     :raises ProtocolError: a field cannot be encoded, or the encoded message is larger than
         ``max_frame_bytes``.
     """
     try:
         data = _pack([PROTOCOL_VERSION, message.TYPE, *message.to_fields()])
-    except (OverflowError, TypeError, ValueError) as exc:
+    except (OverflowError, TypeError, ValueError, RecursionError) as exc:
         # msgpack's own errors (an integer out of its range, a type it cannot pack) become
         # the codec's, so callers handle one exception for "this message cannot be sent".
         raise ProtocolError(f"{type(message).__name__} cannot be encoded: {exc}") from None
@@ -80,7 +83,7 @@ def decode(
     size = len(data)
     if size > max_frame_bytes:
         raise ProtocolError(f"frame of {size} bytes exceeds the limit of {max_frame_bytes}")
-    if size > 2:
+    if size > 2 and data.__class__ is bytes:  # (other buffers: the general way)
         # The third byte of a frame of a known type is that type (a positive fixint); the
         # decoder it picks checks the rest, and passes anything else to the general way.
         decoder = _BY_TYPE[data[2]]

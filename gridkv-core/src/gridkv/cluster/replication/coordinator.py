@@ -207,21 +207,26 @@ class Coordinator:
         # From another thread: one wake-up of the loop carries every write queued until the
         # loop runs, not one each. The append comes before the test of the flag, and the loop
         # clears the flag before it takes what is queued, so no write is left behind.
+        if loop.is_closed():  # the API turns this into ShuttingDown, as the loop's own error
+            raise RuntimeError("Event loop is closed")
         self._handed.append((partition, entry, stored_by))
         if not self._handing:
             self._handing = True
-            try:  # a closed loop raises RuntimeError; the API turns it into ShuttingDown
+            try:
                 loop.call_soon_threadsafe(self._take_handed)
-            except RuntimeError:
+            except RuntimeError:  # closed meanwhile; what is handed over stays unsent
                 self._handing = False
-                self._handed.clear()
                 raise
 
     def _take_handed(self) -> None:
-        """On the loop: queue for the replicas the writes other threads handed over."""
+        """On the loop: queue for the replicas the writes other threads handed over.
+
+        Only those there when it starts: writes handed over meanwhile have a call of their
+        own scheduled (the flag is clear), so writers that never pause cannot hold the loop.
+        """
         self._handing = False
         handed = self._handed
-        while handed:
+        for _ in range(len(handed)):
             self._enqueue(*handed.popleft())
 
     def _enqueue(self, partition: int, entry: Entry, stored_by: str = "") -> None:
