@@ -209,7 +209,7 @@ _WIRE_TYPES: dict[Validator, tuple[Any, str | None]] = {
 def _frame_decoder(
     cls: type[Message], general: Callable[[_Frame], Message]
 ) -> Callable[[_Frame], Message]:
-    """A function that parses and checks a frame known to be a ``cls`` (by its first bytes).
+    """A function that parses and checks a frame that announces a ``cls`` (its third byte).
 
     msgspec parses the frame and checks the header and every field of a wire type it can
     check itself (:data:`_WIRE_TYPES`) in one C call; the validators of the other fields
