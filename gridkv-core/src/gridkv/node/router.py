@@ -108,14 +108,7 @@ class Router:
                 channel, payload = messaging.accept(peer, frame)
             except AuthenticationError as exc:
                 self.refused_frames += 1
-                self._errors.log(
-                    logging.WARNING,
-                    "refused frame",
-                    "refused a frame from a peer",
-                    peer=peer,
-                    error=str(exc),
-                    node_id=self.node_id,
-                )
+                self._warn("refused frame", "refused a frame from a peer", peer, exc)
                 return refusal(str(exc))
             if channel is None:
                 return payload  # a handshake message's answer
@@ -126,14 +119,7 @@ class Router:
             message = messaging.decode(payload)
         except ProtocolError as exc:
             self.malformed_frames += 1
-            self._errors.log(
-                logging.WARNING,
-                "malformed frame",
-                "dropped a malformed frame",
-                peer=peer,
-                error=str(exc),
-                node_id=self.node_id,
-            )
+            self._warn("malformed frame", "dropped a malformed frame", peer, exc)
             return _sealed(channel, messaging.encode(ErrorReply("ProtocolError", str(exc))), frame)
         answer: Message | None
         try:
@@ -167,6 +153,12 @@ class Router:
         except Exception as exc:
             answer = self._error_reply(peer, message, exc)
         return _sealed(channel, self._messaging.encode(answer), request)
+
+    def _warn(self, kind: str, what: str, peer: str, exc: Exception) -> None:
+        """Log (rate-limited by ``kind``) that a frame from ``peer`` was refused or dropped."""
+        self._errors.log(
+            logging.WARNING, kind, what, peer=peer, error=str(exc), node_id=self.node_id
+        )
 
     def _error_reply(self, peer: str, message: Message, exc: Exception) -> ErrorReply:
         if isinstance(exc, GridKVError):

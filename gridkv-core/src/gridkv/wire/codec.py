@@ -242,18 +242,14 @@ def _frame_decoder(
         elif convert is not None:
             lines.append(f"    f{i} = {convert.format(v=f'f{i}')}")
     scope["parse"] = msgspec.msgpack.Decoder(tuple[tuple(types)]).decode  # type: ignore[misc]
-    lines.append("    message = new(cls)")
-    for i, (name, _) in enumerate(cls.FIELDS):
-        scope[f"set{i}"] = cls.__dict__[name].__set__
-        lines.append(f"    set{i}(message, f{i})")
-    lines.append("    return message")
+    lines += _build(cls, scope)
     exec("\n".join(lines), scope)  # the code is built above from the message classes
     decode: Callable[[_Frame], Message] = scope["decode"]
     return decode
 
 
 def _checks_and_build(cls: type[Message], scope: dict[str, Any]) -> list[str]:
-    """The generated lines that check ``f0``, ``f1``... and return the ``cls`` they make."""
+    """The generated lines that check ``f0``, ``f1``..., then make and return the ``cls``."""
     lines = []
     for i, (name, check) in enumerate(cls.FIELDS):
         scope[f"check{i}"] = check
@@ -265,7 +261,12 @@ def _checks_and_build(cls: type[Message], scope: dict[str, Any]) -> list[str]:
             condition = inline.format(v=f"f{i}")
             lines.append(f"    if not ({condition}):")
             lines.append(f"        check{i}(f{i}, {field!r})")
-    lines.append("    message = new(cls)")
+    return lines + _build(cls, scope)
+
+
+def _build(cls: type[Message], scope: dict[str, Any]) -> list[str]:
+    """The generated lines that make and return the ``cls`` of the checked ``f0``, ``f1``..."""
+    lines = ["    message = new(cls)"]
     for i, (name, _) in enumerate(cls.FIELDS):
         # The slot's own setter: what the frozen __init__ does, without its detour.
         scope[f"set{i}"] = cls.__dict__[name].__set__
