@@ -174,10 +174,13 @@ def get_here_first(self: ClientBase, key: str, consistency: str | None = None) -
     ``str`` whose partition the node's mask marks (the node runs, holds the partition,
     nothing moves in, the default level is ``one``); otherwise it returns what the facade's
     ``_get_elsewhere`` does (the checked way, which raises for a bad key; :data:`ELSEWHERE`
-    for the async facade, which then awaits the read). No lock: a byte lookup is atomic in
-    CPython. A forked child's mask is cleared, so its reads go the checked way too, which
-    refuses them. Being the method itself (not a helper it calls) saves the sync facade a
-    Python call, a seventh of a local get.
+    for the async facade, which then awaits the read). A key storage holds is answered
+    without measuring it again (it was measured when it was written, here or by the replica
+    that wrote it); a miss is answered only for a key within ``max_key_bytes``, so a bad key
+    still gets its error. No lock: a dict lookup is atomic in CPython. A forked child's
+    mask and dicts are cleared, so its reads go the checked way too, which refuses them.
+    Being the method itself (not a helper it calls) saves the sync facade a Python call, a
+    quarter of a local get.
 
     :raises PeerTimeout: the replicas did not answer within the bound the options give.
     """
@@ -189,19 +192,19 @@ def get_here_first(self: ClientBase, key: str, consistency: str | None = None) -
             raw = key.encode()
         except UnicodeEncodeError:
             raw = b""
-        if 0 < len(raw) <= self._max_key:
-            # gridkv.base.keys.partition_of, inline: the bytes are at hand.
-            partition = hash_key_bytes(raw) % self._pcount
-            records = self._local_parts[partition]
-            if records is not None:  # held, readable here, and MemoryStorage.get inline
-                blob = records.get(key)
-                if blob is None:
-                    return None
+        # gridkv.base.keys.partition_of, inline: the bytes are at hand.
+        partition = hash_key_bytes(raw) % self._pcount
+        records = self._local_parts[partition]
+        if records is not None:  # held, readable here, and MemoryStorage.get inline
+            blob = records.get(key)
+            if blob is not None:  # a key storage holds passed the checks when it was written
                 if not blob[0]:
                     return blob[_PLAIN_AT:]
                 return self._storage.get(partition, key)
-            if self._local_reads[partition]:  # a backend that does not offer its dicts
-                return self._storage.get(partition, key)
+            if 0 < len(raw) <= self._max_key:  # a miss of a valid key
+                return None
+        elif self._local_reads[partition] and 0 < len(raw) <= self._max_key:
+            return self._storage.get(partition, key)  # a backend that does not offer its dicts
     return self._get_elsewhere(key, consistency)
 
 
