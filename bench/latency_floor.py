@@ -27,10 +27,12 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import cast
 
 import redis
 from _common import server_process, write
 from gridkv import GridKV
+from gridkv.base.eventloop import run
 from gridkv.security.identity import new_secret
 from gridkv.testing.transports import free_port
 from vs_redis import VALUE, node_options, redis_server, split_keys
@@ -71,8 +73,7 @@ async def echo_server(port: int) -> None:
 
     class Echo(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            assert isinstance(transport, asyncio.Transport)
-            self.transport = transport
+            self.transport = cast(asyncio.Transport, transport)  # (uvloop's is no subclass)
 
         def data_received(self, data: bytes) -> None:
             self.transport.write(data)
@@ -106,7 +107,7 @@ def main() -> None:
     parser.add_argument("--echo", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo:
-        asyncio.run(echo_server(args.echo))
+        run(echo_server(args.echo))  # on the loop GridKV's nodes run on (uvloop if installed)
         return
     figures: dict[str, dict[str, float]] = {}
     with redis_server() as redis_port:

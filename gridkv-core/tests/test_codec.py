@@ -4,6 +4,7 @@ import msgpack
 import pytest
 from gridkv.base.errors import ProtocolError
 from gridkv.storage.base import BUCKETS, Entry
+from gridkv.wire import PROTOCOL_VERSION as V
 from gridkv.wire import (
     BatchAck,
     ErrorReply,
@@ -177,7 +178,7 @@ def test_corrupted_messages_raise_protocol_error_and_nothing_else(
     )
 )
 def test_well_formed_msgpack_of_the_wrong_shape_raises_protocol_error(obj: object) -> None:
-    for candidate in (obj, [1, 1, obj], [1, 12, "n", [obj]], [1, 11, obj]):
+    for candidate in (obj, [V, 1, obj], [V, 12, "n", [obj]], [V, 11, obj]):
         decodes_to_itself_or_raises_protocol_error(msgpack.packb(candidate, use_bin_type=True))
 
 
@@ -186,21 +187,24 @@ def test_well_formed_msgpack_of_the_wrong_shape_raises_protocol_error(obj: objec
     [
         (b"", "empty frame"),
         (msgpack.packb({"a": 1}), "must be an array"),
-        (msgpack.packb([2, 1, 0, "n"]), "unsupported protocol version 2"),
-        (msgpack.packb([1, 99]), "unknown message type 99"),
-        (msgpack.packb([1, 1, 0]), "Ping has 2 fields, the frame carries 1"),
-        (msgpack.packb([1, 1, -1, "n"]), "Ping.seq"),
-        (msgpack.packb([1, 1, 1.5, "n"]), "Ping.seq"),
-        (msgpack.packb([1, 1, 1, ""]), "Ping.sender"),
-        (msgpack.packb([1, 10, 0, ""]), "GetRequest.key"),
-        (msgpack.packb([1, 1, 1, "n"]) + b"\x00", "trailing bytes"),
+        (
+            msgpack.packb([V - 1, 1, 0, "n"]),
+            f"unsupported protocol version {V - 1}; this node speaks {V}",
+        ),
+        (msgpack.packb([V, 99]), "unknown message type 99"),
+        (msgpack.packb([V, 1, 0]), "Ping has 2 fields, the frame carries 1"),
+        (msgpack.packb([V, 1, -1, "n"]), "Ping.seq"),
+        (msgpack.packb([V, 1, 1.5, "n"]), "Ping.seq"),
+        (msgpack.packb([V, 1, 1, ""]), "Ping.sender"),
+        (msgpack.packb([V, 10, 0, ""]), "GetRequest.key"),
+        (msgpack.packb([V, 1, 1, "n"]) + b"\x00", "trailing bytes"),
         (msgpack.packb(msgpack.ExtType(5, b"x")), "extension type"),
-        (msgpack.packb([1, 12, "n", [[0, "k", "text", 1, "w", 0]]]), "value"),
-        (msgpack.packb([1, 24, "n", "a:1", [["m", "a:2", 1, 9, "n", b""]]]), "state"),
-        (msgpack.packb([1, 24, "n", "a:1", [["m", "a:2", 1, 0, "n"]]]), "6 fields"),
-        (msgpack.packb([1, 24, "n", "a:1", [["m", "a:2", 1, 0, "n", "p"]]]), "proof"),
-        (msgpack.packb([1, 25, "n", "a:1", 1, []]), "join"),
-        (msgpack.packb([1, 20, 1, "n", "", "t", []]), "sender_addr"),
+        (msgpack.packb([V, 12, "n", [[0, ["k", "text", 1, "w", 0]]]]), "value"),
+        (msgpack.packb([V, 24, "n", "a:1", [["m", "a:2", 1, 9, "n", b""]]]), "state"),
+        (msgpack.packb([V, 24, "n", "a:1", [["m", "a:2", 1, 0, "n"]]]), "6 fields"),
+        (msgpack.packb([V, 24, "n", "a:1", [["m", "a:2", 1, 0, "n", "p"]]]), "proof"),
+        (msgpack.packb([V, 25, "n", "a:1", 1, []]), "join"),
+        (msgpack.packb([V, 20, 1, "n", "", "t", []]), "sender_addr"),
     ],
 )
 def test_specific_malformations_are_named(payload: bytes, match: str) -> None:
@@ -265,10 +269,10 @@ def assert_judged_as_the_validators_judge(raw: list[object]) -> None:
 
 
 def test_a_bad_item_of_a_list_is_named_by_its_place() -> None:
-    good = [0, "k", b"v", 1, "w", 0]
-    bad = [0, "k", "text", 1, "w", 0]
+    good = [0, ["k", b"v", 1, "w", 0]]
+    bad = [0, ["k", "text", 1, "w", 0]]
     with pytest.raises(ProtocolError, match=r"entries\[1\]\.value"):
-        decode(msgpack.packb([1, 12, "n", [good, bad]], use_bin_type=True))
+        decode(msgpack.packb([V, 12, "n", [good, bad]], use_bin_type=True))
 
 
 @settings(max_examples=400)
@@ -278,13 +282,18 @@ def test_a_hostile_value_inside_an_entry_record_is_judged_as_the_validators_judg
 ) -> None:
     # The fast decoders check entry records in C (msgspec); any field of any record may be
     # bad, and the answer must be the validators' one, message for message.
-    records = [[i, f"k{i}", b"v", 5 + i, "w", 0] for i in range(data.draw(st.integers(1, 4)))]
-    record = data.draw(st.sampled_from(records))
-    record[data.draw(st.integers(0, 5))] = data.draw(hostile)
-    if data.draw(st.booleans()):
-        record.pop(data.draw(st.integers(0, len(record) - 1)))  # a record one field short
-    assert_judged_as_the_validators_judge([1, 12, "n", records])
-    assert_judged_as_the_validators_judge([1, 11, records[0]])
+    entries: list[list[object]] = [[f"k{i}", b"v", 5 + i, "w", 0] for i in range(4)]
+    records: list[list[object]] = [[i, entries[i]] for i in range(data.draw(st.integers(1, 4)))]
+    at = data.draw(st.integers(0, len(records) - 1))
+    if data.draw(st.booleans()):  # the pair, or the entry inside it
+        records[at][data.draw(st.integers(0, 1))] = data.draw(hostile)
+    else:
+        entry = entries[at]
+        entry[data.draw(st.integers(0, 4))] = data.draw(hostile)
+        if data.draw(st.booleans()):
+            entry.pop(data.draw(st.integers(0, len(entry) - 1)))  # an entry a field short
+    assert_judged_as_the_validators_judge([V, 12, "n", records])
+    assert_judged_as_the_validators_judge([V, 11, records[0]])
 
 
 def test_buffers_other_than_bytes_and_things_that_are_no_buffers_raise_protocol_error() -> None:

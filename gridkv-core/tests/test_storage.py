@@ -49,7 +49,7 @@ def make(clock: ManualClock, **kw: object) -> MemoryStorage:
 
 def test_the_fingerprint_and_key_hash_are_those_every_node_computes() -> None:
     # Replicas compare digests: a change here makes a mixed-version cluster's anti-entropy
-    # see every partition differ (it changed in issue 12; docs/operations.md#upgrades).
+    # see every partition differ (changed in issue 12; see docs/operations.md#upgrades).
     assert key_hash("user:1") == 4276021600403166465
     assert fingerprint("user:1", 123456789 << 16, "node-a") == 12219537679212844400
 

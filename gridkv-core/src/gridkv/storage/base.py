@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, NamedTuple, Protocol, runtime_checkable
+
+from msgspec import Meta
 
 from gridkv.base.hlc import version_wins
 from gridkv.storage.digest import (
@@ -80,6 +82,12 @@ def collectable(
     return not tombstone or expires_at < limits[bucket_of(key_hash(key))]
 
 
+#: The longest key (in characters) a message may carry.
+MAX_KEY_CHARS_ON_WIRE = 65535
+#: The longest node id (in characters).
+MAX_NODE_ID_CHARS = 255
+
+
 class Entry(NamedTuple):
     """One stored version of a key: a value or a tombstone; immutable.
 
@@ -94,11 +102,13 @@ class Entry(NamedTuple):
         tombstone, the time after which it may be collected.
     """
 
-    key: str
+    # The annotations carry the wire's limits: the codec has msgspec check an entry a peer
+    # sends against them as it builds the Entry (see gridkv.wire.codec).
+    key: Annotated[str, Meta(min_length=1, max_length=MAX_KEY_CHARS_ON_WIRE)]
     value: bytes | None
-    version: int
-    writer: str
-    expires_at: int = 0
+    version: Annotated[int, Meta(ge=0)]  # (msgpack carries no integer above 64 bits)
+    writer: Annotated[str, Meta(min_length=1, max_length=MAX_NODE_ID_CHARS)]
+    expires_at: Annotated[int, Meta(ge=0)] = 0
 
     @property
     def tombstone(self) -> bool:

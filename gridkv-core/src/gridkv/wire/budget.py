@@ -32,8 +32,8 @@ BULK_MESSAGE_BYTES = 1 << 20
 #: Most entries or keys in one bulk message, however small: bounds the time a receiver
 #: spends on one message.
 MAX_ITEMS_PER_MESSAGE = 10_000
-#: Bytes an entry costs on the wire besides its key, value and writer (msgpack framing, the
-#: partition, version and expiry integers), rounded up.
+#: Bytes an entry costs on the wire besides its key, value and writer (msgpack framing of the
+#: record and its entry, the partition, version and expiry integers), rounded up.
 _ENTRY_OVERHEAD = 40
 _VERSION_OVERHEAD = 24
 

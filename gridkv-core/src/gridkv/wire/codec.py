@@ -25,13 +25,13 @@ from gridkv.wire.messages import MESSAGE_TYPES, Message
 
 __all__ = ["PROTOCOL_VERSION", "DEFAULT_MAX_FRAME_BYTES", "encode", "decode"]
 
-PROTOCOL_VERSION = 1
+#: 2 since issue 12 (entry records nest the entry; the digests' fingerprint changed).
+PROTOCOL_VERSION = 2
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 #: msgpack as ``msgpack.packb(..., use_bin_type=True)`` writes it, byte for byte, faster.
 _pack = msgspec.msgpack.Encoder().encode
 _unpackb = msgpack.unpackb
-_tuple_new = tuple.__new__
 #: What :func:`decode` takes.
 _Frame = bytes | bytearray | memoryview
 
@@ -186,23 +186,19 @@ _U32 = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]
 _U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgpack carries no larger integer
 _KEY = Annotated[str, msgspec.Meta(min_length=1, max_length=fields_.MAX_KEY_BYTES_ON_WIRE)]
 _NODE_ID = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-_RECORD = tuple[_U32, _KEY, bytes | None, _U64, _NODE_ID, _U64]
-_WIRE_TYPES: dict[Validator, tuple[Any, str | None]] = {
-    fields_.u64: (_U64, None),
-    fields_.u32: (_U32, None),
-    fields_.text: (str, None),
-    fields_.node_id: (_NODE_ID, None),
-    fields_.key: (_KEY, None),
-    fields_.blob: (bytes, None),
-    fields_.flag: (bool, None),
-    fields_.address: (Annotated[str, msgspec.Meta(min_length=1, max_length=1024)], None),
-    # An entry record arrives as a checked tuple; the message holds (partition, Entry).
-    # (make_entry of the record's fields after the partition, inline: one C call.)
-    fields_.optional_entry: (
-        _RECORD | None,
-        "None if {v} is None else ({v}[0], tuple_new(Entry, {v}[1:]))",
-    ),
-    fields_.entry_list: (list[_RECORD], "[(r[0], tuple_new(Entry, r[1:])) for r in {v}]"),
+#: An entry record: msgspec checks the entry against Entry's own annotations as it builds it.
+_RECORD = tuple[_U32, Entry]
+_WIRE_TYPES: dict[Validator, Any] = {
+    fields_.u64: _U64,
+    fields_.u32: _U32,
+    fields_.text: str,
+    fields_.node_id: _NODE_ID,
+    fields_.key: _KEY,
+    fields_.blob: bytes,
+    fields_.flag: bool,
+    fields_.address: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)],
+    fields_.optional_entry: _RECORD | None,
+    fields_.entry_list: list[_RECORD],
 }
 
 
@@ -221,8 +217,6 @@ def _frame_decoder(
     scope: dict[str, Any] = {
         "cls": cls,
         "new": object.__new__,
-        "tuple_new": _tuple_new,
-        "Entry": Entry,
         "general": general,
     }
     names = [f"f{i}" for i in range(len(cls.FIELDS))]
@@ -234,13 +228,11 @@ def _frame_decoder(
         "        return general(data)",
     ]
     for i, (name, check) in enumerate(cls.FIELDS):
-        wire_type, convert = _WIRE_TYPES.get(check, (Any, None))
+        wire_type = _WIRE_TYPES.get(check, Any)
         types.append(wire_type)
         if wire_type is Any:
             scope[f"check{i}"] = check
             lines.append(f"    f{i} = check{i}(f{i}, {f'{cls.__name__}.{name}'!r})")
-        elif convert is not None:
-            lines.append(f"    f{i} = {convert.format(v=f'f{i}')}")
     scope["parse"] = msgspec.msgpack.Decoder(tuple[tuple(types)]).decode  # type: ignore[misc]
     lines += _build(cls, scope)
     exec("\n".join(lines), scope)  # the code is built above from the message classes

@@ -14,7 +14,7 @@ from typing import Any
 
 from gridkv.base._repr import shown
 from gridkv.base.errors import ProtocolError
-from gridkv.storage.base import BUCKETS, Entry
+from gridkv.storage.base import BUCKETS, MAX_KEY_CHARS_ON_WIRE, Entry
 
 __all__ = [
     "Validator",
@@ -34,7 +34,6 @@ __all__ = [
     "entry",
     "optional_entry",
     "entry_list",
-    "pack_entry",
     "member_record",
     "member_records",
     "digest_pair",
@@ -48,7 +47,7 @@ __all__ = [
 ]
 
 #: Longest key any message may carry, whatever a node's own ``max_key_bytes``.
-MAX_KEY_BYTES_ON_WIRE = 65535
+MAX_KEY_BYTES_ON_WIRE = MAX_KEY_CHARS_ON_WIRE
 _U64 = (1 << 64) - 1
 _U32 = (1 << 32) - 1
 
@@ -110,21 +109,26 @@ _tuple_new = tuple.__new__
 
 
 def entry(value: Any, name: str) -> tuple[int, Entry]:
-    """A ``[partition, key, value|nil, version, writer, expires_at]`` record."""
+    """A ``[partition, [key, value|nil, version, writer, expires_at]]`` record.
+
+    ``expires_at`` may be left out (0: never), as it is for an :class:`Entry`.
+    """
     # Checked in one expression; the field names are formatted only for an error.
     if (
         type(value) is list
-        and len(value) == 6
+        and len(value) == 2
         and type(part := value[0]) is int
         and 0 <= part <= _U32
-        and type(k := value[1]) is str
+        and type(fields := value[1]) is list
+        and 4 <= len(fields) <= 5
+        and type(k := fields[0]) is str
         and 0 < len(k) <= MAX_KEY_BYTES_ON_WIRE
-        and ((v := value[2]) is None or type(v) is bytes)
-        and type(version := value[3]) is int
+        and ((v := fields[1]) is None or type(v) is bytes)
+        and type(version := fields[2]) is int
         and 0 <= version <= _U64
-        and type(writer := value[4]) is str
+        and type(writer := fields[3]) is str
         and 0 < len(writer) <= 255
-        and type(expires := value[5]) is int
+        and type(expires := fields[4] if len(fields) == 5 else 0) is int
         and 0 <= expires <= _U64
     ):
         # Entry(...) in one C call (make_entry, inline).
@@ -134,9 +138,12 @@ def entry(value: Any, name: str) -> tuple[int, Entry]:
 
 def _entry_refused(value: Any, name: str) -> tuple[int, Entry]:
     """Name what is wrong with an entry record :func:`entry` refused (raises)."""
-    if type(value) is not list or len(value) != 6:
-        raise fail(name, "expected an entry record of 6 fields", value)
-    part, k, v, version, writer, expires = value
+    if type(value) is not list or len(value) != 2:
+        raise fail(name, "expected an entry record [partition, entry]", value)
+    part, fields = value
+    if type(fields) is not list or not 4 <= len(fields) <= 5:
+        raise fail(f"{name}.entry", "expected an entry of 4 or 5 fields", fields)
+    k, v, version, writer, *rest = fields
     if v is not None and type(v) is not bytes:
         raise fail(f"{name}.value", "expected bytes or nil", v)
     return u32(part, f"{name}.partition"), Entry(
@@ -144,7 +151,7 @@ def _entry_refused(value: Any, name: str) -> tuple[int, Entry]:
         v,
         u64(version, f"{name}.version"),
         node_id(writer, f"{name}.writer"),
-        u64(expires, f"{name}.expires_at"),
+        u64(rest[0], f"{name}.expires_at") if rest else 0,
     )
 
 
@@ -259,11 +266,6 @@ def member_records(value: Any, name: str) -> list[MemberRecord]:
         return [member_record(item, f"{name}[{i}]") for i, item in enumerate(value)]
 
 
-def pack_entry(partition: int, e: Entry) -> list[Any]:
-    """The wire form of an entry record."""
-    return [partition, e.key, e.value, e.version, e.writer, e.expires_at]
-
-
 def digest_pair(value: Any, name: str) -> tuple[int, int]:
     """A ``[partition, digest]`` pair."""
     if type(value) is not list or len(value) != 2:
@@ -327,21 +329,11 @@ def buckets(value: Any, name: str) -> list[int]:
     return out
 
 
-def _pack_optional_entry(value: tuple[int, Entry] | None) -> list[Any] | None:
-    return None if value is None else pack_entry(*value)
-
-
-def _pack_entries(value: list[tuple[int, Entry]]) -> list[list[Any]]:
-    return [pack_entry(p, e) for p, e in value]
-
-
 def _pack_member_records(value: list[MemberRecord]) -> list[list[Any]]:
     return [record.to_wire() for record in value]
 
 
 #: The packer of each field type whose values msgpack cannot carry as they are.
 PACKERS: dict[Validator, Packer] = {
-    optional_entry: _pack_optional_entry,
-    entry_list: _pack_entries,
     member_records: _pack_member_records,
 }
