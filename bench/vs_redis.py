@@ -12,6 +12,11 @@ Each figure is the p50 and p99 of ``--ops`` sequential calls, after a warm-up, t
 every kind taking turns one by one; the ratio is GridKV's p50 over Redis's for the same
 operation (issue 12: remote at most 1.0x, moonshot 0.7x).
 
+The remote calls then take turns again twice with the processes pinned (all on one CPU; the
+client on one and the servers on the other): unpinned, where the scheduler puts a woken
+server decides a round trip's time on a VM, and the scheduler keeps redis-server on the
+client's CPU more often than GridKV's node.
+
 Then throughput: three processes of 64 tasks each doing a 90/10 get/set mix for
 ``--seconds``, redis.asyncio against the redis-server, and GridKV's 3-process cluster of
 ``bench/cluster_tcp.py`` with ``replica_count`` 2 and 3 (issue 12: at least 2.5x
@@ -29,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -164,14 +170,49 @@ def split_keys(kv: GridKV | AsyncGridKV, count: int) -> tuple[list[str], list[st
     return remote[:count], local[:count]
 
 
-def blocking_figures(ops: int, redis_port: int) -> dict[str, dict[str, float]]:
-    """The blocking facade against redis-py, sequentially."""
+def pin(pid: int, cpus: set[int]) -> None:
+    """Let every thread of process ``pid`` run only on ``cpus``."""
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(thread), cpus)
+
+
+def placed(
+    calls: dict[str, tuple[Callable[[str], object], list[str]]], servers: list[int]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``calls`` taking turns again with the processes pinned: all on one CPU ("same cpu"),
+    then this process on one CPU and the servers on another ("split"); {} on fewer than 2.
+
+    Unpinned, where the scheduler puts a woken server decides a round trip's time on a VM:
+    on the client's CPU it is about half what it is across CPUs, and the scheduler keeps
+    some servers there more than others. Pinned, each figure has one placement.
+    """
+    everything = set(range(os.cpu_count() or 1))
+    if len(everything) < 2 or not hasattr(os, "sched_setaffinity"):
+        return {}
+    out = {}
+    try:
+        for name, here, there in (("same cpu", {0}, {0}), ("split", {0}, {1})):
+            pin(os.getpid(), here)
+            for pid in servers:
+                pin(pid, there)
+            out[name] = interleaved(calls)
+    finally:
+        for pid in (os.getpid(), *servers):
+            pin(pid, everything)
+    return out
+
+
+def blocking_figures(
+    ops: int, redis_port: int
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[str, float]]]]:
+    """The blocking facade against redis-py, sequentially; then the remote calls pinned."""
     secret = new_secret()
     port, far_port = free_port(), free_port()
     seed = f"127.0.0.1:{port}"
     figures: dict[str, dict[str, float]] = {}
     near = GridKV(node_options("near", port, secret, []))
-    with near as kv, server_process(__file__, "--serve", str(far_port), secret, seed):
+    with near as kv, server_process(__file__, "--serve", str(far_port), secret, seed) as far:
         kv.wait_ready(timeout=30)
         remote, local = split_keys(kv, ops)
         client = redis.Redis(port=redis_port)
@@ -191,6 +232,9 @@ def blocking_figures(ops: int, redis_port: int) -> dict[str, dict[str, float]]:
         figures.update(interleaved(calls))
         assert kv.get(remote[-1]) == VALUE
         assert client.get(remote[-1]) == VALUE
+        remote_calls = {name: call for name, call in calls.items() if "local" not in name}
+        redis_pid = int(client.info("server")["process_id"])
+        placements = placed(remote_calls, [far.pid, redis_pid])
         client.close()
 
         async def on_the_loop() -> dict[str, dict[str, float]]:
@@ -211,7 +255,7 @@ def blocking_figures(ops: int, redis_port: int) -> dict[str, dict[str, float]]:
             return out
 
         figures.update(kv._runner.submit(on_the_loop()).result(120))
-    return figures
+    return figures, placements
 
 
 LOAD_TASKS = 64
@@ -280,7 +324,7 @@ def main() -> None:
         print(json.dumps(run(redis_load(int(port), float(seconds), int(seed)))))
         return
     with redis_server() as redis_port:
-        figures = blocking_figures(args.ops, redis_port)
+        figures, placements = blocking_figures(args.ops, redis_port)
         mixes = throughput(args.seconds, redis_port)
     pairs = {
         "GridKV.get remote": "redis-py GET",
@@ -298,6 +342,15 @@ def main() -> None:
             ratios[name] = fig["p50_us"] / figures[base]["p50_us"]
             ratio = f"{ratios[name]:.2f}x {base}"
         print(f"{name:<26}{fig['p50_us']:>10.1f}{fig['p99_us']:>10.1f}   {ratio}")
+    for placement, placed_figures in placements.items():
+        print(f"pinned, {placement}:")
+        for name, base in (
+            ("GridKV.get remote", "redis-py GET"),
+            ("GridKV.set remote", "redis-py SET"),
+        ):
+            ours, theirs = placed_figures[name]["p50_us"], placed_figures[base]["p50_us"]
+            ratios[f"{name}, {placement}"] = ours / theirs
+            print(f"  {name:<24}{ours:>10.1f}  {base} {theirs:.1f}  {ours / theirs:.2f}x")
     targets = {
         "remote get at most 1.0x redis-py": ratios["GridKV.get remote"] <= 1.0,
         "remote set at most 1.0x redis-py": ratios["GridKV.set remote"] <= 1.0,
@@ -321,6 +374,7 @@ def main() -> None:
     for target, met in targets.items():
         print(f"  {'met ' if met else 'MISSED'}  {target}")
     data: dict[str, Any] = {"ops": args.ops, "figures": figures, "ratios": ratios}
+    data["pinned"] = placements
     data["throughput"] = mixes
     data["targets_met"] = targets
     print(f"\nwritten to {write('vs_redis', data)}")
