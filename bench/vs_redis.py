@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
@@ -53,6 +53,7 @@ from gridkv.security.identity import new_secret
 from gridkv.testing.transports import free_port
 
 VALUE = b"v" * 100
+_F = TypeVar("_F")
 
 
 def node_options(node_id: str, port: int, secret: str, seeds: list[str]) -> Options:
@@ -116,6 +117,14 @@ def percentiles(samples: dict[str, list[int]]) -> dict[str, dict[str, float]]:
     }
 
 
+def turns(calls: dict[str, tuple[_F, list[str]]]) -> Iterator[tuple[str, _F, str]]:
+    """``(name, call, key)`` for each call's next key in turn, as long as every call has one."""
+    items = list(calls.items())
+    for i in range(min(len(keys) for _, (_, keys) in items)):
+        for name, (fn, keys) in items:
+            yield name, fn, keys[i]
+
+
 def interleaved(
     calls: dict[str, tuple[Callable[[str], object], list[str]]],
 ) -> dict[str, dict[str, float]]:
@@ -128,14 +137,10 @@ def interleaved(
     """
     clock = time.perf_counter_ns
     samples: dict[str, list[int]] = {name: [] for name in calls}
-    items = list(calls.items())
-    count = min(len(keys) for _, (_, keys) in items)
-    for i in range(count):
-        for name, (fn, keys) in items:
-            key = keys[i]
-            start = clock()
-            fn(key)
-            samples[name].append(clock() - start)
+    for name, fn, key in turns(calls):
+        start = clock()
+        fn(key)
+        samples[name].append(clock() - start)
     return percentiles(samples)
 
 
@@ -145,14 +150,10 @@ async def interleaved_async(
     """As :func:`interleaved`, for coroutine functions."""
     clock = time.perf_counter_ns
     samples: dict[str, list[int]] = {name: [] for name in calls}
-    items = list(calls.items())
-    count = min(len(keys) for _, (_, keys) in items)
-    for i in range(count):
-        for name, (fn, keys) in items:
-            key = keys[i]
-            start = clock()
-            await fn(key)
-            samples[name].append(clock() - start)
+    for name, fn, key in turns(calls):
+        start = clock()
+        await fn(key)
+        samples[name].append(clock() - start)
     return percentiles(samples)
 
 
