@@ -114,6 +114,15 @@ class Handshake(Protocol):
         :raises AuthenticationError: refused by the peer, or the reply is not authentic.
         """
 
+    @property
+    def binds_certificates(self) -> bool:
+        """Whether :meth:`tls_peer` vouches for every peer its trust root issued a certificate.
+
+        That is a CA trust root, whose node certificates name their node ids. A transport
+        whose every connection is mutual TLS may then take the handshake over with no hellos
+        at all; otherwise it leaves the frames to the security layer.
+        """
+
     def tls_peer(self, certificate: bytes, address: str) -> ConnectionGuard | None:
         """For a connection mutual TLS protects, the peer's ``certificate`` (DER) presented.
 

@@ -1,0 +1,767 @@
+"""One QUIC connection (a *link*), either side, and the listener that accepts them.
+
+How frames travel on a link:
+
+* a request is a bidirectional stream the dialler opens: the request's bytes, then the end of
+  the stream; the answer comes back on the same stream, then its end. The stream is the
+  request id, and many are in flight at once (aioquic lets a peer open 128 streams at a time,
+  more as they finish), so a slow answer holds up no other;
+* one-way frames go over one unidirectional stream per link, opened by the dialler at its
+  first one-way frame and kept: GridKV stream frames (:mod:`gridkv.wire.framing`), in the
+  order they were sent, as over the tcp transport's control lane.
+
+Only the dialler opens streams; a stream the acceptor opens, a frame of another kind on the
+one-way stream, or a stream or frame over ``max_frame_bytes`` cuts the link (counted). What a
+link writes in one loop turn leaves in one transmission (coalesced), and what the answers of
+one batch of datagrams write leaves with the acknowledgements for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
+
+from aioquic._buffer import Buffer
+from aioquic.quic import events
+from aioquic.quic.connection import NetworkAddress, QuicConnection
+from aioquic.quic.packet import QuicErrorCode, QuicPacketType, pull_quic_header
+from cryptography.hazmat.primitives.serialization import Encoding
+from gridkv.base.errors import (
+    AuthenticationError,
+    PeerTimeout,
+    PeerUnavailable,
+    ProtocolError,
+)
+from gridkv.transport.base import ConnectionGuard, Handler, Handshake, TransportCounters
+from gridkv.wire.framing import ONE_WAY, FrameReader, head
+
+from gridkv_transport_quic._tls import check_dialler
+
+if TYPE_CHECKING:
+    from aioquic.quic.configuration import QuicConfiguration
+
+__all__ = ["Link", "Listener", "Shared"]
+
+#: QUIC application error codes this transport closes links and streams with.
+APP_ERROR = 0x1
+#: The smallest datagram that may open a connection (RFC 9000, section 14.1).
+_SMALLEST_INITIAL = 1200
+#: Links accepted at once whose handshake is not done (each holds a TLS state); more Initial
+#: packets are dropped until some finish or time out.
+MAX_HALF_OPEN = 256
+
+
+class Shared:
+    """What one quic transport's listener and links have in common.
+
+    The limits, counters, handler, handshake, inbound budget and the answers running.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        dial_timeout: float,
+        read_timeout: float,
+        write_timeout: float,
+        max_frame_bytes: int,
+        max_output_buffer_bytes: int,
+        max_inbound_buffer_bytes: int,
+        ca_file: str,
+    ) -> None:
+        self.address = address
+        self.closed = False
+        self.dial_timeout = dial_timeout
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.max_frame_bytes = max_frame_bytes
+        self.max_output_buffer_bytes = max_output_buffer_bytes
+        self.max_inbound_buffer_bytes = max_inbound_buffer_bytes
+        self.ca_file = ca_file
+        self.counters = TransportCounters()
+        self.handler: Handler | None = None
+        #: The authenticator's handshake, when it binds certificates to node ids.
+        self.handshake: Handshake | None = None
+        #: Bytes of unfinished inbound frames (streams not yet ended) across all links.
+        self.inbound = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        #: Every link open, both directions.
+        self.links: set[Link] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run an awaitable answer as a task, kept until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+class _Inbound:
+    """A stream's bytes so far."""
+
+    __slots__ = ("parts", "size", "started")
+
+    def __init__(self, started: float) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.started = started
+
+
+class Link(asyncio.DatagramProtocol):
+    """One QUIC connection.
+
+    :param shared: the transport's shared state.
+    :param quic: aioquic's connection state.
+    :param peer: the address dialled (``host:port``), or the dialler's source address.
+    :param dialled: this side dialled (it opens the streams).
+    :param send: how datagrams leave (the dialler's own socket, or the listener's).
+    """
+
+    def __init__(
+        self,
+        shared: Shared,
+        quic: QuicConnection,
+        peer: str,
+        *,
+        dialled: bool,
+        send: Callable[[bytes, NetworkAddress], None] | None = None,
+    ) -> None:
+        self.shared = shared
+        self.quic = quic
+        self.peer = peer
+        self.dialled = dialled
+        self._loop = asyncio.get_running_loop()
+        self._send = send
+        self._udp: asyncio.DatagramTransport | None = None
+        self.remote: NetworkAddress | None = None
+        #: Resolved when the handshake is done and the peer checked (and bound).
+        self.ready: asyncio.Future[None] = self._loop.create_future()
+        #: Resolved when the link is gone.
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self._inbound: dict[int, _Inbound] = {}
+        self._held = 0
+        self._one_way_out: int | None = None
+        self._one_way_in: dict[int, FrameReader] = {}
+        self.guard: ConnectionGuard | None = None
+        self.sender: str | None = None
+        #: The handshake is done and the peer's certificate checked (and bound).
+        self._checked = False
+        self.failure: Exception | None = None
+        self._gone = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._soon: asyncio.Handle | None = None
+        self._watch: asyncio.TimerHandle | None = None
+        #: Bytes handed to aioquic and not yet known to be taken by the peer.
+        self._queued = 0
+        self._stalled_since: float | None = None
+        self._last_acked = -1
+        #: Loop time of the last packet received (keep-alive and idle checks).
+        self.heard = self._loop.time()
+        #: Connection ids the listener routes to this link.
+        self.cids: set[bytes] = set()
+        self.on_cid: Callable[[Link, bytes, bool], None] = lambda link, cid, issued: None
+        shared.links.add(self)
+
+    # -- datagrams in and out ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._udp = cast(asyncio.DatagramTransport, transport)
+        peername = transport.get_extra_info("peername")
+        if peername:  # a dialler's connected socket: the peer's address, resolved
+            self.remote = tuple(peername)
+
+    def error_received(self, exc: Exception) -> None:
+        # A dialler's own socket is connected: ICMP "port unreachable" arrives here.
+        if not self.ready.done():
+            self._fail(PeerUnavailable(f"cannot connect to {self.peer!r}: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(PeerUnavailable(f"connection to {self.peer!r} lost"))
+
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        if self._gone:
+            return
+        self.heard = now = self._loop.time()
+        self.quic.receive_datagram(data, addr, now)
+        self._events()
+        self.transmit()
+
+    def connect(self, addr: NetworkAddress) -> None:
+        """Start the handshake (the dialler)."""
+        self.quic.connect(addr, now=self._loop.time())
+        self.transmit()
+        self._watch_later(self.shared.dial_timeout)
+
+    def soon(self) -> None:
+        """Transmit at the end of this loop turn (what is written meanwhile goes along)."""
+        if self._soon is None and not self._gone:
+            self._soon = self._loop.call_soon(self.transmit)
+
+    def transmit(self) -> None:
+        """Send what aioquic has to send; arm its timer."""
+        self._soon = None
+        if self._gone:
+            return
+        quic = self.quic
+        send = self._send
+        if send is None:
+            udp = self._udp
+            if udp is None:
+                return
+            for data, _ in quic.datagrams_to_send(now=self._loop.time()):
+                udp.sendto(data)
+        else:
+            for data, addr in quic.datagrams_to_send(now=self._loop.time()):
+                send(data, addr)
+        timer_at = quic.get_timer()
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            self._timer = self._loop.call_at(timer_at, self._on_timer)
+        self._timer_at = timer_at
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = max(self._timer_at or 0.0, self._loop.time())
+        self._timer_at = None
+        self.quic.handle_timer(now=now)
+        self._events()
+        self.transmit()
+
+    # -- events ------------------------------------------------------------------------
+
+    def _events(self) -> None:
+        quic = self.quic
+        event = quic.next_event()
+        while event is not None:
+            if isinstance(event, events.StreamDataReceived):
+                self._stream_data(event.stream_id, event.data, event.end_stream)
+            elif isinstance(event, events.HandshakeCompleted):
+                self._handshake_done()
+            elif isinstance(event, events.StreamReset):
+                self._stream_reset(event.stream_id)
+            elif isinstance(event, events.ConnectionTerminated):
+                reason = event.reason_phrase or f"QUIC error {event.error_code:#x}"
+                self._fail(PeerUnavailable(f"{self.peer!r} closed the connection: {reason}"))
+                return
+            elif isinstance(event, events.ConnectionIdIssued):
+                self.on_cid(self, event.connection_id, True)
+            elif isinstance(event, events.ConnectionIdRetired):
+                self.on_cid(self, event.connection_id, False)
+            if self._gone:
+                return
+            event = quic.next_event()
+
+    def _handshake_done(self) -> None:
+        """Check the peer (the acceptor checks the dialler's chain), bind it to its node id."""
+        shared = self.shared
+        tls = self.quic.tls
+        certificate = tls._peer_certificate
+        try:
+            if not self.dialled:
+                check_dialler(certificate, tls._peer_certificate_chain, shared.ca_file)
+            handshake = shared.handshake
+            if handshake is not None:
+                assert certificate is not None  # the dialler's check, aioquic's on this side
+                der = certificate.public_bytes(Encoding.DER)
+                guard = handshake.tls_peer(der, self.peer if self.dialled else "")
+                if guard is None:
+                    raise AuthenticationError(
+                        f"{self.peer!r} presented a certificate that names no node under this "
+                        "node's trust root (auth.ca_file must be the CA of network.ssl)"
+                    )
+                self.guard = guard
+                self.sender = guard.peer_id
+        except AuthenticationError as exc:
+            if shared.handshake is not None:
+                shared.handshake.refusal(exc)  # counted with the authenticator's refusals
+            shared.counters.errors += 1
+            self.close(str(exc))
+            self._fail(PeerUnavailable(f"cannot connect to {self.peer!r}: {exc}"))
+            return
+        self._checked = True
+        if not self.ready.done():
+            self.ready.set_result(None)
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    def _stream_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        kind = stream_id & 3  # 0: the dialler's bidirectional streams, 2: its one-way one
+        if (kind and (self.dialled or kind != 2)) or not self._checked:
+            # Streams are the dialler's alone, once the peer is checked.
+            self._cut(PeerUnavailable(f"{self.peer!r} opened a stream it may not open"))
+            return
+        if kind:
+            self._one_way(stream_id, data)
+            return
+        if self.dialled and stream_id not in self.pending:
+            return  # the answer to a request given up on (its stream was reset)
+        shared = self.shared
+        inbound = self._inbound.get(stream_id)
+        if inbound is None:
+            if end and not self.dialled:  # a whole request in one piece: the common case
+                self._request(stream_id, data)
+                return
+            if end:
+                self._answer_arrived(stream_id, data)
+                return
+            inbound = self._inbound[stream_id] = _Inbound(self._loop.time())
+            self._watch_later(shared.read_timeout)
+        inbound.parts.append(data)
+        inbound.size += len(data)
+        self._held += len(data)
+        shared.inbound += len(data)
+        if inbound.size > shared.max_frame_bytes:
+            shared.counters.errors += 1
+            self._drop_inbound(stream_id)
+            with contextlib.suppress(Exception):
+                self.quic.stop_stream(stream_id, APP_ERROR)
+                if not self.dialled:
+                    self.quic.reset_stream(stream_id, APP_ERROR)
+            self._fail_pending(
+                stream_id,
+                ProtocolError(
+                    f"{self.peer!r} answered with more than {shared.max_frame_bytes} bytes "
+                    "(network.max_frame_bytes)"
+                ),
+            )
+            return
+        if shared.inbound > shared.max_inbound_buffer_bytes:
+            shared.counters.inbound_full_cuts += 1
+            self._cut(
+                PeerUnavailable(
+                    f"{self.peer!r} took the node past {shared.max_inbound_buffer_bytes} bytes "
+                    "of unfinished inbound frames (network.max_inbound_buffer_bytes)"
+                )
+            )
+            return
+        if end:
+            body = b"".join(inbound.parts)
+            self._drop_inbound(stream_id)
+            if self.dialled:
+                self._answer_arrived(stream_id, body)
+            else:
+                self._request(stream_id, body)
+
+    def _drop_inbound(self, stream_id: int) -> None:
+        inbound = self._inbound.pop(stream_id, None)
+        if inbound is not None:
+            self._held -= inbound.size
+            self.shared.inbound -= inbound.size
+
+    def _answer_arrived(self, stream_id: int, body: bytes) -> None:
+        future = self.pending.pop(stream_id, None)
+        self.shared.counters.bytes_received += len(body)
+        if len(body) > self.shared.max_frame_bytes:
+            self.shared.counters.errors += 1
+            if future is not None and not future.done():
+                future.set_exception(
+                    ProtocolError(
+                        f"{self.peer!r} answered with {len(body)} bytes, over "
+                        f"{self.shared.max_frame_bytes} (network.max_frame_bytes)"
+                    )
+                )
+            return
+        if future is not None and not future.done():
+            future.set_result(body)
+
+    def _request(self, stream_id: int, body: bytes) -> None:
+        shared = self.shared
+        counters = shared.counters
+        counters.requests_received += 1
+        counters.bytes_received += len(body)
+        if len(body) > shared.max_frame_bytes:
+            counters.errors += 1
+            with contextlib.suppress(Exception):
+                self.quic.reset_stream(stream_id, APP_ERROR)
+            return
+        if not self._opened(body):
+            return
+        handler = shared.handler
+        if handler is None:
+            return
+        try:
+            answer = handler(self.peer, body, self.sender)
+        except Exception:
+            counters.errors += 1
+            return
+        if isinstance(answer, bytes):
+            self._answer(stream_id, answer)
+        elif answer is not None:
+            shared.spawn(self._answer_later(stream_id, answer))
+
+    def _opened(self, body: bytes) -> bool:
+        """Whether the guard still lets frames in (its lifetime); else the link is cut."""
+        guard = self.guard
+        if guard is None:
+            return True
+        try:
+            guard.open(body)
+        except AuthenticationError as exc:
+            self._cut(PeerUnavailable(f"{self.peer!r}: {exc}"))
+            return False
+        return True
+
+    def _answer(self, stream_id: int, answer: bytes) -> None:
+        if self._gone:
+            return
+        shared = self.shared
+        if len(answer) > shared.max_frame_bytes:
+            shared.counters.errors += 1
+            with contextlib.suppress(Exception):
+                self.quic.reset_stream(stream_id, APP_ERROR)
+            self.soon()
+            return
+        try:
+            self.quic.send_stream_data(stream_id, answer, end_stream=True)
+        except Exception:  # the stream was reset by the requester meanwhile
+            return
+        shared.counters.bytes_sent += len(answer)
+        self._wrote(len(answer))
+        self.soon()
+
+    async def _answer_later(self, stream_id: int | None, pending: Awaitable[bytes | None]) -> None:
+        """Await a handler's answer; send it on ``stream_id`` (``None``: a one-way frame's)."""
+        try:
+            answer = await pending
+        except Exception:
+            self.shared.counters.errors += 1
+            return
+        if answer is not None and stream_id is not None:
+            self._answer(stream_id, answer)
+
+    def _one_way(self, stream_id: int, data: bytes) -> None:
+        shared = self.shared
+        reader = self._one_way_in.get(stream_id)
+        if reader is None:
+            if self._one_way_in:
+                self._cut(PeerUnavailable(f"{self.peer!r} opened a second one-way stream"))
+                return
+            reader = self._one_way_in[stream_id] = FrameReader(shared.max_frame_bytes)
+        before = reader.buffered
+        try:
+            frames = reader.feed(data, self._loop.time())
+        except ProtocolError as exc:
+            self._cut(PeerUnavailable(f"{self.peer!r} broke the frame format: {exc}"))
+            return
+        self._held += reader.buffered - before
+        shared.inbound += reader.buffered - before
+        if reader.buffered:
+            if shared.inbound > shared.max_inbound_buffer_bytes:
+                shared.counters.inbound_full_cuts += 1
+                self._cut(
+                    PeerUnavailable(
+                        f"{self.peer!r} took the node past {shared.max_inbound_buffer_bytes} "
+                        "bytes of unfinished inbound frames (network.max_inbound_buffer_bytes)"
+                    )
+                )
+                return
+            self._watch_later(shared.read_timeout)
+        for kind, _, body in frames:
+            if kind != ONE_WAY:
+                self._cut(PeerUnavailable(f"{self.peer!r} sent a frame of kind {kind} one way"))
+                return
+            shared.counters.messages_received += 1
+            shared.counters.bytes_received += len(body)
+            if not self._opened(body):
+                return
+            handler = shared.handler
+            if handler is None:
+                continue
+            try:
+                answer = handler(self.peer, body, self.sender)
+            except Exception:
+                shared.counters.errors += 1
+                continue
+            if answer is not None and not isinstance(answer, bytes):
+                shared.spawn(self._answer_later(None, answer))
+            if self._gone:
+                return
+
+    def _stream_reset(self, stream_id: int) -> None:
+        self._drop_inbound(stream_id)
+        self._fail_pending(stream_id, PeerUnavailable(f"{self.peer!r} refused the request"))
+
+    def _fail_pending(self, stream_id: int, error: Exception) -> None:
+        future = self.pending.pop(stream_id, None)
+        if future is not None and not future.done():
+            future.set_exception(error)
+
+    # -- frames out --------------------------------------------------------------------
+
+    def request(self, payload: bytes, future: asyncio.Future[bytes]) -> int:
+        """Open a stream carrying ``payload``; its answer resolves ``future``."""
+        stream_id = self.quic.get_next_available_stream_id()
+        self.pending[stream_id] = future
+        self.quic.send_stream_data(stream_id, payload, end_stream=True)
+        self._wrote(len(payload))
+        self.soon()
+        return stream_id
+
+    def abandon(self, stream_id: int) -> None:
+        """Give up on a request (its time-out): the stream is reset both ways."""
+        self.pending.pop(stream_id, None)
+        self._forget(stream_id)
+
+    def _forget(self, stream_id: int) -> None:
+        self._drop_inbound(stream_id)
+        if self._gone:
+            return
+        with contextlib.suppress(Exception):
+            self.quic.stop_stream(stream_id, APP_ERROR)
+        with contextlib.suppress(Exception):
+            self.quic.reset_stream(stream_id, APP_ERROR)
+        self.soon()
+
+    def one_way(self, payload: bytes) -> None:
+        """Queue ``payload`` on the one-way stream (opened at the first)."""
+        stream_id = self._one_way_out
+        if stream_id is None:
+            stream_id = self._one_way_out = self.quic.get_next_available_stream_id(
+                is_unidirectional=True
+            )
+        self.quic.send_stream_data(stream_id, head(ONE_WAY, 0, len(payload)) + payload)
+        self._wrote(len(payload))
+        self.soon()
+
+    @property
+    def full(self) -> bool:
+        """Whether more than ``max_output_buffer_bytes`` wait for the peer to take them."""
+        if self._queued <= self.shared.max_output_buffer_bytes:
+            return False
+        self._queued = self._unacked()
+        return self._queued > self.shared.max_output_buffer_bytes
+
+    def _wrote(self, size: int) -> None:
+        self._queued += size
+        if self._queued > self.shared.max_output_buffer_bytes and self.full:
+            self.shared.counters.slow_reader_cuts += 1
+            self._cut(
+                PeerUnavailable(
+                    f"{self.peer!r} left more than {self.shared.max_output_buffer_bytes} bytes "
+                    "unread (network.max_output_buffer_bytes)"
+                )
+            )
+        elif self._watch is None and not self._gone:
+            self._watch_later(self.shared.write_timeout / 2)
+
+    def unsent(self) -> int:
+        """Bytes written and not yet acknowledged by the peer."""
+        return 0 if self._gone else self._unacked()
+
+    def _unacked(self) -> int:
+        """Bytes written to streams and not yet acknowledged by the peer (aioquic's buffers)."""
+        total = 0
+        for stream in self.quic._streams.values():
+            sender = stream.sender
+            total += sender._buffer_stop - sender._buffer_start
+        return total
+
+    # -- the watch: handshake, slow frames, slow readers -------------------------------
+
+    def _watch_later(self, delay: float) -> None:
+        if self._watch is None and not self._gone:
+            self._watch = self._loop.call_later(max(delay, 0.01), self._check)
+
+    def _check(self) -> None:
+        self._watch = None
+        if self._gone:
+            return
+        shared = self.shared
+        now = self._loop.time()
+        if not self.ready.done():
+            self.close("no handshake in time")
+            self._fail(
+                PeerUnavailable(
+                    f"cannot connect to {self.peer!r}: no QUIC handshake within "
+                    f"{shared.dial_timeout:g}s (network.timeout)"
+                )
+            )
+            return
+        oldest = min((i.started for i in self._inbound.values()), default=None)
+        for reader in self._one_way_in.values():
+            if reader.started is not None:
+                oldest = reader.started if oldest is None else min(oldest, reader.started)
+        if oldest is not None and now - oldest >= shared.read_timeout:
+            shared.counters.slow_frame_cuts += 1
+            self._cut(
+                PeerTimeout(
+                    f"{self.peer!r} did not complete a frame within {shared.read_timeout:g}s "
+                    "of its first byte (network.read_timeout)"
+                )
+            )
+            return
+        self._queued = unacked = self._unacked()
+        if unacked:
+            if unacked != self._last_acked:
+                self._stalled_since = now
+            elif self._stalled_since is not None and (
+                now - self._stalled_since >= shared.write_timeout
+            ):
+                shared.counters.slow_reader_cuts += 1
+                self._cut(
+                    PeerUnavailable(
+                        f"{self.peer!r} took nothing for {shared.write_timeout:g}s "
+                        "(network.write_timeout)"
+                    )
+                )
+                return
+        else:
+            self._stalled_since = None
+        self._last_acked = unacked
+        if unacked or oldest is not None:
+            wait = min(shared.read_timeout, shared.write_timeout) / 2
+            self._watch_later(wait)
+
+    # -- closing -----------------------------------------------------------------------
+
+    def close(self, reason: str = "") -> None:
+        """Close the link (a CONNECTION_CLOSE to the peer); pending requests fail."""
+        if self._gone:
+            return
+        code = QuicErrorCode.NO_ERROR if not reason else APP_ERROR
+        self.quic.close(error_code=code, reason_phrase=reason[:200])
+        self.transmit()
+        self._fail(self.failure or PeerUnavailable(f"connection to {self.peer!r} closed"))
+
+    def _cut(self, error: Exception) -> None:
+        """Close for a broken promise of the peer's (counted by the caller or here)."""
+        if self._gone:
+            return
+        self.shared.counters.errors += 1
+        self.failure = error
+        self.close(str(error))
+
+    def _fail(self, error: Exception) -> None:
+        """The link is gone: fail what waits on it, give its buffers back."""
+        if self._gone:
+            return
+        self._gone = True
+        self.failure = self.failure or error
+        shared = self.shared
+        shared.links.discard(self)
+        shared.inbound -= self._held
+        self._held = 0
+        self._inbound.clear()
+        self._one_way_in.clear()
+        for handle in (self._timer, self._soon, self._watch):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._soon = self._watch = None
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(self.failure)
+        self.pending.clear()
+        if not self.ready.done():
+            self.ready.set_exception(self.failure)
+            self.ready.exception()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        for cid in list(self.cids):
+            self.on_cid(self, cid, False)
+        if self._send is None and self._udp is not None:
+            self._udp.close()
+
+    @property
+    def gone(self) -> bool:
+        """Whether the link is closed."""
+        return self._gone
+
+
+class Listener(asyncio.DatagramProtocol):
+    """The accepting socket: routes datagrams to links by connection id, makes new links.
+
+    :param shared: the transport's shared state.
+    :param configuration: the server configuration (``_tls.configurations``).
+    """
+
+    def __init__(self, shared: Shared, configuration: QuicConfiguration) -> None:
+        self.shared = shared
+        self.configuration = configuration
+        self._links: dict[bytes, Link] = {}
+        self._udp: asyncio.DatagramTransport | None = None
+        #: Resolved when the socket is closed (its port free again).
+        self.stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._udp = cast(asyncio.DatagramTransport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.stopped.done():
+            self.stopped.set_result(None)
+
+    def _sendto(self, data: bytes, addr: NetworkAddress) -> None:
+        if self._udp is not None:
+            self._udp.sendto(data, addr)
+
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        link = self._links.get(data[1 : 1 + self.configuration.connection_id_length])
+        if link is not None and not data[0] & 0x80:  # a short header: the common case
+            link.datagram_received(data, addr)
+            return
+        try:
+            header = pull_quic_header(
+                Buffer(data=data), host_cid_length=self.configuration.connection_id_length
+            )
+        except ValueError:
+            self.shared.counters.errors += 1
+            return
+        link = self._links.get(header.destination_cid)
+        if link is None:
+            if (
+                self.shared.closed
+                or header.packet_type != QuicPacketType.INITIAL
+                or len(data) < _SMALLEST_INITIAL
+                or header.version not in self.configuration.supported_versions
+            ):
+                self.shared.counters.errors += 1
+                return
+            if sum(1 for li in self.shared.links if not li.ready.done()) >= MAX_HALF_OPEN:
+                self.shared.counters.errors += 1
+                return
+            quic = _AcceptingQuic(
+                configuration=self.configuration,
+                original_destination_connection_id=header.destination_cid,
+            )
+            host, port = addr[0], addr[1]
+            peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            link = Link(self.shared, quic, peer, dialled=False, send=self._sendto)
+            link.on_cid = self._route
+            self._route(link, header.destination_cid, True)
+            self._route(link, quic.host_cid, True)
+            link._watch_later(self.shared.dial_timeout)
+        link.datagram_received(data, addr)
+
+    def _route(self, link: Link, cid: bytes, issued: bool) -> None:
+        if issued:
+            if not link.gone:
+                self._links[cid] = link
+                link.cids.add(cid)
+        else:
+            if self._links.get(cid) is link:
+                del self._links[cid]
+            link.cids.discard(cid)
+
+    def close(self) -> None:
+        """Stop listening."""
+        if self._udp is not None:
+            self._udp.close()
+
+
+class _AcceptingQuic(QuicConnection):
+    """The accepting side's aioquic connection, which asks the dialler for its certificate."""
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        self.tls._request_client_certificate = True
+
+
+def new_cid() -> bytes:
+    """A random connection id (the dialler's, for its first packets)."""
+    return os.urandom(8)
