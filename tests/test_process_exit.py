@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from gridkv.api.process import EXIT_CLOSE_TIMEOUT
 from gridkv.testing.cluster import ProcessCluster
-from gridkv.testing.transports import node_options, transport_under_test
+from gridkv.testing.transports import network_options, node_options, transport_under_test
 
 TRANSPORT = transport_under_test()
 KEYS = 3000
@@ -101,6 +101,7 @@ def test_a_process_that_exits_without_close_drains_its_batches_and_leaves() -> N
             **options,
             "local_node_id": "exit-child",
             "local_address": "127.0.0.1:0",
+            "network": network_options("exit-child"),
             "seed_addrs": [parent.address],
             "auth": cluster.options["auth"],
             "log": {"level": "warning"},

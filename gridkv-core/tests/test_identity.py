@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from gridkv import AuthenticationError, ConfigError, Options
 from gridkv.cli import main
-from gridkv.security.certs import create_cluster_certs
+from gridkv.security.certs import add_node_certs, create_cluster_certs
 from gridkv.security.identity import Identity, decode_key, encode_key, new_secret, verify
 from gridkv.security.trust import CATrust, KeyListTrust, SecretTrust, parse_key_list, trust_root
 
@@ -191,6 +191,21 @@ def test_certs_create_never_overwrites_a_key(tmp_path: Path) -> None:
     assert (tmp_path / "ca.key").read_bytes() == before
     with pytest.raises(ConfigError, match="cannot name a certificate file"):
         create_cluster_certs(str(tmp_path / "x"), ["../n1"])
+
+
+def test_certs_add_issues_more_nodes_from_the_same_ca(tmp_path: Path) -> None:
+    create_cluster_certs(str(tmp_path), ["n1"])
+    add_node_certs(str(tmp_path), ["n2"])
+    n1_trust, _ = ca_trust(tmp_path, "n1")
+    n2_trust, n2 = ca_trust(tmp_path, "n2")
+    n1_trust.check("n2", n2.public_key, n2_trust.credential(n2))
+    assert mode(tmp_path / "n2.key") == 0o600
+    with pytest.raises(ConfigError, match=r"already holds n2.key, n2.crt"):
+        add_node_certs(str(tmp_path), ["n2"])
+    with pytest.raises(ConfigError, match="holds no usable CA"):
+        add_node_certs(str(tmp_path / "empty"), ["n3"])
+    assert main(["certs", "add", "--out", str(tmp_path), "--nodes", "n3"]) == 0
+    assert (tmp_path / "n3.crt").exists()
 
 
 # -- configuration and commands --------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The ``gridkv`` command line: ``demo``, ``keys new``, ``certs create`` and ``version``."""
+"""The ``gridkv`` command line: ``demo``, ``keys new``, ``certs create``/``add``, ``version``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from gridkv.base.config import load_config
 from gridkv.base.errors import GridKVError
 from gridkv.base.options import Options
 from gridkv.node import version
-from gridkv.security.certs import create_cluster_certs
+from gridkv.security.certs import add_node_certs, create_cluster_certs
 from gridkv.security.identity import Identity, new_secret
 
 __all__ = ["main"]
@@ -153,8 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     create = certs_sub.add_parser(
         "create", help="write DIR/ca.crt, DIR/ca.key and DIR/<node>.crt, DIR/<node>.key"
     )
-    create.add_argument("--out", required=True, help="the directory to write into")
-    create.add_argument("--nodes", required=True, help="node ids, comma-separated: n1,n2,n3")
+    add = certs_sub.add_parser(
+        "add", help="write DIR/<node>.crt, DIR/<node>.key for more nodes, from DIR's CA"
+    )
+    for command in (create, add):
+        command.add_argument("--out", required=True, help="the directory to write into")
+        command.add_argument("--nodes", required=True, help="node ids, comma-separated: n1,n2,n3")
     sub.add_parser("version", help="print the installed version")
     args = parser.parse_args(argv)
     try:
@@ -164,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _keys_new(args.pair)
         if args.command == "certs":
             nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
+            if args.certs_command == "add":
+                add_node_certs(args.out, nodes)
+                print(f"wrote {args.out}/ a .crt and .key for {', '.join(nodes)}")
+                return 0
             create_cluster_certs(args.out, nodes)
             print(f"wrote {args.out}/ca.crt, ca.key and a .crt and .key for {', '.join(nodes)}")
             return 0

@@ -155,10 +155,13 @@ class Link(asyncio.DatagramProtocol):
         self._timer_at: float | None = None
         self._soon: asyncio.Handle | None = None
         self._watch: asyncio.TimerHandle | None = None
-        #: Bytes handed to aioquic and not yet known to be taken by the peer.
+        #: Bytes handed to aioquic and not yet known to be taken by the peer (a bound).
         self._queued = 0
-        self._stalled_since: float | None = None
-        self._last_acked = -1
+        #: Bytes handed to aioquic in all, and how many of them the peer had acknowledged
+        #: at the last check (when that last grew: progress).
+        self._written = 0
+        self._acked = 0
+        self._progress_at = self._loop.time()
         #: Loop time of the last packet received (keep-alive and idle checks).
         self.heard = self._loop.time()
         #: Connection ids the listener routes to this link.
@@ -247,7 +250,13 @@ class Link(asyncio.DatagramProtocol):
                 self._stream_reset(event.stream_id)
             elif isinstance(event, events.ConnectionTerminated):
                 reason = event.reason_phrase or f"QUIC error {event.error_code:#x}"
-                self._fail(PeerUnavailable(f"{self.peer!r} closed the connection: {reason}"))
+                if self.ready.done():
+                    error = PeerUnavailable(f"{self.peer!r} closed the connection: {reason}")
+                else:  # either side's TLS refused the other (or the ALPN)
+                    error = PeerUnavailable(
+                        f"cannot connect to {self.peer!r}: the handshake failed ({reason})"
+                    )
+                self._fail(error)
                 return
             elif isinstance(event, events.ConnectionIdIssued):
                 self.on_cid(self, event.connection_id, True)
@@ -281,8 +290,8 @@ class Link(asyncio.DatagramProtocol):
             if shared.handshake is not None:
                 shared.handshake.refusal(exc)  # counted with the authenticator's refusals
             shared.counters.errors += 1
+            self.failure = PeerUnavailable(f"cannot connect to {self.peer!r}: {exc}")
             self.close(str(exc))
-            self._fail(PeerUnavailable(f"cannot connect to {self.peer!r}: {exc}"))
             return
         self._checked = True
         if not self.ready.done():
@@ -539,6 +548,7 @@ class Link(asyncio.DatagramProtocol):
         return self._queued > self.shared.max_output_buffer_bytes
 
     def _wrote(self, size: int) -> None:
+        self._written += size
         self._queued += size
         if self._queued > self.shared.max_output_buffer_bytes and self.full:
             self.shared.counters.slow_reader_cuts += 1
@@ -598,23 +608,21 @@ class Link(asyncio.DatagramProtocol):
             )
             return
         self._queued = unacked = self._unacked()
-        if unacked:
-            if unacked != self._last_acked:
-                self._stalled_since = now
-            elif self._stalled_since is not None and (
-                now - self._stalled_since >= shared.write_timeout
-            ):
-                shared.counters.slow_reader_cuts += 1
-                self._cut(
-                    PeerUnavailable(
-                        f"{self.peer!r} took nothing for {shared.write_timeout:g}s "
-                        "(network.write_timeout)"
-                    )
+        acked = self._written - unacked
+        if acked != self._acked or not unacked:
+            self._acked = acked
+            self._progress_at = now
+        elif now - self._progress_at >= shared.write_timeout:
+            # Data waits and the peer took none of it: it stopped reading, or it is gone
+            # (a killed peer answers nothing, not even a reset).
+            shared.counters.slow_reader_cuts += 1
+            self._cut(
+                PeerUnavailable(
+                    f"{self.peer!r} took nothing for {shared.write_timeout:g}s "
+                    "(network.write_timeout)"
                 )
-                return
-        else:
-            self._stalled_since = None
-        self._last_acked = unacked
+            )
+            return
         if unacked or oldest is not None:
             wait = min(shared.read_timeout, shared.write_timeout) / 2
             self._watch_later(wait)

@@ -35,6 +35,7 @@ import random
 from typing import TYPE_CHECKING
 
 from aioquic.quic.connection import QuicConnection
+from cryptography.hazmat.primitives.serialization import Encoding
 from gridkv.base.errors import ConfigError, PeerTimeout, PeerUnavailable, ShuttingDown
 from gridkv.transport.base import Handler, Handshake, TransportStats, check_outbound
 
@@ -175,8 +176,9 @@ class QuicTransport:
     async def start(self, handler: Handler, handshake: Handshake | None = None) -> bool:
         """Listen on the bind address (UDP); inbound frames go to ``handler``.
 
-        :param handshake: the authenticator's; taken over when it binds certificates to
-            node ids (a CA trust root), left to the security layer otherwise.
+        :param handshake: the authenticator's; taken over when its trust root is the CA of
+            this node's TLS certificate (then a certificate names its node's id), left to the
+            security layer otherwise.
         :returns: whether the transport authenticates the peers itself (frames then reach
             ``handler`` with the sender's node id).
         :raises PeerUnavailable: the address cannot be listened on.
@@ -185,7 +187,13 @@ class QuicTransport:
         if shared.closed:
             raise ShuttingDown(f"quic transport {shared.address!r} is closed")
         shared.handler = handler
-        shared.handshake = handshake if handshake and handshake.binds_certificates else None
+        own = self._server_config.certificate
+        binds = (
+            handshake is not None
+            and own is not None
+            and handshake.binds_certificate(own.public_bytes(Encoding.DER))
+        )
+        shared.handshake = handshake if binds else None
         host, port = split_address(self._bind)
         loop = asyncio.get_running_loop()
         listener = Listener(shared, self._server_config)
@@ -344,13 +352,19 @@ class QuicTransport:
         future: asyncio.Future[bytes] = loop.create_future()
         shared.counters.requests_sent += 1
         shared.counters.bytes_sent += len(payload)
+        sent_at = loop.time()
         stream_id = link.request(payload, future)
-        timer = loop.call_later(max(wait - (loop.time() - start), 0.0), _expire, future)
+        timer = loop.call_later(max(wait - (sent_at - start), 0.0), _expire, future)
         try:
             return await future
         except TimeoutError:
             shared.counters.errors += 1
-            link.abandon(stream_id)
+            if link.heard < sent_at:
+                # Not even an acknowledgement since: the peer is gone (killed, or restarted
+                # and deaf to this link). The next request dials again.
+                link.close("no packet from the peer while a request waited")
+            else:
+                link.abandon(stream_id)
             raise PeerTimeout(f"{address!r} did not answer within {wait:g}s") from None
         except (PeerUnavailable, ShuttingDown):
             shared.counters.errors += 1

@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gridkv.base.errors import ConfigError
 
-__all__ = ["create_cluster_certs", "CA_DAYS", "NODE_DAYS"]
+__all__ = ["add_node_certs", "create_cluster_certs", "CA_DAYS", "NODE_DAYS"]
 
 #: Validity of the CA certificate, in days.
 CA_DAYS = 3650
@@ -58,11 +58,7 @@ def _alt_names(node_id: str) -> list[x509.GeneralName]:
     return names
 
 
-def create_cluster_certs(out: str, nodes: list[str], ca_name: str = "gridkv cluster CA") -> None:
-    """Write ``ca.crt``, ``ca.key`` and ``<node>.crt``, ``<node>.key`` per node into ``out``.
-
-    :raises ConfigError: no node, a node id unusable as a file name, or a file that exists.
-    """
+def _check_nodes(nodes: list[str]) -> None:
     if not nodes:
         raise ConfigError("--nodes: name at least one node id")
     for node in nodes:
@@ -70,16 +66,33 @@ def create_cluster_certs(out: str, nodes: list[str], ca_name: str = "gridkv clus
             raise ConfigError(f"--nodes: {node!r} cannot name a certificate file")
     if len(set(nodes)) != len(nodes):
         raise ConfigError("--nodes: a node id is listed twice")
-    directory = Path(out)
-    names = ["ca.key", "ca.crt"] + [f"{n}{ext}" for n in nodes for ext in (".key", ".crt")]
+
+
+def _refuse_taken(directory: Path, names: list[str]) -> None:
     taken = [name for name in names if (directory / name).exists()]
     if taken:
         raise ConfigError(
-            f"{out!r} already holds {', '.join(taken)}; gridkv never overwrites a key or "
-            "certificate (choose another --out)"
+            f"{str(directory)!r} already holds {', '.join(taken)}; gridkv never overwrites a "
+            "key or certificate (choose another --out)"
         )
+
+
+def _start() -> datetime.datetime:
+    """A validity start a few minutes back (clocks of a cluster differ a little)."""
+    return datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+
+
+def create_cluster_certs(out: str, nodes: list[str], ca_name: str = "gridkv cluster CA") -> None:
+    """Write ``ca.crt``, ``ca.key`` and ``<node>.crt``, ``<node>.key`` per node into ``out``.
+
+    :raises ConfigError: no node, a node id unusable as a file name, or a file that exists.
+    """
+    _check_nodes(nodes)
+    directory = Path(out)
+    names = ["ca.key", "ca.crt"] + [f"{n}{ext}" for n in nodes for ext in (".key", ".crt")]
+    _refuse_taken(directory, names)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    now = _start()
     ca_key = Ed25519PrivateKey.generate()
     ca_cert = (
         x509.CertificateBuilder()
@@ -108,6 +121,34 @@ def create_cluster_certs(out: str, nodes: list[str], ca_name: str = "gridkv clus
     )
     _write(directory / "ca.key", _pem_key(ca_key), private=True)
     _write(directory / "ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM), private=False)
+    _issue(directory, nodes, ca_key, ca_cert)
+
+
+def add_node_certs(out: str, nodes: list[str]) -> None:
+    """Write ``<node>.crt``, ``<node>.key`` for more nodes, signed by the CA in ``out``.
+
+    ``out`` holds ``ca.crt`` and ``ca.key`` as :func:`create_cluster_certs` wrote them.
+
+    :raises ConfigError: no node, a node id unusable as a file name, a file that exists, or
+        no CA in ``out``.
+    """
+    _check_nodes(nodes)
+    directory = Path(out)
+    _refuse_taken(directory, [f"{n}{ext}" for n in nodes for ext in (".key", ".crt")])
+    try:
+        ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
+        ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{out!r} holds no usable CA (ca.key, ca.crt): {exc}") from None
+    if not isinstance(ca_key, Ed25519PrivateKey):
+        raise ConfigError(f"{out!r}: ca.key is not the Ed25519 key gridkv certs create writes")
+    _issue(directory, nodes, ca_key, ca_cert)
+
+
+def _issue(
+    directory: Path, nodes: list[str], ca_key: Ed25519PrivateKey, ca_cert: x509.Certificate
+) -> None:
+    now = _start()
     for node in nodes:
         key = Ed25519PrivateKey.generate()
         cert = (

@@ -337,11 +337,16 @@ class ConnectionHandshake:
         self._auth.count(error)
         return bytes([REFUSED]) + str(error).encode()[:200]
 
-    @property
-    def binds_certificates(self) -> bool:
-        """Whether the trust root is a CA (``auth.ca_file``): :meth:`tls_peer` vouches then."""
+    def binds_certificate(self, certificate: bytes) -> bool:
+        """Whether the trust root is a CA (``auth.ca_file``) that issued ``certificate``."""
         sessions = self._auth.sessions
-        return sessions is not None and isinstance(sessions.trust, CATrust)
+        if sessions is None or not isinstance(sessions.trust, CATrust):
+            return False
+        try:
+            sessions.trust.identify(certificate)
+        except AuthenticationError:
+            return False
+        return True
 
     def tls_peer(self, certificate: bytes, address: str) -> ConnectionGuard | None:
         """A guard for a TLS peer whose certificate the CA trust root issued; else ``None``.

@@ -32,6 +32,7 @@ from typing import Any, Self
 
 from gridkv.base import errors
 from gridkv.security.identity import new_secret
+from gridkv.testing.transports import tls_options
 
 __all__ = ["NodeProcess", "NodeProcessError", "ProcessCluster"]
 
@@ -272,6 +273,10 @@ class ProcessCluster:
                 "seed_addrs": seeds,
             },
         )
+        network = options.get("network") or {}
+        if network.get("type") == "quic" and not (network.get("ssl") or {}).get("cert_file"):
+            # Mutual TLS: each node gets its certificate from this process's test CA.
+            options = _merge(options, {"network": {"ssl": tls_options(f"{self.prefix}{index}")}})
         node = NodeProcess.spawn(options, self.log_dir)
         self._all.append(node)
         return node

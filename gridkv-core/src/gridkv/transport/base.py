@@ -114,13 +114,14 @@ class Handshake(Protocol):
         :raises AuthenticationError: refused by the peer, or the reply is not authentic.
         """
 
-    @property
-    def binds_certificates(self) -> bool:
-        """Whether :meth:`tls_peer` vouches for every peer its trust root issued a certificate.
+    def binds_certificate(self, certificate: bytes) -> bool:
+        """Whether :meth:`tls_peer` would vouch for a peer presenting ``certificate`` (DER).
 
-        That is a CA trust root, whose node certificates name their node ids. A transport
-        whose every connection is mutual TLS may then take the handshake over with no hellos
-        at all; otherwise it leaves the frames to the security layer.
+        True when this handshake's trust root is a CA that issued it, naming a node id. A
+        transport whose every connection is mutual TLS, and whose own TLS certificate binds
+        so, may take the handshake over with no hellos at all (its peers, whose certificates
+        come from the same CA, are vouched for); otherwise it leaves the frames to the
+        security layer.
         """
 
     def tls_peer(self, certificate: bytes, address: str) -> ConnectionGuard | None:
