@@ -16,22 +16,32 @@ nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
 CORE = "./gridkv-core"
-PLUGIN_DISTS = ["./gridkv-transport-tcp[uvloop]", "./gridkv-transport-quic", "./gridkv-metrics"]
+PLUGIN_DISTS = [
+    "./gridkv-transport-tcp[uvloop]",
+    "./gridkv-transport-quic[uvloop]",
+    "./gridkv-metrics",
+]
 TEST_DEPS = ["pytest>=8", "pytest-asyncio>=0.23", "hypothesis>=6.100"]
 
 # Transports the suites run over: the distributions each needs besides gridkv-core, and the
-# test directories it runs. "memory" lives in gridkv-core; "tcp" brings its own suite (its
-# conformance, TLS, and clusters of real processes) and runs the core suites over TCP too.
+# test directories it runs. "memory" lives in gridkv-core; "tcp" and "quic" bring their own
+# suites (conformance, TLS, hostile peers) and run the core suites and the clusters of real
+# processes over their network too (quic nodes get certificates of a test CA).
 TRANSPORTS: dict[str, dict[str, list[str]]] = {
     "memory": {"install": [], "paths": ["gridkv-core/tests", "tests"]},
     "tcp": {
         "install": ["./gridkv-transport-tcp[uvloop]", "cryptography>=42"],
         "paths": ["gridkv-core/tests", "gridkv-transport-tcp/tests", "tests"],
     },
+    "quic": {
+        "install": ["./gridkv-transport-quic[uvloop]"],
+        "paths": ["gridkv-core/tests", "gridkv-transport-quic/tests", "tests"],
+    },
 }
 # Plugin distributions that hold only their packaging so far; their entry-point tests run in
-# the "plugins" session.
-PACKAGING_ONLY = ["./gridkv-transport-quic", "./gridkv-metrics"]
+# the "plugins" session, with both transports installed (where network.type picks one).
+PACKAGING_ONLY = ["./gridkv-metrics"]
+BOTH_TRANSPORTS = ["./gridkv-transport-tcp[uvloop]", "./gridkv-transport-quic[uvloop]"]
 # The fuzz tests (marked "fuzz") of the wire codec, the config loader, the stream frame reader and
 # the authenticator's decoders,
 # and the inputs each tries in the "fuzz" session (the default run tries a few hundred).
@@ -97,9 +107,15 @@ def tests(session: nox.Session, transport: str) -> None:
 
 @nox.session(python=PYTHON)
 def plugins(session: nox.Session) -> None:
-    """Entry-point tests of the plugin distributions that hold only their packaging so far."""
-    session.install(CORE, *PACKAGING_ONLY, *TEST_DEPS)
-    session.run("pytest", *(p.removeprefix("./") + "/tests" for p in PACKAGING_ONLY))
+    """Every plugin distribution installed together: each one's entry point, and
+    ``network.type`` picking one of the two transports."""
+    session.install(CORE, *BOTH_TRANSPORTS, *PACKAGING_ONLY, *TEST_DEPS)
+    session.run(
+        "pytest",
+        *(p.removeprefix("./") + "/tests" for p in PACKAGING_ONLY),
+        "gridkv-transport-tcp/tests/test_entry_point.py",
+        "gridkv-transport-quic/tests/test_entry_point.py",
+    )
 
 
 @nox.session(python=PYTHON)

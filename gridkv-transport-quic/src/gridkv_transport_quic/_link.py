@@ -186,12 +186,16 @@ class Link(asyncio.DatagramProtocol):
         self._fail(PeerUnavailable(f"connection to {self.peer!r} lost"))
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        self.receive(data, addr)
+
+    def receive(self, data: bytes, addr: NetworkAddress) -> int:
+        """Take a datagram in; returns the datagrams sent in response."""
         if self._gone:
-            return
+            return 0
         self.heard = now = self._loop.time()
         self.quic.receive_datagram(data, addr, now)
         self._events()
-        self.transmit()
+        return self.transmit()
 
     def connect(self, addr: NetworkAddress) -> None:
         """Start the handshake (the dialler)."""
@@ -204,21 +208,22 @@ class Link(asyncio.DatagramProtocol):
         if self._soon is None and not self._gone:
             self._soon = self._loop.call_soon(self.transmit)
 
-    def transmit(self) -> None:
-        """Send what aioquic has to send; arm its timer."""
+    def transmit(self) -> int:
+        """Send what aioquic has to send; arm its timer. Returns the datagrams sent."""
         self._soon = None
         if self._gone:
-            return
+            return 0
         quic = self.quic
         send = self._send
+        datagrams = quic.datagrams_to_send(now=self._loop.time())
         if send is None:
             udp = self._udp
             if udp is None:
-                return
-            for data, _ in quic.datagrams_to_send(now=self._loop.time()):
+                return 0
+            for data, _ in datagrams:
                 udp.sendto(data)
         else:
-            for data, addr in quic.datagrams_to_send(now=self._loop.time()):
+            for data, addr in datagrams:
                 send(data, addr)
         timer_at = quic.get_timer()
         if self._timer is not None and self._timer_at != timer_at:
@@ -227,6 +232,7 @@ class Link(asyncio.DatagramProtocol):
         if self._timer is None and timer_at is not None:
             self._timer = self._loop.call_at(timer_at, self._on_timer)
         self._timer_at = timer_at
+        return len(datagrams)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -327,19 +333,14 @@ class Link(asyncio.DatagramProtocol):
         self._held += len(data)
         shared.inbound += len(data)
         if inbound.size > shared.max_frame_bytes:
-            shared.counters.errors += 1
-            self._drop_inbound(stream_id)
-            with contextlib.suppress(Exception):
-                self.quic.stop_stream(stream_id, APP_ERROR)
-                if not self.dialled:
-                    self.quic.reset_stream(stream_id, APP_ERROR)
-            self._fail_pending(
-                stream_id,
-                ProtocolError(
-                    f"{self.peer!r} answered with more than {shared.max_frame_bytes} bytes "
-                    "(network.max_frame_bytes)"
-                ),
+            # As a frame header over the limit does on tcp, it cuts the link.
+            what = "an answer" if self.dialled else "a request"
+            error = ProtocolError(
+                f"{self.peer!r} sent {what} of more than {shared.max_frame_bytes} bytes "
+                "(network.max_frame_bytes)"
             )
+            self._fail_pending(stream_id, error)
+            self._cut(PeerUnavailable(str(error)))
             return
         if shared.inbound > shared.max_inbound_buffer_bytes:
             shared.counters.inbound_full_cuts += 1
@@ -364,32 +365,35 @@ class Link(asyncio.DatagramProtocol):
             self._held -= inbound.size
             self.shared.inbound -= inbound.size
 
+    def _oversized(self, stream_id: int, body: bytes) -> bool:
+        """Whether a whole stream is over the frame limit (the link is cut then)."""
+        limit = self.shared.max_frame_bytes
+        if len(body) <= limit:
+            return False
+        what = "an answer" if self.dialled else "a request"
+        error = ProtocolError(
+            f"{self.peer!r} sent {what} of {len(body)} bytes, over {limit} "
+            "(network.max_frame_bytes)"
+        )
+        self._fail_pending(stream_id, error)
+        self._cut(PeerUnavailable(str(error)))
+        return True
+
     def _answer_arrived(self, stream_id: int, body: bytes) -> None:
+        if self._oversized(stream_id, body):
+            return
         future = self.pending.pop(stream_id, None)
         self.shared.counters.bytes_received += len(body)
-        if len(body) > self.shared.max_frame_bytes:
-            self.shared.counters.errors += 1
-            if future is not None and not future.done():
-                future.set_exception(
-                    ProtocolError(
-                        f"{self.peer!r} answered with {len(body)} bytes, over "
-                        f"{self.shared.max_frame_bytes} (network.max_frame_bytes)"
-                    )
-                )
-            return
         if future is not None and not future.done():
             future.set_result(body)
 
     def _request(self, stream_id: int, body: bytes) -> None:
+        if self._oversized(stream_id, body):
+            return
         shared = self.shared
         counters = shared.counters
         counters.requests_received += 1
         counters.bytes_received += len(body)
-        if len(body) > shared.max_frame_bytes:
-            counters.errors += 1
-            with contextlib.suppress(Exception):
-                self.quic.reset_stream(stream_id, APP_ERROR)
-            return
         if not self._opened(body):
             return
         handler = shared.handler
@@ -676,6 +680,10 @@ class Link(asyncio.DatagramProtocol):
         if self._send is None and self._udp is not None:
             self._udp.close()
 
+    def drop(self) -> None:
+        """Forget the link at once, telling the peer nothing."""
+        self._fail(PeerUnavailable(f"connection to {self.peer!r} dropped"))
+
     @property
     def gone(self) -> bool:
         """Whether the link is closed."""
@@ -740,10 +748,16 @@ class Listener(asyncio.DatagramProtocol):
             host, port = addr[0], addr[1]
             peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             link = Link(self.shared, quic, peer, dialled=False, send=self._sendto)
+            if not link.receive(data, addr):
+                # Not a client hello aioquic could read (it would answer one): no state kept.
+                self.shared.counters.errors += 1
+                link.drop()
+                return
             link.on_cid = self._route
             self._route(link, header.destination_cid, True)
             self._route(link, quic.host_cid, True)
             link._watch_later(self.shared.dial_timeout)
+            return
         link.datagram_received(data, addr)
 
     def _route(self, link: Link, cid: bytes, issued: bool) -> None:
