@@ -13,6 +13,7 @@ from aioquic.quic.connection import QuicConnection
 from gridkv import PeerUnavailable
 from gridkv.base.options import SslOptions
 from gridkv.testing.waiting import wait_until
+from gridkv.wire.framing import REQUEST, head
 from gridkv_transport_quic._link import Link, Shared
 from gridkv_transport_quic._tls import configurations
 from gridkv_transport_quic.transport import QuicTransport, split_address
@@ -75,7 +76,7 @@ async def test_a_request_over_the_frame_limit_is_refused_and_counted(
     try:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         link.request(bytes(100 * 1024), future)
-        with pytest.raises(PeerUnavailable, match="a request of more than 65536 bytes"):
+        with pytest.raises(PeerUnavailable, match="announced a frame of 102409 bytes"):
             await asyncio.wait_for(future, 5)
         assert server.stats().errors >= 1
         assert server.stats().connections == 0
@@ -95,7 +96,7 @@ async def test_a_request_that_never_ends_is_cut_at_the_read_timeout(
     link = await intruder(certs, server.local_address)
     try:
         stream = link.quic.get_next_available_stream_id()
-        link.quic.send_stream_data(stream, b"the start of a request and never its end")
+        link.quic.send_stream_data(stream, head(REQUEST, 1, 1000) + b"ten bytes.")
         link.transmit()
         await wait_until(lambda: server.stats().slow_frame_cuts == 1, timeout=5)
         await asyncio.wait_for(link.closed, 5)
@@ -113,9 +114,9 @@ async def test_unfinished_requests_past_the_inbound_budget_cut_the_link(
     await server.start(echo)
     link = await intruder(certs, server.local_address)
     try:
-        for _ in range(8):  # 8 x 64 KiB, none ended
+        for _ in range(8):  # 8 lanes with 64 KiB of a 100 KiB frame each
             stream = link.quic.get_next_available_stream_id()
-            link.quic.send_stream_data(stream, bytes(64 * 1024))
+            link.quic.send_stream_data(stream, head(REQUEST, 1, 100 * 1024) + bytes(64 * 1024))
         link.transmit()
         await wait_until(lambda: server.stats().inbound_full_cuts == 1, timeout=5)
         assert server.stats().partial_bytes == 0

@@ -19,8 +19,8 @@ one batch of datagrams write leaves with the acknowledgements for them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,7 +36,7 @@ from gridkv.base.errors import (
     ProtocolError,
 )
 from gridkv.transport.base import ConnectionGuard, Handler, Handshake, TransportCounters
-from gridkv.wire.framing import ONE_WAY, FrameReader, head
+from gridkv.wire.framing import ONE_WAY, REQUEST, RESPONSE, Frame, FrameReader, head
 
 from gridkv_transport_quic._tls import check_dialler
 
@@ -49,6 +49,13 @@ __all__ = ["Link", "Listener", "Shared"]
 APP_ERROR = 0x1
 #: The smallest datagram that may open a connection (RFC 9000, section 14.1).
 _SMALLEST_INITIAL = 1200
+#: Requests in flight on each lane before the dialler opens another lane.
+BUSY_LANE = 16
+#: Streams a dialler may have open towards the acceptor (its lanes and its one-way stream).
+MAX_LANES = 64
+#: Awaitable answers (handlers that could not answer at once) running for one link; past it,
+#: the link's further frames wait (within the inbound budget) until one finishes.
+MAX_ANSWERS_IN_PROGRESS = 256
 #: Links accepted at once whose handshake is not done (each holds a TLS state); more Initial
 #: packets are dropped until some finish or time out.
 MAX_HALF_OPEN = 256
@@ -98,17 +105,6 @@ class Shared:
         task.add_done_callback(self.tasks.discard)
 
 
-class _Inbound:
-    """A stream's bytes so far."""
-
-    __slots__ = ("parts", "size", "started")
-
-    def __init__(self, started: float) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.started = started
-
-
 class Link(asyncio.DatagramProtocol):
     """One QUIC connection.
 
@@ -117,6 +113,7 @@ class Link(asyncio.DatagramProtocol):
     :param peer: the address dialled (``host:port``), or the dialler's source address.
     :param dialled: this side dialled (it opens the streams).
     :param send: how datagrams leave (the dialler's own socket, or the listener's).
+    :param max_lanes: the dialler's request streams at most.
     """
 
     def __init__(
@@ -127,6 +124,7 @@ class Link(asyncio.DatagramProtocol):
         *,
         dialled: bool,
         send: Callable[[bytes, NetworkAddress], None] | None = None,
+        max_lanes: int = 4,
     ) -> None:
         self.shared = shared
         self.quic = quic
@@ -140,11 +138,20 @@ class Link(asyncio.DatagramProtocol):
         self.ready: asyncio.Future[None] = self._loop.create_future()
         #: Resolved when the link is gone.
         self.closed: asyncio.Future[None] = self._loop.create_future()
+        #: request id -> the answer awaited.
         self.pending: dict[int, asyncio.Future[bytes]] = {}
-        self._inbound: dict[int, _Inbound] = {}
+        self._ids = 0
+        #: The dialler's lanes: bidirectional streams carrying requests one way, answers back.
+        self._lanes: list[int] = []
+        self._max_lanes = max_lanes
+        #: stream id -> the frames coming in on it (lanes, and the one-way stream).
+        self._readers: dict[int, FrameReader] = {}
+        #: Bytes this link holds in the node's inbound budget.
         self._held = 0
         self._one_way_out: int | None = None
-        self._one_way_in: dict[int, FrameReader] = {}
+        #: Awaitable answers running, and the frames held back meanwhile beyond the limit.
+        self._answering = 0
+        self._backlog: deque[tuple[int, int, list[Frame], int]] = deque()
         self.guard: ConnectionGuard | None = None
         self.sender: str | None = None
         #: The handshake is done and the peer's certificate checked (and bound).
@@ -307,42 +314,49 @@ class Link(asyncio.DatagramProtocol):
             self._watch = None
 
     def _stream_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        """Bytes of a lane (a bidirectional stream) or of the one-way stream arrived."""
         kind = stream_id & 3  # 0: the dialler's bidirectional streams, 2: its one-way one
         if (kind and (self.dialled or kind != 2)) or not self._checked:
             # Streams are the dialler's alone, once the peer is checked.
             self._cut(PeerUnavailable(f"{self.peer!r} opened a stream it may not open"))
             return
-        if kind:
-            self._one_way(stream_id, data)
-            return
-        if self.dialled and stream_id not in self.pending:
-            return  # the answer to a request given up on (its stream was reset)
         shared = self.shared
-        inbound = self._inbound.get(stream_id)
-        if inbound is None:
-            if end and not self.dialled:  # a whole request in one piece: the common case
-                self._request(stream_id, data)
+        reader = self._readers.get(stream_id)
+        if reader is None:
+            if (kind and any(s & 3 for s in self._readers)) or len(self._readers) >= MAX_LANES:
+                self._cut(PeerUnavailable(f"{self.peer!r} opened more streams than it may"))
                 return
-            if end:
-                self._answer_arrived(stream_id, data)
-                return
-            inbound = self._inbound[stream_id] = _Inbound(self._loop.time())
-            self._watch_later(shared.read_timeout)
-        inbound.parts.append(data)
-        inbound.size += len(data)
-        self._held += len(data)
-        shared.inbound += len(data)
-        if inbound.size > shared.max_frame_bytes:
-            # As a frame header over the limit does on tcp, it cuts the link.
-            what = "an answer" if self.dialled else "a request"
-            error = ProtocolError(
-                f"{self.peer!r} sent {what} of more than {shared.max_frame_bytes} bytes "
-                "(network.max_frame_bytes)"
-            )
-            self._fail_pending(stream_id, error)
-            self._cut(PeerUnavailable(str(error)))
+            reader = self._readers[stream_id] = FrameReader(shared.max_frame_bytes)
+        before = reader.buffered
+        try:
+            frames = reader.feed(data, self._loop.time()) if data else []
+        except ProtocolError as exc:
+            self._cut(PeerUnavailable(f"{self.peer!r} broke the frame format: {exc}"))
             return
-        if shared.inbound > shared.max_inbound_buffer_bytes:
+        if not self._hold(reader.buffered - before):
+            return
+        if reader.buffered:
+            self._watch_later(shared.read_timeout)
+        if frames:
+            expected = ONE_WAY if kind else (RESPONSE if self.dialled else REQUEST)
+            if self._answering >= MAX_ANSWERS_IN_PROGRESS or self._backlog:
+                self._defer(stream_id, expected, frames)
+            else:
+                self._frames(stream_id, expected, frames)
+        if end and not self._gone:
+            # The peer ended a stream: what it left unfinished is dropped with it.
+            self._hold(-reader.buffered)
+            del self._readers[stream_id]
+
+    def _hold(self, size: int) -> bool:
+        """Account ``size`` more bytes held in the node's inbound budget.
+
+        :returns: False when that passes the budget and the link was cut for it.
+        """
+        shared = self.shared
+        self._held += size
+        shared.inbound += size
+        if size > 0 and shared.inbound > shared.max_inbound_buffer_bytes:
             shared.counters.inbound_full_cuts += 1
             self._cut(
                 PeerUnavailable(
@@ -350,187 +364,128 @@ class Link(asyncio.DatagramProtocol):
                     "of unfinished inbound frames (network.max_inbound_buffer_bytes)"
                 )
             )
-            return
-        if end:
-            body = b"".join(inbound.parts)
-            self._drop_inbound(stream_id)
-            if self.dialled:
-                self._answer_arrived(stream_id, body)
-            else:
-                self._request(stream_id, body)
-
-    def _drop_inbound(self, stream_id: int) -> None:
-        inbound = self._inbound.pop(stream_id, None)
-        if inbound is not None:
-            self._held -= inbound.size
-            self.shared.inbound -= inbound.size
-
-    def _oversized(self, stream_id: int, body: bytes) -> bool:
-        """Whether a whole stream is over the frame limit (the link is cut then)."""
-        limit = self.shared.max_frame_bytes
-        if len(body) <= limit:
             return False
-        what = "an answer" if self.dialled else "a request"
-        error = ProtocolError(
-            f"{self.peer!r} sent {what} of {len(body)} bytes, over {limit} "
-            "(network.max_frame_bytes)"
-        )
-        self._fail_pending(stream_id, error)
-        self._cut(PeerUnavailable(str(error)))
         return True
 
-    def _answer_arrived(self, stream_id: int, body: bytes) -> None:
-        if self._oversized(stream_id, body):
-            return
-        future = self.pending.pop(stream_id, None)
-        self.shared.counters.bytes_received += len(body)
-        if future is not None and not future.done():
-            future.set_result(body)
-
-    def _request(self, stream_id: int, body: bytes) -> None:
-        if self._oversized(stream_id, body):
-            return
+    def _frames(self, stream_id: int, expected: int, frames: list[Frame]) -> None:
+        """Deliver the frames of one stream (all of the kind the stream carries)."""
         shared = self.shared
         counters = shared.counters
-        counters.requests_received += 1
-        counters.bytes_received += len(body)
-        if not self._opened(body):
-            return
-        handler = shared.handler
-        if handler is None:
-            return
-        try:
-            answer = handler(self.peer, body, self.sender)
-        except Exception:
-            counters.errors += 1
-            return
-        if isinstance(answer, bytes):
-            self._answer(stream_id, answer)
-        elif answer is not None:
-            shared.spawn(self._answer_later(stream_id, answer))
-
-    def _opened(self, body: bytes) -> bool:
-        """Whether the guard still lets frames in (its lifetime); else the link is cut."""
-        guard = self.guard
-        if guard is None:
-            return True
-        try:
-            guard.open(body)
-        except AuthenticationError as exc:
-            self._cut(PeerUnavailable(f"{self.peer!r}: {exc}"))
-            return False
-        return True
-
-    def _answer(self, stream_id: int, answer: bytes) -> None:
-        if self._gone:
-            return
-        shared = self.shared
-        if len(answer) > shared.max_frame_bytes:
-            shared.counters.errors += 1
-            with contextlib.suppress(Exception):
-                self.quic.reset_stream(stream_id, APP_ERROR)
-            self.soon()
-            return
-        try:
-            self.quic.send_stream_data(stream_id, answer, end_stream=True)
-        except Exception:  # the stream was reset by the requester meanwhile
-            return
-        shared.counters.bytes_sent += len(answer)
-        self._wrote(len(answer))
-        self.soon()
-
-    async def _answer_later(self, stream_id: int | None, pending: Awaitable[bytes | None]) -> None:
-        """Await a handler's answer; send it on ``stream_id`` (``None``: a one-way frame's)."""
-        try:
-            answer = await pending
-        except Exception:
-            self.shared.counters.errors += 1
-            return
-        if answer is not None and stream_id is not None:
-            self._answer(stream_id, answer)
-
-    def _one_way(self, stream_id: int, data: bytes) -> None:
-        shared = self.shared
-        reader = self._one_way_in.get(stream_id)
-        if reader is None:
-            if self._one_way_in:
-                self._cut(PeerUnavailable(f"{self.peer!r} opened a second one-way stream"))
+        for kind, request_id, body in frames:
+            if kind != expected:
+                self._cut(PeerUnavailable(f"{self.peer!r} sent a frame of kind {kind} here"))
                 return
-            reader = self._one_way_in[stream_id] = FrameReader(shared.max_frame_bytes)
-        before = reader.buffered
-        try:
-            frames = reader.feed(data, self._loop.time())
-        except ProtocolError as exc:
-            self._cut(PeerUnavailable(f"{self.peer!r} broke the frame format: {exc}"))
-            return
-        self._held += reader.buffered - before
-        shared.inbound += reader.buffered - before
-        if reader.buffered:
-            if shared.inbound > shared.max_inbound_buffer_bytes:
-                shared.counters.inbound_full_cuts += 1
-                self._cut(
-                    PeerUnavailable(
-                        f"{self.peer!r} took the node past {shared.max_inbound_buffer_bytes} "
-                        "bytes of unfinished inbound frames (network.max_inbound_buffer_bytes)"
-                    )
-                )
-                return
-            self._watch_later(shared.read_timeout)
-        for kind, _, body in frames:
-            if kind != ONE_WAY:
-                self._cut(PeerUnavailable(f"{self.peer!r} sent a frame of kind {kind} one way"))
-                return
-            shared.counters.messages_received += 1
-            shared.counters.bytes_received += len(body)
-            if not self._opened(body):
-                return
+            counters.bytes_received += len(body)
+            if kind == RESPONSE:
+                future = self.pending.pop(request_id, None)
+                if future is not None and not future.done():
+                    future.set_result(body)
+                continue
+            if kind == REQUEST:
+                counters.requests_received += 1
+            else:
+                counters.messages_received += 1
+            guard = self.guard
+            if guard is not None:
+                try:
+                    guard.open(body)  # its lifetime (TLS protects the bytes)
+                except AuthenticationError as exc:
+                    self._cut(PeerUnavailable(f"{self.peer!r}: {exc}"))
+                    return
             handler = shared.handler
             if handler is None:
                 continue
             try:
                 answer = handler(self.peer, body, self.sender)
             except Exception:
-                shared.counters.errors += 1
+                counters.errors += 1
                 continue
-            if answer is not None and not isinstance(answer, bytes):
-                shared.spawn(self._answer_later(None, answer))
+            if isinstance(answer, bytes):
+                if kind == REQUEST:
+                    self._answer(stream_id, request_id, answer)
+            elif answer is not None:
+                self._answering += 1
+                reply_to = (stream_id, request_id) if kind == REQUEST else None
+                shared.spawn(self._answer_later(reply_to, answer))
             if self._gone:
                 return
 
-    def _stream_reset(self, stream_id: int) -> None:
-        self._drop_inbound(stream_id)
-        self._fail_pending(stream_id, PeerUnavailable(f"{self.peer!r} refused the request"))
+    def _defer(self, stream_id: int, expected: int, frames: list[Frame]) -> None:
+        """Hold frames back while :data:`MAX_ANSWERS_IN_PROGRESS` answers run.
 
-    def _fail_pending(self, stream_id: int, error: Exception) -> None:
-        future = self.pending.pop(stream_id, None)
-        if future is not None and not future.done():
-            future.set_exception(error)
+        They count in the inbound budget, so a peer cannot pile them up without bound.
+        """
+        size = sum(len(body) for _, _, body in frames)
+        if self._hold(size):
+            self._backlog.append((stream_id, expected, frames, size))
+
+    def _answer(self, stream_id: int, request_id: int, answer: bytes) -> None:
+        if self._gone:
+            return
+        shared = self.shared
+        if len(answer) > shared.max_frame_bytes:
+            shared.counters.errors += 1  # the requester times out, as for a failed handler
+            return
+        try:
+            self.quic.send_stream_data(stream_id, head(RESPONSE, request_id, len(answer)) + answer)
+        except Exception:  # the stream is gone (the peer reset it)
+            return
+        shared.counters.bytes_sent += len(answer)
+        self._wrote(len(answer))
+        self.soon()
+
+    async def _answer_later(
+        self, reply_to: tuple[int, int] | None, pending: Awaitable[bytes | None]
+    ) -> None:
+        """Await a handler's answer; send it where ``reply_to`` says (a request's lane)."""
+        try:
+            try:
+                answer = await pending
+            except Exception:
+                self.shared.counters.errors += 1
+                return
+            if answer is not None and reply_to is not None:
+                self._answer(*reply_to, answer)
+        finally:
+            self._answering -= 1
+            backlog = self._backlog
+            while backlog and self._answering < MAX_ANSWERS_IN_PROGRESS and not self._gone:
+                stream_id, expected, frames, size = backlog.popleft()
+                self._hold(-size)
+                self._frames(stream_id, expected, frames)
+
+    def _stream_reset(self, stream_id: int) -> None:
+        reader = self._readers.pop(stream_id, None)
+        if reader is not None:
+            self._hold(-reader.buffered)
+        if stream_id in self._lanes:  # a lane of ours: what waits on the link fails
+            self._cut(PeerUnavailable(f"{self.peer!r} reset a stream of requests"))
 
     # -- frames out --------------------------------------------------------------------
 
     def request(self, payload: bytes, future: asyncio.Future[bytes]) -> int:
-        """Open a stream carrying ``payload``; its answer resolves ``future``."""
-        stream_id = self.quic.get_next_available_stream_id()
-        self.pending[stream_id] = future
-        self.quic.send_stream_data(stream_id, payload, end_stream=True)
+        """Send ``payload`` as a request on a lane; its answer resolves ``future``.
+
+        Lanes are opened as requests pile up: one more whenever each has
+        :data:`BUSY_LANE` in flight, up to ``max_lanes``. Returns the request id.
+        """
+        self._ids += 1
+        request_id = self._ids
+        lanes = self._lanes
+        if not lanes or (
+            len(self.pending) >= BUSY_LANE * len(lanes) and len(lanes) < self._max_lanes
+        ):
+            lanes.append(self.quic.get_next_available_stream_id())
+        lane = lanes[request_id % len(lanes)]
+        self.pending[request_id] = future
+        self.quic.send_stream_data(lane, head(REQUEST, request_id, len(payload)) + payload)
         self._wrote(len(payload))
         self.soon()
-        return stream_id
+        return request_id
 
-    def abandon(self, stream_id: int) -> None:
-        """Give up on a request (its time-out): the stream is reset both ways."""
-        self.pending.pop(stream_id, None)
-        self._forget(stream_id)
-
-    def _forget(self, stream_id: int) -> None:
-        self._drop_inbound(stream_id)
-        if self._gone:
-            return
-        with contextlib.suppress(Exception):
-            self.quic.stop_stream(stream_id, APP_ERROR)
-        with contextlib.suppress(Exception):
-            self.quic.reset_stream(stream_id, APP_ERROR)
-        self.soon()
+    def abandon(self, request_id: int) -> None:
+        """Give up on a request (its time-out): a late answer is dropped."""
+        self.pending.pop(request_id, None)
 
     def one_way(self, payload: bytes) -> None:
         """Queue ``payload`` on the one-way stream (opened at the first)."""
@@ -598,8 +553,8 @@ class Link(asyncio.DatagramProtocol):
                 )
             )
             return
-        oldest = min((i.started for i in self._inbound.values()), default=None)
-        for reader in self._one_way_in.values():
+        oldest: float | None = None
+        for reader in self._readers.values():
             if reader.started is not None:
                 oldest = reader.started if oldest is None else min(oldest, reader.started)
         if oldest is not None and now - oldest >= shared.read_timeout:
@@ -660,8 +615,8 @@ class Link(asyncio.DatagramProtocol):
         shared.links.discard(self)
         shared.inbound -= self._held
         self._held = 0
-        self._inbound.clear()
-        self._one_way_in.clear()
+        self._readers.clear()
+        self._backlog.clear()
         for handle in (self._timer, self._soon, self._watch):
             if handle is not None:
                 handle.cancel()

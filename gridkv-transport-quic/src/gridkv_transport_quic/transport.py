@@ -81,6 +81,8 @@ class QuicTransport:
     :param max_inbound_buffer_bytes: bytes of unfinished inbound frames across links.
     :param reconnect_backoff: first wait after a failed dial before the next one.
     :param reconnect_max_backoff: longest such wait.
+    :param max_lanes: request streams per link at most (``network.max_conns``): one more is
+        opened whenever each has 16 requests in flight.
     """
 
     name = "quic"
@@ -101,8 +103,10 @@ class QuicTransport:
         max_inbound_buffer_bytes: int = 64 * 1024 * 1024,
         reconnect_backoff: float = 0.05,
         reconnect_max_backoff: float = 1.0,
+        max_lanes: int = 16,
     ) -> None:
         self._bind = bind or address
+        self.max_lanes = max_lanes
         self._server_config = server
         self._client_config = client
         self._shared = Shared(
@@ -161,6 +165,7 @@ class QuicTransport:
             max_inbound_buffer_bytes=net.max_inbound_buffer_bytes,
             reconnect_backoff=net.reconnect_backoff,
             reconnect_max_backoff=net.reconnect_max_backoff,
+            max_lanes=net.max_conns,
         )
 
     @property
@@ -288,7 +293,7 @@ class QuicTransport:
         family_v6 = _is_v6(host)
         try:
             _, link = await loop.create_datagram_endpoint(
-                lambda: Link(shared, quic, address, dialled=True),
+                lambda: Link(shared, quic, address, dialled=True, max_lanes=self.max_lanes),
                 remote_addr=(host, port),
                 local_addr=("::", 0) if family_v6 else ("0.0.0.0", 0),
             )
@@ -353,7 +358,7 @@ class QuicTransport:
         shared.counters.requests_sent += 1
         shared.counters.bytes_sent += len(payload)
         sent_at = loop.time()
-        stream_id = link.request(payload, future)
+        request_id = link.request(payload, future)
         timer = loop.call_later(max(wait - (sent_at - start), 0.0), _expire, future)
         try:
             return await future
@@ -364,14 +369,14 @@ class QuicTransport:
                 # and deaf to this link). The next request dials again.
                 link.close("no packet from the peer while a request waited")
             else:
-                link.abandon(stream_id)
+                link.abandon(request_id)
             raise PeerTimeout(f"{address!r} did not answer within {wait:g}s") from None
         except (PeerUnavailable, ShuttingDown):
             shared.counters.errors += 1
             raise
         finally:
             timer.cancel()
-            link.pending.pop(stream_id, None)
+            link.pending.pop(request_id, None)
 
     async def send(self, address: str, payload: bytes) -> None:
         """Send ``payload`` one way, in order after the earlier ones to ``address``.
