@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("gridkv_transport_tcp")
 
-from gridkv_transport_tcp._deadlines import Deadlines
+from gridkv.transport.deadlines import Deadlines
 
 
 async def test_a_deadline_fires_not_early_and_at_most_a_slice_late() -> None:

@@ -128,6 +128,10 @@ class Link(asyncio.DatagramProtocol):
     ) -> None:
         self.shared = shared
         self.quic = quic
+        # Acknowledge in the transmission that ends the loop turn, not 1 ms later by a timer
+        # (aioquic's default delay): the peer's congestion window waits for acknowledgements,
+        # and a delay per round of them caps the request rate of a link.
+        quic._ack_delay = 0.0
         self.peer = peer
         self.dialled = dialled
         self._loop = asyncio.get_running_loop()
@@ -149,6 +153,8 @@ class Link(asyncio.DatagramProtocol):
         #: Bytes this link holds in the node's inbound budget.
         self._held = 0
         self._one_way_out: int | None = None
+        #: stream id -> frames written this loop turn, handed to aioquic at its end.
+        self._out: dict[int, list[bytes]] = {}
         #: Awaitable answers running, and the frames held back meanwhile beyond the limit.
         self._answering = 0
         self._backlog: deque[tuple[int, int, list[Frame], int]] = deque()
@@ -193,10 +199,17 @@ class Link(asyncio.DatagramProtocol):
         self._fail(PeerUnavailable(f"connection to {self.peer!r} lost"))
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
-        self.receive(data, addr)
+        if self._gone:
+            return
+        self.heard = now = self._loop.time()
+        self.quic.receive_datagram(data, addr, now)
+        self._events()
+        # What the datagrams of this loop turn call for (acknowledgements, answers) leaves
+        # together, at its end.
+        self.soon()
 
     def receive(self, data: bytes, addr: NetworkAddress) -> int:
-        """Take a datagram in; returns the datagrams sent in response."""
+        """Take a datagram in and answer it at once; returns the datagrams sent."""
         if self._gone:
             return 0
         self.heard = now = self._loop.time()
@@ -221,6 +234,8 @@ class Link(asyncio.DatagramProtocol):
         if self._gone:
             return 0
         quic = self.quic
+        if self._out:
+            self._hand_over()
         send = self._send
         datagrams = quic.datagrams_to_send(now=self._loop.time())
         if send is None:
@@ -426,10 +441,7 @@ class Link(asyncio.DatagramProtocol):
         if len(answer) > shared.max_frame_bytes:
             shared.counters.errors += 1  # the requester times out, as for a failed handler
             return
-        try:
-            self.quic.send_stream_data(stream_id, head(RESPONSE, request_id, len(answer)) + answer)
-        except Exception:  # the stream is gone (the peer reset it)
-            return
+        self._queue(stream_id, head(RESPONSE, request_id, len(answer)) + answer)
         shared.counters.bytes_sent += len(answer)
         self._wrote(len(answer))
         self.soon()
@@ -478,10 +490,32 @@ class Link(asyncio.DatagramProtocol):
             lanes.append(self.quic.get_next_available_stream_id())
         lane = lanes[request_id % len(lanes)]
         self.pending[request_id] = future
-        self.quic.send_stream_data(lane, head(REQUEST, request_id, len(payload)) + payload)
+        self._queue(lane, head(REQUEST, request_id, len(payload)) + payload)
         self._wrote(len(payload))
         self.soon()
         return request_id
+
+    def _queue(self, stream_id: int, frame: bytes) -> None:
+        """Write ``frame`` on a stream with the others of this loop turn.
+
+        They are handed to aioquic together at the turn's end (:meth:`_hand_over`): its cost
+        is per call, not per byte.
+        """
+        parts = self._out.get(stream_id)
+        if parts is None:
+            self._out[stream_id] = [frame]
+        else:
+            parts.append(frame)
+
+    def _hand_over(self) -> None:
+        """Give aioquic the frames written on each stream since the last time."""
+        quic = self.quic
+        for stream_id, parts in self._out.items():
+            try:
+                quic.send_stream_data(stream_id, b"".join(parts))
+            except Exception:  # the peer reset the stream meanwhile: nothing to send
+                continue
+        self._out.clear()
 
     def abandon(self, request_id: int) -> None:
         """Give up on a request (its time-out): a late answer is dropped."""
@@ -494,7 +528,7 @@ class Link(asyncio.DatagramProtocol):
             stream_id = self._one_way_out = self.quic.get_next_available_stream_id(
                 is_unidirectional=True
             )
-        self.quic.send_stream_data(stream_id, head(ONE_WAY, 0, len(payload)) + payload)
+        self._queue(stream_id, head(ONE_WAY, 0, len(payload)) + payload)
         self._wrote(len(payload))
         self.soon()
 
@@ -522,7 +556,9 @@ class Link(asyncio.DatagramProtocol):
 
     def unsent(self) -> int:
         """Bytes written and not yet acknowledged by the peer."""
-        return 0 if self._gone else self._unacked()
+        if self._gone:
+            return 0
+        return self._unacked() + sum(len(p) for parts in self._out.values() for p in parts)
 
     def _unacked(self) -> int:
         """Bytes written to streams and not yet acknowledged by the peer (aioquic's buffers)."""
@@ -593,6 +629,8 @@ class Link(asyncio.DatagramProtocol):
         if self._gone:
             return
         code = QuicErrorCode.NO_ERROR if not reason else APP_ERROR
+        if self._out:
+            self._hand_over()
         self.quic.close(error_code=code, reason_phrase=reason[:200])
         self.transmit()
         self._fail(self.failure or PeerUnavailable(f"connection to {self.peer!r} closed"))

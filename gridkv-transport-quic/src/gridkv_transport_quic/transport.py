@@ -38,6 +38,7 @@ from aioquic.quic.connection import QuicConnection
 from cryptography.hazmat.primitives.serialization import Encoding
 from gridkv.base.errors import ConfigError, PeerTimeout, PeerUnavailable, ShuttingDown
 from gridkv.transport.base import Handler, Handshake, TransportStats, check_outbound
+from gridkv.transport.deadlines import Deadlines
 
 from gridkv_transport_quic._link import Link, Listener, Shared
 from gridkv_transport_quic._tls import IDLE_TIMEOUT, configurations
@@ -130,6 +131,8 @@ class QuicTransport:
         self._failures: dict[str, tuple[int, float, str]] = {}
         self._rng = random.Random(f"quic {address}")
         self._keepalive: asyncio.TimerHandle | None = None
+        #: The time-outs of the requests in flight, sharing timers.
+        self._deadlines = Deadlines()
 
     @classmethod
     def from_options(cls, options: Options) -> QuicTransport:
@@ -359,7 +362,7 @@ class QuicTransport:
         shared.counters.bytes_sent += len(payload)
         sent_at = loop.time()
         request_id = link.request(payload, future)
-        timer = loop.call_later(max(wait - (sent_at - start), 0.0), _expire, future)
+        slot = self._deadlines.add(loop, future, max(wait - (sent_at - start), 0.0))
         try:
             return await future
         except TimeoutError:
@@ -375,7 +378,7 @@ class QuicTransport:
             shared.counters.errors += 1
             raise
         finally:
-            timer.cancel()
+            self._deadlines.discard(slot, future)
             link.pending.pop(request_id, None)
 
     async def send(self, address: str, payload: bytes) -> None:
@@ -445,11 +448,6 @@ class QuicTransport:
             connections=len(self._shared.links),
             partial_bytes=self._shared.inbound,
         )
-
-
-def _expire(future: asyncio.Future[bytes]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 def _is_v6(host: str) -> bool:

@@ -31,7 +31,8 @@ connection is mutual TLS. Errors become GridKV errors: :class:`~gridkv.base.erro
 This module is the transport's face; the parts behind it, one job each:
 ``_connection`` (a connection's life and its frames in, the inbound limits), ``_output`` (its
 frames out, the output limits), ``_pool`` (pools, control lanes, dialling, back-off),
-``_shared`` (the limits, counters and budget they share), ``_addresses`` and ``_tls``.
+``_shared`` (the limits, counters and budget they share), ``_addresses`` and ``_tls``;
+request time-outs share timers (:mod:`gridkv.transport.deadlines`).
 """
 
 from __future__ import annotations
@@ -44,11 +45,11 @@ from typing import TYPE_CHECKING
 
 from gridkv.base.errors import ConfigError, PeerTimeout, PeerUnavailable, ShuttingDown
 from gridkv.transport.base import Handler, Handshake, TransportStats, check_outbound
+from gridkv.transport.deadlines import Deadlines
 from gridkv.wire.framing import ONE_WAY, REQUEST
 
 from gridkv_transport_tcp._addresses import split_address
 from gridkv_transport_tcp._connection import MAX_ANSWERS_IN_PROGRESS, Connection
-from gridkv_transport_tcp._deadlines import Deadlines
 from gridkv_transport_tcp._pool import MAX_REMEMBERED_FAILURES, Pool
 from gridkv_transport_tcp._shared import Shared
 from gridkv_transport_tcp._tls import ssl_contexts

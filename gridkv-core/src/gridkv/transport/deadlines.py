@@ -1,4 +1,4 @@
-"""Request time-outs that share their timers.
+"""Request time-outs that share their timers (for the network transports).
 
 A timer per request costs a heap push and an object on every round trip. Requests instead
 join the group of their deadline, rounded up to ``granularity`` seconds, and one timer per
@@ -15,7 +15,7 @@ __all__ = ["Deadlines"]
 
 
 class Deadlines:
-    """The deadlines of one transport's requests.
+    """The deadlines of one transport's requests (tcp's, quic's).
 
     :param granularity: seconds a deadline is rounded up to.
     """
