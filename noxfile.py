@@ -49,13 +49,14 @@ FUZZ_PATHS = ["gridkv-core/tests"]
 FUZZ_ENV = "GRIDKV_FUZZ_EXAMPLES"
 FUZZ_EXAMPLES = 100_000
 # Every benchmark docs/benchmarks.md describes, quickest first: one node, then memory, then
-# simulated clusters, then real processes over TCP.
+# simulated clusters, then real processes over TCP and QUIC.
 BENCHMARKS = [
     "local_ops",
     "memory",
     "membership",
     "replication",
     "cluster_tcp",
+    "cluster_quic",
     "attack_tcp",
     "hardening",
     "auth",
@@ -168,7 +169,7 @@ def bench(session: nox.Session) -> None:
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         session.error(f"no benchmark named {', '.join(unknown)}; there are {', '.join(BENCHMARKS)}")
-    session.install(CORE, "./gridkv-transport-tcp[uvloop]", "cachetools")
+    session.install(CORE, *BOTH_TRANSPORTS, "cachetools")
     for name in names or BENCHMARKS:
         session.run("python", f"bench/{name}.py", *flags)
 
