@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,13 @@ import pytest
 
 pytest.importorskip("gridkv_transport_quic")
 
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 from gridkv.base.options import SslOptions
 from gridkv.security.certs import create_cluster_certs
+from gridkv_transport_quic._link import Link, Shared
 from gridkv_transport_quic._tls import configurations
-from gridkv_transport_quic.transport import QuicTransport
+from gridkv_transport_quic.transport import QuicTransport, split_address
 
 NODES = ["a", "b", "c", "d", "e", "stranger"]
 
@@ -95,3 +98,40 @@ def make_quic(certs: Path) -> MakeQuic:
         return QuicTransport(address, server=server, client=client, ca_file=ssl.ca_file, **limits)
 
     return make
+
+
+#: ``dial(address, config=None, wait=True)``: a link dialled by hand with node ``e``'s trusted
+#: certificate (or ``config``), driven by the test as a hostile or foreign peer would.
+Intruder = Callable[..., Awaitable[Link]]
+
+
+@pytest.fixture
+def intruder(certs: Path) -> Intruder:
+    """Dials links by hand (see :data:`Intruder`)."""
+
+    async def dial(
+        address: str, config: QuicConfiguration | None = None, *, wait: bool = True
+    ) -> Link:
+        if config is None:
+            _, config = configurations(ssl_for(certs, "e"), max_frame_bytes=1 << 20)
+        shared = Shared(
+            "127.0.0.1:0",
+            dial_timeout=2,
+            read_timeout=60,
+            write_timeout=60,
+            max_frame_bytes=1 << 24,
+            max_output_buffer_bytes=1 << 26,
+            max_inbound_buffer_bytes=1 << 26,
+            ca_file=config.cafile or "",
+        )
+        host, port = split_address(address)
+        quic = QuicConnection(configuration=config)
+        _, link = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: Link(shared, quic, address, dialled=True), remote_addr=(host, port)
+        )
+        link.connect((host, port))
+        if wait:
+            await asyncio.wait_for(asyncio.shield(link.ready), 5)
+        return link
+
+    return dial

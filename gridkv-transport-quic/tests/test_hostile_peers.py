@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
-from aioquic.quic.connection import QuicConnection
 from gridkv import PeerUnavailable
-from gridkv.base.options import SslOptions
 from gridkv.testing.waiting import wait_until
 from gridkv.wire.framing import REQUEST, head
-from gridkv_transport_quic._link import Link, Shared
-from gridkv_transport_quic._tls import configurations
+from gridkv_transport_quic._link import Link
 from gridkv_transport_quic.transport import QuicTransport, split_address
 
 MakeQuic = Callable[..., QuicTransport]  # the make_quic fixture (conftest)
+Intruder = Callable[..., Awaitable[Link]]  # the intruder fixture (conftest)
 
 
 async def echo(peer: str, payload: bytes, sender: str | None) -> bytes:
@@ -27,35 +24,6 @@ async def echo(peer: str, payload: bytes, sender: str | None) -> bytes:
 
 async def big(peer: str, payload: bytes, sender: str | None) -> bytes:
     return bytes(256 * 1024) if payload == b"send me a lot" else b"echo:" + payload
-
-
-async def intruder(certs: Path, address: str) -> Link:
-    """A dialled link with node ``e``'s trusted certificate, driven by hand."""
-    ssl = SslOptions(
-        enabled=True,
-        cert_file=str(certs / "e.crt"),
-        key_file=str(certs / "e.key"),
-        ca_file=str(certs / "ca.crt"),
-    )
-    _, client = configurations(ssl, max_frame_bytes=1 << 20)
-    shared = Shared(
-        "127.0.0.1:0",
-        dial_timeout=2,
-        read_timeout=60,
-        write_timeout=60,
-        max_frame_bytes=1 << 24,
-        max_output_buffer_bytes=1 << 26,
-        max_inbound_buffer_bytes=1 << 26,
-        ca_file=ssl.ca_file,
-    )
-    host, port = split_address(address)
-    _, link = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: Link(shared, QuicConnection(configuration=client), address, dialled=True),
-        remote_addr=(host, port),
-    )
-    link.connect((host, port))
-    await asyncio.wait_for(asyncio.shield(link.ready), 5)
-    return link
 
 
 async def still_serves(make_quic: MakeQuic, server: QuicTransport) -> None:
@@ -68,11 +36,11 @@ async def still_serves(make_quic: MakeQuic, server: QuicTransport) -> None:
 
 
 async def test_a_request_over_the_frame_limit_is_refused_and_counted(
-    make_quic: MakeQuic, certs: Path
+    make_quic: MakeQuic, intruder: Intruder
 ) -> None:
     server = make_quic("a", max_frame_bytes=64 * 1024)
     await server.start(echo)
-    link = await intruder(certs, server.local_address)
+    link = await intruder(server.local_address)
     try:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         link.request(bytes(100 * 1024), future)
@@ -89,11 +57,11 @@ async def test_a_request_over_the_frame_limit_is_refused_and_counted(
 
 
 async def test_a_request_that_never_ends_is_cut_at_the_read_timeout(
-    make_quic: MakeQuic, certs: Path
+    make_quic: MakeQuic, intruder: Intruder
 ) -> None:
     server = make_quic("a", read_timeout=0.3)
     await server.start(echo)
-    link = await intruder(certs, server.local_address)
+    link = await intruder(server.local_address)
     try:
         stream = link.quic.get_next_available_stream_id()
         link.quic.send_stream_data(stream, head(REQUEST, 1, 1000) + b"ten bytes.")
@@ -108,11 +76,11 @@ async def test_a_request_that_never_ends_is_cut_at_the_read_timeout(
 
 
 async def test_unfinished_requests_past_the_inbound_budget_cut_the_link(
-    make_quic: MakeQuic, certs: Path
+    make_quic: MakeQuic, intruder: Intruder
 ) -> None:
     server = make_quic("a", max_inbound_buffer_bytes=256 * 1024)
     await server.start(echo)
-    link = await intruder(certs, server.local_address)
+    link = await intruder(server.local_address)
     try:
         for _ in range(8):  # 8 lanes with 64 KiB of a 100 KiB frame each
             stream = link.quic.get_next_available_stream_id()
@@ -126,10 +94,12 @@ async def test_unfinished_requests_past_the_inbound_budget_cut_the_link(
         await server.close()
 
 
-async def test_a_peer_that_never_reads_its_answers_is_cut(make_quic: MakeQuic, certs: Path) -> None:
+async def test_a_peer_that_never_reads_its_answers_is_cut(
+    make_quic: MakeQuic, intruder: Intruder
+) -> None:
     server = make_quic("a", write_timeout=0.5)
     await server.start(big)
-    link = await intruder(certs, server.local_address)
+    link = await intruder(server.local_address)
     try:
         # From now on the intruder takes nothing in: no acknowledgement, no flow credit.
         link.datagram_received = lambda data, addr: None  # type: ignore[method-assign]
@@ -144,7 +114,9 @@ async def test_a_peer_that_never_reads_its_answers_is_cut(make_quic: MakeQuic, c
         await server.close()
 
 
-async def test_a_second_one_way_stream_cuts_the_link(make_quic: MakeQuic, certs: Path) -> None:
+async def test_a_second_one_way_stream_cuts_the_link(
+    make_quic: MakeQuic, intruder: Intruder
+) -> None:
     got: list[bytes] = []
 
     def collect(peer: str, payload: bytes, sender: str | None) -> None:
@@ -152,7 +124,7 @@ async def test_a_second_one_way_stream_cuts_the_link(make_quic: MakeQuic, certs:
 
     server = make_quic("a")
     await server.start(collect)
-    link = await intruder(certs, server.local_address)
+    link = await intruder(server.local_address)
     try:
         link.one_way(b"first")
         await wait_until(lambda: got == [b"first"], timeout=5)
@@ -178,4 +150,125 @@ async def test_junk_datagrams_are_counted_and_dropped(make_quic: MakeQuic) -> No
         assert server.stats().connections == 0
         await still_serves(make_quic, server)
     finally:
+        await server.close()
+
+
+async def test_frames_held_back_behind_slow_answers_count_in_the_inbound_budget(
+    make_quic: MakeQuic, intruder: Intruder
+) -> None:
+    # 256 answers wait on the gate; the requests after them are held back, and empty ones
+    # are not free: a flood of them cuts the link at the budget.
+    gate = asyncio.Event()
+
+    async def slow(peer: str, payload: bytes, sender: str | None) -> bytes:
+        await gate.wait()
+        return b"late"
+
+    server = make_quic("a", max_inbound_buffer_bytes=64 * 1024)
+    await server.start(slow)
+    link = await intruder(server.local_address)
+    try:
+        stream = link.quic.get_next_available_stream_id()
+        empty = head(REQUEST, 1, 0)
+        for _ in range(10):
+            link.quic.send_stream_data(stream, empty * 1000)
+            link.transmit()
+            await asyncio.sleep(0.01)
+        await wait_until(lambda: server.stats().inbound_full_cuts == 1, timeout=5)
+        assert server.stats().partial_bytes == 0
+    finally:
+        gate.set()
+        link.close()
+        await server.close()
+
+
+async def test_stream_data_past_a_hole_counts_and_is_cut_at_the_read_timeout(
+    make_quic: MakeQuic, intruder: Intruder
+) -> None:
+    # The last byte of a megabyte, alone: aioquic holds the hole before it until it is filled.
+    server = make_quic("a", max_inbound_buffer_bytes=4 << 20, read_timeout=0.3)
+    await server.start(echo)
+    link = await intruder(server.local_address)
+    try:
+        stream = link.quic.get_next_available_stream_id()
+        size = 1 << 20
+        link.quic.send_stream_data(stream, bytes(size))
+        link.quic._streams[stream].sender._pending.subtract(0, size - 1)  # only the last byte
+        link.transmit()
+        await wait_until(lambda: server.stats().partial_bytes >= size - 1, timeout=5)
+        await wait_until(lambda: server.stats().slow_frame_cuts == 1, timeout=5)
+        assert server.stats().partial_bytes == 0
+        # Past the budget, at once: four links of a megabyte hole each against 2 MiB.
+        small = make_quic("b", max_inbound_buffer_bytes=2 << 20, read_timeout=30)
+        await small.start(echo)
+        others: list[Link] = []
+        try:
+            for _ in range(3):
+                other = await intruder(small.local_address)
+                others.append(other)
+                stream = other.quic.get_next_available_stream_id()
+                other.quic.send_stream_data(stream, bytes(size))
+                other.quic._streams[stream].sender._pending.subtract(0, size - 1)
+                other.transmit()
+            await wait_until(lambda: small.stats().inbound_full_cuts >= 1, timeout=5)
+        finally:
+            for other in others:
+                other.close()
+            await small.close()
+    finally:
+        link.close()
+        await server.close()
+
+
+def silence(transport: QuicTransport) -> None:
+    """The node behind ``transport`` stops: it hears nothing and says nothing (kill -9)."""
+    listener = transport._listener
+    assert listener is not None
+    listener.datagram_received = lambda data, addr: None  # type: ignore[method-assign]
+    for link in transport._shared.links:
+        link._send = lambda data, addr: None
+
+
+async def test_a_dead_peer_is_cut_at_the_write_timeout_while_frames_keep_going_to_it(
+    make_quic: MakeQuic,
+) -> None:
+    a = make_quic("a", write_timeout=0.5)
+    b = make_quic("b")
+    await a.start(echo)
+    await b.start(echo)
+    try:
+        assert await a.request(b.local_address, b"hi", 2) == b"echo:hi"
+        silence(b)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while not a.stats().slow_reader_cuts and loop.time() - start < 5:
+            # gossip every 50 ms: new frames are no progress of the peer's
+            await a.send(b.local_address, b"gossip")
+            await asyncio.sleep(0.05)
+        assert a.stats().slow_reader_cuts == 1
+        assert loop.time() - start < 1.5
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_an_unfinished_frame_is_cut_at_the_read_timeout_after_an_answer(
+    make_quic: MakeQuic, intruder: Intruder
+) -> None:
+    # An answer arms the write watch (write_timeout / 2 = 5 s); the frame deadline is sooner.
+    server = make_quic("a", read_timeout=0.3, write_timeout=10)
+    await server.start(echo)
+    link = await intruder(server.local_address)
+    loop = asyncio.get_running_loop()
+    try:
+        answer: asyncio.Future[bytes] = loop.create_future()
+        link.request(b"hello", answer)
+        assert await asyncio.wait_for(answer, 2) == b"echo:hello"
+        link.quic.send_stream_data(link._lanes[0], head(REQUEST, 9, 1000) + b"partial")
+        link.transmit()
+        start = loop.time()
+        await wait_until(lambda: server.stats().slow_frame_cuts == 1, timeout=5)
+        assert loop.time() - start < 1.0
+    finally:
+        link.close()
         await server.close()

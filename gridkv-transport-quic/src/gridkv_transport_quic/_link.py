@@ -56,6 +56,9 @@ MAX_LANES = 64
 #: Awaitable answers (handlers that could not answer at once) running for one link; past it,
 #: the link's further frames wait (within the inbound budget) until one finishes.
 MAX_ANSWERS_IN_PROGRESS = 256
+#: What a frame held back costs in the inbound budget besides its body (its header and the
+#: objects that hold it), so frames with empty bodies are not free.
+FRAME_COST = 96
 #: Links accepted at once whose handshake is not done (each holds a TLS state); more Initial
 #: packets are dropped until some finish or time out.
 MAX_HALF_OPEN = 256
@@ -147,7 +150,7 @@ class Link(asyncio.DatagramProtocol):
         self._ids = 0
         #: The dialler's lanes: bidirectional streams carrying requests one way, answers back.
         self._lanes: list[int] = []
-        self._max_lanes = max_lanes
+        self._max_lanes = max(1, min(max_lanes, MAX_LANES - 1))  # one more: the one-way one
         #: stream id -> the frames coming in on it (lanes, and the one-way stream).
         self._readers: dict[int, FrameReader] = {}
         #: Bytes this link holds in the node's inbound budget.
@@ -155,6 +158,14 @@ class Link(asyncio.DatagramProtocol):
         self._one_way_out: int | None = None
         #: stream id -> frames written this loop turn, handed to aioquic at its end.
         self._out: dict[int, list[bytes]] = {}
+        self._out_bytes = 0
+        #: Stream bytes aioquic delivered, and those it holds past holes (charged to the
+        #: budget, since when).
+        self._delivered = 0
+        self._gap = 0
+        self._gap_since: float | None = None
+        #: Closed by the acceptor before it sent anything: it refused this node.
+        self.refused = False
         #: Awaitable answers running, and the frames held back meanwhile beyond the limit.
         self._answering = 0
         self._backlog: deque[tuple[int, int, list[Frame], int]] = deque()
@@ -168,6 +179,7 @@ class Link(asyncio.DatagramProtocol):
         self._timer_at: float | None = None
         self._soon: asyncio.Handle | None = None
         self._watch: asyncio.TimerHandle | None = None
+        self._watch_at = 0.0
         #: Bytes handed to aioquic and not yet known to be taken by the peer (a bound).
         self._queued = 0
         #: Bytes handed to aioquic in all, and how many of them the peer had acknowledged
@@ -180,6 +192,8 @@ class Link(asyncio.DatagramProtocol):
         #: Connection ids the listener routes to this link.
         self.cids: set[bytes] = set()
         self.on_cid: Callable[[Link, bytes, bool], None] = lambda link, cid, issued: None
+        #: Told at once when the link is gone, before what waits on it learns it.
+        self.on_gone: Callable[[Link], None] = lambda link: None
         shared.links.add(self)
 
     # -- datagrams in and out ----------------------------------------------------------
@@ -191,9 +205,12 @@ class Link(asyncio.DatagramProtocol):
             self.remote = tuple(peername)
 
     def error_received(self, exc: Exception) -> None:
-        # A dialler's own socket is connected: ICMP "port unreachable" arrives here.
+        # A dialler's own socket is connected: ICMP "port unreachable" arrives here, and
+        # means nothing listens at the peer's port any more (it was killed, or never ran).
         if not self.ready.done():
             self._fail(PeerUnavailable(f"cannot connect to {self.peer!r}: {exc}"))
+        elif isinstance(exc, ConnectionRefusedError):
+            self._fail(PeerUnavailable(f"{self.peer!r} is gone: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(PeerUnavailable(f"connection to {self.peer!r} lost"))
@@ -204,9 +221,31 @@ class Link(asyncio.DatagramProtocol):
         self.heard = now = self._loop.time()
         self.quic.receive_datagram(data, addr, now)
         self._events()
+        self._count_gaps(now)
         # What the datagrams of this loop turn call for (acknowledgements, answers) leaves
         # together, at its end.
         self.soon()
+
+    def _count_gaps(self, now: float) -> None:
+        """Charge what aioquic holds and has not delivered to the inbound budget.
+
+        Stream data that arrived past a hole waits in aioquic's buffers (which allocate the
+        hole too) until the hole is filled: it counts in the budget, and a hole not filled
+        within ``read_timeout`` cuts the link, as an unfinished frame does.
+        """
+        if self._gone:
+            return
+        gap = self.quic._local_max_data.used - self._delivered
+        if gap == self._gap:
+            return
+        if not self._hold(gap - self._gap):
+            return
+        self._gap = gap
+        if not gap:
+            self._gap_since = None
+        elif self._gap_since is None:
+            self._gap_since = now
+            self._watch_later(self.shared.read_timeout)
 
     def receive(self, data: bytes, addr: NetworkAddress) -> int:
         """Take a datagram in and answer it at once; returns the datagrams sent."""
@@ -271,15 +310,21 @@ class Link(asyncio.DatagramProtocol):
         event = quic.next_event()
         while event is not None:
             if isinstance(event, events.StreamDataReceived):
+                self._delivered += len(event.data)
                 self._stream_data(event.stream_id, event.data, event.end_stream)
             elif isinstance(event, events.HandshakeCompleted):
                 self._handshake_done()
-            elif isinstance(event, events.StreamReset):
-                self._stream_reset(event.stream_id)
+            elif isinstance(event, (events.StreamReset, events.StopSendingReceived)):
+                # Neither side of GridKV resets a stream: its frames would be lost with it.
+                self._cut(PeerUnavailable(f"{self.peer!r} reset stream {event.stream_id}"))
+                return
             elif isinstance(event, events.ConnectionTerminated):
                 reason = event.reason_phrase or f"QUIC error {event.error_code:#x}"
-                if self.ready.done():
+                if self.ready.done() and (self._delivered or not self.dialled):
                     error = PeerUnavailable(f"{self.peer!r} closed the connection: {reason}")
+                elif self.ready.done():  # the acceptor refused this node's certificate
+                    self.refused = True
+                    error = PeerUnavailable(f"cannot connect to {self.peer!r}: {reason}")
                 else:  # either side's TLS refused the other (or the ALPN)
                     error = PeerUnavailable(
                         f"cannot connect to {self.peer!r}: the handshake failed ({reason})"
@@ -430,7 +475,7 @@ class Link(asyncio.DatagramProtocol):
 
         They count in the inbound budget, so a peer cannot pile them up without bound.
         """
-        size = sum(len(body) for _, _, body in frames)
+        size = sum(len(body) + FRAME_COST for _, _, body in frames)
         if self._hold(size):
             self._backlog.append((stream_id, expected, frames, size))
 
@@ -443,8 +488,6 @@ class Link(asyncio.DatagramProtocol):
             return
         self._queue(stream_id, head(RESPONSE, request_id, len(answer)) + answer)
         shared.counters.bytes_sent += len(answer)
-        self._wrote(len(answer))
-        self.soon()
 
     async def _answer_later(
         self, reply_to: tuple[int, int] | None, pending: Awaitable[bytes | None]
@@ -466,13 +509,6 @@ class Link(asyncio.DatagramProtocol):
                 self._hold(-size)
                 self._frames(stream_id, expected, frames)
 
-    def _stream_reset(self, stream_id: int) -> None:
-        reader = self._readers.pop(stream_id, None)
-        if reader is not None:
-            self._hold(-reader.buffered)
-        if stream_id in self._lanes:  # a lane of ours: what waits on the link fails
-            self._cut(PeerUnavailable(f"{self.peer!r} reset a stream of requests"))
-
     # -- frames out --------------------------------------------------------------------
 
     def request(self, payload: bytes, future: asyncio.Future[bytes]) -> int:
@@ -481,18 +517,19 @@ class Link(asyncio.DatagramProtocol):
         Lanes are opened as requests pile up: one more whenever each has
         :data:`BUSY_LANE` in flight, up to ``max_lanes``. Returns the request id.
         """
+        if self._gone:
+            raise self.failure or PeerUnavailable(f"connection to {self.peer!r} lost")
         self._ids += 1
         request_id = self._ids
         lanes = self._lanes
-        if not lanes or (
-            len(self.pending) >= BUSY_LANE * len(lanes) and len(lanes) < self._max_lanes
-        ):
+        if not lanes:
             lanes.append(self.quic.get_next_available_stream_id())
+        elif len(self.pending) >= BUSY_LANE * len(lanes) and len(lanes) < self._max_lanes:
+            # aioquic takes a stream id as used once data is handed over (at the turn's end)
+            lanes.append(lanes[-1] + 4)
         lane = lanes[request_id % len(lanes)]
         self.pending[request_id] = future
         self._queue(lane, head(REQUEST, request_id, len(payload)) + payload)
-        self._wrote(len(payload))
-        self.soon()
         return request_id
 
     def _queue(self, stream_id: int, frame: bytes) -> None:
@@ -506,16 +543,22 @@ class Link(asyncio.DatagramProtocol):
             self._out[stream_id] = [frame]
         else:
             parts.append(frame)
+        self._out_bytes += len(frame)
+        self._wrote(len(frame))
+        self.soon()
 
     def _hand_over(self) -> None:
         """Give aioquic the frames written on each stream since the last time."""
         quic = self.quic
-        for stream_id, parts in self._out.items():
+        out = self._out
+        self._out = {}
+        self._out_bytes = 0
+        for stream_id, parts in out.items():
             try:
                 quic.send_stream_data(stream_id, b"".join(parts))
-            except Exception:  # the peer reset the stream meanwhile: nothing to send
-                continue
-        self._out.clear()
+            except (ValueError, RuntimeError) as exc:  # a stream the peer stopped or reset
+                self._cut(PeerUnavailable(f"cannot write to {self.peer!r}: {exc}"))
+                return
 
     def abandon(self, request_id: int) -> None:
         """Give up on a request (its time-out): a late answer is dropped."""
@@ -529,8 +572,6 @@ class Link(asyncio.DatagramProtocol):
                 is_unidirectional=True
             )
         self._queue(stream_id, head(ONE_WAY, 0, len(payload)) + payload)
-        self._wrote(len(payload))
-        self.soon()
 
     @property
     def full(self) -> bool:
@@ -556,13 +597,14 @@ class Link(asyncio.DatagramProtocol):
 
     def unsent(self) -> int:
         """Bytes written and not yet acknowledged by the peer."""
-        if self._gone:
-            return 0
-        return self._unacked() + sum(len(p) for parts in self._out.values() for p in parts)
+        return 0 if self._gone else self._unacked()
 
     def _unacked(self) -> int:
-        """Bytes written to streams and not yet acknowledged by the peer (aioquic's buffers)."""
-        total = 0
+        """Bytes written and not yet acknowledged by the peer.
+
+        This turn's frames, and what aioquic's stream buffers hold.
+        """
+        total = self._out_bytes
         for stream in self.quic._streams.values():
             sender = stream.sender
             total += sender._buffer_stop - sender._buffer_start
@@ -571,8 +613,16 @@ class Link(asyncio.DatagramProtocol):
     # -- the watch: handshake, slow frames, slow readers -------------------------------
 
     def _watch_later(self, delay: float) -> None:
-        if self._watch is None and not self._gone:
-            self._watch = self._loop.call_later(max(delay, 0.01), self._check)
+        """Run :meth:`_check` within ``delay`` seconds (sooner if it is due sooner)."""
+        if self._gone:
+            return
+        due = self._loop.time() + max(delay, 0.01)
+        if self._watch is not None:
+            if self._watch_at <= due:
+                return
+            self._watch.cancel()
+        self._watch_at = due
+        self._watch = self._loop.call_at(due, self._check)
 
     def _check(self) -> None:
         self._watch = None
@@ -581,18 +631,18 @@ class Link(asyncio.DatagramProtocol):
         shared = self.shared
         now = self._loop.time()
         if not self.ready.done():
-            self.close("no handshake in time")
-            self._fail(
-                PeerUnavailable(
-                    f"cannot connect to {self.peer!r}: no QUIC handshake within "
-                    f"{shared.dial_timeout:g}s (network.timeout)"
-                )
+            self.failure = PeerUnavailable(
+                f"cannot connect to {self.peer!r}: no QUIC handshake within "
+                f"{shared.dial_timeout:g}s (network.timeout)"
             )
+            self.close("no handshake in time")
             return
         oldest: float | None = None
         for reader in self._readers.values():
             if reader.started is not None:
                 oldest = reader.started if oldest is None else min(oldest, reader.started)
+        if self._gap_since is not None:
+            oldest = self._gap_since if oldest is None else min(oldest, self._gap_since)
         if oldest is not None and now - oldest >= shared.read_timeout:
             shared.counters.slow_frame_cuts += 1
             self._cut(
@@ -649,6 +699,7 @@ class Link(asyncio.DatagramProtocol):
             return
         self._gone = True
         self.failure = self.failure or error
+        self.on_gone(self)
         shared = self.shared
         shared.links.discard(self)
         shared.inbound -= self._held
@@ -694,6 +745,8 @@ class Listener(asyncio.DatagramProtocol):
         self.shared = shared
         self.configuration = configuration
         self._links: dict[bytes, Link] = {}
+        #: Accepted links whose handshake is not done.
+        self._half_open: set[Link] = set()
         self._udp: asyncio.DatagramTransport | None = None
         #: Resolved when the socket is closed (its port free again).
         self.stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -731,7 +784,7 @@ class Listener(asyncio.DatagramProtocol):
             ):
                 self.shared.counters.errors += 1
                 return
-            if sum(1 for li in self.shared.links if not li.ready.done()) >= MAX_HALF_OPEN:
+            if len(self._half_open) >= MAX_HALF_OPEN:
                 self.shared.counters.errors += 1
                 return
             quic = _AcceptingQuic(
@@ -750,6 +803,9 @@ class Listener(asyncio.DatagramProtocol):
             self._route(link, header.destination_cid, True)
             self._route(link, quic.host_cid, True)
             link._watch_later(self.shared.dial_timeout)
+            if not link.ready.done():
+                self._half_open.add(link)
+                link.ready.add_done_callback(lambda _: self._half_open.discard(link))
             return
         link.datagram_received(data, addr)
 

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import ipaddress
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aioquic.quic.connection import QuicConnection
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -131,6 +131,10 @@ class QuicTransport:
         self._failures: dict[str, tuple[int, float, str]] = {}
         self._rng = random.Random(f"quic {address}")
         self._keepalive: asyncio.TimerHandle | None = None
+        #: Links past their guard's lifetime, closing once their requests are answered.
+        self._retiring: set[asyncio.Future[Any]] = set()
+        #: Resolved when close() has finished (a second close() waits for it).
+        self._closing: asyncio.Future[None] | None = None
         #: The time-outs of the requests in flight, sharing timers.
         self._deadlines = Deadlines()
 
@@ -239,12 +243,19 @@ class QuicTransport:
         return link
 
     def _retire(self, link: Link) -> None:
-        if not link.pending:
+        """Close ``link`` once the requests waiting on it are answered (or time out)."""
+        waiting = [f for f in link.pending.values() if not f.done()]
+        if not waiting:
             link.close()
             return
-        waiting = [f for f in link.pending.values() if not f.done()]
         task = asyncio.ensure_future(asyncio.wait(waiting, timeout=self._shared.read_timeout))
-        task.add_done_callback(lambda _: link.close())
+        self._retiring.add(task)
+
+        def done(task: asyncio.Future[Any]) -> None:
+            self._retiring.discard(task)
+            link.close()
+
+        task.add_done_callback(done)
 
     async def _link(self, address: str, timeout: float) -> Link:
         link = self._usable(address)
@@ -275,8 +286,22 @@ class QuicTransport:
         error = task.exception()
         if error is None:
             self._failures.pop(address, None)
-            self._links[address] = task.result()
+            link = self._links[address] = task.result()
+            link.on_gone = lambda gone: self._lost(address, gone)
+            if link.gone:
+                self._lost(address, link)
             return
+        self._failed(address, error)
+
+    def _lost(self, address: str, link: Link) -> None:
+        """A dialled link closed; one its peer refused counts as a failed dial."""
+        if self._links.get(address) is link:
+            del self._links[address]
+        if link.refused and link.failure is not None and not self._shared.closed:
+            self._failed(address, link.failure)
+
+    def _failed(self, address: str, error: BaseException) -> None:
+        """Back off from ``address`` after a failed dial."""
         count = self._failures.get(address, (0, 0.0, ""))[0] + 1
         wait = min(self.reconnect_max_backoff, self.reconnect_backoff * 2 ** (count - 1))
         wait *= 0.5 + self._rng.random() / 2
@@ -307,7 +332,12 @@ class QuicTransport:
             raise ShuttingDown(f"quic transport {shared.address!r} is closed")
         # aioquic checks that answers come from the address it dialled: the one resolved.
         link.connect(link.remote or (host, port))
-        await link.ready
+        try:
+            await link.ready
+        except PeerUnavailable:
+            if shared.closed:  # close() closed the link under the dial
+                raise ShuttingDown(f"quic transport {shared.address!r} is closed") from None
+            raise
         return link
 
     def _keep_alive(self) -> None:
@@ -352,6 +382,8 @@ class QuicTransport:
                         f"{shared.write_timeout:g}s (network.write_timeout)"
                     )
                 await asyncio.sleep(0.01)
+                if shared.closed:
+                    raise ShuttingDown(f"quic transport {shared.address!r} is closed")
                 if link.gone:
                     raise link.failure or PeerUnavailable(f"connection to {address!r} lost")
         except (PeerUnavailable, PeerTimeout):
@@ -405,14 +437,21 @@ class QuicTransport:
 
         Frames already queued are acknowledged first, for a second at most.
         """
-        shared = self._shared
-        if shared.closed:
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
             return
+        self._closing = asyncio.get_running_loop().create_future()
+        try:
+            await self._close()
+        finally:
+            self._closing.set_result(None)
+
+    async def _close(self) -> None:
+        shared = self._shared
         shared.closed = True
+        self._deadlines.close()
         if self._keepalive is not None:
             self._keepalive.cancel()
-        for task in list(self._dialing.values()):
-            task.cancel()
         error = ShuttingDown(f"quic transport {shared.address!r} closed during the request")
         links = list(shared.links)
         for link in links:
@@ -426,8 +465,10 @@ class QuicTransport:
             if asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.005)
-        for link in links:
+        for link in list(shared.links):  # dials in progress too: they raise ShuttingDown
             link.close()
+        for task in list(self._retiring):
+            task.cancel()
         if self._listener is not None:
             self._listener.close()
             with contextlib.suppress(TimeoutError):
@@ -436,8 +477,7 @@ class QuicTransport:
             answer.cancel()
         if shared.tasks:
             await asyncio.gather(*shared.tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*self._dialing.values(), return_exceptions=True)
+        await asyncio.gather(*self._dialing.values(), return_exceptions=True)
 
     def stats(self) -> TransportStats:
         """Current counters."""

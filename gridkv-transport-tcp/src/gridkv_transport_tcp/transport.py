@@ -366,6 +366,7 @@ class TcpTransport:
                 for conn in conns:
                     conn.abort()
                 await asyncio.wait(unflushed, timeout=_CLOSE_FLUSH)
+        self._deadlines.close()
         for task in list(shared.tasks):
             task.cancel()
         if shared.tasks:

@@ -24,6 +24,8 @@ class Deadlines:
         self._granularity = granularity
         #: slot (deadline / granularity, rounded up) -> the futures that time out then
         self._groups: dict[int, set[asyncio.Future[bytes]]] = {}
+        #: slot -> its timer
+        self._timers: dict[int, asyncio.TimerHandle] = {}
 
     def add(
         self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[bytes], wait: float
@@ -33,7 +35,7 @@ class Deadlines:
         group = self._groups.get(slot)
         if group is None:
             group = self._groups[slot] = set()
-            loop.call_at(slot * self._granularity, self._fire, slot)
+            self._timers[slot] = loop.call_at(slot * self._granularity, self._fire, slot)
         group.add(future)
         return slot
 
@@ -43,7 +45,15 @@ class Deadlines:
         if group is not None:
             group.discard(future)
 
+    def close(self) -> None:
+        """Cancel every timer (the transport closed: it failed what was waiting)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._groups.clear()
+
     def _fire(self, slot: int) -> None:
+        self._timers.pop(slot, None)
         for future in self._groups.pop(slot, ()):
             if not future.done():
                 future.set_exception(TimeoutError())
