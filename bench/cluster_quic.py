@@ -24,17 +24,16 @@ import io
 import pstats
 import ssl
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from _common import percentile, server_process, write
+from _common import server_process, write
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import serve
 from aioquic.quic.configuration import QuicConfiguration
-from cluster_tcp import cluster_mix
-from gridkv.base.eventloop import loop_name, run
+from cluster_tcp import CLIENTS, cluster_mix, round_trips
+from gridkv.base.eventloop import run
 from gridkv.base.options import SslOptions
 from gridkv.testing.transports import free_port, tls_options
 from gridkv.transport.base import Transport
@@ -42,8 +41,6 @@ from gridkv_transport_quic._tls import configurations
 from gridkv_transport_quic.transport import QuicTransport
 from gridkv_transport_tcp.transport import TcpTransport, ssl_contexts
 
-PAYLOAD = b"x" * 100
-CLIENTS = 50
 KINDS = ("tcp", "tcp+tls", "quic", "aioquic minimal")
 
 
@@ -116,7 +113,6 @@ async def serve_kind(kind: str, port: int, ca_dir: str) -> None:
 
 async def drive(kind: str, port: int, seconds: float, ca_dir: str) -> dict[str, Any]:
     """Round trips from CLIENTS tasks for ``seconds``; ops/s and latency percentiles."""
-    loop = asyncio.get_running_loop()
     closing: Any = None
     if kind == "aioquic minimal":
         manager = connect(
@@ -139,32 +135,13 @@ async def drive(kind: str, port: int, seconds: float, ca_dir: str) -> dict[str, 
         async def call(body: bytes) -> bytes:
             return await client.request(target, body)
 
-    for _ in range(2000):  # warm up
-        await call(PAYLOAD)
-    latencies: list[int] = []
-    deadline = loop.time() + seconds
-    clock = time.perf_counter_ns
-
-    async def worker() -> None:
-        while loop.time() < deadline:
-            start = clock()
-            answer = await call(PAYLOAD)
-            latencies.append(clock() - start)
-            assert answer == PAYLOAD
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CLIENTS)))
-    elapsed = time.perf_counter() - started
-    if closing is not None:
-        await closing
-    else:
-        await client.close()
-    return {
-        "ops_per_s": len(latencies) / elapsed,
-        "p50_us": percentile(latencies, 50) / 1000,
-        "p99_us": percentile(latencies, 99) / 1000,
-        "loop": loop_name(loop),
-    }
+    try:
+        return await round_trips(call, seconds)
+    finally:
+        if closing is not None:
+            await closing
+        else:
+            await client.close()
 
 
 async def _no_handler(peer: str, body: bytes, sender: str | None) -> None:

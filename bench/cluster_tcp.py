@@ -30,6 +30,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,19 @@ async def drive(kind: str, address: tuple[str, int], seconds: float) -> dict[str
         async def call(body: bytes) -> bytes:
             return await transport.request(target, body)
 
+    try:
+        return await round_trips(call, seconds)
+    finally:
+        if transport is not None:
+            await transport.close()
+        else:
+            client.transport.close()
+
+
+async def round_trips(call: Callable[[bytes], Awaitable[bytes]], seconds: float) -> dict[str, Any]:
+    """``call(PAYLOAD)`` from CLIENTS tasks for ``seconds`` after a warm-up; ops/s and
+    latency percentiles. Every answer must be the payload echoed."""
+    loop = asyncio.get_running_loop()
     for _ in range(2000):  # warm up
         await call(PAYLOAD)
     latencies: list[int] = []
@@ -147,16 +161,13 @@ async def drive(kind: str, address: tuple[str, int], seconds: float) -> dict[str
     async def worker() -> None:
         while loop.time() < deadline:
             start = clock()
-            await call(PAYLOAD)
+            answer = await call(PAYLOAD)
             latencies.append(clock() - start)
+            assert answer == PAYLOAD
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CLIENTS)))
     elapsed = time.perf_counter() - started
-    if transport is not None:
-        await transport.close()
-    else:
-        client.transport.close()
     return {
         "ops_per_s": len(latencies) / elapsed,
         "p50_us": percentile(latencies, 50) / 1000,

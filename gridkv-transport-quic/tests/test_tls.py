@@ -5,23 +5,23 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
 from gridkv import AsyncGridKV, ConfigError, Options, PeerUnavailable
 from gridkv.base.options import SslOptions
 from gridkv.security.ed25519 import Ed25519Authenticator, TlsGuard
 from gridkv.security.identity import new_secret
 from gridkv.transport.base import Handshake
-from gridkv_transport_quic._link import Link, Shared
+from gridkv_transport_quic._link import Link
 from gridkv_transport_quic._tls import configurations
-from gridkv_transport_quic.transport import QuicTransport, split_address
+from gridkv_transport_quic.transport import QuicTransport
 
 MakeQuic = Callable[..., QuicTransport]  # the make_quic fixture (conftest)
+Intruder = Callable[..., Awaitable[Link]]  # the intruder fixture (conftest)
 
 
 async def echo(peer: str, payload: bytes, sender: str | None) -> bytes:
@@ -65,29 +65,8 @@ def server_ca(transport: QuicTransport) -> Path:
     return Path(transport._shared.ca_file).parent
 
 
-async def raw_link(config: QuicConfiguration, address: str) -> Link:
-    """A dialled link with a hand-made configuration (what a foreign client would send)."""
-    shared = Shared(
-        "127.0.0.1:0",
-        dial_timeout=2,
-        read_timeout=2,
-        write_timeout=2,
-        max_frame_bytes=1 << 20,
-        max_output_buffer_bytes=1 << 20,
-        max_inbound_buffer_bytes=1 << 20,
-        ca_file=config.cafile or "",
-    )
-    host, port = split_address(address)
-    _, link = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: Link(shared, QuicConnection(configuration=config), address, dialled=True),
-        remote_addr=(host, port),
-    )
-    link.connect((host, port))
-    return link
-
-
 async def test_a_dialler_without_a_certificate_gets_nothing(
-    make_quic: MakeQuic, certs: Path
+    make_quic: MakeQuic, certs: Path, intruder: Intruder
 ) -> None:
     server = make_quic("a")
     await server.start(echo)
@@ -98,7 +77,7 @@ async def test_a_dialler_without_a_certificate_gets_nothing(
             verify_mode=ssl.CERT_REQUIRED,
             cafile=str(certs / "ca.crt"),
         )
-        link = await raw_link(config, server.local_address)
+        link = await intruder(server.local_address, config, wait=False)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         await asyncio.wait_for(asyncio.shield(link.ready), 5)
         link.request(b"let me in", future)
@@ -111,7 +90,7 @@ async def test_a_dialler_without_a_certificate_gets_nothing(
 
 
 async def test_a_dialler_that_does_not_speak_gridkv_alpn_is_refused(
-    make_quic: MakeQuic, certs: Path
+    make_quic: MakeQuic, certs: Path, intruder: Intruder
 ) -> None:
     server = make_quic("a")
     await server.start(echo)
@@ -123,7 +102,7 @@ async def test_a_dialler_that_does_not_speak_gridkv_alpn_is_refused(
             cafile=str(certs / "ca.crt"),
         )
         config.load_cert_chain(certs / "b.crt", certs / "b.key")
-        link = await raw_link(config, server.local_address)
+        link = await intruder(server.local_address, config, wait=False)
         with pytest.raises(PeerUnavailable, match="handshake failed.*ALPN|handshake failed"):
             await asyncio.wait_for(link.ready, 5)
         assert server.stats().requests_received == 0

@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, cast
 
 from aioquic._buffer import Buffer
 from aioquic.quic import events
@@ -35,7 +35,8 @@ from gridkv.base.errors import (
     PeerUnavailable,
     ProtocolError,
 )
-from gridkv.transport.base import ConnectionGuard, Handler, Handshake, TransportCounters
+from gridkv.transport.base import ConnectionGuard
+from gridkv.transport.shared import TransportState
 from gridkv.wire.framing import ONE_WAY, REQUEST, RESPONSE, Frame, FrameReader, head
 
 from gridkv_transport_quic._tls import check_dialler
@@ -64,11 +65,18 @@ FRAME_COST = 96
 MAX_HALF_OPEN = 256
 
 
-class Shared:
+class Shared(TransportState):
     """What one quic transport's listener and links have in common.
 
-    The limits, counters, handler, handshake, inbound budget and the answers running.
+    The limits, counters, handler, inbound budget and answers running of
+    :class:`~gridkv.transport.shared.TransportState`; the handshake is the authenticator's
+    only when it binds certificates to node ids. Besides: the CA file dialler certificates
+    must chain to, and every link open.
+
+    :param ca_file: the CA file (``network.ssl.ca_file``).
     """
+
+    __slots__ = ("ca_file", "links")
 
     def __init__(
         self,
@@ -82,30 +90,18 @@ class Shared:
         max_inbound_buffer_bytes: int,
         ca_file: str,
     ) -> None:
-        self.address = address
-        self.closed = False
-        self.dial_timeout = dial_timeout
-        self.read_timeout = read_timeout
-        self.write_timeout = write_timeout
-        self.max_frame_bytes = max_frame_bytes
-        self.max_output_buffer_bytes = max_output_buffer_bytes
-        self.max_inbound_buffer_bytes = max_inbound_buffer_bytes
+        super().__init__(
+            address,
+            dial_timeout=dial_timeout,
+            read_timeout=read_timeout,
+            write_timeout=write_timeout,
+            max_frame_bytes=max_frame_bytes,
+            max_output_buffer_bytes=max_output_buffer_bytes,
+            max_inbound_buffer_bytes=max_inbound_buffer_bytes,
+        )
         self.ca_file = ca_file
-        self.counters = TransportCounters()
-        self.handler: Handler | None = None
-        #: The authenticator's handshake, when it binds certificates to node ids.
-        self.handshake: Handshake | None = None
-        #: Bytes of unfinished inbound frames (streams not yet ended) across all links.
-        self.inbound = 0
-        self.tasks: set[asyncio.Task[None]] = set()
         #: Every link open, both directions.
         self.links: set[Link] = set()
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run an awaitable answer as a task, kept until it ends."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
 
 class Link(asyncio.DatagramProtocol):
@@ -413,17 +409,11 @@ class Link(asyncio.DatagramProtocol):
 
         :returns: False when that passes the budget and the link was cut for it.
         """
-        shared = self.shared
         self._held += size
-        shared.inbound += size
-        if size > 0 and shared.inbound > shared.max_inbound_buffer_bytes:
-            shared.counters.inbound_full_cuts += 1
-            self._cut(
-                PeerUnavailable(
-                    f"{self.peer!r} took the node past {shared.max_inbound_buffer_bytes} bytes "
-                    "of unfinished inbound frames (network.max_inbound_buffer_bytes)"
-                )
-            )
+        self.shared.inbound += size
+        error = self.shared.over_budget(self.peer) if size > 0 else None
+        if error is not None:
+            self._cut(error)
             return False
         return True
 

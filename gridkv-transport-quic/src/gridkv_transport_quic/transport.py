@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from aioquic.quic.connection import QuicConnection
 from cryptography.hazmat.primitives.serialization import Encoding
 from gridkv.base.errors import ConfigError, PeerTimeout, PeerUnavailable, ShuttingDown
-from gridkv.transport.base import Handler, Handshake, TransportStats, check_outbound
+from gridkv.transport.base import Handler, Handshake, TransportStats
 from gridkv.transport.deadlines import Deadlines
 
 from gridkv_transport_quic._link import Link, Listener, Shared
@@ -352,21 +352,9 @@ class QuicTransport:
 
     # -- the Transport interface -------------------------------------------------------
 
-    def _check(self, address: str, payload: bytes) -> None:
-        shared = self._shared
-        check_outbound(
-            self.name,
-            shared.address,
-            shared.closed,
-            address,
-            len(payload),
-            shared.max_frame_bytes,
-            shared.counters,
-        )
-
     async def request(self, address: str, payload: bytes, timeout: float | None = None) -> bytes:
         """Send ``payload`` to ``address`` on a stream of its own and return the answer."""
-        self._check(address, payload)
+        self._shared.check_outbound(self.name, address, len(payload))
         shared = self._shared
         wait = shared.read_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
@@ -421,7 +409,7 @@ class QuicTransport:
 
         :raises PeerUnavailable: no link can be opened.
         """
-        self._check(address, payload)
+        self._shared.check_outbound(self.name, address, len(payload))
         shared = self._shared
         try:
             link = self._usable(address) or await self._link(address, shared.dial_timeout)

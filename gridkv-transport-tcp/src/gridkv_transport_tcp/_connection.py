@@ -210,14 +210,9 @@ class Connection(Output):
         self._held = size
         if not size:
             return True
-        if shared.inbound > shared.max_inbound_buffer_bytes:
-            shared.counters.inbound_full_cuts += 1
-            self._cut(
-                PeerUnavailable(
-                    f"{self.peer!r} took the node past {shared.max_inbound_buffer_bytes} bytes "
-                    "of unfinished inbound frames (network.max_inbound_buffer_bytes)"
-                )
-            )
+        error = shared.over_budget(self.peer)
+        if error is not None:
+            self._cut(error)
             return False
         self._watch_frame()
         return True

@@ -44,7 +44,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from gridkv.base.errors import ConfigError, PeerTimeout, PeerUnavailable, ShuttingDown
-from gridkv.transport.base import Handler, Handshake, TransportStats, check_outbound
+from gridkv.transport.base import Handler, Handshake, TransportStats
 from gridkv.transport.deadlines import Deadlines
 from gridkv.wire.framing import ONE_WAY, REQUEST
 
@@ -271,21 +271,9 @@ class TcpTransport:
             shared.address = f"{split_address(shared.address, listening=True)[0]}:{actual}"
         return handshake is not None
 
-    def _check(self, address: str, payload: bytes) -> None:
-        shared = self._shared
-        check_outbound(
-            self.name,
-            shared.address,
-            shared.closed,
-            address,
-            len(payload),
-            shared.max_frame_bytes,
-            shared.counters,
-        )
-
     async def request(self, address: str, payload: bytes, timeout: float | None = None) -> bytes:
         """Send ``payload`` to ``address`` and return the answer."""
-        self._check(address, payload)
+        self._shared.check_outbound(self.name, address, len(payload))
         pool = self._pool
         conn = pool.pooled(address) or await pool.acquire(address)
         request_id = next(self._ids)
@@ -329,7 +317,7 @@ class TcpTransport:
         :raises PeerUnavailable: the lane cannot be opened, or was cut because the peer reads
             nothing.
         """
-        self._check(address, payload)
+        self._shared.check_outbound(self.name, address, len(payload))
         conn = self._pool.lanes.get(address)
         if conn is None or not conn.usable():
             if conn is not None:
