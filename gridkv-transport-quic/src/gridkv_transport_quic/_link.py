@@ -2,18 +2,19 @@
 
 How frames travel on a link:
 
-* a request is a bidirectional stream the dialler opens: the request's bytes, then the end of
-  the stream; the answer comes back on the same stream, then its end. The stream is the
-  request id, and many are in flight at once (aioquic lets a peer open 128 streams at a time,
-  more as they finish), so a slow answer holds up no other;
+* requests are GridKV stream frames (:mod:`gridkv.wire.framing`) with their request ids on
+  *lanes*, long-lived bidirectional streams the dialler opens as requests pile up (one more
+  whenever each has :data:`BUSY_LANE` in flight, up to ``max_lanes``); each answer comes back
+  on its request's lane, matched by id, so many are in flight on a lane. A stream per request
+  was measured first: aioquic walks every open stream on each transmission;
 * one-way frames go over one unidirectional stream per link, opened by the dialler at its
-  first one-way frame and kept: GridKV stream frames (:mod:`gridkv.wire.framing`), in the
-  order they were sent, as over the tcp transport's control lane.
+  first one-way frame and kept, in the order they were sent, as over the tcp transport's
+  control lane.
 
-Only the dialler opens streams; a stream the acceptor opens, a frame of another kind on the
-one-way stream, or a stream or frame over ``max_frame_bytes`` cuts the link (counted). What a
-link writes in one loop turn leaves in one transmission (coalesced), and what the answers of
-one batch of datagrams write leaves with the acknowledgements for them.
+Only the dialler opens streams; a stream the acceptor opens, more than :data:`MAX_LANES`, a
+frame of the wrong kind for its stream, a frame over ``max_frame_bytes``, or a stream reset or
+stopped cuts the link (counted). What a link writes in one loop turn is handed to aioquic once
+per stream and leaves in one transmission, with the acknowledgements of what arrived in it.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""A QUIC transport on aioquic: mutual TLS 1.3, a stream per request, one connection per peer.
+"""A QUIC transport on aioquic: mutual TLS 1.3, one connection per peer, requests on lanes.
 
 Each node dials one QUIC connection (a *link*, :mod:`gridkv_transport_quic._link`) to each
 peer it sends to, from a UDP socket of its own connected to the peer (so an ICMP "port
 unreachable" fails the dial at once instead of at its time-out), and accepts links on one UDP
-socket. A request is a bidirectional stream, its answer comes back on it; one-way frames go in
-order over one unidirectional stream per link. Both sides present their node certificate and
+socket. Requests are GridKV stream frames on a few long-lived bidirectional streams of the link
+(*lanes*), their answers come back on the same lane; one-way frames go in order over one
+unidirectional stream per link. Both sides present their node certificate and
 check the other's against ``network.ssl.ca_file``, ALPN ``gridkv``; with an authenticator whose
 trust root is that CA (``auth.ca_file``), the certificate also names the peer's node id, and
 the transport takes the authenticator's handshake over: frames are neither sealed nor MACed
@@ -15,15 +16,16 @@ No 0-RTT: early data can be replayed, and a replayed write or delete is not harm
 session resumption either: a resumed session presents no certificate, and a certificate is
 what names the peer's node id; links are long-lived, so a handshake is rare.
 
-Limits against a hostile or broken peer, each a counted disconnect (as for tcp): a stream or
-one-way frame over ``network.max_frame_bytes``; unfinished inbound streams over
-``network.max_inbound_buffer_bytes`` across the node, or unfinished ``network.read_timeout``
-after their first byte; more than ``network.max_output_buffer_bytes`` unacknowledged, or
-nothing acknowledged for ``network.write_timeout`` while data waits. QUIC's own flow control
-holds a writer back when the peer reads slowly. Links whose handshake is not done within
-``network.timeout`` are dropped, and at most :data:`~gridkv_transport_quic._link.MAX_HALF_OPEN`
-are held at once. A dialled link idle for a third of the QUIC idle time-out (60 s) sends a
-PING, so only a dead peer's link times out.
+Limits against a hostile or broken peer, each a counted disconnect (as for tcp): a frame over
+``network.max_frame_bytes``; unfinished frames (and stream data aioquic holds past a hole)
+over ``network.max_inbound_buffer_bytes`` across the node, or unfinished
+``network.read_timeout`` after their first byte; more than ``network.max_output_buffer_bytes``
+unacknowledged, or nothing acknowledged for ``network.write_timeout`` while data waits (a peer
+that stopped reading, or is gone). QUIC's own flow control holds a writer back when the peer
+reads slowly. Links whose handshake is not done within ``network.timeout`` are dropped, and at
+most :data:`~gridkv_transport_quic._link.MAX_HALF_OPEN` are held at once. A dialled link idle
+for a third of the QUIC idle time-out (60 s) sends a PING, so only a dead peer's link times
+out; a request timed out with nothing heard from the peer closes its link at once.
 """
 
 from __future__ import annotations
@@ -341,7 +343,7 @@ class QuicTransport:
         return link
 
     def _keep_alive(self) -> None:
-        """PING dialled links quiet for a third of the idle time-out; drop dead ones."""
+        """PING the dialled links quiet for a third of the idle time-out (keep-alive)."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         for link in list(self._links.values()):
@@ -353,7 +355,7 @@ class QuicTransport:
     # -- the Transport interface -------------------------------------------------------
 
     async def request(self, address: str, payload: bytes, timeout: float | None = None) -> bytes:
-        """Send ``payload`` to ``address`` on a stream of its own and return the answer."""
+        """Send ``payload`` to ``address`` on one of the link's lanes and return the answer."""
         self._shared.check_outbound(self.name, address, len(payload))
         shared = self._shared
         wait = shared.read_timeout if timeout is None else timeout
@@ -381,7 +383,11 @@ class QuicTransport:
         shared.counters.requests_sent += 1
         shared.counters.bytes_sent += len(payload)
         sent_at = loop.time()
-        request_id = link.request(payload, future)
+        try:
+            request_id = link.request(payload, future)
+        except PeerUnavailable:  # the link went meanwhile
+            shared.counters.errors += 1
+            raise
         slot = self._deadlines.add(loop, future, max(wait - (sent_at - start), 0.0))
         try:
             return await future
