@@ -21,7 +21,7 @@ PLUGIN_DISTS = [
     "./gridkv-transport-quic[uvloop]",
     "./gridkv-metrics",
 ]
-TEST_DEPS = ["pytest>=8", "pytest-asyncio>=0.23", "hypothesis>=6.100"]
+TEST_DEPS = ["pytest>=8", "pytest-asyncio>=0.23", "hypothesis>=6.100", "opentelemetry-sdk>=1.30"]
 
 # Transports the suites run over: the distributions each needs besides gridkv-core, and the
 # test directories it runs. "memory" lives in gridkv-core; "tcp" and "quic" bring their own

@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any, Self
 
+from opentelemetry.metrics import MeterProvider
+
 from gridkv.api.base import (
     DEFAULT_READY_TIMEOUT,
     ELSEWHERE,
@@ -40,6 +42,8 @@ class AsyncGridKV(ClientBase):
     :param storage_backend: a storage backend instance to use instead of the one
         ``storage.backend`` names (``storage`` is the configuration section).
     :param plugins: a plugin manager to use instead of the process-wide one.
+    :param meter_provider: where the node's OpenTelemetry instruments go (the global provider
+        by default, a no-op until an SDK is configured; see docs/metrics.md).
     :raises ConfigError: a configuration key is unknown or a value is bad.
     """
 
@@ -51,10 +55,19 @@ class AsyncGridKV(ClientBase):
         transport: Transport | None = None,
         storage_backend: Storage | None = None,
         plugins: Plugins | None = None,
+        meter_provider: MeterProvider | None = None,
         **config: Any,
     ) -> None:
         opts = build_options(options, config)
-        self._adopt(Node(opts, transport=transport, storage=storage_backend, plugins=plugins))
+        self._adopt(
+            Node(
+                opts,
+                transport=transport,
+                storage=storage_backend,
+                plugins=plugins,
+                meter_provider=meter_provider,
+            )
+        )
 
     @classmethod
     def for_node(cls, node: Node) -> AsyncGridKV:

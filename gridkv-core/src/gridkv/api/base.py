@@ -248,6 +248,7 @@ def set_here_first(
                     # make_entry, inline
                     entry = _tuple_new(Entry, (key, value, self._hlc_now(), self._writer, expires))
                     self._write_here(partition, entry, hash_)
+                    self._fast.sets += 1
                     return None
     return self._set_elsewhere(key, value, ttl, consistency)
 
@@ -279,6 +280,9 @@ class ClientBase:
         self._now_ms = node.now_ms
         self._writer = node.node_id
         self._write_here = node.write_here
+        #: The write fast path's operation count (an integer the node's telemetry reports;
+        #: the read fast path counts nothing: see docs/metrics.md).
+        self._fast = node.telemetry.fast
         #: The process that created this instance; a fork may not use it.
         self._pid = os.getpid()
 

@@ -31,6 +31,8 @@ from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from opentelemetry.metrics import MeterProvider
+
 from gridkv.api import process
 from gridkv.api.base import (
     DEFAULT_READY_TIMEOUT,
@@ -96,11 +98,20 @@ class GridKV(ClientBase):
         transport: Transport | None = None,
         storage_backend: Storage | None = None,
         plugins: Plugins | None = None,
+        meter_provider: MeterProvider | None = None,
         **config: Any,
     ) -> None:
         self._closed = True  # until the loop runs, nothing accepts work
         opts = build_options(options, config)
-        self._adopt(Node(opts, transport=transport, storage=storage_backend, plugins=plugins))
+        self._adopt(
+            Node(
+                opts,
+                transport=transport,
+                storage=storage_backend,
+                plugins=plugins,
+                meter_provider=meter_provider,
+            )
+        )
         # The longest each kind of work can take by the options. A read asks the replicas one
         # after another, each maybe after a dial (network.timeout) and for up to read_timeout,
         # and starts no new round after read_timeout. A write waits replication_timeout for

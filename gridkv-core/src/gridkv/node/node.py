@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gridkv.base.errors import (
     ConfigError,
@@ -46,9 +46,13 @@ from gridkv.node.messaging import MessagingPort
 from gridkv.node.router import Router
 from gridkv.node.serving import Serving
 from gridkv.node.stats import ClusterStats, MemberInfo, Stats
+from gridkv.node.telemetry import NodeTelemetry
 from gridkv.plugins import Plugins, get_plugins
 from gridkv.storage.base import Storage
 from gridkv.transport.base import Transport
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
 
 __all__ = ["Node", "NodeState", "version"]
 
@@ -81,6 +85,8 @@ class Node(Serving):
     :param plugins: the plugin manager; the process-wide one by default.
     :param clock: wall time in seconds; simulations pass a virtual clock.
     :param rng_seed: seed of the node's random choices, for deterministic simulations.
+    :param meter_provider: where the node's OpenTelemetry instruments go; the global provider
+        when ``None`` (a no-op until an SDK is configured). See :mod:`gridkv.node.telemetry`.
     :raises ConfigError: the configuration cannot run (see :meth:`_check_security`).
     :raises BackendNotInstalled: a transport or storage named in the options is not installed.
     """
@@ -94,6 +100,7 @@ class Node(Serving):
         plugins: Plugins | None = None,
         clock: Callable[[], float] = time.time,
         rng_seed: int | str | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self.options = options
         #: Seed of the node's random choices (membership); ``None`` derives it from the id.
@@ -133,6 +140,8 @@ class Node(Serving):
             )
         )
         self.messaging.node_at = self._node_at
+        #: The node's OpenTelemetry instruments (no-op until an SDK is configured).
+        self.telemetry = NodeTelemetry(self, meter_provider, version())
         #: The partition table of the current view.
         self.partitions = Partitions(
             self.node_id,
@@ -324,6 +333,7 @@ class Node(Serving):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.transport.close(), timeout)
         self.storage.close()
+        self.telemetry.close()
         self.state = "closed"
 
     def refresh_local_reads(self) -> None:

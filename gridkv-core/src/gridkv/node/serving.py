@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 
 from gridkv.base.errors import NotReady, ShuttingDown
 from gridkv.base.hlc import HLC
@@ -18,6 +19,7 @@ from gridkv.cluster.handoff.driver import Handoff
 from gridkv.cluster.membership.base import Membership
 from gridkv.cluster.partitions import Partitions
 from gridkv.cluster.replication.coordinator import Coordinator
+from gridkv.node.telemetry import NodeTelemetry
 from gridkv.security.base import Authenticator
 from gridkv.storage.base import Entry, Storage, make_entry
 
@@ -41,6 +43,7 @@ class Serving:
     coordinator: Coordinator
     handoff: Handoff
     authenticator: Authenticator
+    telemetry: NodeTelemetry
 
     def check_open(self) -> None:
         """Raise unless the node accepts operations.
@@ -157,23 +160,38 @@ class Serving:
         """
         return self.partitions.holds(partition) and not self.handoff.receiving
 
-    def read(self, partition: int, key: str, level: str) -> Awaitable[Entry | None]:
+    async def read(self, partition: int, key: str, level: str) -> Entry | None:
         """The freshest entry of ``key`` its replicas hold (tombstones included), at ``level``.
 
-        The reader's own coroutine (no frame of its own: each one a read passes through is
-        resumed again for its answer).
+        Counted, with its duration, in the node's telemetry.
 
         :raises QuorumNotReached: fewer replicas answered than the level needs.
         :raises PeerTimeout: no replica answered in time.
         """
-        return self.coordinator.read(partition, key, level)
+        started = perf_counter()
+        try:
+            entry = await self.coordinator.read(partition, key, level)
+        except BaseException:
+            self.telemetry.operation("get", level, started, False)
+            raise
+        self.telemetry.operation("get", level, started, True)
+        return entry
 
     async def write(self, partition: int, entry: Entry, level: str) -> None:
         """Store ``entry`` on the partition's replicas; return once ``level`` is met.
 
+        Counted (a ``set``, or a ``delete`` for a tombstone), with its duration.
+
         :raises QuorumNotReached: fewer replicas stored it than the level needs.
         """
-        await self.coordinator.write(partition, entry, level)
+        what = "set" if entry.value is not None else "delete"
+        started = perf_counter()
+        try:
+            await self.coordinator.write(partition, entry, level)
+        except BaseException:
+            self.telemetry.operation(what, level, started, False)
+            raise
+        self.telemetry.operation(what, level, started, True)
 
     def make_room(self, key: str) -> None:
         """From a thread other than the loop's: wait while the replication backlog is full.

@@ -1,0 +1,320 @@
+"""A node's OpenTelemetry instruments (``opentelemetry-api``: no-op until an SDK is set up).
+
+Names follow OpenTelemetry's semantic conventions: a ``gridkv.`` prefix, seconds for
+durations, ``By`` for bytes, attributes rather than name variants. Every observation carries
+``gridkv.node.id``, so several nodes in one process keep separate series.
+
+What it costs: almost every figure is an *observable* instrument, read from the counters the
+node keeps anyway (transport, storage, membership, replication, handoff, anti-entropy,
+authentication) only when a reader collects, so it costs the node nothing between collections.
+Operations that go through the node's loop (reads and writes that need other replicas, or
+wait for room) are counted, and their duration recorded in a histogram, by
+:meth:`NodeTelemetry.operation`. The facades' write fast path (a local ``set`` at level one)
+counts into a plain integer (:class:`FastCounts`), reported as ``gridkv.operations`` with
+``gridkv.path = "local"`` and no duration. The read fast path (a local ``get``) counts
+nothing: an increment there was measured at 9% of its 170 ns.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Protocol
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+if TYPE_CHECKING:
+    from gridkv.base.options import Options
+    from gridkv.cluster.antientropy.driver import AntiEntropy
+    from gridkv.cluster.handoff.driver import Handoff
+    from gridkv.cluster.membership.base import Membership
+    from gridkv.cluster.replication.coordinator import Coordinator
+    from gridkv.security.base import Authenticator
+    from gridkv.storage.base import Storage
+    from gridkv.transport.base import Transport
+
+
+class Observed(Protocol):
+    """What the instruments read of a node (:class:`~gridkv.node.node.Node` has it)."""
+
+    node_id: str
+    options: Options
+    transport: Transport
+    storage: Storage
+    membership: Membership
+    coordinator: Coordinator
+    handoff: Handoff
+    anti_entropy: AntiEntropy
+    authenticator: Authenticator
+
+
+__all__ = ["FastCounts", "NodeTelemetry", "OUTCOMES", "Observed"]
+
+#: The outcomes an operation is counted under.
+OUTCOMES = ("ok", "error")
+
+
+class FastCounts:
+    """Writes the facades stored on their local fast path, as a plain integer."""
+
+    __slots__ = ("sets",)
+
+    def __init__(self) -> None:
+        self.sets = 0
+
+
+class NodeTelemetry:
+    """The instruments of one node.
+
+    :param node: the node observed.
+    :param provider: the meter provider; the global one (``opentelemetry.metrics``) when
+        ``None``, which is a no-op until an SDK is configured.
+    :param version: GridKV's version (the meter's).
+    """
+
+    def __init__(
+        self, node: Observed, provider: metrics.MeterProvider | None = None, version: str = ""
+    ) -> None:
+        self._node = node
+        self._attrs = {"gridkv.node.id": node.node_id}
+        self.fast = FastCounts()
+        #: (operation, consistency, outcome) -> count, for operations through the loop.
+        self._ops: dict[tuple[str, str, str], int] = {}
+        provider = provider or metrics.get_meter_provider()
+        instruments = _REGISTRY.get(provider)
+        if instruments is None:
+            # One set of instruments per provider (a meter refuses a name twice), observing
+            # every node of the process that reports to it.
+            instruments = _REGISTRY[provider] = _Instruments(provider, version)
+        self._instruments = instruments
+        self.duration = instruments.duration
+        instruments.nodes.add(self)
+
+    def close(self) -> None:
+        """Stop reporting this node (it closed): its series end."""
+        self._instruments.nodes.discard(self)
+
+    def operation(self, what: str, level: str, started: float, ok: bool) -> None:
+        """Count an operation through the loop that started at ``started`` (perf_counter)."""
+        outcome = "ok" if ok else "error"
+        key = (what, level, outcome)
+        self._ops[key] = self._ops.get(key, 0) + 1
+        self.duration.record(
+            time.perf_counter() - started,
+            {
+                **self._attrs,
+                "gridkv.operation": what,
+                "gridkv.consistency": level,
+                "gridkv.outcome": outcome,
+            },
+        )
+
+    # -- the observable instruments' callbacks ---------------------------------------------
+
+    def observers(self) -> dict[str, Callable[[CallbackOptions], Iterable[Observation]]]:
+        """The callback of each observable instrument, for this node."""
+        return {
+            "gridkv.operations": self._operations,
+            "gridkv.network.io": self._network_io,
+            "gridkv.network.frames": self._network_frames,
+            "gridkv.network.connections": self._connections,
+            "gridkv.network.errors": self._network_errors,
+            "gridkv.storage.keys": self._keys,
+            "gridkv.storage.memory.usage": self._memory,
+            "gridkv.storage.removals": self._removals,
+            "gridkv.membership.members": self._members,
+            "gridkv.membership.health_score": self._health,
+            "gridkv.replication.batches": self._batches,
+            "gridkv.replication.entries": self._replicated,
+            "gridkv.replication.backlog": self._backlog,
+            "gridkv.handoff.entries": self._handoffs,
+            "gridkv.antientropy.rounds": self._rounds,
+            "gridkv.antientropy.entries": self._repaired,
+            "gridkv.auth.rejections": self._rejections,
+        }
+
+    def _with(self, **attributes: str) -> dict[str, str]:
+        return {**self._attrs, **attributes}
+
+    def _operations(self, options: CallbackOptions) -> Iterator[Observation]:
+        for (what, level, outcome), count in list(self._ops.items()):
+            yield Observation(
+                count,
+                self._with(
+                    **{
+                        "gridkv.operation": what,
+                        "gridkv.consistency": level,
+                        "gridkv.outcome": outcome,
+                        "gridkv.path": "loop",
+                    }
+                ),
+            )
+        attributes = {
+            "gridkv.operation": "set",
+            "gridkv.consistency": self._node.options.consistency,
+            "gridkv.outcome": "ok",
+            "gridkv.path": "local",
+        }
+        yield Observation(self.fast.sets, self._with(**attributes))
+
+    def _network_io(self, options: CallbackOptions) -> Iterable[Observation]:
+        stats = self._node.transport.stats()
+        return (
+            Observation(stats.bytes_received, self._with(**{"network.io.direction": "receive"})),
+            Observation(stats.bytes_sent, self._with(**{"network.io.direction": "transmit"})),
+        )
+
+    def _network_frames(self, options: CallbackOptions) -> Iterable[Observation]:
+        stats = self._node.transport.stats()
+        figures = (
+            ("receive", "request", stats.requests_received),
+            ("transmit", "request", stats.requests_sent),
+            ("receive", "one_way", stats.messages_received),
+            ("transmit", "one_way", stats.messages_sent),
+        )
+        return (
+            Observation(n, self._with(**{"network.io.direction": d, "gridkv.frame.kind": k}))
+            for d, k, n in figures
+        )
+
+    def _connections(self, options: CallbackOptions) -> Iterable[Observation]:
+        stats = self._node.transport.stats()
+        return (Observation(stats.connections, self._with(**{"network.transport": stats.type})),)
+
+    def _network_errors(self, options: CallbackOptions) -> Iterable[Observation]:
+        stats = self._node.transport.stats()
+        figures = (
+            ("failed", stats.errors),
+            ("slow_reader", stats.slow_reader_cuts),
+            ("inbound_full", stats.inbound_full_cuts),
+            ("slow_frame", stats.slow_frame_cuts),
+        )
+        return (Observation(n, self._with(**{"error.type": e})) for e, n in figures)
+
+    def _keys(self, options: CallbackOptions) -> Iterable[Observation]:
+        stats = self._node.storage.stats()
+        return (
+            Observation(stats.keys, self._with(**{"gridkv.key.kind": "value"})),
+            Observation(stats.tombstones, self._with(**{"gridkv.key.kind": "tombstone"})),
+            Observation(stats.compressed, self._with(**{"gridkv.key.kind": "compressed"})),
+        )
+
+    def _memory(self, options: CallbackOptions) -> Iterable[Observation]:
+        return (Observation(self._node.storage.stats().used_bytes, self._attrs),)
+
+    def _removals(self, options: CallbackOptions) -> Iterable[Observation]:
+        stats = self._node.storage.stats()
+        figures = (
+            ("eviction", stats.evictions),
+            ("expiration", stats.expirations),
+            ("tombstone_collected", stats.tombstones_collected),
+        )
+        return (Observation(n, self._with(**{"gridkv.removal.reason": r})) for r, n in figures)
+
+    def _members(self, options: CallbackOptions) -> Iterable[Observation]:
+        states: dict[str, int] = dict.fromkeys(("alive", "suspect", "dead", "left"), 0)
+        for member in self._node.membership.members():
+            states[member.state] = states.get(member.state, 0) + 1
+        return (Observation(n, self._with(**{"gridkv.member.state": s})) for s, n in states.items())
+
+    def _health(self, options: CallbackOptions) -> Iterable[Observation]:
+        score = getattr(self._node.membership, "health_score", lambda: 0)()
+        return (Observation(int(score), self._attrs),)
+
+    def _batches(self, options: CallbackOptions) -> Iterable[Observation]:
+        coordinator = self._node.coordinator
+        return (
+            Observation(coordinator.batches_sent, self._with(**{"gridkv.outcome": "ok"})),
+            Observation(coordinator.send_failures, self._with(**{"gridkv.outcome": "error"})),
+        )
+
+    def _replicated(self, options: CallbackOptions) -> Iterable[Observation]:
+        coordinator = self._node.coordinator
+        return (
+            Observation(coordinator.entries_replicated, self._with(**{"gridkv.outcome": "ok"})),
+            Observation(coordinator.entries_refused, self._with(**{"gridkv.outcome": "refused"})),
+        )
+
+    def _backlog(self, options: CallbackOptions) -> Iterable[Observation]:
+        backlog = self._node.coordinator.batcher.backlog
+        return (
+            Observation(size, self._with(**{"gridkv.peer.id": peer}))
+            for peer, size in list(backlog.items())
+        )
+
+    def _handoffs(self, options: CallbackOptions) -> Iterable[Observation]:
+        handoff = self._node.handoff
+        figures = (
+            ("sent", handoff.entries_sent),
+            ("dropped", handoff.entries_dropped),
+            ("abandoned", handoff.entries_abandoned),
+        )
+        return (Observation(n, self._with(**{"gridkv.outcome": o})) for o, n in figures)
+
+    def _rounds(self, options: CallbackOptions) -> Iterable[Observation]:
+        return (Observation(self._node.anti_entropy.rounds, self._attrs),)
+
+    def _repaired(self, options: CallbackOptions) -> Iterable[Observation]:
+        driver = self._node.anti_entropy
+        return (
+            Observation(driver.entries_received, self._with(**{"network.io.direction": "receive"})),
+            Observation(driver.entries_sent, self._with(**{"network.io.direction": "transmit"})),
+        )
+
+    def _rejections(self, options: CallbackOptions) -> Iterable[Observation]:
+        return (
+            Observation(n, self._with(**{"gridkv.auth.reason": reason}))
+            for reason, n in dict(self._node.authenticator.rejections()).items()
+        )
+
+
+class _Instruments:
+    """The instruments on one meter provider, observing the nodes registered with them."""
+
+    def __init__(self, provider: metrics.MeterProvider, version: str) -> None:
+        meter = provider.get_meter("gridkv", version or None)
+        self.nodes: weakref.WeakSet[NodeTelemetry] = weakref.WeakSet()
+        self.duration = meter.create_histogram(
+            "gridkv.operation.duration",
+            unit="s",
+            description="Duration of the operations that went through the node's event loop.",
+        )
+        for name, kind, unit, description in _INSTRUMENTS:
+            make = getattr(meter, f"create_observable_{kind}")
+            make(name, callbacks=[self._callback(name)], unit=unit, description=description)
+
+    def _callback(self, name: str) -> Callable[[CallbackOptions], Iterator[Observation]]:
+        def observe(options: CallbackOptions) -> Iterator[Observation]:
+            for node in list(self.nodes):
+                yield from node.observers()[name](options)
+
+        return observe
+
+
+#: Meter provider -> its instruments (a provider that is no longer used is forgotten).
+_REGISTRY: weakref.WeakKeyDictionary[metrics.MeterProvider, _Instruments] = (
+    weakref.WeakKeyDictionary()
+)
+
+#: (name, kind, unit, description) of every observable instrument.
+_INSTRUMENTS = (
+    ("gridkv.operations", "counter", "{operation}", "Operations by kind, level, outcome, path."),
+    ("gridkv.network.io", "counter", "By", "Frame bytes received and sent."),
+    ("gridkv.network.frames", "counter", "{frame}", "Frames received and sent, by kind."),
+    ("gridkv.network.connections", "up_down_counter", "{connection}", "Open connections."),
+    ("gridkv.network.errors", "counter", "{error}", "Failed sends and cut connections."),
+    ("gridkv.storage.keys", "up_down_counter", "{key}", "Entries stored, by kind."),
+    ("gridkv.storage.memory.usage", "up_down_counter", "By", "Memory charged for entries."),
+    ("gridkv.storage.removals", "counter", "{entry}", "Entries evicted, expired, collected."),
+    ("gridkv.membership.members", "up_down_counter", "{member}", "Members in view, by state."),
+    ("gridkv.membership.health_score", "gauge", "1", "Local health score (0 is healthy)."),
+    ("gridkv.replication.batches", "counter", "{batch}", "Replication batches sent."),
+    ("gridkv.replication.entries", "counter", "{entry}", "Entries replicated to peers."),
+    ("gridkv.replication.backlog", "up_down_counter", "By", "Bytes not yet acknowledged."),
+    ("gridkv.handoff.entries", "counter", "{entry}", "Entries handed to new owners."),
+    ("gridkv.antientropy.rounds", "counter", "{round}", "Anti-entropy rounds run."),
+    ("gridkv.antientropy.entries", "counter", "{entry}", "Entries repaired by anti-entropy."),
+    ("gridkv.auth.rejections", "counter", "{frame}", "Frames refused, by reason."),
+)

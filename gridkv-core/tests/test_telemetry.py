@@ -1,0 +1,111 @@
+"""A node's OpenTelemetry instruments, read through the real SDK (an in-memory reader)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk")
+
+from gridkv import AsyncGridKV, GridKV
+from gridkv.security.identity import new_secret
+from gridkv.testing.transports import node_options
+from gridkv.testing.waiting import wait_until
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+Point = tuple[dict[str, Any], float]
+
+
+def points(reader: InMemoryMetricReader, name: str) -> list[Point]:
+    """Every data point of the instrument ``name``: (attributes, value or histogram count)."""
+    data = reader.get_metrics_data()
+    found: list[Point] = []
+    if data is None:
+        return found
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != name:
+                    continue
+                for point in metric.data.data_points:
+                    # a number's value, or a histogram's count
+                    figure = getattr(point, "value", None)
+                    if figure is None:
+                        figure = getattr(point, "count", 0)
+                    found.append((dict(point.attributes or {}), cast(float, figure)))
+    return found
+
+
+def value(found: list[Point], **attributes: Any) -> float:
+    """The sum of the points whose attributes include ``attributes`` (dots as ``__``)."""
+    wanted = {k.replace("__", "."): v for k, v in attributes.items()}
+    return sum(v for a, v in found if all(a.get(k) == w for k, w in wanted.items()))
+
+
+def provider() -> tuple[MeterProvider, InMemoryMetricReader]:
+    reader = InMemoryMetricReader()
+    return MeterProvider(metric_readers=[reader]), reader
+
+
+async def test_operations_and_node_figures_are_observed_per_node() -> None:
+    meters, reader = provider()
+    secret: dict[str, Any] = {"auth": {"cluster_secret": new_secret()}}
+    a = AsyncGridKV(meter_provider=meters, replica_count=2, **secret, **node_options("tel-a"))
+    async with a:
+        seeds = [a.stats().network.local_address]
+        b = AsyncGridKV(
+            meter_provider=meters,
+            replica_count=2,
+            seed_addrs=seeds,
+            **secret,
+            **node_options("tel-b"),
+        )
+        async with b:
+            await b.wait_ready(timeout=10)
+            for i in range(5):
+                await a.set(f"k{i}", b"v" * 10)  # level one, here: the fast path
+            await a.set("q", b"v", consistency="all")  # through the loop
+            await a.delete("q", consistency="all")
+            assert await a.get("k0") == b"v" * 10
+            assert await a.get("missing") is None
+            await wait_until(lambda: b.stats().storage.keys >= 5)
+
+            ops = points(reader, "gridkv.operations")
+            node_a = {"gridkv__node__id": "tel-a"}
+            assert value(ops, **node_a, gridkv__operation="set", gridkv__path="local") == 5
+            assert value(ops, **node_a, gridkv__operation="get", gridkv__path="local") == 0
+            loop = {"gridkv__path": "loop", "gridkv__consistency": "all"}
+            assert value(ops, **node_a, **loop, gridkv__operation="set") == 1
+            assert value(ops, **node_a, **loop, gridkv__operation="delete") == 1
+            assert value(ops, gridkv__node__id="tel-b") == 0  # b did nothing itself
+            durations = points(reader, "gridkv.operation.duration")
+            assert value(durations, **node_a, gridkv__operation="set") == 1  # one histogram
+
+            members = points(reader, "gridkv.membership.members")
+            for node in ("tel-a", "tel-b"):
+                assert value(members, gridkv__node__id=node, gridkv__member__state="alive") == 2
+            keys = points(reader, "gridkv.storage.keys")
+            assert value(keys, gridkv__node__id="tel-b", gridkv__key__kind="value") >= 5
+            assert value(points(reader, "gridkv.storage.memory.usage"), **node_a) > 0
+            io = points(reader, "gridkv.network.io")
+            assert value(io, **node_a, network__io__direction="transmit") > 0
+            assert value(points(reader, "gridkv.replication.entries"), **node_a) >= 5
+
+
+async def test_a_closed_node_is_no_longer_observed() -> None:
+    meters, reader = provider()
+    kv = AsyncGridKV(meter_provider=meters, **node_options("tel-closed"))
+    async with kv:
+        await kv.set("k", b"v")
+        assert value(points(reader, "gridkv.operations"), gridkv__operation="set") == 1
+    assert points(reader, "gridkv.storage.keys") == []
+
+
+def test_without_an_sdk_the_instruments_cost_nothing_and_the_node_works() -> None:
+    # The global provider is opentelemetry-api's no-op one here.
+    with GridKV(**node_options("tel-none")) as kv:
+        kv.set("k", b"v")
+        assert kv.get("k") == b"v"
+        assert kv.node.telemetry.fast.sets == 1
