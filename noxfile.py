@@ -38,9 +38,9 @@ TRANSPORTS: dict[str, dict[str, list[str]]] = {
         "paths": ["gridkv-core/tests", "gridkv-transport-quic/tests", "tests"],
     },
 }
-# Plugin distributions that hold only their packaging so far; their entry-point tests run in
-# the "plugins" session, with both transports installed (where network.type picks one).
-PACKAGING_ONLY = ["./gridkv-metrics"]
+# Plugin distributions besides the transports; their tests run in the "plugins" session, with
+# both transports installed (where network.type picks one).
+OTHER_PLUGINS = ["./gridkv-metrics"]
 BOTH_TRANSPORTS = ["./gridkv-transport-tcp[uvloop]", "./gridkv-transport-quic[uvloop]"]
 # The fuzz tests (marked "fuzz") of the wire codec, the config loader, the stream frame reader and
 # the authenticator's decoders,
@@ -108,12 +108,12 @@ def tests(session: nox.Session, transport: str) -> None:
 
 @nox.session(python=PYTHON)
 def plugins(session: nox.Session) -> None:
-    """Every plugin distribution installed together: each one's entry point, and
-    ``network.type`` picking one of the two transports."""
-    session.install(CORE, *BOTH_TRANSPORTS, *PACKAGING_ONLY, *TEST_DEPS)
+    """Every plugin distribution installed together: gridkv-metrics' tests (a real scrape, a
+    real OTLP export), each transport's entry point, and ``network.type`` picking one."""
+    session.install(CORE, *BOTH_TRANSPORTS, *OTHER_PLUGINS, *TEST_DEPS)
     session.run(
         "pytest",
-        *(p.removeprefix("./") + "/tests" for p in PACKAGING_ONLY),
+        *(p.removeprefix("./") + "/tests" for p in OTHER_PLUGINS),
         "gridkv-transport-tcp/tests/test_entry_point.py",
         "gridkv-transport-quic/tests/test_entry_point.py",
     )

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 
-from gridkv import AsyncGridKV, GridKV
+from gridkv import AsyncGridKV, ConfigError, GridKV
 from gridkv.security.identity import new_secret
 from gridkv.testing.transports import node_options
 from gridkv.testing.waiting import wait_until
@@ -109,3 +109,13 @@ def test_without_an_sdk_the_instruments_cost_nothing_and_the_node_works() -> Non
         kv.set("k", b"v")
         assert kv.get("k") == b"v"
         assert kv.node.telemetry.fast.sets == 1
+
+
+def test_asking_for_an_exporter_without_gridkv_metrics_names_the_distribution() -> None:
+    from gridkv.plugins import Plugins
+
+    plugins = Plugins(load_entry_points=False)  # as if gridkv-metrics were not installed
+    with pytest.raises(ConfigError, match=r"metrics.prometheus_addr.*pip install gridkv-metrics"):
+        GridKV(plugins=plugins, metrics={"prometheus_addr": "127.0.0.1:0"}, **node_options("tel-x"))
+    with pytest.raises(ConfigError, match=r"metrics.otlp_endpoint.*http:// or https://"):
+        GridKV(metrics={"otlp_endpoint": "collector:4318"}, **node_options("tel-y"))

@@ -30,6 +30,7 @@ __all__ = [
     "MembershipOptions",
     "SslOptions",
     "AuthOptions",
+    "MetricsOptions",
     "Consistency",
     "CONSISTENCY_LEVELS",
 ]
@@ -282,6 +283,39 @@ class LogOptions(Section):
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsOptions(Section):
+    """The ``metrics`` section: where the node's metrics are exported (gridkv-metrics).
+
+    With neither address set, the node records into the application's OpenTelemetry SDK, if
+    it configured one (see ``docs/metrics.md``). Setting one needs the gridkv-metrics
+    distribution installed.
+    """
+
+    _path: ClassVar[str] = "metrics."
+
+    #: Serve Prometheus text on ``http://<this address>/metrics`` ("host:port"; empty: off).
+    prometheus_addr: str = option("", "str")
+    #: Export OTLP over HTTP to this URL (``http://collector:4318/v1/metrics``; empty: off).
+    otlp_endpoint: str = option("", "str")
+    #: How often metrics are exported over OTLP.
+    interval: float = option(10.0, "duration", min=0.1)
+
+    def _check(self) -> None:
+        if self.prometheus_addr:
+            check_address("metrics.prometheus_addr", self.prometheus_addr, listening=True)
+        if self.otlp_endpoint and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise ConfigError(
+                "config key 'metrics.otlp_endpoint': an http:// or https:// URL, such as "
+                f"http://collector:4318/v1/metrics (got {self.otlp_endpoint!r})"
+            )
+
+    @property
+    def exported(self) -> bool:
+        """Whether an exporter is asked for."""
+        return bool(self.prometheus_addr or self.otlp_endpoint)
+
+
+@dataclass(frozen=True, slots=True)
 class Options(Section):
     """Everything that configures one node; see ``docs/configuration.md`` for each field."""
 
@@ -292,6 +326,7 @@ class Options(Section):
         "membership": MembershipOptions,
         "auth": AuthOptions,
         "log": LogOptions,
+        "metrics": MetricsOptions,
     }
 
     #: Stable identity of this node; a restarted node keeps it. Empty picks "<host>-<pid>".
@@ -366,6 +401,8 @@ class Options(Section):
     auth: AuthOptions = field(default_factory=AuthOptions)
     #: Logging settings.
     log: LogOptions = field(default_factory=LogOptions)
+    #: Metrics export (gridkv-metrics).
+    metrics: MetricsOptions = field(default_factory=MetricsOptions)
 
     def _check(self) -> None:
         if not self.local_node_id:

@@ -140,8 +140,10 @@ class Node(Serving):
             )
         )
         self.messaging.node_at = self._node_at
+        #: A meter provider a plugin made for this node (gridkv-metrics), shut down with it.
+        self._own_meters = None if meter_provider else self.plugins.meter_provider(options)
         #: The node's OpenTelemetry instruments (no-op until an SDK is configured).
-        self.telemetry = NodeTelemetry(self, meter_provider, version())
+        self.telemetry = NodeTelemetry(self, meter_provider or self._own_meters, version())
         #: The partition table of the current view.
         self.partitions = Partitions(
             self.node_id,
@@ -334,6 +336,12 @@ class Node(Serving):
             await asyncio.wait_for(self.transport.close(), timeout)
         self.storage.close()
         self.telemetry.close()
+        if self._own_meters is not None:  # its exporters flush, briefly, off the loop
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    asyncio.get_running_loop().run_in_executor(None, self._own_meters.shutdown),
+                    timeout,
+                )
         self.state = "closed"
 
     def refresh_local_reads(self) -> None:

@@ -119,6 +119,19 @@ def gridkv_register_membership(register: Callable[[str, MembershipFactory], None
     """
 
 
+@hookspec(firstresult=True)
+def gridkv_meter_provider(options: Options) -> Any:
+    """The OpenTelemetry ``MeterProvider`` a new node records into, or ``None``.
+
+    Called once per node, when it is built, before anything runs; the first plugin that
+    returns a provider wins (gridkv-metrics does when ``metrics.prometheus_addr`` or
+    ``metrics.otlp_endpoint`` is set). The node calls the provider's ``shutdown()`` when it
+    stops. ``None`` from every plugin: the node records into the global provider.
+
+    :param options: the node's options.
+    """
+
+
 # -- lifecycle: called on the node's event loop -------------------------------------------
 
 

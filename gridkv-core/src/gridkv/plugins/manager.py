@@ -27,6 +27,7 @@ from gridkv.base.log import LOGGER_NAME
 from gridkv.plugins import builtin, hookspecs
 
 if TYPE_CHECKING:
+    from gridkv.base.options import Options
     from gridkv.cluster.membership.base import MemberInfo, MembershipFactory
     from gridkv.plugins.hookspecs import NodeHandle
     from gridkv.security.base import AuthenticatorFactory
@@ -203,6 +204,21 @@ class Plugins:
                     hook,
                     extra={"plugin": impl.plugin_name, "hook": hook},
                 )
+
+    def meter_provider(self, options: Options) -> Any:
+        """The meter provider a plugin makes for a node with ``options``, or ``None``.
+
+        :raises ConfigError: the options ask for a metrics exporter and no plugin gives one
+            (gridkv-metrics is not installed); or the plugin's own error for its options.
+        """
+        provider = self.pm.hook.gridkv_meter_provider(options=options)
+        if provider is None and options.metrics.exported:
+            key = "prometheus_addr" if options.metrics.prometheus_addr else "otlp_endpoint"
+            raise ConfigError(
+                f"config key 'metrics.{key}': exporting metrics needs the gridkv-metrics "
+                "distribution: pip install gridkv-metrics"
+            )
+        return provider
 
     def node_started(self, node: NodeHandle) -> None:
         """Tell plugins a node has started; a plugin that raises is logged and skipped."""
