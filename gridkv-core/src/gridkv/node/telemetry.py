@@ -52,6 +52,27 @@ class Observed(Protocol):
 
 __all__ = ["FastCounts", "NodeTelemetry", "OUTCOMES", "Observed"]
 
+#: Bucket boundaries of the duration histogram, in seconds: 50 us to 10 s (an SDK's default
+#: boundaries are meant for milliseconds).
+DURATION_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 #: The outcomes an operation is counted under.
 OUTCOMES = ("ok", "error")
 
@@ -280,6 +301,7 @@ class _Instruments:
             "gridkv.operation.duration",
             unit="s",
             description="Duration of the operations that went through the node's event loop.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         for name, kind, unit, description in _INSTRUMENTS:
             make = getattr(meter, f"create_observable_{kind}")
