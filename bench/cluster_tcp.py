@@ -196,8 +196,17 @@ def raw_rate(seconds: float, rounds: int) -> dict[str, Any]:
 # -- the 3-process cluster ---------------------------------------------------------------------
 
 
-def cluster_mix(seconds: float, label: str, options: dict[str, Any]) -> dict[str, Any]:
-    """90/10 get/set from 64 tasks in each of 3 node processes at once."""
+def cluster_mix(
+    seconds: float,
+    label: str,
+    options: dict[str, Any],
+    during: Callable[[ProcessCluster], Callable[[], None]] | None = None,
+) -> dict[str, Any]:
+    """90/10 get/set from 64 tasks in each of 3 node processes at once.
+
+    :param during: called with the cluster as the load starts; what it returns is called when
+        the load ends (a scraper, say).
+    """
     with ProcessCluster(3, options, prefix="m") as cluster:
         for node in cluster.live():
             node.call("wait_ready", timeout=15)
@@ -212,10 +221,13 @@ def cluster_mix(seconds: float, label: str, options: dict[str, Any]) -> dict[str
             )
 
         threads = [threading.Thread(target=load, args=(n,)) for n in cluster.live()]
+        stop = during(cluster) if during is not None else None
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+        if stop is not None:
+            stop()
     elapsed = max(a["seconds"] for a in answers.values())
     out: dict[str, Any] = {"label": label, "options": options}
     total = 0

@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("opentelemetry.sdk")
 
 from gridkv import AsyncGridKV, ConfigError, GridKV
+from gridkv.node.telemetry import DURATION_SAMPLE
 from gridkv.security.identity import new_secret
 from gridkv.testing.transports import node_options
 from gridkv.testing.waiting import wait_until
@@ -80,8 +81,10 @@ async def test_operations_and_node_figures_are_observed_per_node() -> None:
             assert value(ops, **node_a, **loop, gridkv__operation="set") == 1
             assert value(ops, **node_a, **loop, gridkv__operation="delete") == 1
             assert value(ops, gridkv__node__id="tel-b") == 0  # b did nothing itself
+            for i in range(DURATION_SAMPLE * 2):  # the durations of one in DURATION_SAMPLE
+                await a.get(f"k{i % 5}", consistency="all")
             durations = points(reader, "gridkv.operation.duration")
-            assert value(durations, **node_a, gridkv__operation="set") == 1  # one histogram
+            assert value(durations, **node_a, gridkv__operation="get") == 2
 
             members = points(reader, "gridkv.membership.members")
             for node in ("tel-a", "tel-b"):

@@ -266,6 +266,10 @@ class _Child:
     async def op_stats(self) -> dict[str, Any]:
         return self.kv.stats().to_dict()
 
+    async def op_metrics_address(self) -> str:
+        """Where this node serves Prometheus text ("" when it does not)."""
+        return str(getattr(self.kv.node._own_meters, "prometheus_address", ""))
+
     async def op_keys(self) -> int:
         return self.kv.stats().storage.keys
 
