@@ -95,6 +95,10 @@ async def test_operations_and_node_figures_are_observed_per_node() -> None:
             io = points(reader, "gridkv.network.io")
             assert value(io, **node_a, network__io__direction="transmit") > 0
             assert value(points(reader, "gridkv.replication.entries"), **node_a) >= 5
+            await wait_until(lambda: a.node.membership.swim.probes > 0)  # type: ignore[attr-defined]
+            probes = points(reader, "gridkv.membership.probes")
+            assert value(probes, **node_a, gridkv__outcome="ok") > 0
+            assert value(probes, **node_a, gridkv__outcome="failed") == 0
 
 
 async def test_a_closed_node_is_no_longer_observed() -> None:
@@ -122,3 +126,16 @@ def test_asking_for_an_exporter_without_gridkv_metrics_names_the_distribution() 
         GridKV(plugins=plugins, metrics={"prometheus_addr": "127.0.0.1:0"}, **node_options("tel-x"))
     with pytest.raises(ConfigError, match=r"metrics.otlp_endpoint.*http:// or https://"):
         GridKV(metrics={"otlp_endpoint": "collector:4318"}, **node_options("tel-y"))
+
+
+async def test_the_stats_table_shows_the_key_figures_the_metrics_carry() -> None:
+    kv = AsyncGridKV(replica_count=1, **node_options("tel-table"))
+    async with kv:
+        await kv.set("a", b"v")
+        await kv.set("b", b"v", consistency="all")
+        stats = kv.stats()
+        assert stats.operations == {"set all ok": 1, "set local ok": 1}
+        table = stats.format_table()
+        assert "operations.set.all.ok" in table
+        assert "replication.backlog_bytes" in table
+        assert stats.to_dict()["replication"]["backlog_bytes"] == 0

@@ -32,7 +32,14 @@ from gridkv.base.errors import (
 )
 from gridkv.base.options import LogOptions, NetworkOptions, Options, StorageOptions
 from gridkv.node import version
-from gridkv.node.stats import ClusterStats, MemberInfo, NetworkStats, Stats, StorageStats
+from gridkv.node.stats import (
+    ClusterStats,
+    MemberInfo,
+    NetworkStats,
+    ReplicationStats,
+    Stats,
+    StorageStats,
+)
 from gridkv.plugins.hookspecs import hookimpl
 
 __version__ = version()
@@ -54,6 +61,7 @@ __all__ = [
     "ClusterStats",
     "MemberInfo",
     "NetworkStats",
+    "ReplicationStats",
     "StorageStats",
     # plugins
     "hookimpl",

@@ -45,7 +45,7 @@ from gridkv.node.clocksync import adopt_peer_clocks
 from gridkv.node.messaging import MessagingPort
 from gridkv.node.router import Router
 from gridkv.node.serving import Serving
-from gridkv.node.stats import ClusterStats, MemberInfo, Stats
+from gridkv.node.stats import ClusterStats, MemberInfo, ReplicationStats, Stats
 from gridkv.node.telemetry import NodeTelemetry
 from gridkv.plugins import Plugins, get_plugins
 from gridkv.storage.base import Storage
@@ -529,4 +529,18 @@ class Node(Serving):
             peer_keys=self.authenticator.peer_keys(),
             auth_rejections=self.authenticator.rejections(),
         )
-        return Stats(cluster, self.transport.stats(), self.storage.stats(), version())
+        coordinator = self.coordinator
+        replication = ReplicationStats(
+            backlog_bytes=sum(coordinator.batcher.backlog.values()),
+            batches_sent=coordinator.batches_sent,
+            entries_replicated=coordinator.entries_replicated,
+            send_failures=coordinator.send_failures,
+        )
+        return Stats(
+            cluster,
+            self.transport.stats(),
+            self.storage.stats(),
+            version(),
+            replication,
+            self.telemetry.operation_counts(),
+        )

@@ -11,7 +11,14 @@ from gridkv.cluster.context import MemberInfo
 from gridkv.storage.base import StorageStats
 from gridkv.transport.base import TransportStats
 
-__all__ = ["Stats", "ClusterStats", "MemberInfo", "NetworkStats", "StorageStats"]
+__all__ = [
+    "Stats",
+    "ClusterStats",
+    "MemberInfo",
+    "NetworkStats",
+    "ReplicationStats",
+    "StorageStats",
+]
 
 #: The network figures are the transport's counters.
 NetworkStats = TransportStats
@@ -84,6 +91,23 @@ class ClusterStats:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicationStats:
+    """What this node sent its co-replicas.
+
+    :ivar backlog_bytes: bytes queued or in flight to replicas, not yet acknowledged (the
+        replication lag, in bytes), over all of them.
+    :ivar batches_sent: replication batches sent.
+    :ivar entries_replicated: entries replicas stored.
+    :ivar send_failures: batches that failed (sent again).
+    """
+
+    backlog_bytes: int = 0
+    batches_sent: int = 0
+    entries_replicated: int = 0
+    send_failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """A snapshot of a node's figures.
 
@@ -91,12 +115,18 @@ class Stats:
     :ivar network: the transport's counters.
     :ivar storage: the storage backend's figures.
     :ivar version: the gridkv-core version.
+    :ivar replication: what this node sent its co-replicas.
+    :ivar operations: operations counted, ``"<operation> <level> <outcome>"`` -> count (those
+        through the node's loop, and ``"set local ok"`` for the write fast path; see
+        docs/metrics.md).
     """
 
     cluster: ClusterStats
     network: NetworkStats
     storage: StorageStats
     version: str
+    replication: ReplicationStats = field(default_factory=ReplicationStats)
+    operations: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for JSON or logging."""
@@ -105,12 +135,14 @@ class Stats:
     def format_table(self) -> str:
         """The figures as an aligned, human-readable table."""
         rows: list[tuple[str, str]] = [("version", self.version)]
-        for section_name in ("cluster", "network", "storage"):
+        for section_name in ("cluster", "network", "storage", "replication"):
             section = getattr(self, section_name)
             for f in dataclasses.fields(section):
                 if f.name == "members":
                     continue
                 rows.append((f"{section_name}.{f.name}", _show(f.name, getattr(section, f.name))))
+        for name, count in sorted(self.operations.items()):
+            rows.append((f"operations.{name.replace(' ', '.')}", str(count)))
         width = max(len(name) for name, _ in rows)
         lines = [f"{name:<{width}}  {value}" for name, value in rows]
         if self.cluster.members:

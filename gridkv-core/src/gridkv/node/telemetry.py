@@ -120,6 +120,13 @@ class NodeTelemetry:
         self.duration = instruments.duration
         instruments.nodes.add(self)
 
+    def operation_counts(self) -> dict[str, int]:
+        """Operations counted so far, ``"<operation> <level> <outcome>"`` -> count."""
+        counts = {" ".join(key): n for key, n in list(self._ops.items())}
+        if self.fast.sets:
+            counts["set local ok"] = self.fast.sets
+        return counts
+
     def close(self) -> None:
         """Stop reporting this node (it closed): its series end."""
         self._instruments.nodes.discard(self)
@@ -160,6 +167,8 @@ class NodeTelemetry:
             "gridkv.storage.removals": self._removals,
             "gridkv.membership.members": self._members,
             "gridkv.membership.health_score": self._health,
+            "gridkv.membership.probes": self._probes,
+            "gridkv.membership.refutations": self._refutations,
             "gridkv.replication.batches": self._batches,
             "gridkv.replication.entries": self._replicated,
             "gridkv.replication.backlog": self._backlog,
@@ -257,6 +266,22 @@ class NodeTelemetry:
         score = getattr(self._node.membership, "health_score", lambda: 0)()
         return (Observation(int(score), self._attrs),)
 
+    def _swim_counts(self) -> tuple[int, int, int]:
+        swim = getattr(self._node.membership, "swim", None)  # another protocol: none
+        if swim is None:
+            return 0, 0, 0
+        return swim.probes, swim.probes_failed, swim.refutations
+
+    def _probes(self, options: CallbackOptions) -> Iterable[Observation]:
+        probes, failed, _ = self._swim_counts()
+        return (
+            Observation(probes - failed, self._with(**{"gridkv.outcome": "ok"})),
+            Observation(failed, self._with(**{"gridkv.outcome": "failed"})),
+        )
+
+    def _refutations(self, options: CallbackOptions) -> Iterable[Observation]:
+        return (Observation(self._swim_counts()[2], self._attrs),)
+
     def _batches(self, options: CallbackOptions) -> Iterable[Observation]:
         coordinator = self._node.coordinator
         return (
@@ -345,6 +370,8 @@ _INSTRUMENTS = (
     ("gridkv.storage.removals", "counter", "{entry}", "Entries evicted, expired, collected."),
     ("gridkv.membership.members", "up_down_counter", "{member}", "Members in view, by state."),
     ("gridkv.membership.health_score", "gauge", "1", "Local health score (0 is healthy)."),
+    ("gridkv.membership.probes", "counter", "{probe}", "Probes sent, by outcome."),
+    ("gridkv.membership.refutations", "counter", "{refutation}", "Suspicions refuted."),
     ("gridkv.replication.batches", "counter", "{batch}", "Replication batches sent."),
     ("gridkv.replication.entries", "counter", "{entry}", "Entries replicated to peers."),
     ("gridkv.replication.backlog", "up_down_counter", "By", "Bytes not yet acknowledged."),

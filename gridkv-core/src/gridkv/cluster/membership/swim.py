@@ -185,6 +185,11 @@ class Swim:
         self._new_allowed: int | None = None
         #: Records ignored: incarnations out of bounds, or new members over a message's limit.
         self.refused_records = 0
+        #: Probes sent, probes that failed (a suspicion started or confirmed), and
+        #: refutations of suspicions about this node (counters for metrics).
+        self.probes = 0
+        self.probes_failed = 0
+        self.refutations = 0
         #: Seed addresses, tried again while no other member is alive (set by the driver).
         self.seeds: list[str] = []
         self._seeds_tried = now
@@ -679,6 +684,7 @@ class Swim:
         # record of a previous life): refute by outranking it, at once, to the accuser and to
         # a few random members, besides the usual piggybacking.
         self.me.incarnation = record.incarnation + 1
+        self.refutations += 1
         if state in (SUSPECT, DEAD):
             self._raise_awareness(1)
         alive = self.own_record()
@@ -782,6 +788,7 @@ class Swim:
             first: list[MemberRecord] = []
             if target.state == SUSPECT:
                 first.append(target.record(self.node_id))  # tell the suspect first
+            self.probes += 1
             self._probe = Probe(
                 target.node_id,
                 seq,
@@ -807,6 +814,7 @@ class Swim:
         # every relay sent its nack, they reached us and not the target: the target is the
         # problem, and this node's own timing is not stretched, so a dead member is detected
         # at full speed.
+        self.probes_failed += 1
         if probe.expected_nacks:
             self._raise_awareness(max(0, probe.expected_nacks - probe.nacks))
         else:
