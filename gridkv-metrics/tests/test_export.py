@@ -189,3 +189,40 @@ def test_a_port_taken_or_no_plugin_is_a_config_error() -> None:
             node("m-taken", prometheus_addr=f"127.0.0.1:{port}")
     with pytest.raises(ConfigError, match=r"metrics.otlp_endpoint.*http"):
         node("m-bad", otlp_endpoint="collector:4318")
+
+
+APP_SDK = """
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from gridkv import GridKV
+
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+with GridKV(
+    local_node_id="app", local_address="app:7946", network={"type": "memory"},
+    metrics={"prometheus_addr": "127.0.0.1:0"}, log={"level": "error"},
+) as kv:
+    kv.set("k", b"v")
+    assert kv.node._own_meters is None  # nothing of its own installed
+    names = {
+        m.name
+        for r in reader.get_metrics_data().resource_metrics
+        for s in r.scope_metrics
+        for m in s.metrics
+    }
+    assert "gridkv.operations" in names, names
+print("recorded into the application's SDK")
+"""
+
+
+def test_an_application_sdk_takes_precedence() -> None:
+    # In a process of its own: a process sets its global meter provider once.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", APP_SDK], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "recorded into the application's SDK" in done.stdout

@@ -211,8 +211,11 @@ class Plugins:
         :raises ConfigError: the options ask for a metrics exporter and no plugin gives one
             (gridkv-metrics is not installed); or the plugin's own error for its options.
         """
-        provider = self.pm.hook.gridkv_meter_provider(options=options)
-        if provider is None and options.metrics.exported:
+        hook = self.pm.hook.gridkv_meter_provider
+        provider = hook(options=options)
+        # A plugin may answer None on purpose (gridkv-metrics does when the application set
+        # up its own SDK); only no plugin at all leaves an exporter asked for unserved.
+        if provider is None and options.metrics.exported and not hook.get_hookimpls():
             key = "prometheus_addr" if options.metrics.prometheus_addr else "otlp_endpoint"
             raise ConfigError(
                 f"config key 'metrics.{key}': exporting metrics needs the gridkv-metrics "
