@@ -11,7 +11,7 @@ pytest.importorskip("opentelemetry.sdk")
 from gridkv import AsyncGridKV, ConfigError, GridKV
 from gridkv.node.telemetry import DURATION_SAMPLE
 from gridkv.security.identity import new_secret
-from gridkv.testing.transports import node_options
+from gridkv.testing.transports import node_options, transport_under_test
 from gridkv.testing.waiting import wait_until
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -95,6 +95,8 @@ async def test_operations_and_node_figures_are_observed_per_node() -> None:
             io = points(reader, "gridkv.network.io")
             assert value(io, **node_a, network__io__direction="transmit") > 0
             assert value(points(reader, "gridkv.replication.entries"), **node_a) >= 5
+            lag = points(reader, "gridkv.replication.lag")
+            assert value(lag, **node_a) >= 1  # batches to b, each with its lag
             await wait_until(lambda: a.node.membership.swim.probes > 0)  # type: ignore[attr-defined]
             probes = points(reader, "gridkv.membership.probes")
             assert value(probes, **node_a, gridkv__outcome="ok") > 0
@@ -123,7 +125,13 @@ def test_asking_for_an_exporter_without_gridkv_metrics_names_the_distribution() 
 
     plugins = Plugins(load_entry_points=False)  # as if gridkv-metrics were not installed
     with pytest.raises(ConfigError, match=r"metrics.prometheus_addr.*pip install gridkv-metrics"):
-        GridKV(plugins=plugins, metrics={"prometheus_addr": "127.0.0.1:0"}, **node_options("tel-x"))
+        GridKV(
+            plugins=plugins,
+            metrics={"prometheus_addr": "127.0.0.1:0"},
+            local_node_id="tel-x",
+            local_address="tel-x:7946",
+            network={"type": "memory"},
+        )
     with pytest.raises(ConfigError, match=r"metrics.otlp_endpoint.*http:// or https://"):
         GridKV(metrics={"otlp_endpoint": "collector:4318"}, **node_options("tel-y"))
 
@@ -139,3 +147,27 @@ async def test_the_stats_table_shows_the_key_figures_the_metrics_carry() -> None
         assert "operations.set.all.ok" in table
         assert "replication.backlog_bytes" in table
         assert stats.to_dict()["replication"]["backlog_bytes"] == 0
+
+
+@pytest.mark.skipif(transport_under_test() != "tcp", reason="the direct path serves tcp")
+def test_the_blocking_facades_direct_path_is_counted() -> None:
+    meters, reader = provider()
+    secret: dict[str, Any] = {"auth": {"cluster_secret": new_secret()}}
+    with GridKV(meter_provider=meters, **secret, **node_options("tel-d1")) as a:
+        seeds = [a.stats().network.local_address]
+        with GridKV(
+            meter_provider=meters, seed_addrs=seeds, **secret, **node_options("tel-d2")
+        ) as b:
+            b.wait_ready(timeout=10)
+            remote = [
+                k
+                for k in (f"k{i}" for i in range(200))
+                if not b.node.local_reads[b.node.ensure_table().partition_of(k)]
+            ][:5]
+            for key in remote:
+                b.set(key, b"v")
+                assert b.get(key) == b"v"
+            ops = points(reader, "gridkv.operations")
+            direct = {"gridkv__node__id": "tel-d2", "gridkv__path": "direct"}
+            assert value(ops, **direct, gridkv__operation="get") == len(remote)
+            assert value(ops, **direct, gridkv__operation="set") == len(remote)

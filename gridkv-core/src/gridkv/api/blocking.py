@@ -148,6 +148,7 @@ class GridKV(ClientBase):
             raise
         if DirectPath.usable(self._node):
             self._direct = DirectPath(self._node)
+            self._node.telemetry.direct.add(self._direct)
 
     def _call(
         self,

@@ -142,6 +142,9 @@ class DirectPath:
         #: Calls this path answered, those it gave back to the loop, connections it opened.
         self.answered = 0
         self.given_back = 0
+        #: Of those answered: reads and writes (the node's telemetry reports them).
+        self.reads = 0
+        self.writes = 0
         self.dials = 0
 
     @staticmethod
@@ -181,6 +184,7 @@ class DirectPath:
             raise
         hot.finish(key, entry)
         self.answered += 1
+        self.reads += 1
         return entry
 
     def _open_for(self, address: str) -> bool:
@@ -233,6 +237,7 @@ class DirectPath:
                     f"node {node.node_id!r} closed during the write of key {entry.key!r:.60}"
                 ) from None
         self.answered += 1
+        self.writes += 1
         return True
 
     def _ask(self, replica: str, address: str, partition: int, key: str) -> Entry | None:

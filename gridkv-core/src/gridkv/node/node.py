@@ -140,10 +140,6 @@ class Node(Serving):
             )
         )
         self.messaging.node_at = self._node_at
-        #: A meter provider a plugin made for this node (gridkv-metrics), shut down with it.
-        self._own_meters = None if meter_provider else self.plugins.meter_provider(options)
-        #: The node's OpenTelemetry instruments (no-op until an SDK is configured).
-        self.telemetry = NodeTelemetry(self, meter_provider or self._own_meters, version())
         #: The partition table of the current view.
         self.partitions = Partitions(
             self.node_id,
@@ -206,6 +202,12 @@ class Node(Serving):
         self.view_changed_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Last: a reader may observe the node from another thread as soon as it is registered.
+        #: A meter provider a plugin made for this node (gridkv-metrics), shut down with it.
+        self._own_meters = None if meter_provider else self.plugins.meter_provider(options)
+        #: The node's OpenTelemetry instruments (no-op until an SDK is configured).
+        self.telemetry = NodeTelemetry(self, meter_provider or self._own_meters, version())
+        self.coordinator.on_replicated = self.telemetry.replicated
 
     @staticmethod
     def _check_security(options: Options) -> None:

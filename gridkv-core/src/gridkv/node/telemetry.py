@@ -36,6 +36,13 @@ if TYPE_CHECKING:
     from gridkv.transport.base import Transport
 
 
+class DirectCounts(Protocol):
+    """The reads and writes a blocking facade's direct path answered."""
+
+    reads: int
+    writes: int
+
+
 class Observed(Protocol):
     """What the instruments read of a node (:class:`~gridkv.node.node.Node` has it)."""
 
@@ -110,6 +117,8 @@ class NodeTelemetry:
         #: duration recorded.
         self._labels: dict[tuple[str, str, str], dict[str, str]] = {}
         self._tick = 0
+        #: The blocking facades' direct paths (reads and writes sent from calling threads).
+        self.direct: weakref.WeakSet[DirectCounts] = weakref.WeakSet()
         provider = provider or metrics.get_meter_provider()
         instruments = _REGISTRY.get(provider)
         if instruments is None:
@@ -118,7 +127,12 @@ class NodeTelemetry:
             instruments = _REGISTRY[provider] = _Instruments(provider, version)
         self._instruments = instruments
         self.duration = instruments.duration
+        self.lag = instruments.lag
         instruments.nodes.add(self)
+
+    def replicated(self, seconds: float) -> None:
+        """Record a batch's replication lag (its oldest write to the replica's answer)."""
+        self.lag.record(seconds, self._attrs)
 
     def operation_counts(self) -> dict[str, int]:
         """Operations counted so far, ``"<operation> <level> <outcome>"`` -> count."""
@@ -175,6 +189,7 @@ class NodeTelemetry:
             "gridkv.handoff.entries": self._handoffs,
             "gridkv.antientropy.rounds": self._rounds,
             "gridkv.antientropy.entries": self._repaired,
+            "gridkv.antientropy.differences": self._differences,
             "gridkv.auth.rejections": self._rejections,
         }
 
@@ -201,6 +216,14 @@ class NodeTelemetry:
             "gridkv.path": "local",
         }
         yield Observation(self.fast.sets, self._with(**attributes))
+        paths = list(self.direct)
+        if paths:
+            for what, count in (
+                ("get", sum(p.reads for p in paths)),
+                ("set", sum(p.writes for p in paths)),
+            ):
+                direct = {**attributes, "gridkv.operation": what, "gridkv.path": "direct"}
+                yield Observation(count, self._with(**direct))
 
     def _network_io(self, options: CallbackOptions) -> Iterable[Observation]:
         stats = self._node.transport.stats()
@@ -322,6 +345,13 @@ class NodeTelemetry:
             Observation(driver.entries_sent, self._with(**{"network.io.direction": "transmit"})),
         )
 
+    def _differences(self, options: CallbackOptions) -> Iterable[Observation]:
+        driver = self._node.anti_entropy
+        return (
+            Observation(driver.partitions_differing, self._with(**{"gridkv.scope": "partition"})),
+            Observation(driver.buckets_differing, self._with(**{"gridkv.scope": "bucket"})),
+        )
+
     def _rejections(self, options: CallbackOptions) -> Iterable[Observation]:
         return (
             Observation(n, self._with(**{"gridkv.auth.reason": reason}))
@@ -339,6 +369,12 @@ class _Instruments:
             "gridkv.operation.duration",
             unit="s",
             description="Duration of the operations that went through the node's event loop.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.lag = meter.create_histogram(
+            "gridkv.replication.lag",
+            unit="s",
+            description="From a batch's oldest write to its replica's acknowledgement.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         for name, kind, unit, description in _INSTRUMENTS:
@@ -378,5 +414,6 @@ _INSTRUMENTS = (
     ("gridkv.handoff.entries", "counter", "{entry}", "Entries handed to new owners."),
     ("gridkv.antientropy.rounds", "counter", "{round}", "Anti-entropy rounds run."),
     ("gridkv.antientropy.entries", "counter", "{entry}", "Entries repaired by anti-entropy."),
+    ("gridkv.antientropy.differences", "counter", "{difference}", "Digests found differing."),
     ("gridkv.auth.rejections", "counter", "{frame}", "Frames refused, by reason."),
 )
