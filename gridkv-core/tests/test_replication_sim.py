@@ -232,6 +232,12 @@ def test_a_partition_with_writes_on_both_sides_heals_to_identical_replicas() -> 
                         winner.version,
                         winner.writer,
                     )
+            # What it repaired is counted, in entries and in bytes, both ways.
+            drivers = [sim.nodes[n].anti_entropy for n in sim.nodes]
+            received = sum(d.entries_received for d in drivers)
+            assert received > 0
+            assert sum(d.bytes_received for d in drivers) >= received * len(b"right")
+            assert sum(d.bytes_sent for d in drivers) > 0
 
     simulate(scenario)
 

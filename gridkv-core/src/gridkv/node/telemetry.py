@@ -190,6 +190,7 @@ class NodeTelemetry:
             "gridkv.antientropy.rounds": self._rounds,
             "gridkv.antientropy.entries": self._repaired,
             "gridkv.antientropy.differences": self._differences,
+            "gridkv.antientropy.io": self._repaired_bytes,
             "gridkv.auth.rejections": self._rejections,
         }
 
@@ -345,6 +346,13 @@ class NodeTelemetry:
             Observation(driver.entries_sent, self._with(**{"network.io.direction": "transmit"})),
         )
 
+    def _repaired_bytes(self, options: CallbackOptions) -> Iterable[Observation]:
+        driver = self._node.anti_entropy
+        return (
+            Observation(driver.bytes_received, self._with(**{"network.io.direction": "receive"})),
+            Observation(driver.bytes_sent, self._with(**{"network.io.direction": "transmit"})),
+        )
+
     def _differences(self, options: CallbackOptions) -> Iterable[Observation]:
         driver = self._node.anti_entropy
         return (
@@ -415,5 +423,6 @@ _INSTRUMENTS = (
     ("gridkv.antientropy.rounds", "counter", "{round}", "Anti-entropy rounds run."),
     ("gridkv.antientropy.entries", "counter", "{entry}", "Entries repaired by anti-entropy."),
     ("gridkv.antientropy.differences", "counter", "{difference}", "Digests found differing."),
+    ("gridkv.antientropy.io", "counter", "By", "Bytes of the entries repaired."),
     ("gridkv.auth.rejections", "counter", "{frame}", "Frames refused, by reason."),
 )

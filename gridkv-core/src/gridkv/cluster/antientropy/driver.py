@@ -81,6 +81,9 @@ class AntiEntropy:
         self.buckets_differing = 0
         self.entries_received = 0
         self.entries_sent = 0
+        #: Wire bytes of the entries repaired each way (their encoded size).
+        self.bytes_received = 0
+        self.bytes_sent = 0
 
     async def run(self) -> None:
         """Run rounds forever (the node's background task)."""
@@ -182,9 +185,11 @@ class AntiEntropy:
         for part, entry in reply.entries:
             if part == partition and store(partition, entry, oldest) == STORED:
                 self.entries_received += 1
+                self.bytes_received += entry_size(entry)
         if reply.wanted:
             send = [(partition, e) for e in ctx.storage.entries_of(partition, reply.wanted)]
             self.entries_sent += len(send)
+            self.bytes_sent += sum(entry_size(e) for _, e in send)
             for chunk in chunks(send, lambda pe: entry_size(pe[1]), self._budget):
                 await self._replica.send_batch(address, chunk)
         return len(page) + len(reply.entries) + len(reply.wanted)
@@ -242,4 +247,5 @@ class AntiEntropy:
             entries.append((partition, found[0]))
             used += size
         self.entries_sent += len(entries)
+        self.bytes_sent += used
         return KeySyncReply(entries, wanted, complete)
