@@ -68,8 +68,9 @@ async def test_writes_to_a_stalled_replica_are_paced_by_its_backlog() -> None:
 async def test_no_room_within_the_time_out_is_a_clear_refusal() -> None:
     stuck: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def never(replica: str, entries: list[tuple[int, Entry]]) -> None:
+    async def never(replica: str, entries: list[tuple[int, Entry]]) -> bool:
         await stuck
+        return True
 
     batcher = Batcher(1, 0.01, 1 << 20, asyncio.get_running_loop, never, limit=1024)
     for i in range(5):
@@ -95,10 +96,11 @@ async def test_writers_woken_together_wait_on_when_one_fills_it_again() -> None:
     # and the others were refused at once, long before their time-out.
     gates: list[asyncio.Future[None]] = []
 
-    async def send(replica: str, entries: list[tuple[int, Entry]]) -> None:
+    async def send(replica: str, entries: list[tuple[int, Entry]]) -> bool:
         gate = asyncio.get_running_loop().create_future()
         gates.append(gate)
         await gate
+        return True
 
     batcher = Batcher(1, 0.01, 1 << 20, asyncio.get_running_loop, send, limit=1100)
     for i in range(4):
@@ -130,8 +132,9 @@ async def test_writers_woken_together_wait_on_when_one_fills_it_again() -> None:
 async def test_an_abort_leaves_no_backlog_and_wakes_waiting_writers() -> None:
     # Review finding: sends cancelled before they started never gave their bytes back, so
     # the batcher stayed full after the node stopped.
-    async def slow(replica: str, entries: list[tuple[int, Entry]]) -> None:
+    async def slow(replica: str, entries: list[tuple[int, Entry]]) -> bool:
         await asyncio.sleep(10)
+        return True
 
     batcher = Batcher(1, 0.01, 1 << 20, asyncio.get_running_loop, slow, limit=1024)
     for i in range(5):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, cast
 
 import pytest
@@ -13,6 +14,7 @@ from gridkv.node.telemetry import DURATION_SAMPLE
 from gridkv.security.identity import new_secret
 from gridkv.testing.transports import node_options, transport_under_test
 from gridkv.testing.waiting import wait_until
+from opentelemetry.metrics import CallbackOptions
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -142,7 +144,7 @@ async def test_the_stats_table_shows_the_key_figures_the_metrics_carry() -> None
         await kv.set("a", b"v")
         await kv.set("b", b"v", consistency="all")
         stats = kv.stats()
-        assert stats.operations == {"set all ok": 1, "set local ok": 1}
+        assert stats.operations == {"set all ok": 1, "set one ok (local)": 1}
         table = stats.format_table()
         assert "operations.set.all.ok" in table
         assert "replication.backlog_bytes" in table
@@ -171,3 +173,46 @@ def test_the_blocking_facades_direct_path_is_counted() -> None:
             direct = {"gridkv__node__id": "tel-d2", "gridkv__path": "direct"}
             assert value(ops, **direct, gridkv__operation="get") == len(remote)
             assert value(ops, **direct, gridkv__operation="set") == len(remote)
+
+
+async def test_durations_are_sampled_per_kind_of_operation() -> None:
+    # A get and a set in turns: a sample over all operations would keep only one kind.
+    meters, reader = provider()
+    kv = AsyncGridKV(meter_provider=meters, replica_count=1, **node_options("tel-sample"))
+    async with kv:
+        for i in range(DURATION_SAMPLE * 2):
+            await kv.set(f"k{i}", b"v", consistency="all")
+            await kv.get(f"k{i}", consistency="all")
+        durations = points(reader, "gridkv.operation.duration")
+        assert value(durations, gridkv__operation="get") == 2
+        assert value(durations, gridkv__operation="set") == 2
+
+
+async def test_writes_stored_here_by_the_checked_path_are_counted() -> None:
+    meters, reader = provider()
+    kv = AsyncGridKV(meter_provider=meters, replica_count=1, **node_options("tel-checked"))
+    async with kv:
+        await kv.set("a", b"v", consistency="one")  # the checked path, stored here
+        await kv.set("b", b"v", ttl=timedelta(seconds=30))
+        await kv.delete("a")
+        ops = points(reader, "gridkv.operations")
+        local = {"gridkv__path": "local", "gridkv__consistency": "one"}
+        assert value(ops, **local, gridkv__operation="set") == 2
+        assert value(ops, **local, gridkv__operation="delete") == 1
+
+
+def test_probes_acknowledged_are_a_counter_that_never_goes_down() -> None:
+    # "ok" once was probes sent minus failed: a probe in flight counted, then taken back.
+    with GridKV(**node_options("tel-probes")) as kv:
+        swim = kv.node.membership.swim  # type: ignore[attr-defined]
+        swim.probes, swim.probes_acked, swim.probes_failed = 10, 6, 3
+        observed = list(
+            kv.node.telemetry.observers()["gridkv.membership.probes"](CallbackOptions())
+        )
+        by_outcome = {o.attributes["gridkv.outcome"]: o.value for o in observed}  # type: ignore[index]
+        assert by_outcome == {"ok": 6, "failed": 3}
+
+
+def test_an_export_interval_past_a_day_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"metrics.interval"):
+        GridKV(metrics={"interval": "48h"}, **node_options("tel-interval"))

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("gridkv_metrics")
 
-from gridkv import ConfigError, GridKV
+from gridkv import ConfigError, GridKV, PeerUnavailable
 from gridkv_metrics.provider import NodeMeters
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -78,7 +78,10 @@ def test_a_scrape_shows_exactly_the_operations_done_each_node_its_own() -> None:
             == 7
         )
         assert (
-            total(samples, "gridkv_operations_total", gridkv_operation="delete") == 0
+            total(
+                samples, "gridkv_operations_total", gridkv_operation="delete", gridkv_path="local"
+            )
+            == 1
         )  # local, not the loop
         assert total(samples, "gridkv_storage_keys", gridkv_key_kind="value") == 6
         assert total(samples, "gridkv_storage_keys", gridkv_key_kind="tombstone") == 1
@@ -226,3 +229,58 @@ def test_an_application_sdk_takes_precedence() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "recorded into the application's SDK" in done.stdout
+
+
+def test_a_node_that_fails_to_start_releases_its_prometheus_port() -> None:
+    port = free_port()
+    with node("m-first"):
+        # The same memory address again: the start fails, after the exporter opened.
+        with pytest.raises(PeerUnavailable, match="already in use"):
+            GridKV(
+                local_node_id="m-second",
+                local_address="m-first:7946",
+                network={"type": "memory"},
+                metrics={"prometheus_addr": f"127.0.0.1:{port}"},
+            )
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", port))  # free again
+        assert not [t for t in threading.enumerate() if "serve_forever" in t.name]
+
+
+def test_the_last_otlp_export_at_close_carries_the_node(
+    collector: tuple[str, list[ExportMetricsServiceRequest]],
+) -> None:
+    endpoint, received = collector
+    with node("m-last", otlp_endpoint=endpoint, interval="60s") as kv:
+        for i in range(3):
+            kv.set(f"k{i}", b"v")
+    # No interval passed: only the export at close can carry the three sets.
+    sets = [
+        v for a, v in otlp_sums(received, "gridkv.operations") if a.get("gridkv.operation") == "set"
+    ]
+    assert 3 in sets
+
+
+class _Silent(http.server.BaseHTTPRequestHandler):
+    """A collector that takes the request and never answers."""
+
+    def do_POST(self) -> None:
+        time.sleep(30)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_close_does_not_wait_on_a_collector_that_never_answers() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Silent)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        kv = node("m-slow", otlp_endpoint=f"http://127.0.0.1:{server.server_port}/v1/metrics")
+        kv.set("k", b"v")
+        start = time.monotonic()
+        kv.close(timeout=1.0)
+        assert time.monotonic() - start < 3.0
+    finally:
+        server.shutdown()
+        server.server_close()

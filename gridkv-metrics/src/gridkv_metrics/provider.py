@@ -36,14 +36,14 @@ class NodeMeters(MeterProvider):
     """A node's own meter provider, with the readers its ``metrics`` options ask for.
 
     Prometheus: a registry of its own, served on ``metrics.prometheus_addr`` by
-    prometheus_client's HTTP server (a thread), so each node of a process has its own
-    endpoint and series. OTLP: a periodic reader exporting over HTTP every
-    ``metrics.interval`` from a thread of its own, so an endpoint that is down or slow costs
+    prometheus_client's HTTP server (a thread, started by :meth:`open` as the node starts),
+    so each node of a process has its own endpoint and series. OTLP: a periodic reader
+    exporting over HTTP every ``metrics.interval`` from a thread of its own, so an endpoint
+    that is down or slow costs
     the node nothing (the exporter logs and retries; an export gives up after
     :data:`OTLP_TIMEOUT`). Resource attributes: ``service.name`` "gridkv",
     ``service.instance.id`` the node id, ``service.version`` GridKV's.
 
-    :raises ConfigError: the Prometheus address cannot be listened on.
     """
 
     def __init__(self, options: Options) -> None:
@@ -72,16 +72,22 @@ class NodeMeters(MeterProvider):
             }
         )
         super().__init__(metric_readers=readers, resource=resource, shutdown_on_exit=False)
-        if metrics.prometheus_addr:
-            host, _, port_text = metrics.prometheus_addr.rpartition(":")
+        self._address = metrics.prometheus_addr
+
+    def open(self) -> None:
+        """Listen on ``metrics.prometheus_addr`` (the node calls it as it starts).
+
+        :raises ConfigError: the address cannot be listened on.
+        """
+        if self._address and self._server is None:
+            host, _, port_text = self._address.rpartition(":")
             host, port = host.strip("[]") or "0.0.0.0", int(port_text)
             try:
                 self._server, _ = start_http_server(port, host, registry=self.registry)
             except OSError as exc:
-                super().shutdown()
                 raise ConfigError(
                     f"config key 'metrics.prometheus_addr': cannot listen on "
-                    f"{metrics.prometheus_addr!r}: {exc.strerror or exc}"
+                    f"{self._address!r}: {exc.strerror or exc}"
                 ) from None
             shown = f"[{host}]" if ":" in host else host
             self.prometheus_address = f"{shown}:{self._server.server_port}"

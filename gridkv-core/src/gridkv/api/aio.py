@@ -162,6 +162,7 @@ class AsyncGridKV(ClientBase):
             if self._node.coordinator.batcher.full:  # the replicas keep up, or the writer waits
                 await guarded(self._node.wait_room(entry.key), self._node, what, entry.key)
             self._node.write_here(partition, entry)
+            self._fast.count_write(entry)
         else:
             await guarded(self._node.write(partition, entry, level), self._node, what, entry.key)
 

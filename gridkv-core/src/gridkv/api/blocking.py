@@ -309,6 +309,7 @@ class GridKV(ClientBase):
             if not on_loop:  # the replicas keep up, or the writer waits (not the loop: it
                 self._node.make_room(entry.key)  # is what makes the room)
             self._node.write_here(partition, entry)
+            self._fast.count_write(entry)
             return
         direct = self._direct
         if (

@@ -164,6 +164,7 @@ class DirectPath:
         hot = node.coordinator.hot
         cached, entry = hot.lookup(key)
         if cached:
+            self.reads += 1
             return entry
         owners = node.partitions.table.owners(partition)
         # An owner reads its own storage (on the loop, while a partition moves in).

@@ -298,7 +298,7 @@ class MetricsOptions(Section):
     #: Export OTLP over HTTP to this URL (``http://collector:4318/v1/metrics``; empty: off).
     otlp_endpoint: str = option("", "str")
     #: How often metrics are exported over OTLP.
-    interval: float = option(10.0, "duration", min=0.1)
+    interval: float = option(10.0, "duration", min=0.1, max=86400.0)
 
     def _check(self) -> None:
         if self.prometheus_addr:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -205,9 +206,10 @@ class Node(Serving):
         # Last: a reader may observe the node from another thread as soon as it is registered.
         #: A meter provider a plugin made for this node (gridkv-metrics), shut down with it.
         self._own_meters = None if meter_provider else self.plugins.meter_provider(options)
+        self._meters_released = False
         #: The node's OpenTelemetry instruments (no-op until an SDK is configured).
         self.telemetry = NodeTelemetry(self, meter_provider or self._own_meters, version())
-        self.coordinator.on_replicated = self.telemetry.replicated
+        self.coordinator.batcher.on_delivered = self.telemetry.replicated
 
     @staticmethod
     def _check_security(options: Options) -> None:
@@ -248,6 +250,9 @@ class Node(Serving):
                 extra={"node_id": self.node_id},
             )
         try:
+            opening = getattr(self._own_meters, "open", None)
+            if opening is not None:  # a plugin's exporter that listens (Prometheus)
+                opening()
             self.messaging.guarded = await self.transport.start(
                 self.router.on_frame, self.authenticator.handshake(self._node_at)
             )
@@ -256,6 +261,7 @@ class Node(Serving):
             self.state = "closed"
             with contextlib.suppress(Exception):
                 await self.transport.close()
+            await self._release_meters(1.0)
             raise
         self.state = "running"
         self.running = True
@@ -337,14 +343,39 @@ class Node(Serving):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.transport.close(), timeout)
         self.storage.close()
-        self.telemetry.close()
-        if self._own_meters is not None:  # its exporters flush, briefly, off the loop
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    asyncio.get_running_loop().run_in_executor(None, self._own_meters.shutdown),
-                    timeout,
-                )
+        await self._release_meters(timeout)
         self.state = "closed"
+
+    async def _release_meters(self, timeout: float) -> None:
+        """Stop reporting this node: a plugin's provider exports its last figures first.
+
+        The provider's shutdown (a last OTLP export, the Prometheus endpoint) runs on a
+        thread of its own, waited for ``timeout`` seconds at most; a slow collector delays
+        neither the loop nor the close past that.
+        """
+        own = self._own_meters
+        if own is not None and not self._meters_released:
+            self._meters_released = True
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[None] = loop.create_future()
+
+            def finished() -> None:
+                if not done.done():
+                    done.set_result(None)
+
+            def shut() -> None:
+                try:
+                    own.shutdown(timeout_millis=max(timeout, 0.05) * 1000)
+                except Exception:
+                    log.warning("the metrics provider did not shut down cleanly", exc_info=True)
+                finally:
+                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                        loop.call_soon_threadsafe(finished)
+
+            threading.Thread(target=shut, name="gridkv-metrics-shutdown", daemon=True).start()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(done), timeout)
+        self.telemetry.close()
 
     def refresh_local_reads(self) -> None:
         """Recompute :attr:`local_reads` from the table, the state and the partitions moving in.

@@ -171,7 +171,7 @@ class Serving:
         started = perf_counter()
         try:
             entry = await self.coordinator.read(partition, key, level)
-        except BaseException:
+        except Exception:  # a cancellation (the caller's) is not the operation's outcome
             self.telemetry.operation("get", level, started, False)
             raise
         self.telemetry.operation("get", level, started, True)
@@ -188,7 +188,7 @@ class Serving:
         started = perf_counter()
         try:
             await self.coordinator.write(partition, entry, level)
-        except BaseException:
+        except Exception:
             self.telemetry.operation(what, level, started, False)
             raise
         self.telemetry.operation(what, level, started, True)

@@ -116,9 +116,9 @@ class Stats:
     :ivar storage: the storage backend's figures.
     :ivar version: the gridkv-core version.
     :ivar replication: what this node sent its co-replicas.
-    :ivar operations: operations counted, ``"<operation> <level> <outcome>"`` -> count (those
-        through the node's loop, and ``"set local ok"`` for the write fast path; see
-        docs/metrics.md).
+    :ivar operations: operations counted, ``"<operation> <level> <outcome>"`` -> count: those
+        through the node's loop, and ``"set one ok (local)"`` / ``"delete one ok (local)"``
+        for the writes stored here at level one (see docs/metrics.md).
     """
 
     cluster: ClusterStats

@@ -17,6 +17,8 @@ local ``get``) counts nothing: an increment there was measured at 9% of its 170 
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from gridkv.cluster.membership.base import Membership
     from gridkv.cluster.replication.coordinator import Coordinator
     from gridkv.security.base import Authenticator
-    from gridkv.storage.base import Storage
+    from gridkv.storage.base import Entry, Storage
     from gridkv.transport.base import Transport
 
 
@@ -56,6 +58,8 @@ class Observed(Protocol):
     anti_entropy: AntiEntropy
     authenticator: Authenticator
 
+
+_log = logging.getLogger("gridkv")
 
 __all__ = ["DURATION_SAMPLE", "FastCounts", "NodeTelemetry", "OUTCOMES", "Observed"]
 
@@ -88,12 +92,20 @@ OUTCOMES = ("ok", "error")
 
 
 class FastCounts:
-    """Writes the facades stored on their local fast path, as a plain integer."""
+    """Writes the facades stored here at level one (fast path or checked), as integers."""
 
-    __slots__ = ("sets",)
+    __slots__ = ("deletes", "sets")
 
     def __init__(self) -> None:
         self.sets = 0
+        self.deletes = 0
+
+    def count_write(self, entry: Entry) -> None:
+        """Count a write stored here by the checked path (a ``set``, or a tombstone)."""
+        if entry.value is None:
+            self.deletes += 1
+        else:
+            self.sets += 1
 
 
 class NodeTelemetry:
@@ -109,14 +121,13 @@ class NodeTelemetry:
         self, node: Observed, provider: metrics.MeterProvider | None = None, version: str = ""
     ) -> None:
         self._node = node
+        self.node_id = node.node_id
         self._attrs = {"gridkv.node.id": node.node_id}
         self.fast = FastCounts()
         #: (operation, consistency, outcome) -> count, for operations through the loop.
         self._ops: dict[tuple[str, str, str], int] = {}
-        #: The same key -> its attributes (made once), and the operations since the last
-        #: duration recorded.
+        #: The same key -> its attributes (made once).
         self._labels: dict[tuple[str, str, str], dict[str, str]] = {}
-        self._tick = 0
         #: The blocking facades' direct paths (reads and writes sent from calling threads).
         self.direct: weakref.WeakSet[DirectCounts] = weakref.WeakSet()
         provider = provider or metrics.get_meter_provider()
@@ -128,7 +139,7 @@ class NodeTelemetry:
         self._instruments = instruments
         self.duration = instruments.duration
         self.lag = instruments.lag
-        instruments.nodes.add(self)
+        instruments.add(self)
 
     def replicated(self, seconds: float) -> None:
         """Record a batch's replication lag (its oldest write to the replica's answer)."""
@@ -137,13 +148,14 @@ class NodeTelemetry:
     def operation_counts(self) -> dict[str, int]:
         """Operations counted so far, ``"<operation> <level> <outcome>"`` -> count."""
         counts = {" ".join(key): n for key, n in list(self._ops.items())}
-        if self.fast.sets:
-            counts["set local ok"] = self.fast.sets
+        for what, n in (("set", self.fast.sets), ("delete", self.fast.deletes)):
+            if n:
+                counts[f"{what} one ok (local)"] = n
         return counts
 
     def close(self) -> None:
         """Stop reporting this node (it closed): its series end."""
-        self._instruments.nodes.discard(self)
+        self._instruments.discard(self)
 
     def operation(self, what: str, level: str, started: float, ok: bool) -> None:
         """Count an operation through the loop that started at ``started`` (perf_counter).
@@ -152,9 +164,8 @@ class NodeTelemetry:
         SDK's histogram takes about 6 us a record, a fifth of such an operation's cost).
         """
         key = (what, level, "ok" if ok else "error")
-        self._ops[key] = self._ops.get(key, 0) + 1
-        self._tick += 1
-        if self._tick % DURATION_SAMPLE:
+        count = self._ops[key] = self._ops.get(key, 0) + 1
+        if count % DURATION_SAMPLE != 1:  # per kind of operation: no aliasing between kinds
             return
         attributes = self._labels.get(key)
         if attributes is None:
@@ -210,20 +221,18 @@ class NodeTelemetry:
                     }
                 ),
             )
-        attributes = {
-            "gridkv.operation": "set",
-            "gridkv.consistency": self._node.options.consistency,
-            "gridkv.outcome": "ok",
-            "gridkv.path": "local",
-        }
-        yield Observation(self.fast.sets, self._with(**attributes))
+        # Writes stored here, and the direct path's calls, are all at level one.
+        one = {"gridkv.consistency": "one", "gridkv.outcome": "ok"}
+        for what, count in (("set", self.fast.sets), ("delete", self.fast.deletes)):
+            local = {**one, "gridkv.operation": what, "gridkv.path": "local"}
+            yield Observation(count, self._with(**local))
         paths = list(self.direct)
         if paths:
             for what, count in (
                 ("get", sum(p.reads for p in paths)),
                 ("set", sum(p.writes for p in paths)),
             ):
-                direct = {**attributes, "gridkv.operation": what, "gridkv.path": "direct"}
+                direct = {**one, "gridkv.operation": what, "gridkv.path": "direct"}
                 yield Observation(count, self._with(**direct))
 
     def _network_io(self, options: CallbackOptions) -> Iterable[Observation]:
@@ -294,12 +303,12 @@ class NodeTelemetry:
         swim = getattr(self._node.membership, "swim", None)  # another protocol: none
         if swim is None:
             return 0, 0, 0
-        return swim.probes, swim.probes_failed, swim.refutations
+        return swim.probes_acked, swim.probes_failed, swim.refutations
 
     def _probes(self, options: CallbackOptions) -> Iterable[Observation]:
-        probes, failed, _ = self._swim_counts()
+        acked, failed, _ = self._swim_counts()  # each only ever grows: counters
         return (
-            Observation(probes - failed, self._with(**{"gridkv.outcome": "ok"})),
+            Observation(acked, self._with(**{"gridkv.outcome": "ok"})),
             Observation(failed, self._with(**{"gridkv.outcome": "failed"})),
         )
 
@@ -372,7 +381,10 @@ class _Instruments:
 
     def __init__(self, provider: metrics.MeterProvider, version: str) -> None:
         meter = provider.get_meter("gridkv", version or None)
-        self.nodes: weakref.WeakSet[NodeTelemetry] = weakref.WeakSet()
+        #: The nodes observed; readers collect from their own threads, so it changes and is
+        #: copied under the lock.
+        self._nodes: set[NodeTelemetry] = set()
+        self._lock = threading.Lock()
         self.duration = meter.create_histogram(
             "gridkv.operation.duration",
             unit="s",
@@ -389,10 +401,33 @@ class _Instruments:
             make = getattr(meter, f"create_observable_{kind}")
             make(name, callbacks=[self._callback(name)], unit=unit, description=description)
 
+    def add(self, node: NodeTelemetry) -> None:
+        """Observe ``node`` from now on."""
+        with self._lock:
+            self._nodes.add(node)
+
+    def discard(self, node: NodeTelemetry) -> None:
+        """Stop observing ``node``."""
+        with self._lock:
+            self._nodes.discard(node)
+
+    @property
+    def nodes(self) -> list[NodeTelemetry]:
+        """The nodes observed now."""
+        with self._lock:
+            return list(self._nodes)
+
     def _callback(self, name: str) -> Callable[[CallbackOptions], Iterator[Observation]]:
         def observe(options: CallbackOptions) -> Iterator[Observation]:
-            for node in list(self.nodes):
-                yield from node.observers()[name](options)
+            for node in self.nodes:
+                try:  # one node's trouble does not hide the others' figures
+                    observed = list(node.observers()[name](options))
+                except Exception:
+                    _log.warning(
+                        "a metric of node %r could not be read", node.node_id, exc_info=True
+                    )
+                    continue
+                yield from observed
 
         return observe
 

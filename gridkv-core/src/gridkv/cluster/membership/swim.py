@@ -185,9 +185,11 @@ class Swim:
         self._new_allowed: int | None = None
         #: Records ignored: incarnations out of bounds, or new members over a message's limit.
         self.refused_records = 0
-        #: Probes sent, probes that failed (a suspicion started or confirmed), and
-        #: refutations of suspicions about this node (counters for metrics).
+        #: Probes sent, acknowledged directly, failed (a suspicion started or confirmed), and
+        #: refutations of suspicions about this node (counters for metrics). A probe
+        #: answered only through a relay is neither acknowledged directly nor failed.
         self.probes = 0
+        self.probes_acked = 0
         self.probes_failed = 0
         self.refutations = 0
         #: Seed addresses, tried again while no other member is alive (set by the driver).
@@ -833,6 +835,7 @@ class Swim:
         probe = self._probe
         if probe is not None and probe.seq == seq:
             self._probe = None
+            self.probes_acked += 1
             self.awareness = max(0, self.awareness - 1)
             return
         relay = self._relays.pop(seq, None)

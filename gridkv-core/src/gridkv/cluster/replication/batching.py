@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -31,11 +32,13 @@ __all__ = ["Batch", "Batcher", "consume"]
 class Batch:
     """Entries queued for one replica, and their estimated size on the wire."""
 
-    __slots__ = ("entries", "size")
+    __slots__ = ("entries", "since", "size")
 
     def __init__(self) -> None:
         self.entries: list[tuple[int, Entry]] = []
         self.size = 0
+        #: When its first entry was queued (``time.perf_counter``).
+        self.since = time.perf_counter()
 
 
 def consume(task: asyncio.Future[Any]) -> None:
@@ -51,7 +54,8 @@ class Batcher:
     :param window: seconds a batch waits for more entries.
     :param budget: bytes that fill a batch (see :func:`~gridkv.wire.budget.message_budget`).
     :param loop: the node's event loop once it runs, else ``None``.
-    :param send: sends one batch to a replica; its errors are its own to handle.
+    :param send: sends one batch to a replica, and says whether the replica answered; its
+        errors are its own to handle.
     :param limit: bytes of backlog per replica past which the batcher is :attr:`full`.
     """
 
@@ -61,7 +65,7 @@ class Batcher:
         window: float,
         budget: int,
         loop: Callable[[], asyncio.AbstractEventLoop | None],
-        send: Callable[[str, list[tuple[int, Entry]]], Coroutine[Any, Any, None]],
+        send: Callable[[str, list[tuple[int, Entry]]], Coroutine[Any, Any, bool]],
         limit: int = 64 * 1024 * 1024,
     ) -> None:
         self._threshold = threshold
@@ -69,6 +73,9 @@ class Batcher:
         self._budget = budget
         self._loop = loop
         self._send = send
+        #: Told, for each batch a replica answered, the seconds from its first entry's
+        #: queueing (about its write's acknowledgement) to the answer: the replication lag.
+        self.on_delivered: Callable[[float], None] = lambda seconds: None
         self._limit = limit
         #: replica -> bytes of entries queued or in flight to it.
         self.backlog: dict[str, int] = {}
@@ -120,7 +127,8 @@ class Batcher:
     async def _sent(self, replica: str, batch: Batch) -> None:
         """Send a batch; its bytes leave the replica's backlog however the send ends."""
         try:
-            await self._send(replica, batch.entries)
+            if await self._send(replica, batch.entries):
+                self.on_delivered(time.perf_counter() - batch.since)
         finally:
             self._shrink(replica, batch.size)
 

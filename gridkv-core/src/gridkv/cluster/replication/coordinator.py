@@ -41,7 +41,6 @@ from gridkv.base.errors import (
     ProtocolError,
     QuorumNotReached,
 )
-from gridkv.base.hlc import physical_ms
 from gridkv.base.log import LOGGER_NAME, RateLimitedLog
 from gridkv.cluster.replication.batching import Batcher
 from gridkv.cluster.replication.reads import Reader, reasons
@@ -107,9 +106,6 @@ class Coordinator:
         #: entries refused by replicas, entries this node refused, entries this node did
         #: not take from a member back from a long separation (see :meth:`store`).
         self.batches_sent = 0
-        #: Told, for every batch a replica answered, the seconds from its oldest write to
-        #: the answer (the node's telemetry records it as the replication lag).
-        self.on_replicated: Callable[[float], None] = lambda seconds: None
         self.entries_replicated = 0
         self.send_failures = 0
         self.entries_refused = 0
@@ -239,7 +235,8 @@ class Coordinator:
             if replica != ctx.node_id and replica != stored_by:
                 self.batcher.add(replica, partition, entry)
 
-    async def _send_batch(self, replica: str, entries: list[tuple[int, Entry]]) -> None:
+    async def _send_batch(self, replica: str, entries: list[tuple[int, Entry]]) -> bool:
+        """Send a batch the batcher made; whether the replica answered it."""
         self.batches_sent += 1
         try:
             results = await self._replicate_to(replica, entries)
@@ -247,15 +244,13 @@ class Coordinator:
             # Anti-entropy repairs what a failed batch leaves behind.
             self.send_failures += 1
             log.debug("replication batch failed", extra={"peer": replica, "error": str(exc)})
-            return
+            return False
         self.entries_replicated += results.count(STORED) + results.count(HELD)
-        # Replication lag: from the oldest write in the batch (its version's time) to now.
-        oldest = min(entry.version for _, entry in entries)
-        self.on_replicated(max(0, self.ctx.now_ms() - physical_ms(oldest)) / 1000)
         refused = [pe for pe, code in zip(entries, results, strict=True) if code == NOT_REPLICA]
         if refused:
             self.entries_refused += len(refused)
             self._reroute(replica, refused)
+        return True
 
     def _reroute(self, refuser: str, entries: list[tuple[int, Entry]]) -> None:
         """Send entries a replica refused as "not a replica" to the replicas this view names.
