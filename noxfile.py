@@ -57,6 +57,7 @@ BENCHMARKS = [
     "replication",
     "cluster_tcp",
     "cluster_quic",
+    "metrics",
     "attack_tcp",
     "hardening",
     "auth",
@@ -169,7 +170,7 @@ def bench(session: nox.Session) -> None:
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         session.error(f"no benchmark named {', '.join(unknown)}; there are {', '.join(BENCHMARKS)}")
-    session.install(CORE, *BOTH_TRANSPORTS, "cachetools")
+    session.install(CORE, *BOTH_TRANSPORTS, *OTHER_PLUGINS, "cachetools")
     for name in names or BENCHMARKS:
         session.run("python", f"bench/{name}.py", *flags)
 
