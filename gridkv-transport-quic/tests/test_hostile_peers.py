@@ -4,12 +4,14 @@ promise is a counted disconnect (or a refused stream), and the node keeps servin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from gridkv import PeerUnavailable
 from gridkv.testing.waiting import wait_until
+from gridkv.transport.base import Handler
 from gridkv.wire.framing import REQUEST, head
 from gridkv_transport_quic._link import Link
 from gridkv_transport_quic.transport import QuicTransport, split_address
@@ -26,6 +28,21 @@ async def big(peer: str, payload: bytes, sender: str | None) -> bytes:
     return bytes(256 * 1024) if payload == b"send me a lot" else b"echo:" + payload
 
 
+@contextlib.asynccontextmanager
+async def attacked(
+    make_quic: MakeQuic, intruder: Intruder, handler: Handler, **limits: float
+) -> AsyncIterator[tuple[QuicTransport, Link]]:
+    """A transport serving ``handler`` (with ``limits``) and a hand-driven link to it."""
+    server = make_quic("a", **limits)
+    await server.start(handler)
+    link = await intruder(server.local_address)
+    try:
+        yield server, link
+    finally:
+        link.close()
+        await server.close()
+
+
 async def still_serves(make_quic: MakeQuic, server: QuicTransport) -> None:
     other = make_quic("d")
     await other.start(echo)
@@ -38,10 +55,7 @@ async def still_serves(make_quic: MakeQuic, server: QuicTransport) -> None:
 async def test_a_request_over_the_frame_limit_is_refused_and_counted(
     make_quic: MakeQuic, intruder: Intruder
 ) -> None:
-    server = make_quic("a", max_frame_bytes=64 * 1024)
-    await server.start(echo)
-    link = await intruder(server.local_address)
-    try:
+    async with attacked(make_quic, intruder, echo, max_frame_bytes=64 * 1024) as (server, link):
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         link.request(bytes(100 * 1024), future)
         with pytest.raises(PeerUnavailable, match="announced a frame of 102409 bytes"):
@@ -51,18 +65,12 @@ async def test_a_request_over_the_frame_limit_is_refused_and_counted(
         assert server.stats().requests_received == 0
         assert server.stats().partial_bytes == 0
         await still_serves(make_quic, server)
-    finally:
-        link.close()
-        await server.close()
 
 
 async def test_a_request_that_never_ends_is_cut_at_the_read_timeout(
     make_quic: MakeQuic, intruder: Intruder
 ) -> None:
-    server = make_quic("a", read_timeout=0.3)
-    await server.start(echo)
-    link = await intruder(server.local_address)
-    try:
+    async with attacked(make_quic, intruder, echo, read_timeout=0.3) as (server, link):
         stream = link.quic.get_next_available_stream_id()
         link.quic.send_stream_data(stream, head(REQUEST, 1, 1000) + b"ten bytes.")
         link.transmit()
@@ -70,18 +78,15 @@ async def test_a_request_that_never_ends_is_cut_at_the_read_timeout(
         await asyncio.wait_for(link.closed, 5)
         assert server.stats().partial_bytes == 0
         await still_serves(make_quic, server)
-    finally:
-        link.close()
-        await server.close()
 
 
 async def test_unfinished_requests_past_the_inbound_budget_cut_the_link(
     make_quic: MakeQuic, intruder: Intruder
 ) -> None:
-    server = make_quic("a", max_inbound_buffer_bytes=256 * 1024)
-    await server.start(echo)
-    link = await intruder(server.local_address)
-    try:
+    async with attacked(make_quic, intruder, echo, max_inbound_buffer_bytes=256 * 1024) as (
+        server,
+        link,
+    ):
         for _ in range(8):  # 8 lanes with 64 KiB of a 100 KiB frame each
             stream = link.quic.get_next_available_stream_id()
             link.quic.send_stream_data(stream, head(REQUEST, 1, 100 * 1024) + bytes(64 * 1024))
@@ -89,18 +94,12 @@ async def test_unfinished_requests_past_the_inbound_budget_cut_the_link(
         await wait_until(lambda: server.stats().inbound_full_cuts == 1, timeout=5)
         assert server.stats().partial_bytes == 0
         await still_serves(make_quic, server)
-    finally:
-        link.close()
-        await server.close()
 
 
 async def test_a_peer_that_never_reads_its_answers_is_cut(
     make_quic: MakeQuic, intruder: Intruder
 ) -> None:
-    server = make_quic("a", write_timeout=0.5)
-    await server.start(big)
-    link = await intruder(server.local_address)
-    try:
+    async with attacked(make_quic, intruder, big, write_timeout=0.5) as (server, link):
         # From now on the intruder takes nothing in: no acknowledgement, no flow credit.
         link.datagram_received = lambda data, addr: None  # type: ignore[method-assign]
         loop = asyncio.get_running_loop()
@@ -109,9 +108,6 @@ async def test_a_peer_that_never_reads_its_answers_is_cut(
         await wait_until(lambda: server.stats().slow_reader_cuts == 1, timeout=10)
         assert server.stats().connections == 0
         await still_serves(make_quic, server)
-    finally:
-        link.close()
-        await server.close()
 
 
 async def test_a_second_one_way_stream_cuts_the_link(
@@ -122,10 +118,7 @@ async def test_a_second_one_way_stream_cuts_the_link(
     def collect(peer: str, payload: bytes, sender: str | None) -> None:
         got.append(payload)
 
-    server = make_quic("a")
-    await server.start(collect)
-    link = await intruder(server.local_address)
-    try:
+    async with attacked(make_quic, intruder, collect) as (server, link):
         link.one_way(b"first")
         await wait_until(lambda: got == [b"first"], timeout=5)
         link._one_way_out = None  # the next one-way frame opens another stream
@@ -133,9 +126,6 @@ async def test_a_second_one_way_stream_cuts_the_link(
         await asyncio.wait_for(link.closed, 5)
         assert got == [b"first"]
         assert server.stats().errors >= 1
-    finally:
-        link.close()
-        await server.close()
 
 
 async def test_junk_datagrams_are_counted_and_dropped(make_quic: MakeQuic) -> None:
@@ -186,10 +176,9 @@ async def test_stream_data_past_a_hole_counts_and_is_cut_at_the_read_timeout(
     make_quic: MakeQuic, intruder: Intruder
 ) -> None:
     # The last byte of a megabyte, alone: aioquic holds the hole before it until it is filled.
-    server = make_quic("a", max_inbound_buffer_bytes=4 << 20, read_timeout=0.3)
-    await server.start(echo)
-    link = await intruder(server.local_address)
-    try:
+    async with attacked(
+        make_quic, intruder, echo, max_inbound_buffer_bytes=4 << 20, read_timeout=0.3
+    ) as (server, link):
         stream = link.quic.get_next_available_stream_id()
         size = 1 << 20
         link.quic.send_stream_data(stream, bytes(size))
@@ -215,9 +204,6 @@ async def test_stream_data_past_a_hole_counts_and_is_cut_at_the_read_timeout(
             for other in others:
                 other.close()
             await small.close()
-    finally:
-        link.close()
-        await server.close()
 
 
 def silence(transport: QuicTransport) -> None:
