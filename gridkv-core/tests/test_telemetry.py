@@ -216,3 +216,18 @@ def test_probes_acknowledged_are_a_counter_that_never_goes_down() -> None:
 def test_an_export_interval_past_a_day_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"metrics.interval"):
         GridKV(metrics={"interval": "48h"}, **node_options("tel-interval"))
+
+
+async def test_the_compression_ratio_is_estimated_from_the_stored_records() -> None:
+    meters, reader = provider()
+    kv = AsyncGridKV(
+        meter_provider=meters,
+        storage={"compression_threshold": 100},
+        **node_options("tel-lz4"),
+    )
+    async with kv:
+        assert points(reader, "gridkv.storage.compression.ratio") == []  # nothing compressed
+        await kv.set("plain", b"short")
+        await kv.set("big", b"abcd" * 1000, ttl=60)  # 4,000 bytes that compress well
+        ratio = value(points(reader, "gridkv.storage.compression.ratio"))
+        assert ratio > 10

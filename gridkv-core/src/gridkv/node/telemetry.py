@@ -189,6 +189,7 @@ class NodeTelemetry:
             "gridkv.storage.keys": self._keys,
             "gridkv.storage.memory.usage": self._memory,
             "gridkv.storage.removals": self._removals,
+            "gridkv.storage.compression.ratio": self._compression,
             "gridkv.membership.members": self._members,
             "gridkv.membership.health_score": self._health,
             "gridkv.membership.probes": self._probes,
@@ -278,6 +279,13 @@ class NodeTelemetry:
 
     def _memory(self, options: CallbackOptions) -> Iterable[Observation]:
         return (Observation(self._node.storage.stats().used_bytes, self._attrs),)
+
+    def _compression(self, options: CallbackOptions) -> Iterable[Observation]:
+        sample = getattr(self._node.storage, "compression_sample", None)
+        if sample is None:
+            return ()
+        raw, stored = sample()
+        return (Observation(raw / stored, self._attrs),) if stored else ()
 
     def _removals(self, options: CallbackOptions) -> Iterable[Observation]:
         stats = self._node.storage.stats()
@@ -446,6 +454,7 @@ _INSTRUMENTS = (
     ("gridkv.storage.keys", "up_down_counter", "{key}", "Entries stored, by kind."),
     ("gridkv.storage.memory.usage", "up_down_counter", "By", "Memory charged for entries."),
     ("gridkv.storage.removals", "counter", "{entry}", "Entries evicted, expired, collected."),
+    ("gridkv.storage.compression.ratio", "gauge", "1", "Value bytes over stored bytes."),
     ("gridkv.membership.members", "up_down_counter", "{member}", "Members in view, by state."),
     ("gridkv.membership.health_score", "gauge", "1", "Local health score (0 is healthy)."),
     ("gridkv.membership.probes", "counter", "{probe}", "Probes sent, by outcome."),
