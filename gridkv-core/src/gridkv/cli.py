@@ -1,21 +1,77 @@
-"""The ``gridkv`` command line: ``demo``, ``keys new``, ``certs create``/``add``, ``version``."""
+"""The ``gridkv`` command line: ``node``, ``demo``, ``keys``, ``certs`` and ``version``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from gridkv.api.aio import AsyncGridKV
 from gridkv.api.blocking import GridKV
-from gridkv.base.config import load_config
+from gridkv.base.config import ENV_PREFIX, env_overrides, load_config, merged
 from gridkv.base.errors import GridKVError
+from gridkv.base.eventloop import run
 from gridkv.base.options import Options
+from gridkv.base.sections import Section
 from gridkv.node import version
 from gridkv.security.certs import add_node_certs, create_cluster_certs
 from gridkv.security.identity import Identity, new_secret
 
-__all__ = ["main"]
+__all__ = ["main", "node_options"]
+
+
+def node_options(config: str | None, environ: Mapping[str, str]) -> Options:
+    """The options of ``gridkv node``: the file's, with ``GRIDKV_*`` variables on top.
+
+    :raises ConfigError: the file or a variable is bad.
+    """
+    base = load_config(config).to_dict() if config else {}
+    return Options.from_mapping(merged(base, env_overrides(environ)))
+
+
+def _node(args: argparse.Namespace) -> int:
+    """Run a node in the foreground until SIGINT or SIGTERM; then close it gracefully."""
+    options = node_options(args.config, os.environ)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with AsyncGridKV(options) as kv:
+            logging.getLogger("gridkv").info(
+                "serving until SIGINT or SIGTERM",
+                extra={"node_id": kv.node_id, "address": kv.stats().network.local_address},
+            )
+            await stop.wait()
+            logging.getLogger("gridkv").info("closing: draining, handing off, leaving")
+        # leaving the block closed the node gracefully (drain, hand off, leave)
+
+    run(serve())
+    return 0
+
+
+def _all_options() -> str:
+    """Every configuration key with its default, for ``gridkv node --help``."""
+    lines = []
+
+    def walk(section: Section, prefix: str) -> None:
+        for f in dataclasses.fields(section):  # type: ignore[arg-type]
+            value = getattr(section, f.name)
+            if isinstance(value, Section):
+                walk(value, f"{prefix}{f.name}.")
+            else:
+                env = ENV_PREFIX + f"{prefix}{f.name}".upper().replace(".", "__")
+                lines.append(f"  {prefix}{f.name} = {value!r}  ({env})")
+
+    walk(Options(local_node_id="<host>-<pid>"), "")
+    return "\n".join(lines)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -159,9 +215,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     for command in (create, add):
         command.add_argument("--out", required=True, help="the directory to write into")
         command.add_argument("--nodes", required=True, help="node ids, comma-separated: n1,n2,n3")
+    node = sub.add_parser(
+        "node",
+        help="run a node in the foreground until SIGINT/SIGTERM, then close it gracefully",
+        description="Run a GridKV node until SIGINT or SIGTERM, then close it gracefully "
+        "(drain, hand off, leave) and exit 0. Options come from --config, then from "
+        "GRIDKV_* environment variables (GRIDKV_KEY for a key, GRIDKV_SECTION__KEY for a key "
+        "of a section; values read as YAML scalars or flow lists).",
+        epilog="configuration keys (default, environment variable):\n" + _all_options(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    node.add_argument("--config", help="a JSON, YAML or TOML file of configuration keys")
     sub.add_parser("version", help="print the installed version")
     args = parser.parse_args(argv)
     try:
+        if args.command == "node":
+            return _node(args)
         if args.command == "demo":
             return _demo(args)
         if args.command == "keys":

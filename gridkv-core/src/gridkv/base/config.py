@@ -10,11 +10,12 @@ ConfigErrors naming the source.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,18 @@ import yaml
 from gridkv.base._repr import shown
 from gridkv.base.errors import ConfigError
 from gridkv.base.options import Options
+from gridkv.base.sections import Section
 
-__all__ = ["load_config", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH", "MAX_CONFIG_VALUES"]
+__all__ = [
+    "ENV_PREFIX",
+    "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_DEPTH",
+    "MAX_CONFIG_VALUES",
+    "OTHER_ENV",
+    "env_overrides",
+    "load_config",
+    "merged",
+]
 
 #: Longest configuration read, file or text, in bytes (characters for text). A real one is a
 #: few kilobytes; the bound keeps a wrong path (a log file, a disk image) from being read whole.
@@ -206,3 +217,80 @@ def _check_shape(data: Any, origin: str) -> None:
             stack.extend((item, depth + 1) for pair in value.items() for item in pair)
         elif isinstance(value, list | tuple | set | frozenset):
             stack.extend((item, depth + 1) for item in value)
+
+
+#: Environment variables GridKV reads that are not configuration keys.
+OTHER_ENV = frozenset(
+    {"GRIDKV_NO_UVLOOP", "GRIDKV_TEST_TRANSPORT", "GRIDKV_FUZZ_EXAMPLES", "GRIDKV_FAULT_CYCLES"}
+)
+#: The prefix of the environment variables that set configuration keys.
+ENV_PREFIX = "GRIDKV_"
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The configuration keys ``GRIDKV_*`` environment variables set, as a nested mapping.
+
+    ``GRIDKV_<KEY>`` sets a top-level key and ``GRIDKV_<SECTION>__<KEY>`` a key of a section
+    (``GRIDKV_NETWORK__SSL__CERT_FILE`` is ``network.ssl.cert_file``), upper case for lower.
+    A value is read as a YAML scalar or flow list: ``3`` is a number, ``true`` a boolean,
+    ``[a:1, b:2]`` a list, and anything else the string itself.
+
+    :raises ConfigError: a ``GRIDKV_`` variable names no configuration key (the variables
+        of :data:`OTHER_ENV` excepted), or its value cannot be read.
+    """
+    found: dict[str, Any] = {}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in OTHER_ENV:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        section: type[Section] = Options
+        kind = ""
+        for i, part in enumerate(path):
+            fields = {f.name: f for f in dataclasses.fields(section)}  # type: ignore[arg-type]
+            if part not in fields:
+                dotted = ".".join(path[: i + 1])
+                raise ConfigError(
+                    f"environment variable {name}: no config key {dotted!r} (see "
+                    "docs/configuration.md for the keys, and GRIDKV_SECTION__KEY for a key of a "
+                    "section)"
+                )
+            inner = section._sections.get(part)
+            kind = str(fields[part].metadata.get("kind", ""))
+            if inner is None:
+                if i != len(path) - 1:
+                    raise ConfigError(
+                        f"environment variable {name}: {'.'.join(path[: i + 1])!r} is a key, "
+                        "not a section"
+                    )
+                break
+            section = inner
+        else:
+            raise ConfigError(
+                f"environment variable {name}: {'.'.join(path)!r} is a section; set its keys "
+                f"({name}__KEY)"
+            )
+        raw = environ[name]
+        value: Any = raw
+        if kind not in ("str", "optional_str"):  # a string key takes the text as it is
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError:
+                value = raw
+            if isinstance(value, dict) or value is None:  # "a: b" or "~": the text itself
+                value = raw
+        target = found
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    return found
+
+
+def merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` on top, sections merged key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
