@@ -65,18 +65,23 @@ def server_ca(transport: QuicTransport) -> Path:
     return Path(transport._shared.ca_file).parent
 
 
+def foreign_client(certs: Path, alpn: str) -> QuicConfiguration:
+    """A dialling configuration made by hand: ``alpn``, the cluster CA, no certificate."""
+    return QuicConfiguration(
+        is_client=True,
+        alpn_protocols=[alpn],
+        verify_mode=ssl.CERT_REQUIRED,
+        cafile=str(certs / "ca.crt"),
+    )
+
+
 async def test_a_dialler_without_a_certificate_gets_nothing(
     make_quic: MakeQuic, certs: Path, intruder: Intruder
 ) -> None:
     server = make_quic("a")
     await server.start(echo)
     try:
-        config = QuicConfiguration(
-            is_client=True,
-            alpn_protocols=["gridkv"],
-            verify_mode=ssl.CERT_REQUIRED,
-            cafile=str(certs / "ca.crt"),
-        )
+        config = foreign_client(certs, "gridkv")  # and no certificate of its own
         link = await intruder(server.local_address, config, wait=False)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         await asyncio.wait_for(asyncio.shield(link.ready), 5)
@@ -95,12 +100,7 @@ async def test_a_dialler_that_does_not_speak_gridkv_alpn_is_refused(
     server = make_quic("a")
     await server.start(echo)
     try:
-        config = QuicConfiguration(
-            is_client=True,
-            alpn_protocols=["h3"],
-            verify_mode=ssl.CERT_REQUIRED,
-            cafile=str(certs / "ca.crt"),
-        )
+        config = foreign_client(certs, "h3")
         config.load_cert_chain(certs / "b.crt", certs / "b.key")
         link = await intruder(server.local_address, config, wait=False)
         with pytest.raises(PeerUnavailable, match="handshake failed.*ALPN|handshake failed"):

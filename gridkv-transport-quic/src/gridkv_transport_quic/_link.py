@@ -20,7 +20,6 @@ per stream and leaves in one transmission, with the acknowledgements of what arr
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
@@ -822,8 +821,3 @@ class _AcceptingQuic(QuicConnection):
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
         self.tls._request_client_certificate = True
-
-
-def new_cid() -> bytes:
-    """A random connection id (the dialler's, for its first packets)."""
-    return os.urandom(8)

@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from gridkv.base import errors
+from gridkv.base.config import merged
 from gridkv.security.identity import new_secret
 from gridkv.testing.transports import tls_options
 
@@ -232,7 +233,7 @@ class ProcessCluster:
         self.count = count
         options = options or {}
         trust = {} if "auth" in options or options.get("disable_auth") else _fresh_secret()
-        self.options = _merge(_merge(DEFAULT_OPTIONS, trust), options)
+        self.options = merged(merged(DEFAULT_OPTIONS, trust), options)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if log_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="gridkv-cluster-")
@@ -265,7 +266,7 @@ class ProcessCluster:
 
     def _spawn(self, index: int, address: str) -> NodeProcess:
         seeds = [a for j, a in enumerate(self._addresses) if j != index][:3]
-        options = _merge(
+        options = merged(
             self.options,
             {
                 "local_node_id": f"{self.prefix}{index}",
@@ -276,7 +277,7 @@ class ProcessCluster:
         network = options.get("network") or {}
         if network.get("type") == "quic" and not (network.get("ssl") or {}).get("cert_file"):
             # Mutual TLS: each node gets its certificate from this process's test CA.
-            options = _merge(options, {"network": {"ssl": tls_options(f"{self.prefix}{index}")}})
+            options = merged(options, {"network": {"ssl": tls_options(f"{self.prefix}{index}")}})
         node = NodeProcess.spawn(options, self.log_dir)
         self._all.append(node)
         return node
@@ -377,13 +378,3 @@ class ProcessCluster:
 
 def _fresh_secret() -> dict[str, Any]:
     return {"auth": {"cluster_secret": new_secret()}}
-
-
-def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
