@@ -62,11 +62,17 @@ def test_a_plain_write_is_stored_on_the_spot_with_the_expiry_the_checked_way_giv
     kv: GridKV, monkeypatch: pytest.MonkeyPatch, ttl: float | None
 ) -> None:
     checked = _Checked(monkeypatch)
+    # A TTL of a microsecond is over by the time the entry is read: read it as of the write
+    # (no sweep in between, the storage's clock held at ``before``).
+    storage = kv.node.storage
+    monkeypatch.setattr(storage, "sweep", lambda *args, **kwargs: 0)
     before = kv.node.now_ms()
     kv.set("k", b"value", ttl=ttl)
     after = kv.node.now_ms()
     assert checked.calls == 0
+    monkeypatch.setattr(storage, "_clock_ms", lambda: before)
     entry = _entry(kv, "k")
+    monkeypatch.undo()
     assert (entry.key, entry.value, entry.writer) == ("k", b"value", kv.node_id)
     if not ttl:
         assert entry.expires_at == 0
