@@ -31,6 +31,8 @@ __all__ = [
     "SslOptions",
     "AuthOptions",
     "MetricsOptions",
+    "RespOptions",
+    "HealthOptions",
     "Consistency",
     "CONSISTENCY_LEVELS",
 ]
@@ -316,6 +318,55 @@ class MetricsOptions(Section):
 
 
 @dataclass(frozen=True, slots=True)
+class RespOptions(Section):
+    """The ``resp`` section: the Redis-protocol door of ``gridkv node`` (see ``docs/resp.md``)."""
+
+    _path: ClassVar[str] = "resp."
+
+    #: Serve RESP2/RESP3 on this address ("host:port"; empty: no door).
+    listen: str = option("", "str")
+    #: Password of the default user (AUTH password); empty: no password.
+    password: str = option("", "str")
+    #: Further users, each "name:password" (AUTH name password).
+    users: list[str] = option([], "str_list")
+    #: Clients connected at once at most; more are refused with Redis's error.
+    max_clients: int = option(10_000, "int", min=1)
+    #: Bytes of one client's unparsed input at most (Redis's client-query-buffer-limit).
+    max_query_bytes: int = option(64 * 1024 * 1024, "int", min=1024)
+    #: Arguments of one command at most.
+    max_args: int = option(1024 * 1024, "int", min=3)
+    #: Bytes of answers queued to one client that does not read, at most; then it is closed.
+    max_output_bytes: int = option(64 * 1024 * 1024, "int", min=1024)
+    #: Consistency level of the door's reads and writes ("" uses the node's ``consistency``).
+    consistency: str = option("", "str", choices=("", *CONSISTENCY_LEVELS))
+
+    def _check(self) -> None:
+        if self.listen:
+            check_address("resp.listen", self.listen, listening=True)
+        for i, user in enumerate(self.users):
+            name, sep, password = user.partition(":")
+            if not sep or not name or not password or name == "default":
+                raise ConfigError(
+                    f"config key 'resp.users[{i}]': expected name:password with both set and a "
+                    "name other than 'default' (resp.password is the default user's)"
+                )
+
+
+@dataclass(frozen=True, slots=True)
+class HealthOptions(Section):
+    """The ``health`` section: HTTP liveness and readiness probes of ``gridkv node``."""
+
+    _path: ClassVar[str] = "health."
+
+    #: Serve ``/livez`` and ``/readyz`` over HTTP on this address ("host:port"; empty: off).
+    listen: str = option("", "str")
+
+    def _check(self) -> None:
+        if self.listen:
+            check_address("health.listen", self.listen, listening=True)
+
+
+@dataclass(frozen=True, slots=True)
 class Options(Section):
     """Everything that configures one node; see ``docs/configuration.md`` for each field."""
 
@@ -327,6 +378,8 @@ class Options(Section):
         "auth": AuthOptions,
         "log": LogOptions,
         "metrics": MetricsOptions,
+        "resp": RespOptions,
+        "health": HealthOptions,
     }
 
     #: Stable identity of this node; a restarted node keeps it. Empty picks "<host>-<pid>".
@@ -403,6 +456,10 @@ class Options(Section):
     log: LogOptions = field(default_factory=LogOptions)
     #: Metrics export (gridkv-metrics).
     metrics: MetricsOptions = field(default_factory=MetricsOptions)
+    #: The Redis-protocol door (``gridkv node``).
+    resp: RespOptions = field(default_factory=RespOptions)
+    #: Liveness and readiness over HTTP (``gridkv node``).
+    health: HealthOptions = field(default_factory=HealthOptions)
 
     def _check(self) -> None:
         if not self.local_node_id:
