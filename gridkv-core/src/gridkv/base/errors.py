@@ -29,6 +29,7 @@ __all__ = [
     "ClockDriftExceeded",
     "ConfigError",
     "BackendNotInstalled",
+    "OperationRefused",
 ]
 
 
@@ -62,6 +63,14 @@ class ValueTooLarge(GridKVError, ValueError):
 
 class MemoryLimitExceeded(GridKVError):
     """A write would take the storage over ``storage.max_memory_mb`` and eviction is off."""
+
+
+class OperationRefused(GridKVError, ValueError):
+    """An atomic operation does not apply to the key's value.
+
+    Not an integer, an overflow, a result longer than ``max_value_bytes``; the message is
+    Redis's for the same case.
+    """
 
 
 class ShuttingDown(GridKVError):

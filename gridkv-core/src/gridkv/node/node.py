@@ -38,9 +38,11 @@ from gridkv.base.options import Options
 from gridkv.cluster.antientropy.driver import AntiEntropy
 from gridkv.cluster.context import ClusterContext, MembershipContext
 from gridkv.cluster.handoff.driver import Handoff
+from gridkv.cluster.keyspace import Keyspace
 from gridkv.cluster.membership.base import Membership
 from gridkv.cluster.partitions import Partitions
 from gridkv.cluster.replication.coordinator import Coordinator
+from gridkv.cluster.replication.mutations import Mutator
 from gridkv.cluster.ring import PartitionTable
 from gridkv.node.clocksync import adopt_peer_clocks
 from gridkv.node.messaging import MessagingPort
@@ -167,6 +169,15 @@ class Node(Serving):
         self.anti_entropy = AntiEntropy(context, self.coordinator)
         #: Moves partitions to their new replicas when the view changes.
         self.handoff = Handoff(context, self.coordinator, self.refresh_local_reads)
+        #: Runs atomic operations on keys this node is primary owner of, or sends them there.
+        self.mutator = Mutator(
+            context,
+            lambda partition, key: self.coordinator.read(partition, key, "one"),
+            self.write,
+            self.new_entry,
+        )
+        #: Lists the keys this node holds for peers, and gathers the cluster's.
+        self.keyspace = Keyspace(context, self.mutator.primary)
         #: Hands what peers send to the components.
         self.router = Router(
             self.node_id,
@@ -176,6 +187,8 @@ class Node(Serving):
             self.anti_entropy,
             self.handoff,
             self.hlc,
+            self.mutator,
+            self.keyspace,
         )
         #: ``local_reads[p]`` is 1 when a default-level read of partition ``p`` may be served
         #: from local storage on the caller's thread: the node runs, holds ``p``, and the

@@ -24,8 +24,10 @@ from gridkv.wire.messages import (
     ErrorReply,
     GetRequest,
     HandoffDone,
+    KeysRequest,
     KeySync,
     Message,
+    MutateRequest,
     Ping,
     Pong,
     ReplicateBatch,
@@ -35,8 +37,10 @@ if TYPE_CHECKING:
     from gridkv.base.hlc import HLC
     from gridkv.cluster.antientropy.driver import AntiEntropy
     from gridkv.cluster.handoff.driver import Handoff
+    from gridkv.cluster.keyspace import Keyspace
     from gridkv.cluster.membership.base import Membership
     from gridkv.cluster.replication.coordinator import Coordinator
+    from gridkv.cluster.replication.mutations import Mutator
     from gridkv.node.messaging import MessagingPort
     from gridkv.security.base import Channel
 
@@ -47,7 +51,7 @@ log = logging.getLogger(LOGGER_NAME)
 #: Messages that carry or compare data: refused from a sender this node holds dead, which has
 #: to learn that (and refute) before it may write here. (A member that left gracefully hands
 #: its partitions over after announcing the leave, so "left" is accepted.)
-_DATA_TYPES = (ReplicateBatch, DigestSync, BucketSync, KeySync, HandoffDone)
+_DATA_TYPES = (ReplicateBatch, DigestSync, BucketSync, KeySync, HandoffDone, MutateRequest)
 #: Messages that push what a node already held (anti-entropy, handoff): refused also from a
 #: sender this view does not know. A node back from a separation longer than dead_retention
 #: (both sides forgot each other) first drops what it held from before, on its first contact
@@ -66,6 +70,8 @@ class Router:
     :param anti_entropy: digest, bucket and key comparisons.
     :param handoff: the end of a handoff.
     :param hlc: the clock a :class:`~gridkv.wire.messages.Pong` reports.
+    :param mutator: atomic operations on keys this node is primary owner of.
+    :param keyspace: listings of the keys this node holds.
     """
 
     def __init__(
@@ -77,6 +83,8 @@ class Router:
         anti_entropy: AntiEntropy,
         handoff: Handoff,
         hlc: HLC,
+        mutator: Mutator,
+        keyspace: Keyspace,
     ) -> None:
         self.node_id = node_id
         self._messaging = messaging
@@ -85,6 +93,8 @@ class Router:
         self._anti_entropy = anti_entropy
         self._handoff = handoff
         self._hlc = hlc
+        self._mutator = mutator
+        self._keyspace = keyspace
         self._errors = RateLimitedLog(log)
         #: Frames from peers that did not decode (each answered with a ProtocolError).
         self.malformed_frames = 0
@@ -129,8 +139,15 @@ class Router:
                 raise AuthenticationError(
                     f"a message from {sender!r} claims to come from {claimed!r:.80}"
                 )
-            if isinstance(message, GetRequest):
-                got = self._coordinator.on_get(message)
+            refused = self._refuse_data(message) if isinstance(message, MutateRequest) else None
+            if refused is not None:
+                answer = refused
+            elif isinstance(message, GetRequest | MutateRequest):
+                got = (
+                    self._coordinator.on_get(message)
+                    if isinstance(message, GetRequest)
+                    else self._mutator.on_mutate(message)
+                )
                 if not isinstance(got, Message):
                     return self._answer_later(peer, channel, frame, message, got)
                 answer = got
@@ -176,7 +193,8 @@ class Router:
         return ErrorReply("InternalError", f"{type(exc).__name__}: {exc}")
 
     def _refuse_data(
-        self, message: ReplicateBatch | DigestSync | BucketSync | KeySync | HandoffDone
+        self,
+        message: ReplicateBatch | DigestSync | BucketSync | KeySync | HandoffDone | MutateRequest,
     ) -> ErrorReply | None:
         """The refusal of data from a sender that may not give it yet, or ``None``."""
         sender = message.sender
@@ -206,6 +224,8 @@ class Router:
             return self._anti_entropy.on_keys(message)
         if isinstance(message, HandoffDone):
             return self._handoff.on_done(message)
+        if isinstance(message, KeysRequest):
+            return self._keyspace.on_keys(message)
         if isinstance(message, Ping):
             return Pong(message.seq, self.node_id, self._hlc.now())
         return ErrorReply(

@@ -9,16 +9,19 @@ local write at level one). The node builds the components it uses.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from time import perf_counter
+from typing import Any
 
 from gridkv.base.errors import NotReady, ShuttingDown
 from gridkv.base.hlc import HLC
 from gridkv.base.options import Options
 from gridkv.cluster.handoff.driver import Handoff
+from gridkv.cluster.keyspace import Keyspace
 from gridkv.cluster.membership.base import Membership
 from gridkv.cluster.partitions import Partitions
 from gridkv.cluster.replication.coordinator import Coordinator
+from gridkv.cluster.replication.mutations import Mutator
 from gridkv.node.telemetry import NodeTelemetry
 from gridkv.security.base import Authenticator
 from gridkv.storage.base import Entry, Storage, make_entry
@@ -44,6 +47,8 @@ class Serving:
     handoff: Handoff
     authenticator: Authenticator
     telemetry: NodeTelemetry
+    mutator: Mutator
+    keyspace: Keyspace
 
     def check_open(self) -> None:
         """Raise unless the node accepts operations.
@@ -192,6 +197,26 @@ class Serving:
             self.telemetry.operation(what, level, started, False)
             raise
         self.telemetry.operation(what, level, started, True)
+
+    async def mutate(
+        self, partition: int, key: str, op: str, args: Sequence[Any], level: str
+    ) -> Any:
+        """Run the atomic operation ``op`` on ``key`` at its primary owner; return its answer.
+
+        See :mod:`gridkv.cluster.replication.mutations`. Counted under the operation's name.
+
+        :raises OperationRefused: the operation does not apply to the key's value.
+        :raises PeerUnavailable: the primary owner could not be reached.
+        :raises QuorumNotReached: the outcome reached fewer replicas than ``level`` needs.
+        """
+        started = perf_counter()
+        try:
+            answer = await self.mutator.mutate(partition, key, op, args, level)
+        except Exception:
+            self.telemetry.operation(op, level, started, False)
+            raise
+        self.telemetry.operation(op, level, started, True)
+        return answer
 
     def make_room(self, key: str) -> None:
         """From a thread other than the loop's: wait while the replication backlog is full.

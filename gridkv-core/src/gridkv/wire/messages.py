@@ -41,6 +41,10 @@ __all__ = [
     "KeySync",
     "KeySyncReply",
     "HandoffDone",
+    "MutateRequest",
+    "MutateReply",
+    "KeysRequest",
+    "KeysReply",
     "BucketSync",
     "BucketReply",
     "STORED",
@@ -381,3 +385,54 @@ class HandoffDone(Message):
 
     sender: Annotated[str, wire.node_id]
     partitions: Annotated[list[int], wire.partitions]
+
+
+@message(40)
+@dataclass(frozen=True, slots=True)
+class MutateRequest(Message):
+    """Ask a key's primary owner to run a read-modify-write on it, atomically there.
+
+    ``op`` names the operation and ``args`` are its arguments, msgpack-encoded (see
+    :mod:`gridkv.cluster.replication.mutations`, which checks both); the owner writes the
+    result at ``level``.
+    """
+
+    sender: Annotated[str, wire.node_id]
+    partition: Annotated[int, wire.u32]
+    key: Annotated[str, wire.key]
+    op: Annotated[str, wire.text]
+    args: Annotated[bytes, wire.blob]
+    level: Annotated[str, wire.text]
+
+
+@message(41)
+@dataclass(frozen=True, slots=True)
+class MutateReply(Message):
+    """The outcome of a :class:`MutateRequest`, msgpack-encoded ``[ok, payload]``."""
+
+    result: Annotated[bytes, wire.blob]
+
+
+@message(42)
+@dataclass(frozen=True, slots=True)
+class KeysRequest(Message):
+    """Ask a node for the live keys it holds of ``partitions`` matching ``pattern``.
+
+    ``pattern`` is a Redis glob (empty: every key); at most ``limit`` keys come back (0: no
+    limit); with ``count_only`` only their number does.
+    """
+
+    sender: Annotated[str, wire.node_id]
+    partitions: Annotated[list[int], wire.partitions]
+    pattern: Annotated[bytes, wire.blob]
+    limit: Annotated[int, wire.u32]
+    count_only: Annotated[bool, wire.flag]
+
+
+@message(43)
+@dataclass(frozen=True, slots=True)
+class KeysReply(Message):
+    """The keys a :class:`KeysRequest` asked for (or none), and how many there are."""
+
+    keys: Annotated[list[str], wire.keys]
+    count: Annotated[int, wire.u64]
