@@ -70,8 +70,8 @@ _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 KEEP_TTL, PERSIST, AT = 0, 1, 2
 #: SET conditions.
 ALWAYS, IF_ABSENT, IF_PRESENT = 0, 1, 2
-#: EXPIRE conditions (Redis's NX, XX, GT, LT).
-EXPIRE_ANY, EXPIRE_NX, EXPIRE_XX, EXPIRE_GT, EXPIRE_LT = 0, 1, 2, 3, 4
+#: EXPIRE conditions (Redis's NX, XX, GT, LT), bits that combine (XX with GT or LT).
+EXPIRE_ANY, EXPIRE_NX, EXPIRE_XX, EXPIRE_GT, EXPIRE_LT = 0, 1, 2, 4, 8
 
 
 class _Keep:
@@ -236,12 +236,11 @@ def _expire(value: bytes | None, expires: int, now: int, args: list[Any], larges
     if value is None:
         return Outcome(KEEP, expires, 0)
     # A key without an expiry has an infinite TTL: GT never applies to it, LT always does.
-    applies = (
-        condition == EXPIRE_ANY
-        or (condition == EXPIRE_NX and expires == 0)
-        or (condition == EXPIRE_XX and expires != 0)
-        or (condition == EXPIRE_GT and expires != 0 and at > expires)
-        or (condition == EXPIRE_LT and (expires == 0 or at < expires))
+    applies = not (
+        (condition & EXPIRE_NX and expires != 0)
+        or (condition & EXPIRE_XX and expires == 0)
+        or (condition & EXPIRE_GT and (expires == 0 or at <= expires))
+        or (condition & EXPIRE_LT and expires != 0 and at >= expires)
     )
     if not applies:
         return Outcome(KEEP, expires, 0)
@@ -302,7 +301,7 @@ OPERATIONS: Final[dict[str, tuple[_Operation, tuple[Callable[[Any], bool], ...]]
     "getex": (_getex, (_choice(KEEP_TTL, PERSIST, AT), _is_time)),
     "expire": (
         _expire,
-        (_is_time, _choice(EXPIRE_ANY, EXPIRE_NX, EXPIRE_XX, EXPIRE_GT, EXPIRE_LT)),
+        (_is_time, lambda v: _is_int(v) and 0 <= v <= 15),
     ),
     "persist": (_persist, ()),
     "delete": (_delete, ()),

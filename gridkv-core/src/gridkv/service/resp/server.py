@@ -1,0 +1,292 @@
+"""The RESP door's server: one protocol object per client connection, on the node's loop.
+
+Commands of a connection run in order. What a read of the socket brings is parsed at once
+and run as far as the commands complete on the spot (a GET or SET of a key this node holds at
+level one); their replies leave in one write. The first command that has to wait for other
+nodes hands the rest of the batch to a task, which runs the commands one after the other and
+writes each reply; meanwhile more input is parsed by that task, and reading stops while what
+waits passes a bound. A client that does not read its replies stops being read (flow control
+from the socket); one whose unread replies pass ``resp.max_output_bytes`` is cut, as Redis
+cuts one past its output buffer limit. A malformed request gets Redis's error, then the
+connection closes; the node and the other connections go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from itertools import count
+from typing import TYPE_CHECKING
+
+from gridkv.base.errors import PeerUnavailable
+from gridkv.base.log import LOGGER_NAME
+from gridkv.service.resp.commands import Client, Door, dispatch
+from gridkv.service.resp.protocol import (
+    QueryTooLong,
+    RequestParser,
+    RespError,
+    encode_error,
+)
+
+if TYPE_CHECKING:
+    from gridkv.api.aio import AsyncGridKV
+
+__all__ = ["RespServer"]
+
+log = logging.getLogger(LOGGER_NAME)
+
+#: Unparsed input a connection may hold while a command waits, before reading pauses.
+_PAUSE_INPUT_AT = 256 * 1024
+_ids = count(1)
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _peer(transport: asyncio.BaseTransport, which: str) -> str:
+    info = transport.get_extra_info(which)
+    if isinstance(info, tuple) and len(info) >= 2:
+        host = info[0]
+        return f"[{host}]:{info[1]}" if ":" in str(host) else f"{host}:{info[1]}"
+    return "?:0"
+
+
+class _Connection(asyncio.Protocol):
+    """One client of the door."""
+
+    def __init__(self, server: RespServer) -> None:
+        self._server = server
+        self._door = server.door
+        options = server.door.options.resp
+        self._parser = RequestParser(options.max_args, options.max_query_bytes)
+        self._max_output = options.max_output_bytes
+        self._transport: asyncio.Transport | None = None
+        self._client: Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._write_paused = False
+        self._read_paused = False
+        self._closed = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        door = self._door
+        door.connections_received += 1
+        if len(door.clients) >= door.options.resp.max_clients:
+            door.rejected_connections += 1
+            transport.write(b"-ERR max number of clients reached\r\n")
+            self._closed = True
+            transport.close()
+            return
+        transport.set_write_buffer_limits(high=256 * 1024)
+        client = Client(next(_ids), _peer(transport, "peername"), _peer(transport, "sockname"))
+        client.authenticated = not door.needs_auth
+        client.pending_output = transport.get_write_buffer_size
+        self._parser.authenticated = client.authenticated
+        self._client = client
+        door.clients[client.id] = client
+        self._server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            self._parser.feed(data)
+        except QueryTooLong:
+            log.warning(
+                "closing a RESP client past resp.max_query_bytes",
+                extra={"client": self._client.addr if self._client else "?"},
+            )
+            self.abort()
+            return
+        if self._task is not None:
+            if self._parser_backlog() > _PAUSE_INPUT_AT and not self._read_paused:
+                self._pause_reading()
+            return
+        if not self._write_paused:
+            self._run()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._task is None and not self._closed:
+            self._resume_reading()
+            self._run()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._client is not None:
+            self._door.clients.pop(self._client.id, None)
+        self._server.connections.discard(self)
+        if self._task is not None:
+            self._task.cancel()
+
+    # -- running commands -------------------------------------------------------------------
+
+    def _parser_backlog(self) -> int:
+        return self._parser._taken
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self._transport is not None and not self._closed:
+            self._read_paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and self._transport is not None and not self._closed:
+            self._read_paused = False
+            self._transport.resume_reading()
+
+    def _next(self) -> list[bytes] | bytes | None:
+        """The next command, ``None`` for none yet, or the error ending the connection."""
+        try:
+            return self._parser.next()
+        except RespError as exc:
+            return encode_error(exc.message)
+
+    def _run(self) -> None:
+        """Run what is parsed, on the spot, until a command has to wait."""
+        client = self._client
+        if client is None:
+            return
+        door = self._door
+        out: list[bytes] = []
+        while not self._write_paused:
+            args = self._next()
+            if args is None:
+                break
+            if isinstance(args, bytes):  # malformed: the error, then close
+                out.append(args)
+                self._flush(out)
+                self.close()
+                return
+            reply = dispatch(door, client, args)
+            if isinstance(reply, bytes):
+                out.append(reply)
+                if client.closing:
+                    self._flush(out)
+                    self.close()
+                    return
+                continue
+            self._flush(out)
+            self._task = asyncio.ensure_future(self._continue(reply))
+            self._task.add_done_callback(self._task_done)
+            return
+        self._flush(out)
+
+    async def _continue(self, pending: Awaitable[bytes]) -> None:
+        """Run the rest of the batch, awaiting each command that has to wait."""
+        client = self._client
+        assert client is not None
+        door = self._door
+        reply = await pending
+        while True:
+            self._flush([reply])
+            if client.closing or self._closed:
+                self.close()
+                return
+            if self._write_paused:  # resume_writing runs the rest
+                return
+            args = self._next()
+            if args is None:
+                return
+            if isinstance(args, bytes):
+                self._flush([args])
+                self.close()
+                return
+            answer = dispatch(door, client, args)
+            reply = answer if isinstance(answer, bytes) else await answer
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._task = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:  # pragma: no cover - dispatch turns every error into a reply
+            log.error("RESP connection failed", exc_info=exc)
+            self.abort()
+            return
+        if not self._closed and not self._write_paused:
+            self._resume_reading()
+            self._run()  # input that arrived while the last command waited
+
+    def _flush(self, out: list[bytes]) -> None:
+        transport = self._transport
+        if not out or transport is None or self._closed:
+            return
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if transport.get_write_buffer_size() > self._max_output:
+            log.warning(
+                "closing a RESP client past resp.max_output_bytes (it does not read its replies)",
+                extra={"client": self._client.addr if self._client else "?"},
+            )
+            self.abort()
+
+    def close(self) -> None:
+        """Close after the replies written so far."""
+        self._closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Cut the connection at once."""
+        self._closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class RespServer:
+    """The RESP door of a node: Redis clients read and write the cluster through it.
+
+    :param kv: the node's async API (the door runs on its loop).
+    :param listen: ``host:port`` to listen on (port 0: a free one).
+    """
+
+    def __init__(self, kv: AsyncGridKV, listen: str) -> None:
+        self.door = Door(kv)
+        self._listen = listen
+        self._server: asyncio.base_events.Server | None = None
+        self.connections: set[_Connection] = set()
+
+    @property
+    def address(self) -> str:
+        """The address the door listens on (the port resolved), ``""`` before :meth:`start`."""
+        if self._server is None or not self._server.sockets:
+            return ""
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    async def start(self) -> None:
+        """Listen.
+
+        :raises PeerUnavailable: the address cannot be listened on.
+        """
+        host, port = _split(self._listen)
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: _Connection(self), host or None, port, reuse_address=True, backlog=1024
+            )
+        except OSError as exc:
+            raise PeerUnavailable(
+                f"the RESP door cannot listen on {self._listen}: {exc.strerror or exc}"
+            ) from None
+        self.door.port = int(self.address.rpartition(":")[2])
+        log.info("RESP door open", extra={"address": self.address})
+
+    async def close(self) -> None:
+        """Stop listening and close every connection (replies written so far are sent)."""
+        if self._server is None:
+            return
+        self._server.close()
+        for connection in list(self.connections):
+            connection.close()
+        await self._server.wait_closed()
+        self._server = None
