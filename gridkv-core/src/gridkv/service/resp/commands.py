@@ -42,7 +42,7 @@ from gridkv.base.errors import (
     ShuttingDown,
     ValueTooLarge,
 )
-from gridkv.base.keys import partition_of
+from gridkv.base.keys import hash_key_bytes, partition_of
 from gridkv.cluster.keyspace import glob_to_regex
 from gridkv.cluster.replication.mutations import (
     ALWAYS,
@@ -59,6 +59,7 @@ from gridkv.cluster.replication.mutations import (
     parse_integer,
 )
 from gridkv.service.resp.protocol import OK, PONG, RESP2, RESP3, Replies, encode_error
+from gridkv.storage.record import HEADER_SIZE as PLAIN_AT
 
 if TYPE_CHECKING:
     from gridkv.api.aio import AsyncGridKV
@@ -166,6 +167,11 @@ class Door:
         self.users: dict[str, str] = dict(u.split(":", 1) for u in resp.users)
         if resp.password:
             self.users["default"] = resp.password
+        # What the GET fast path reads, looked up once.
+        self.max_key = options.max_key_bytes
+        self.partition_count = options.partition_count
+        self.local_parts = self.node.local_parts
+        self.storage = self.node.storage
         self.clients: dict[int, Client] = {}
         self.started = time.time()
         self.commands_processed = 0
@@ -769,12 +775,29 @@ async def _info(door: Door, client: Client, args: list[bytes]) -> bytes:
 
 
 def _get(door: Door, client: Client, args: list[bytes]) -> Reply:
-    key = door.key(args[1])
+    raw = args[1]
+    if door.consistency is None and 0 < len(raw) <= door.max_key:
+        # get_here_first, with the key's bytes at hand (no encode) and the reply made here
+        try:
+            key = raw.decode()
+        except UnicodeDecodeError:
+            key = door.key(raw)  # raises
+        partition = hash_key_bytes(raw) % door.partition_count
+        records = door.local_parts[partition]
+        if records is not None:
+            blob = records.get(key)
+            if blob is None:
+                return client.replies.null
+            found = blob[PLAIN_AT:] if not blob[0] else door.storage.get(partition, key)
+            if found is None:
+                return client.replies.null
+            return b"$%d\r\n%b\r\n" % (len(found), found)
+    else:
+        key = door.key(raw)
     found = get_here_first(door.kv, key, door.consistency)
     if found is ELSEWHERE:
         return _get_later(door, client, key)
-    replies = client.replies
-    return replies.null if found is None else b"$%d\r\n%b\r\n" % (len(found), found)
+    return client.replies.maybe(found)
 
 
 async def _get_later(door: Door, client: Client, key: str) -> bytes:
@@ -1826,15 +1849,23 @@ COMMANDS: Final[dict[str, Command]] = {
 }
 
 
+#: Every command by its name in lower and upper case, as bytes (what clients send).
+_BY_NAME: Final[dict[bytes, Command]] = {
+    spelling: c
+    for c in COMMANDS.values()
+    for spelling in (c.name.encode(), c.name.upper().encode())
+}
+
+
 def dispatch(door: Door, client: Client, args: list[bytes]) -> Reply:
     """Run one command: its checks (known, arity, authenticated), then its handler.
 
     Errors become error replies; nothing raised by a command escapes.
     """
     try:
-        name = args[0].decode(errors="replace")
-        command = COMMANDS.get(name) or COMMANDS.get(name.lower())
+        command = _BY_NAME.get(args[0]) or _BY_NAME.get(args[0].lower())
         if command is None:
+            name = args[0].decode(errors="replace")
             shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in args[1:])
             return encode_error(
                 f"ERR unknown command '{name[:128]}', with args beginning with: {shown}"
@@ -1850,9 +1881,9 @@ def dispatch(door: Door, client: Client, args: list[bytes]) -> Reply:
         reply = command.handler(door, client, args)
     except Exception as exc:
         return error_of(exc)
-    if isinstance(reply, bytes):
+    if reply.__class__ is bytes:
         return reply
-    return _settled(reply)
+    return _settled(reply)  # type: ignore[arg-type]
 
 
 async def _settled(reply: Awaitable[bytes]) -> bytes:

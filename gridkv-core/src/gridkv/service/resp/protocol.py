@@ -152,11 +152,9 @@ class RequestParser:
         self._max_args = max_args
         self._max_query = max_query
         self._reader = hiredis.Reader()
-        #: Bytes not given to hiredis yet: held at a command boundary until the first byte
-        #: says whether an array or an inline command follows.
+        #: Bytes not given to hiredis yet: held where hiredis holds nothing, until the first
+        #: byte says whether an array or an inline command follows.
         self._raw = b""
-        #: The latest chunks given to hiredis (its unread bytes are their last ``len()``).
-        self._chunks: list[bytes] = []
         #: Whether hiredis is in the middle of a command.
         self._mid = False
         #: Bytes received since the last complete command.
@@ -172,14 +170,8 @@ class RequestParser:
         self._taken += len(data)
         if self._taken > self._max_query:
             raise QueryTooLong
-        if self._mid or self._reader.len():
+        if self._mid or self._reader.has_data():
             self._reader.feed(data)
-            chunks = self._chunks
-            chunks.append(data)
-            if len(chunks) > 64:  # keep what covers hiredis's unread bytes
-                left = self._reader.len()
-                while len(chunks) > 1 and left <= sum(len(c) for c in chunks[1:]):
-                    del chunks[0]
         else:
             self._raw += data
 
@@ -191,27 +183,19 @@ class RequestParser:
         """
         reader = self._reader
         while True:
-            if not self._mid:
-                unread = reader.len()
-                if unread:
-                    if self._peek(unread) != 0x2A:  # "*": not an array, so an inline command
-                        self._raw = self._unread(unread) + self._raw
-                        self._reader = reader = hiredis.Reader()
-                        self._chunks = []
-                        continue
-                elif self._raw:
-                    if self._raw[0] != 0x2A:
-                        command = self._inline()
-                        if command is None:
-                            return None
-                        if not command:
-                            continue  # an empty line: nothing to run
-                        return command
-                    reader.feed(self._raw)
-                    self._chunks = [self._raw]
-                    self._raw = b""
-                else:
+            if not self._mid and not reader.has_data():
+                raw = self._raw
+                if not raw:
                     return None
+                if raw[0] != 0x2A:  # not "*": an inline command
+                    command = self._inline()
+                    if command is None:
+                        return None
+                    if not command:
+                        continue  # an empty line: nothing to run
+                    return command
+                reader.feed(raw)
+                self._raw = b""
             try:
                 request = reader.gets()
             except hiredis.ProtocolError as exc:
@@ -220,35 +204,29 @@ class RequestParser:
                 self._mid = True
                 return None
             self._mid = False
-            self._taken = reader.len() + len(self._raw)
-            if request is None or request == []:
-                continue  # "*-1" and "*0": Redis runs nothing and answers nothing
-            if type(request) is not list:  # pragma: no cover - the first byte was "*"
-                raise RespError("ERR Protocol error: expected '*'")
-            for item in request:
-                if type(item) is not bytes:
-                    raise RespError(f"ERR Protocol error: expected '$', got '{_type_byte(item)}'")
-            if len(request) > self._max_args:
-                raise RespError("ERR Protocol error: invalid multibulk length")
-            if not self.authenticated:
-                if len(request) > 10:
-                    raise RespError("ERR Protocol error: unauthenticated multibulk length")
-                if any(len(item) > 16384 for item in request):
-                    raise RespError("ERR Protocol error: unauthenticated bulk length")
-            return request
-
-    def _peek(self, unread: int) -> int:
-        """The first of hiredis's ``unread`` bytes."""
-        for chunk in reversed(self._chunks):
-            if unread <= len(chunk):
-                return chunk[len(chunk) - unread]
-            unread -= len(chunk)
-        return 0x2A  # pragma: no cover - the chunks cover every unread byte
-
-    def _unread(self, unread: int) -> bytes:
-        """Hiredis's ``unread`` bytes."""
-        tail = b"".join(self._chunks)
-        return tail[len(tail) - unread :]
+            self._taken = 0
+            if type(request) is list:
+                if len(request) > self._max_args:
+                    raise RespError("ERR Protocol error: invalid multibulk length")
+                for item in request:
+                    if type(item) is not bytes:
+                        raise RespError(
+                            f"ERR Protocol error: expected '$', got '{_type_byte(item)}'"
+                        )
+                if not self.authenticated:
+                    if len(request) > 10:
+                        raise RespError("ERR Protocol error: unauthenticated multibulk length")
+                    if any(len(item) > 16384 for item in request):
+                        raise RespError("ERR Protocol error: unauthenticated bulk length")
+                if request:
+                    return request
+                continue  # "*0": Redis runs nothing and answers nothing
+            if request is None:
+                continue  # "*-1": nothing either
+            # Something other than an array after an array ("+x", ":1", "$1"): Redis would
+            # read it as an inline command; GridKV takes inline commands only where nothing
+            # else is buffered (docs/resp.md).
+            raise RespError(f"ERR Protocol error: expected '*', got '{_type_byte(request)}'")
 
     def _inline(self) -> list[bytes] | None:
         """The inline command at the start of ``_raw``, ``None`` until its line is complete."""

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from itertools import count
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from gridkv.base.errors import PeerUnavailable
 from gridkv.base.log import LOGGER_NAME
@@ -69,12 +69,13 @@ class _Connection(asyncio.Protocol):
         self._write_paused = False
         self._read_paused = False
         self._closed = False
+        #: Set when the door closes: no further command is run.
+        self._draining = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         door = self._door
         door.connections_received += 1
         if len(door.clients) >= door.options.resp.max_clients:
@@ -141,11 +142,15 @@ class _Connection(asyncio.Protocol):
 
     def _resume_reading(self) -> None:
         if self._read_paused and self._transport is not None and not self._closed:
+            if self._draining:
+                return
             self._read_paused = False
             self._transport.resume_reading()
 
     def _next(self) -> list[bytes] | bytes | None:
         """The next command, ``None`` for none yet, or the error ending the connection."""
+        if self._draining:
+            return None
         try:
             return self._parser.next()
         except RespError as exc:
@@ -229,6 +234,16 @@ class _Connection(asyncio.Protocol):
             )
             self.abort()
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The task running this client's commands that wait, if one runs."""
+        return self._task
+
+    def drain(self) -> None:
+        """Read no further commands (the door is closing); those under way finish."""
+        self._draining = True
+        self._pause_reading()
+
     def close(self) -> None:
         """Close after the replies written so far."""
         self._closed = True
@@ -263,11 +278,20 @@ class RespServer:
         host, port = self._server.sockets[0].getsockname()[:2]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
+    async def __aenter__(self) -> RespServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def start(self) -> None:
-        """Listen.
+        """Listen (an empty address: no door, nothing to do).
 
         :raises PeerUnavailable: the address cannot be listened on.
         """
+        if not self._listen:
+            return
         host, port = _split(self._listen)
         loop = asyncio.get_running_loop()
         try:
@@ -281,12 +305,20 @@ class RespServer:
         self.door.port = int(self.address.rpartition(":")[2])
         log.info("RESP door open", extra={"address": self.address})
 
-    async def close(self) -> None:
-        """Stop listening and close every connection (replies written so far are sent)."""
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop listening, let commands under way finish, then close every connection.
+
+        No new command is read meanwhile; a command still waiting after ``timeout`` seconds
+        is cancelled (its client gets no reply, so it was not acknowledged).
+        """
         if self._server is None:
             return
         self._server.close()
         for connection in list(self.connections):
+            connection.drain()
+        pending = [c.task for c in self.connections if c.task is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        for connection in list(self.connections):
             connection.close()
-        await self._server.wait_closed()
         self._server = None
