@@ -22,6 +22,8 @@ from gridkv.base.sections import Section
 from gridkv.node import version
 from gridkv.security.certs import add_node_certs, create_cluster_certs
 from gridkv.security.identity import Identity, new_secret
+from gridkv.service.health import HealthServer
+from gridkv.service.resp import RespServer
 
 __all__ = ["main", "node_options"]
 
@@ -38,13 +40,22 @@ def node_options(config: str | None, environ: Mapping[str, str]) -> Options:
 def _node(args: argparse.Namespace) -> int:
     """Run a node in the foreground until SIGINT or SIGTERM; then close it gracefully."""
     options = node_options(args.config, os.environ)
+    if args.health:  # a flag wins over the file and the environment
+        options = options.replace(health={"listen": args.health})
+    if args.resp:
+        options = options.replace(resp={"listen": args.resp})
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        async with AsyncGridKV(options) as kv:
+        # The probes stop answering before the node closes (an empty address serves none).
+        async with (
+            AsyncGridKV(options) as kv,
+            RespServer(kv, options.resp.listen),
+            HealthServer(kv, options.health.listen),
+        ):
             logging.getLogger("gridkv").info(
                 "serving until SIGINT or SIGTERM",
                 extra={"node_id": kv.node_id, "address": kv.stats().network.local_address},
@@ -226,6 +237,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     node.add_argument("--config", help="a JSON, YAML or TOML file of configuration keys")
+    node.add_argument(
+        "--resp",
+        metavar="HOST:PORT",
+        help="open the Redis-protocol door on this address (resp.listen)",
+    )
+    node.add_argument(
+        "--health",
+        metavar="HOST:PORT",
+        help="serve GET /livez and /readyz over HTTP on this address (health.listen)",
+    )
     sub.add_parser("version", help="print the installed version")
     args = parser.parse_args(argv)
     try:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from gridkv.base.consistency import CONSISTENCY_LEVELS, Consistency
 from gridkv.base.errors import ConfigError
-from gridkv.base.sections import Section, check_address, option
+from gridkv.base.sections import Section, check_address, dns_seed, option
 
 __all__ = [
     "Options",
@@ -386,7 +386,8 @@ class Options(Section):
     local_node_id: str = option("", "str", max_len=255)
     #: Address other nodes reach this node at ("host:port"; any string for "memory").
     local_address: str = option("127.0.0.1:7946", "str", nonempty=True)
-    #: Addresses of nodes to join through.
+    #: Addresses of nodes to join through: ``host:port``, or ``dns:HOST:PORT`` for every
+    #: A/AAAA record of HOST (resolved again before each join attempt).
     seed_addrs: list[str] = option([], "str_list")
     #: Nodes that hold each key.
     replica_count: int = option(3, "int", min=1, max=16)
@@ -468,7 +469,8 @@ class Options(Section):
         if self.network.bind_addr:
             check_address("network.bind_addr", self.network.bind_addr, listening=True)
         for i, seed in enumerate(self.seed_addrs):
-            check_address(f"seed_addrs[{i}]", seed, listening=False)
+            if dns_seed(f"seed_addrs[{i}]", seed) is None:
+                check_address(f"seed_addrs[{i}]", seed, listening=False)
         if self.max_value_bytes + self.max_key_bytes + 1024 > self.network.max_frame_bytes:
             raise ConfigError(
                 f"config key 'max_value_bytes': {self.max_value_bytes} does not fit in a frame "

@@ -19,7 +19,15 @@ from gridkv.base._repr import shown
 from gridkv.base.durations import parse_duration
 from gridkv.base.errors import ConfigError
 
-__all__ = ["Section", "option", "coerce", "check_address", "closest"]
+__all__ = [
+    "Section",
+    "option",
+    "coerce",
+    "check_address",
+    "DNS_SEED_PREFIX",
+    "dns_seed",
+    "closest",
+]
 
 
 def _spec(kind: str, **rules: Any) -> dict[str, Any]:
@@ -177,6 +185,43 @@ def check_address(key: str, address: str, *, listening: bool) -> None:
         raise ConfigError(
             f"config key {key!r}: expected host:port, the host is missing (got {address!r})"
         )
+
+
+#: The prefix of a ``seed_addrs`` entry that names a DNS name: ``dns:HOST:PORT`` stands for
+#: every A and AAAA record of HOST, each a seed at PORT.
+DNS_SEED_PREFIX = "dns:"
+#: The longest DNS name (RFC 1035), in characters.
+_MAX_DNS_NAME = 253
+
+
+def dns_seed(key: str, entry: str) -> tuple[str, int] | None:
+    """``(HOST, PORT)`` of a ``dns:HOST:PORT`` seed entry; ``None`` for any other entry.
+
+    The one reading of such entries: options check them with it, membership resolves what
+    it returns.
+
+    :raises ConfigError: a ``dns:`` entry without a host name, or without a port from 1 to
+        65535 (``key`` names the entry).
+    """
+    if not entry.startswith(DNS_SEED_PREFIX):
+        return None
+    host, sep, port = entry[len(DNS_SEED_PREFIX) :].rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ConfigError(
+            f"config key {key!r}: expected dns:HOST:PORT with a port from 1 to 65535 "
+            f"(got {entry!r})"
+        )
+    if (
+        not host
+        or len(host) > _MAX_DNS_NAME
+        or any(c.isspace() or not c.isprintable() or c in ":[]/@" for c in host)
+        or host.startswith(".")
+    ):
+        raise ConfigError(
+            f"config key {key!r}: expected dns:HOST:PORT with a DNS name for HOST, such as "
+            f"dns:gridkv-headless.default.svc.cluster.local:7946 (got {entry!r})"
+        )
+    return host, int(port)
 
 
 def closest(key: str, names: set[str]) -> str | None:

@@ -4,6 +4,8 @@ The driver owns no protocol logic. It feeds the state machine the messages the n
 and the loop's clock, sends what the machine returns (one-way sends through one sender task,
 push-pull syncs as requests), wakes the machine at its next deadline with a single timer
 handle, joins through the seeds with back-off, and reports each state change to the ctx.
+Seeds named through DNS (``dns:HOST:PORT``, see :mod:`~gridkv.cluster.membership.seeds`)
+are looked up before every join attempt and every push-pull interval afterwards.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import TYPE_CHECKING
 from gridkv.base.errors import GridKVError, NotReady
 from gridkv.base.hlc import COUNTER_BITS
 from gridkv.base.log import LOGGER_NAME
+from gridkv.base.sections import dns_seed
 from gridkv.cluster.context import MemberInfo
+from gridkv.cluster.membership.seeds import SeedLookup, lookup
 from gridkv.cluster.membership.separation import SeparationWatch
 from gridkv.cluster.membership.swim import (
     ALIVE,
@@ -77,6 +81,7 @@ class SwimMembership:
         self._ready = asyncio.Event()
         self._last_change = 0.0
         self._seeds: dict[str, str] = {}
+        self._unresolved: set[str] = set()
         self._running = False
         self._stalled_until = 0.0
         self._started_at = 0.0
@@ -110,7 +115,8 @@ class SwimMembership:
         )
         self._running = True
         seeds = [s for s in self.ctx.options.seed_addrs if s != self.swim.me.address]
-        self.swim.seeds = seeds
+        # The protocol only ever sees addresses; the join looks names up first.
+        self.swim.seeds = [s for s in seeds if dns_seed("seed_addrs", s) is None]
         if seeds:
             self._seeds = dict.fromkeys(seeds, "not contacted yet")
             self._spawn(self._join(seeds))
@@ -326,10 +332,18 @@ class SwimMembership:
             self._take_changes()
             self._schedule()
 
-    async def _join(self, seeds: list[str]) -> None:
+    async def _join(self, configured: list[str]) -> None:
         delay, cap = _JOIN_BACKOFF
         timeout = self.ctx.options.network.read_timeout
+        named = any(dns_seed("seed_addrs", s) is not None for s in configured)
+        seeds = configured
         while self._running and not self._joined.is_set():
+            if named:
+                found = await self._look_up(configured)
+                if found.alone:
+                    self._start_alone(found)
+                    break
+                seeds = found.addresses
             for seed in seeds:
                 assert self.swim is not None
                 try:
@@ -351,6 +365,59 @@ class SwimMembership:
             if not self._joined.is_set():
                 await asyncio.sleep(delay * (0.5 + self.rng.random()))
                 delay = min(delay * 2, cap)
+        if named:
+            await self._follow_names(configured)
+
+    async def _look_up(self, configured: list[str]) -> SeedLookup:
+        """Resolve the seeds' names now; the protocol and the join report use what they gave.
+
+        A name that resolves to nothing is logged once at warning (until it resolves again)
+        and tried again at the next attempt; the other seeds are contacted meanwhile.
+        """
+        assert self.swim is not None
+        found = await lookup(
+            configured, self.swim.me.address, self.ctx.options.network.timeout, self.rng
+        )
+        for entry, problem in found.problems.items():
+            if entry not in self._unresolved:
+                log.warning(
+                    "seed name resolves to no address; looking it up again at the next attempt",
+                    extra={"node_id": self.ctx.node_id, "seed": entry, "error": problem},
+                )
+        for entry in self._unresolved - set(found.problems):
+            log.info("seed name resolves again", extra={"node_id": self.ctx.node_id, "seed": entry})
+        self._unresolved = set(found.problems)
+        self.swim.seeds = list(found.addresses)
+        before = self._seeds
+        self._seeds = {e: f"resolves to no address ({why})" for e, why in found.problems.items()}
+        self._seeds.update((a, before.get(a, "not contacted yet")) for a in found.addresses)
+        return found
+
+    def _start_alone(self, found: SeedLookup) -> None:
+        """Every seed name resolved to this node alone: it is the first member, and joined."""
+        log.info(
+            "the seeds' names lead to this node alone: starting the cluster",
+            extra={"node_id": self.ctx.node_id, "seeds": ", ".join(found.found)},
+        )
+        self._joined.set()
+        self._schedule()
+
+    async def _follow_names(self, configured: list[str]) -> None:
+        """Look the seeds' names up again every push-pull interval while the node runs.
+
+        The protocol syncs with its seeds after a separation, and restarted pods come back at
+        new addresses. A node that sees no other member syncs at once with every address
+        found: two nodes that each started alone (their names led to themselves only when
+        they looked) meet this way.
+        """
+        while self._running:
+            await asyncio.sleep(self.config.push_pull_interval)
+            if not self._running or self.swim is None or self.swim.left:
+                return
+            found = await self._look_up(configured)
+            if self.swim.size() <= 1 and not self.swim.left:
+                for address in found.addresses:
+                    self._spawn(self._sync(address, self.swim.join_message()))
 
     # -- timers --------------------------------------------------------------------------
 
