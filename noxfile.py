@@ -21,7 +21,13 @@ PLUGIN_DISTS = [
     "./gridkv-transport-quic[uvloop]",
     "./gridkv-metrics",
 ]
-TEST_DEPS = ["pytest>=8", "pytest-asyncio>=0.23", "hypothesis>=6.100", "opentelemetry-sdk>=1.30"]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-asyncio>=0.23",
+    "hypothesis>=6.100",
+    "opentelemetry-sdk>=1.30",
+    "redis>=5",  # redis-py against the RESP door
+]
 
 # Transports the suites run over: the distributions each needs besides gridkv-core, and the
 # test directories it runs. "memory" lives in gridkv-core; "tcp" and "quic" bring their own
@@ -68,6 +74,17 @@ FAULT_TESTS = ["tests/test_process_faults.py"]
 FAULT_CYCLES = "20"
 
 
+def _apt_install(session: nox.Session, command: str, package: str) -> None:
+    """Install a Debian package with apt-get when ``command`` is missing (needs root)."""
+    session.run(
+        "sh",
+        "-c",
+        f"command -v {command} >/dev/null || "
+        f"(apt-get update -qq && apt-get install -y -qq {package})",
+        external=True,
+    )
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Ruff lint and format check over the whole repository."""
@@ -99,6 +116,8 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session, transport: str) -> None:
     """The suites over one transport, with only the distributions that transport needs."""
     spec = TRANSPORTS[transport]
+    if transport != "memory":  # redis-cli against the RESP door of a process cluster
+        _apt_install(session, "redis-cli", "redis-tools")
     session.install(CORE, *spec["install"], *TEST_DEPS)
     session.run(
         "pytest",
@@ -183,13 +202,7 @@ def vs_redis(session: nox.Session) -> None:
     Installs redis-server with apt-get when it is missing (Debian; needs root). Arguments
     go to vs_redis.
     """
-    session.run(
-        "sh",
-        "-c",
-        "command -v redis-server >/dev/null || "
-        "(apt-get update -qq && apt-get install -y -qq redis-server)",
-        external=True,
-    )
+    _apt_install(session, "redis-server", "redis-server")
     session.install(CORE, "./gridkv-transport-tcp[uvloop]", "redis[hiredis]")
     session.run("python", "bench/vs_redis.py", *session.posargs)
     session.run("python", "bench/latency_floor.py")

@@ -196,6 +196,10 @@ class Node(Serving):
         #: Updated in place (one slice assignment, atomic under the GIL), so a reader may
         #: hold on to it.
         self.local_reads = bytearray(options.partition_count)
+        #: ``primary_here[p]`` is 1 where ``local_reads[p]`` is and this node is partition
+        #: ``p``'s primary owner (its first replica), which runs the atomic operations on its
+        #: keys (:mod:`gridkv.cluster.replication.mutations`); updated in place with it.
+        self.primary_here = bytearray(options.partition_count)
         #: ``local_parts[p]`` is partition ``p``'s dict in storage where ``local_reads[p]`` is
         #: 1 and the backend offers its dicts (``MemoryStorage.plain_parts``), else ``None``:
         #: the mask and the dict in one lookup, for the API's fast path. Updated in place.
@@ -407,8 +411,12 @@ class Node(Serving):
                 reads = bytearray(partitions.owned)
                 for partition in self.handoff.receiving:
                     reads[partition] = 0  # a miss here may not be a miss: ask the old owners
+                table, me = partitions.table, self.node_id
+                primary = bytearray(on and table.owners(p)[0] == me for p, on in enumerate(reads))
                 self._set_local_reads(reads)
+                self.primary_here[:] = primary
             else:
+                self.primary_here[:] = bytes(self.options.partition_count)
                 self._set_local_reads(bytes(self.options.partition_count))
 
     def _set_local_reads(self, reads: bytes | bytearray) -> None:

@@ -14,6 +14,10 @@ of them is ordered by last-writer-wins like any two writes; when the primary fai
 replica takes over with what it holds, which at level ``one`` may miss the failed primary's
 last writes.
 
+The RESP door routes every command on a key to its primary this way (``read`` is the
+operation of its reads), so at level ``one`` a client of any door reads what any door wrote
+and acknowledged.
+
 Each operation is a pure function of the key's current value and expiry, the clock and its
 arguments (:data:`OPERATIONS`); arguments travel msgpack-encoded and are checked on both sides.
 """
@@ -253,6 +257,11 @@ def _persist(value: bytes | None, expires: int, now: int, args: list[Any], large
     return Outcome(value, 0, 1)
 
 
+def _read(value: bytes | None, expires: int, now: int, args: list[Any], largest: int) -> Outcome:
+    """A read at the primary: ``[value, expiry]``, or ``None`` when the key is missing."""
+    return Outcome(KEEP, expires, None if value is None else [value, expires])
+
+
 def _delete(value: bytes | None, expires: int, now: int, args: list[Any], largest: int) -> Outcome:
     if value is None:
         return Outcome(KEEP, expires, 0)
@@ -305,6 +314,7 @@ OPERATIONS: Final[dict[str, tuple[_Operation, tuple[Callable[[Any], bool], ...]]
     ),
     "persist": (_persist, ()),
     "delete": (_delete, ()),
+    "read": (_read, ()),
 }
 
 
@@ -360,13 +370,16 @@ class Mutator:
         self.forwarded = 0
 
     def primary(self, partition: int) -> str:
-        """The node that runs operations on ``partition``'s keys: its first live replica."""
-        ctx = self.ctx
-        owners = ctx.partitions.ensure_table().owners(partition)
-        for owner in owners:
-            if owner == ctx.node_id or ctx.membership.state_of(owner) == "alive":
-                return owner
-        return owners[0]
+        """The node that runs operations on ``partition``'s keys: its first replica.
+
+        The table holds the members alive or suspected; a dead primary's partitions pass to
+        the next replica when the view drops it.
+        """
+        return self.ctx.partitions.ensure_table().owners(partition)[0]
+
+    def busy(self, key: str) -> bool:
+        """Whether an operation on ``key`` runs or waits here."""
+        return key in self._tails
 
     async def mutate(
         self, partition: int, key: str, op: str, args: Sequence[Any], level: str

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from gridkv.api.base import ELSEWHERE, get_here_first, guarded, set_here_first
+from gridkv.api.base import get_here_first, guarded, set_here_first
 from gridkv.base.errors import (
     EmptyKey,
     GridKVError,
@@ -64,7 +64,6 @@ from gridkv.storage.record import HEADER_SIZE as PLAIN_AT
 if TYPE_CHECKING:
     from gridkv.api.aio import AsyncGridKV
     from gridkv.base.options import Options
-    from gridkv.storage.base import Entry
 
 __all__ = ["Door", "Client", "Command", "COMMANDS", "CommandError", "dispatch", "REDIS_VERSION"]
 
@@ -171,6 +170,7 @@ class Door:
         self.max_key = options.max_key_bytes
         self.partition_count = options.partition_count
         self.local_parts = self.node.local_parts
+        self.primary_here = self.node.primary_here
         self.storage = self.node.storage
         self.clients: dict[int, Client] = {}
         self.started = time.time()
@@ -217,37 +217,60 @@ class Door:
 
     # -- reads and writes -------------------------------------------------------------------
 
-    async def entry(self, key: str) -> Entry | None:
-        """The live entry of ``key`` (``None``: missing, deleted or expired), at the level."""
-        node = self.node
+    def here(self, key: str) -> int | None:
+        """``key``'s partition when this node answers for it on the spot, else ``None``.
+
+        It does as the key's primary owner, at the default level one, nothing moving in.
+        """
         partition = self.partition(key)
-        if self.consistency is None and node.local_reads[partition]:
+        if self.consistency is None and self.primary_here[partition]:
+            return partition
+        return None
+
+    async def entry(self, key: str) -> tuple[bytes, int] | None:
+        """``(value, expires_at)`` of ``key``, or ``None`` when it is missing or expired.
+
+        At level one, the primary owner's copy (here, or asked); at quorum or all, the
+        freshest copy the level reads.
+        """
+        node = self.node
+        partition = self.here(key)
+        if partition is not None:
             found = node.storage.get_entry(partition, key)
+        elif self.consistency is None:
+            answer = await self.mutate(key, "read", [])
+            return None if answer is None else (answer[0], answer[1])
         else:
+            partition = self.partition(key)
             found = await guarded(node.read(partition, key, self.level), node, "get", key)
         if found is None or found.value is None or found.expired(node.now_ms()):
             return None
-        return found
+        return found.value, found.expires_at
 
     async def value(self, key: str) -> bytes | None:
-        """The value of ``key``, or ``None``."""
-        found = get_here_first(self.kv, key, self.consistency)
-        if found is ELSEWHERE:
-            return await self.kv.get(key, consistency=self.consistency)
-        return found  # type: ignore[no-any-return]
+        """The value of ``key``, or ``None`` (as :meth:`entry` reads it)."""
+        if self.here(key) is not None:
+            return get_here_first(self.kv, key)  # type: ignore[no-any-return]
+        found = await self.entry(key)
+        return None if found is None else found[0]
 
-    async def put(self, key: str, value: bytes, expires_at: int | None = None) -> None:
-        """Store ``value`` (expiring at ``expires_at``, ms; ``None``/0: never)."""
-        kv = self.kv
-        if not expires_at:
-            if set_here_first(kv, key, value, ttl=0, consistency=self.consistency) is ELSEWHERE:
-                await kv.set(key, value, ttl=0, consistency=self.consistency)
+    def put_now(self, key: str, value: bytes) -> bool:
+        """Store ``value`` without expiry on the spot if this node may; whether it did.
+
+        It may when it is the key's primary owner at level one and no atomic operation on
+        the key runs or waits here (which the write would overtake).
+        """
+        return (
+            self.here(key) is not None
+            and not self.node.mutator.busy(key)
+            and set_here_first(self.kv, key, value, ttl=0) is None
+        )
+
+    async def put(self, key: str, value: bytes, expires_at: int = 0) -> None:
+        """Store ``value`` (expiring at ``expires_at``, ms; 0: never) through the primary."""
+        if expires_at == 0 and self.put_now(key, value):
             return
-        if expires_at <= self.node.now_ms():
-            await self.mutate(key, "delete", [])
-            return
-        partition, level, local, entry = kv._plan_write(key, value, 0, self.consistency)
-        await kv._write(partition, level, local, entry._replace(expires_at=expires_at), "set")
+        await self.mutate(key, "set", [value, expires_at, ALWAYS, False, False])
 
     async def mutate(self, key: str, op: str, args: list[Any]) -> Any:
         """Run the atomic operation ``op`` on ``key`` at its primary owner."""
@@ -784,7 +807,7 @@ def _get(door: Door, client: Client, args: list[bytes]) -> Reply:
             key = door.key(raw)  # raises
         partition = hash_key_bytes(raw) % door.partition_count
         records = door.local_parts[partition]
-        if records is not None:
+        if records is not None and door.primary_here[partition]:
             blob = records.get(key)
             if blob is None:
                 return client.replies.null
@@ -794,24 +817,18 @@ def _get(door: Door, client: Client, args: list[bytes]) -> Reply:
             return b"$%d\r\n%b\r\n" % (len(found), found)
     else:
         key = door.key(raw)
-    found = get_here_first(door.kv, key, door.consistency)
-    if found is ELSEWHERE:
-        return _get_later(door, client, key)
-    return client.replies.maybe(found)
+    return _get_later(door, client, key)
 
 
 async def _get_later(door: Door, client: Client, key: str) -> bytes:
-    return client.replies.maybe(await door.kv.get(key, consistency=door.consistency))
+    return client.replies.maybe(await door.value(key))
 
 
 def _set(door: Door, client: Client, args: list[bytes]) -> Reply:
     key = door.key(args[1])
     value = args[2]
     if len(args) == 3:
-        kv = door.kv
-        if set_here_first(kv, key, value, ttl=0, consistency=door.consistency) is ELSEWHERE:
-            return _plain_set_later(door, key, value)
-        return OK
+        return OK if door.put_now(key, value) else _put_ok(door, key, value, 0)
     condition, want_old, keep_ttl, at = ALWAYS, False, False, 0
     expiry_given = False
     i = 3
@@ -836,11 +853,6 @@ def _set(door: Door, client: Client, args: list[bytes]) -> Reply:
     if condition == ALWAYS and not want_old and not keep_ttl:
         return _put_ok(door, key, value, at)
     return _set_checked(door, client, key, [value, at, condition, want_old, keep_ttl])
-
-
-async def _plain_set_later(door: Door, key: str, value: bytes) -> bytes:
-    await door.kv.set(key, value, ttl=0, consistency=door.consistency)
-    return OK
 
 
 async def _put_ok(door: Door, key: str, value: bytes, at: int) -> bytes:
@@ -1011,12 +1023,12 @@ async def _ttl(door: Door, client: Client, args: list[bytes]) -> bytes:
     found = await door.entry(door.key(args[1]))
     if found is None:
         return client.replies.integer(-2)
-    if found.expires_at == 0:
+    at = found[1]
+    if at == 0:
         return client.replies.integer(-1)
     if name in (b"EXPIRETIME", b"PEXPIRETIME"):
-        at = found.expires_at
         return client.replies.integer(at if name == b"PEXPIRETIME" else at // 1000)
-    left = max(0, found.expires_at - door.node.now_ms())
+    left = max(0, at - door.node.now_ms())
     return client.replies.integer(left if name == b"PTTL" else (left + 500) // 1000)
 
 
@@ -1109,7 +1121,7 @@ async def _copy(door: Door, client: Client, args: list[bytes]) -> bytes:
     if found is None:
         return client.replies.integer(0)
     condition = ALWAYS if replace else IF_ABSENT
-    op_args = [found.value, found.expires_at, condition, False, False]
+    op_args = [found[0], found[1], condition, False, False]
     return client.replies.integer(int(await door.mutate(target, "set", op_args)))
 
 
@@ -1171,7 +1183,7 @@ async def _flush_all(door: Door) -> int:
 
     async def remove(key: str) -> None:
         async with gate:
-            await door.kv.delete(key, consistency=door.consistency)
+            await door.mutate(key, "delete", [])
 
     await asyncio.gather(*(remove(k) for k in keys))
     return len(keys)
