@@ -9,6 +9,7 @@ Debian's redis-tools, which the nox ``tests`` session installs when it is missin
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -238,6 +239,34 @@ def test_redis_cli_reads_and_writes_the_cluster(cluster: list[DoorNode]) -> None
     # Commands on stdin, one a line, as a script would send them.
     out = run(cluster[1], stdin="SET cli:a 1\nAPPEND cli:a 23\nGET cli:a\nDEL cli:a\n")
     assert out.split() == ["OK", "3", "123", "1"]
+
+
+def test_gridkv_status_shows_every_member(cluster: list[DoorNode]) -> None:
+    cluster[0].client().mset({f"status:{i}": "v" for i in range(100)})
+    command = [sys.executable, "-m", "gridkv.cli", "status", "--addr"]
+    done = subprocess.run(
+        [*command, f"127.0.0.1:{cluster[1].door_port}", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    status = json.loads(done.stdout)
+    members = {m["node_id"]: m for m in status["members"]}
+    assert set(members) == {"door0", "door1", "door2"}
+    assert all(m["state"] == "alive" and m["ready"] for m in members.values())
+    # Each partition has two replicas and one primary.
+    assert sum(m["partitions"] for m in members.values()) == 2 * status["partition_count"]
+    assert sum(m["primaries"] for m in members.values()) == status["partition_count"]
+    assert sum(m["keys"] for m in members.values()) >= 100
+    table = subprocess.run(
+        [*command, f"127.0.0.1:{cluster[2].door_port}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert all(node.node_id in table for node in cluster) and "alive" in table
 
 
 def test_malformed_input_leaves_the_node_serving(cluster: list[DoorNode]) -> None:

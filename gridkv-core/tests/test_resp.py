@@ -7,6 +7,7 @@ pages where they have one. Raw sockets send what no client library would.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ import pytest
 import redis
 import redis.asyncio as aredis
 from gridkv import AsyncGridKV
+from gridkv.cli import main
 from gridkv.service.resp import RespServer
 from gridkv.testing.transports import node_options
 from redis.asyncio.retry import Retry
@@ -602,3 +604,30 @@ async def test_closing_the_door_lets_commands_under_way_finish(door: RespServer)
     with pytest.raises(redis.ConnectionError):
         await _client(port).ping()
     await client.aclose()
+
+
+async def test_status_get_set_and_del_through_the_door(
+    door: RespServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = door.address
+
+    async def cli(*args: str) -> tuple[int, str]:
+        code = await asyncio.to_thread(main, [*args, "--addr", address])
+        return code, capsys.readouterr().out
+
+    assert await cli("set", "greeting", "hello", "--ttl", "100") == (0, "OK\n")
+    assert await cli("get", "greeting") == (0, "hello\n")
+    assert 99 <= (await door.door.entry("greeting") or (b"", 0))[1] / 1000 - time.time() <= 100
+    assert await cli("del", "greeting", "other") == (0, "1\n")
+    assert await cli("get", "greeting") == (1, "(nil)\n")
+    code, out = await cli("status", "--json")
+    status = json.loads(out)
+    assert code == 0 and status["ready"] is True
+    (member,) = status["members"]
+    assert member["node_id"] == door.door.node.node_id and member["state"] == "alive"
+    assert member["partitions"] == member["primaries"] == door.door.options.partition_count
+    code, out = await cli("status")
+    assert code == 0 and door.door.node.node_id in out and "alive" in out
+    # A door that is not there: an error naming it, exit 1.
+    assert await asyncio.to_thread(main, ["get", "k", "--addr", "127.0.0.1:1"]) == 1
+    assert "cannot reach the RESP door at 127.0.0.1:1" in capsys.readouterr().err

@@ -1,4 +1,7 @@
-"""The ``gridkv`` command line: ``node``, ``demo``, ``keys``, ``certs`` and ``version``."""
+"""The ``gridkv`` command line.
+
+``node``, ``status``, ``get``/``set``/``del``, ``demo``, ``keys``, ``certs`` and ``version``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from gridkv.api.aio import AsyncGridKV
 from gridkv.api.blocking import GridKV
@@ -198,6 +202,51 @@ def _keys_new(pair: bool) -> int:
     return 0
 
 
+def _door_commands(sub: Any) -> None:
+    """``status``, ``get``, ``set`` and ``del``: through a node's RESP door."""
+    status = sub.add_parser(
+        "status", help="members, states and figures of the cluster, through any node's door"
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=2.0,
+        metavar="SECONDS",
+        help="refresh every SECONDS (2) until Ctrl-C",
+    )
+    get = sub.add_parser("get", help="print a key's value, through a node's door")
+    get.add_argument("key")
+    put = sub.add_parser("set", help="store a value, through a node's door")
+    put.add_argument("key")
+    put.add_argument("value")
+    put.add_argument("--ttl", type=float, help="seconds until the key expires")
+    delete = sub.add_parser("del", help="delete keys, through a node's door")
+    delete.add_argument("keys", nargs="+")
+    for command in (status, get, put, delete):
+        command.add_argument(
+            "--addr",
+            default="127.0.0.1:6379",
+            help="HOST:PORT of a node's RESP door (resp.listen; 127.0.0.1:6379)",
+        )
+        command.add_argument("--password", default="", help="the door's password (AUTH)")
+        command.add_argument("--user", default="", help="the door user (resp.users)")
+
+
+def _through_the_door(args: argparse.Namespace) -> int:
+    from gridkv.service import status
+
+    login = {"password": args.password, "user": args.user}
+    if args.command == "status":
+        return status.run_status(args.addr, as_json=args.json, watch=args.watch, **login)
+    if args.command == "get":
+        return status.run_get(args.addr, args.key, **login)
+    if args.command == "set":
+        return status.run_set(args.addr, args.key, args.value, args.ttl, **login)
+    return status.run_del(args.addr, args.keys, **login)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gridkv`` command; returns the exit status."""
     parser = argparse.ArgumentParser(prog="gridkv", description="GridKV for Python")
@@ -247,11 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="HOST:PORT",
         help="serve GET /livez and /readyz over HTTP on this address (health.listen)",
     )
+    _door_commands(sub)
     sub.add_parser("version", help="print the installed version")
     args = parser.parse_args(argv)
     try:
         if args.command == "node":
             return _node(args)
+        if args.command in ("status", "get", "set", "del"):
+            return _through_the_door(args)
         if args.command == "demo":
             return _demo(args)
         if args.command == "keys":

@@ -26,10 +26,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgpack
 
 from gridkv.base.errors import (
     ConfigError,
+    ProtocolError,
     ShuttingDown,
 )
 from gridkv.base.hlc import HLC
@@ -53,6 +56,7 @@ from gridkv.node.telemetry import NodeTelemetry
 from gridkv.plugins import Plugins, get_plugins
 from gridkv.storage.base import Storage
 from gridkv.transport.base import Transport
+from gridkv.wire.messages import StatusReply, StatusRequest
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -189,6 +193,7 @@ class Node(Serving):
             self.hlc,
             self.mutator,
             self.keyspace,
+            lambda: msgpack.packb(self.status_figures(), use_bin_type=True),
         )
         #: ``local_reads[p]`` is 1 when a default-level read of partition ``p`` may be served
         #: from local storage on the caller's thread: the node runs, holds ``p``, and the
@@ -568,6 +573,61 @@ class Node(Serving):
         self.refresh_local_reads()
 
     # -- figures -------------------------------------------------------------------------
+
+    def status_figures(self) -> dict[str, Any]:
+        """This node's key figures, as ``gridkv status`` shows them for each member."""
+        stats = self.stats()
+        storage = stats.storage
+        return {
+            "node_id": self.node_id,
+            "address": stats.network.local_address,
+            "version": stats.version,
+            "ready": self.ready,
+            "health_score": stats.cluster.health_score,
+            "partitions": sum(self.partitions.owned),
+            "primaries": sum(self.primary_here),
+            "keys": storage.keys,
+            "tombstones": storage.tombstones,
+            "used_bytes": storage.used_bytes,
+            "max_bytes": storage.max_bytes,
+            "backlog_bytes": stats.replication.backlog_bytes,
+            "replication_lag": self.telemetry.recent_lag,
+        }
+
+    async def cluster_status(self) -> list[dict[str, Any]]:
+        """Every member in this node's view, with its figures where it answered.
+
+        Each entry has the view's ``node_id``, ``address``, ``state`` and ``incarnation``,
+        and the member's own figures (:meth:`status_figures`), or ``error`` naming why they
+        are missing. Members are asked at once, each within ``read_timeout``.
+        """
+        members = self.stats().cluster.members
+
+        async def ask(member: MemberInfo) -> dict[str, Any]:
+            entry: dict[str, Any] = {
+                "node_id": member.node_id,
+                "address": member.address,
+                "state": member.state,
+                "incarnation": member.incarnation,
+            }
+            if member.node_id == self.node_id:
+                return {**self.status_figures(), **entry}
+            if member.state in ("dead", "left"):
+                return entry
+            try:
+                reply = await self.messaging.request(
+                    member.address, StatusRequest(self.node_id), self.options.read_timeout
+                )
+                if not isinstance(reply, StatusReply):
+                    raise ProtocolError(f"expected StatusReply, got {type(reply).__name__}")
+                figures = msgpack.unpackb(reply.figures, raw=False)
+                if not isinstance(figures, dict):
+                    raise ProtocolError("StatusReply is not a map")
+            except Exception as exc:  # a member that does not answer is shown as such
+                return {**entry, "error": f"{type(exc).__name__}: {exc}"}
+            return {**figures, **entry}
+
+        return list(await asyncio.gather(*(ask(m) for m in members)))
 
     def stats(self) -> Stats:
         """A snapshot of the node's figures."""

@@ -11,7 +11,7 @@ log lines about bad frames and failing handlers are rate-limited.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from gridkv.base.errors import AuthenticationError, GridKVError, ProtocolError
@@ -31,6 +31,8 @@ from gridkv.wire.messages import (
     Ping,
     Pong,
     ReplicateBatch,
+    StatusReply,
+    StatusRequest,
 )
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ class Router:
     :param hlc: the clock a :class:`~gridkv.wire.messages.Pong` reports.
     :param mutator: atomic operations on keys this node is primary owner of.
     :param keyspace: listings of the keys this node holds.
+    :param status: this node's figures, encoded (``gridkv status``).
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class Router:
         hlc: HLC,
         mutator: Mutator,
         keyspace: Keyspace,
+        status: Callable[[], bytes],
     ) -> None:
         self.node_id = node_id
         self._messaging = messaging
@@ -95,6 +99,7 @@ class Router:
         self._hlc = hlc
         self._mutator = mutator
         self._keyspace = keyspace
+        self._status = status
         self._errors = RateLimitedLog(log)
         #: Frames from peers that did not decode (each answered with a ProtocolError).
         self.malformed_frames = 0
@@ -226,6 +231,8 @@ class Router:
             return self._handoff.on_done(message)
         if isinstance(message, KeysRequest):
             return self._keyspace.on_keys(message)
+        if isinstance(message, StatusRequest):
+            return StatusReply(self._status())
         if isinstance(message, Ping):
             return Pong(message.seq, self.node_id, self._hlc.now())
         return ErrorReply(

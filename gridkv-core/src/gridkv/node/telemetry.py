@@ -138,11 +138,15 @@ class NodeTelemetry:
         self._instruments = instruments
         self.duration = instruments.duration
         self.lag = instruments.lag
+        #: Replication lag lately, in seconds: a moving average over the batches delivered
+        #: (each weighs a tenth), for ``gridkv status``.
+        self.recent_lag = 0.0
         instruments.add(self)
 
     def replicated(self, seconds: float) -> None:
         """Record a batch's replication lag (its queueing to the replica's answer)."""
         self.lag.record(seconds, self._attrs)
+        self.recent_lag += (seconds - self.recent_lag) * 0.1
 
     def operation_counts(self) -> dict[str, int]:
         """Operations counted so far, ``"<operation> <level> <outcome>"`` -> count."""

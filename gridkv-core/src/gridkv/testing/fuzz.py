@@ -49,6 +49,8 @@ from gridkv.wire.messages import (
     PushPull,
     PushPullReply,
     ReplicateBatch,
+    StatusReply,
+    StatusRequest,
     SwimAck,
     SwimGossip,
     SwimNack,
@@ -166,5 +168,7 @@ def message_samples() -> list[Message]:
         MutateReply(b"\x92\xc3\x05"),
         KeysRequest(_NODE, [0, _U32_MAX], b"user:*", _U32_MAX, False),
         KeysReply(["user:\u00e9", "k"], _U64_MAX),
+        StatusRequest(_NODE),
+        StatusReply(b"\x81\xa4keys\x05"),
     ]
     return sorted(samples, key=lambda message: message.TYPE)

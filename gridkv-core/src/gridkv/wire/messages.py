@@ -45,6 +45,8 @@ __all__ = [
     "MutateReply",
     "KeysRequest",
     "KeysReply",
+    "StatusRequest",
+    "StatusReply",
     "BucketSync",
     "BucketReply",
     "STORED",
@@ -436,3 +438,19 @@ class KeysReply(Message):
 
     keys: Annotated[list[str], wire.keys]
     count: Annotated[int, wire.u64]
+
+
+@message(44)
+@dataclass(frozen=True, slots=True)
+class StatusRequest(Message):
+    """Ask a node for its figures (``gridkv status``)."""
+
+    sender: Annotated[str, wire.node_id]
+
+
+@message(45)
+@dataclass(frozen=True, slots=True)
+class StatusReply(Message):
+    """A node's figures, a msgpack-encoded map (see ``Node.status_figures``)."""
+
+    figures: Annotated[bytes, wire.blob]

@@ -20,6 +20,7 @@ every command with its consistency level and cost; the groups below follow it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import random
@@ -1200,6 +1201,19 @@ async def _flushall(door: Door, client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
+async def _gridkv_status(door: Door, client: Client, args: list[bytes]) -> bytes:
+    node = door.node
+    members = await guarded(node.cluster_status(), node, "status")
+    status = {
+        "node_id": node.node_id,
+        "ready": node.ready,
+        "replica_count": door.options.replica_count,
+        "partition_count": door.options.partition_count,
+        "members": members,
+    }
+    return client.replies.bulk(json.dumps(status, sort_keys=True).encode())
+
+
 # -- the table ------------------------------------------------------------------------------
 
 
@@ -1484,6 +1498,15 @@ COMMANDS: Final[dict[str, Command]] = {
             flags=("loading", "stale"),
             group="server",
             summary="Returns information and statistics about the server and the GridKV cluster.",
+        ),
+        _cmd(
+            "gridkv.status",
+            1,
+            _gridkv_status,
+            flags=("loading", "stale"),
+            group="server",
+            summary="Returns the GridKV cluster's members and their figures as JSON "
+            "(gridkv status).",
         ),
         _cmd(
             "time",

@@ -1,0 +1,150 @@
+"""``gridkv status`` and ``gridkv get/set/del``: a cluster seen through any node's door.
+
+``status`` asks the door for ``GRIDKV.STATUS`` (the node's view of every member, with each
+member's own figures) and shows a table (rich), refreshed with ``--watch``, or the JSON with
+``--json``. ``get``, ``set`` and ``del`` are one command each through the door.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from gridkv.service.resp.client import RespClient
+
+__all__ = ["fetch_status", "status_table", "run_status", "run_get", "run_set", "run_del"]
+
+_STATE_STYLE = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
+
+
+def fetch_status(client: RespClient) -> dict[str, Any]:
+    """The door's ``GRIDKV.STATUS``, decoded."""
+    raw = client.call("GRIDKV.STATUS")
+    status: dict[str, Any] = json.loads(raw)
+    return status
+
+
+def _size(value: Any) -> str:
+    if not isinstance(value, int):
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"  # pragma: no cover
+
+
+def _figure(member: dict[str, Any], key: str) -> str:
+    value = member.get(key)
+    return "-" if value is None else str(value)
+
+
+def status_table(status: dict[str, Any]) -> Table:
+    """The members of ``status`` as a table: one row each, sorted by node id."""
+    title = (
+        f"GridKV cluster seen from {status['node_id']} "
+        f"({'ready' if status.get('ready') else 'not ready'}; replica_count "
+        f"{status.get('replica_count')}, {status.get('partition_count')} partitions)"
+    )
+    table = Table(title=title)
+    for column, justify in (
+        ("node", "left"),
+        ("address", "left"),
+        ("state", "left"),
+        ("inc.", "right"),
+        ("partitions", "right"),
+        ("primary", "right"),
+        ("keys", "right"),
+        ("memory", "right"),
+        ("repl. backlog", "right"),
+        ("repl. lag", "right"),
+        ("health", "right"),
+        ("ready", "left"),
+    ):
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for member in sorted(status.get("members", []), key=lambda m: str(m.get("node_id"))):
+        state = str(member.get("state", "?"))
+        lag = member.get("replication_lag")
+        error = member.get("error")
+        table.add_row(
+            str(member.get("node_id")),
+            str(member.get("address")),
+            f"[{_STATE_STYLE.get(state, 'white')}]{state}[/]",
+            _figure(member, "incarnation"),
+            _figure(member, "partitions"),
+            _figure(member, "primaries"),
+            _figure(member, "keys"),
+            f"{_size(member.get('used_bytes'))} / {_size(member.get('max_bytes'))}"
+            if "used_bytes" in member
+            else "-",
+            _size(member.get("backlog_bytes")),
+            f"{lag * 1000:.1f} ms" if isinstance(lag, int | float) else "-",
+            _figure(member, "health_score"),
+            "yes" if member.get("ready") else ("[red]no answer[/]" if error else "no"),
+        )
+    return table
+
+
+def run_status(
+    address: str,
+    password: str = "",
+    user: str = "",
+    as_json: bool = False,
+    watch: float | None = None,
+    console: Console | None = None,
+) -> int:
+    """Show the status once, or every ``watch`` seconds until interrupted; exit status."""
+    # Piped output is not wrapped to 80 columns: a row a member, whatever reads it.
+    console = console or (Console() if sys.stdout.isatty() else Console(width=200))
+    with RespClient(address, password, user) as client:
+        if as_json:
+            print(json.dumps(fetch_status(client), indent=2, sort_keys=True))
+            return 0
+        if watch is None:
+            console.print(status_table(fetch_status(client)))
+            return 0
+        from rich.live import Live
+
+        try:
+            with Live(status_table(fetch_status(client)), console=console) as live:
+                while True:
+                    time.sleep(watch)
+                    live.update(status_table(fetch_status(client)))
+        except KeyboardInterrupt:
+            return 0
+
+
+def run_get(address: str, key: str, password: str = "", user: str = "") -> int:
+    """Print the value of ``key`` (exit 1 when it is missing)."""
+    with RespClient(address, password, user) as client:
+        value = client.call("GET", key)
+    if value is None:
+        print("(nil)")
+        return 1
+    print(value.decode(errors="backslashreplace"))
+    return 0
+
+
+def run_set(
+    address: str, key: str, value: str, ttl: float | None, password: str = "", user: str = ""
+) -> int:
+    """Store ``value`` under ``key`` (expiring after ``ttl`` seconds when given)."""
+    extra: list[str] = ["PX", str(max(1, round(ttl * 1000)))] if ttl else []
+    with RespClient(address, password, user) as client:
+        client.call("SET", key, value, *extra)
+    print("OK")
+    return 0
+
+
+def run_del(address: str, keys: Sequence[str], password: str = "", user: str = "") -> int:
+    """Delete ``keys``; print how many existed."""
+    with RespClient(address, password, user) as client:
+        print(client.call("DEL", *keys))
+    return 0
