@@ -466,6 +466,8 @@ async def test_passwords_and_users() -> None:
             await _client(port, password="wrong").ping()
         good = _client(port, password="s3cret")
         assert await good.set("k", "v")
+        # Once authenticated, the limits on requests are those of everyone.
+        assert await good.mset({f"m{i}": "x" * 20_000 for i in range(8)})
         alice = _client(port, username="alice", password="wonder")
         assert await alice.get("k") == b"v"
         assert (await alice.client_info())["user"] == "alice"

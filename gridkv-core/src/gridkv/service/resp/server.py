@@ -173,6 +173,7 @@ class _Connection(asyncio.Protocol):
                 self.close()
                 return
             reply = dispatch(door, client, args)
+            self._parser.authenticated = client.authenticated  # AUTH, HELLO, RESET change it
             if isinstance(reply, bytes):
                 out.append(reply)
                 if client.closing:
@@ -207,6 +208,7 @@ class _Connection(asyncio.Protocol):
                 self.close()
                 return
             answer = dispatch(door, client, args)
+            self._parser.authenticated = client.authenticated
             reply = answer if isinstance(answer, bytes) else await answer
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
