@@ -363,8 +363,9 @@ class Mutator:
         self._read = read
         self._write = write
         self._new_entry = new_entry
-        #: Keys with an operation running: the tail of each key's queue.
-        self._tails: dict[str, asyncio.Future[None]] = {}
+        #: Keys with an operation running or waiting: the tail of each key's queue (a write
+        #: on the spot must not overtake them; ``key in queued`` tells).
+        self.queued: dict[str, asyncio.Future[None]] = {}
         #: Operations run here, and those sent to another node.
         self.ran = 0
         self.forwarded = 0
@@ -379,7 +380,7 @@ class Mutator:
 
     def busy(self, key: str) -> bool:
         """Whether an operation on ``key`` runs or waits here."""
-        return key in self._tails
+        return key in self.queued
 
     async def mutate(
         self, partition: int, key: str, op: str, args: Sequence[Any], level: str
@@ -445,9 +446,9 @@ class Mutator:
     async def run(self, partition: int, key: str, op: str, args: list[Any], level: str) -> Any:
         """Run ``op`` here, after the operations on ``key`` queued before it."""
         loop = asyncio.get_running_loop()
-        before = self._tails.get(key)
+        before = self.queued.get(key)
         mine: asyncio.Future[None] = loop.create_future()
-        self._tails[key] = mine
+        self.queued[key] = mine
         try:
             if before is not None:
                 await asyncio.shield(before)
@@ -457,8 +458,8 @@ class Mutator:
                 mine.set_result(None)
             else:  # cancelled while waiting: the next one waits for the one before too
                 before.add_done_callback(lambda _: mine.set_result(None))
-            if self._tails.get(key) is mine and mine.done():
-                del self._tails[key]
+            if self.queued.get(key) is mine and mine.done():
+                del self.queued[key]
 
     async def _apply(self, partition: int, key: str, op: str, args: list[Any], level: str) -> Any:
         ctx = self.ctx

@@ -60,6 +60,7 @@ from gridkv.cluster.replication.mutations import (
     parse_integer,
 )
 from gridkv.service.resp.protocol import OK, PONG, RESP2, RESP3, Replies, encode_error
+from gridkv.storage.base import Entry
 from gridkv.storage.record import HEADER_SIZE as PLAIN_AT
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ __all__ = ["Door", "Client", "Command", "COMMANDS", "CommandError", "dispatch", 
 #: The Redis version the door reports (clients pick features by it).
 REDIS_VERSION: Final = "7.0.0"
 _SYNTAX: Final = "ERR syntax error"
+_tuple_new = tuple.__new__
 _I64_MAX: Final = (1 << 63) - 1
 #: The largest offset SETRANGE takes (Redis's proto-max-bulk-len, 512 MiB).
 _MAX_OFFSET: Final = 512 * 1024 * 1024
@@ -172,6 +174,14 @@ class Door:
         self.partition_count = options.partition_count
         self.local_parts = self.node.local_parts
         self.primary_here = self.node.primary_here
+        # What the SET fast path calls and reads (as ClientBase._adopt looks them up).
+        self.max_value = options.max_value_bytes
+        self.over_limit = self.node.coordinator.batcher.over_limit
+        self.queued = self.node.mutator.queued
+        self.hlc_now = self.node.hlc.now
+        self.writer = self.node.node_id
+        self.write_here = self.node.write_here
+        self.fast = self.node.telemetry.fast
         self.storage = self.node.storage
         self.clients: dict[int, Client] = {}
         self.started = time.time()
@@ -826,10 +836,29 @@ async def _get_later(door: Door, client: Client, key: str) -> bytes:
 
 
 def _set(door: Door, client: Client, args: list[bytes]) -> Reply:
-    key = door.key(args[1])
-    value = args[2]
+    raw, value = args[1], args[2]
     if len(args) == 3:
-        return OK if door.put_now(key, value) else _put_ok(door, key, value, 0)
+        if (
+            door.consistency is None
+            and 0 < len(raw) <= door.max_key
+            and len(value) <= door.max_value
+            and not door.over_limit
+        ):
+            # set_here_first, with the key's bytes at hand: on the primary, nothing queued
+            try:
+                key = raw.decode()
+            except UnicodeDecodeError:
+                key = door.key(raw)  # raises
+            hash_ = hash_key_bytes(raw)
+            partition = hash_ % door.partition_count
+            if door.primary_here[partition] and key not in door.queued:
+                entry = _tuple_new(Entry, (key, value, door.hlc_now(), door.writer, 0))
+                door.write_here(partition, entry, hash_)
+                door.fast.sets += 1
+                return OK
+        key = door.key(raw)
+        return _put_ok(door, key, value, 0)
+    key = door.key(raw)
     condition, want_old, keep_ttl, at = ALWAYS, False, False, 0
     expiry_given = False
     i = 3
