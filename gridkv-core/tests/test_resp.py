@@ -633,3 +633,24 @@ async def test_status_get_set_and_del_through_the_door(
     # A door that is not there: an error naming it, exit 1.
     assert await asyncio.to_thread(main, ["get", "k", "--addr", "127.0.0.1:1"]) == 1
     assert "cannot reach the RESP door at 127.0.0.1:1" in capsys.readouterr().err
+
+
+async def test_values_over_max_value_bytes_are_refused_and_store_nothing(r: aredis.Redis) -> None:
+    largest = 4 * 1024 * 1024  # the default max_value_bytes
+    error = f"^value is {largest + 1} bytes; GridKV's max_value_bytes is {largest}$"
+    for write in (
+        lambda: r.set("big", b"x" * (largest + 1)),
+        lambda: r.set("big", b"x" * (largest + 1), nx=True),
+        lambda: _cmd(r, "SETNX", "big", b"x" * (largest + 1)),
+        lambda: r.set("big", b"x" * (largest + 1), ex=10),
+        lambda: r.mset({"big": b"x" * (largest + 1)}),
+    ):
+        with pytest.raises(redis.ResponseError, match=error):
+            await write()
+    assert await r.exists("big") == 0
+    await r.set("big", b"x" * largest)
+    with pytest.raises(
+        redis.ResponseError, match=r"^string exceeds maximum allowed size \(proto-max-bulk-len\)$"
+    ):
+        await r.append("big", "y")
+    assert await r.strlen("big") == largest

@@ -56,6 +56,7 @@ __all__ = [
     "NOT_FLOAT",
     "TOO_LONG",
     "parse_integer",
+    "too_large",
     "check_args",
 ]
 
@@ -105,6 +106,11 @@ class Outcome:
     reply: Any
 
 
+def too_large(size: int, largest: int) -> str:
+    """The error for a value of ``size`` bytes over ``max_value_bytes`` (``largest``)."""
+    return f"ERR value is {size} bytes; GridKV's max_value_bytes is {largest}"
+
+
 def parse_integer(raw: bytes) -> int | None:
     """``raw`` as Redis reads an integer (``string2ll``), or ``None`` when it is not one.
 
@@ -152,6 +158,8 @@ def _gone(at: int, now: int) -> bool:
 
 def _set(value: bytes | None, expires: int, now: int, args: list[Any], largest: int) -> Outcome:
     new, at, condition, want_old, keep_ttl = args
+    if len(new) > largest:
+        raise OperationRefused(too_large(len(new), largest))
     applies = (
         condition == ALWAYS
         or (condition == IF_ABSENT and value is None)

@@ -58,6 +58,7 @@ from gridkv.cluster.replication.mutations import (
     NOT_INTEGER,
     PERSIST,
     parse_integer,
+    too_large,
 )
 from gridkv.service.resp.protocol import OK, PONG, RESP2, RESP3, Replies, encode_error
 from gridkv.storage.base import Entry
@@ -215,6 +216,14 @@ class Door:
             )
         return key
 
+    def check_value(self, value: bytes) -> None:
+        """Refuse a value longer than ``max_value_bytes`` before it travels anywhere.
+
+        :raises CommandError: it is.
+        """
+        if len(value) > self.max_value:
+            raise CommandError(too_large(len(value), self.max_value))
+
     def partition(self, key: str) -> int:
         """The partition of ``key``."""
         return partition_of(key, self.options.partition_count)
@@ -279,6 +288,7 @@ class Door:
 
     async def put(self, key: str, value: bytes, expires_at: int = 0) -> None:
         """Store ``value`` (expiring at ``expires_at``, ms; 0: never) through the primary."""
+        self.check_value(value)
         if expires_at == 0 and self.put_now(key, value):
             return
         await self.mutate(key, "set", [value, expires_at, ALWAYS, False, False])
@@ -891,6 +901,7 @@ async def _put_ok(door: Door, key: str, value: bytes, at: int) -> bytes:
 
 
 async def _set_checked(door: Door, client: Client, key: str, args: list[Any]) -> bytes:
+    door.check_value(args[0])
     answer = await door.mutate(key, "set", args)
     if args[3]:  # GET: the old value, whether or not the value was set
         return client.replies.maybe(answer[1])
