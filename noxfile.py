@@ -206,3 +206,17 @@ def vs_redis(session: nox.Session) -> None:
     session.install(CORE, "./gridkv-transport-tcp[uvloop]", "redis[hiredis]")
     session.run("python", "bench/vs_redis.py", *session.posargs)
     session.run("python", "bench/latency_floor.py")
+
+
+@nox.session(python=PYTHON)
+def resp(session: nox.Session) -> None:
+    """The RESP door under redis-benchmark against redis-server and a minimal asyncio RESP
+    server, a 3-node cluster's doors, and the request parsers (bench/resp.py).
+
+    Installs redis-server and redis-tools (redis-benchmark) with apt-get when missing (Debian;
+    needs root). Arguments go to resp (``nox -s resp -- --quick``).
+    """
+    _apt_install(session, "redis-server", "redis-server")
+    _apt_install(session, "redis-benchmark", "redis-tools")
+    session.install(CORE, "./gridkv-transport-tcp[uvloop]", "redis[hiredis]")
+    session.run("python", "bench/resp.py", *session.posargs)
