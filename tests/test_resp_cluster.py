@@ -201,12 +201,20 @@ def test_the_asyncio_client_pipelines_through_any_door(cluster: list[DoorNode]) 
                 for i in range(300):
                     pipe.set(f"pipe:{i}", i)
                     pipe.incrby(f"pipe:{i}", 10)
+                    pipe.get(f"pipe:{i}")
+                    if i % 50 == 49:  # a command on many keys sees every one before it
+                        pipe.mget([f"pipe:{j}" for j in range(i + 1)])
                 return await pipe.execute()
         finally:
             await client.aclose()
 
     results = asyncio.run(run())
-    assert results[1::2] == [i + 10 for i in range(300)]
+    # Commands on different keys wait together; each key's commands keep their order.
+    singles = [r for r in results if not isinstance(r, list)]
+    assert singles[1::3] == [i + 10 for i in range(300)]
+    assert singles[2::3] == [str(i + 10).encode() for i in range(300)]
+    lists = [r for r in results if isinstance(r, list)]
+    assert lists == [[str(j + 10).encode() for j in range(i + 1)] for i in range(49, 300, 50)]
     assert cluster[2].client().get("pipe:299") == b"309"
 
 

@@ -49,6 +49,33 @@ async def test_the_pool_stays_within_max_conns_and_trims_to_max_idle() -> None:
         await server.close()
 
 
+async def test_a_finished_dial_is_not_shared_with_a_caller_that_finds_it_before_it_is_cleared() -> (
+    None
+):
+    # Regression: a caller woken earlier in the loop turn than a dial's own clean-up found
+    # the finished dial, got its (full) connection back at once and asked again, forever,
+    # never yielding to the loop (the RESP door's pipelines to another node hung this way).
+    async def echo(peer: str, payload: bytes, sender: str | None) -> bytes:
+        return payload
+
+    server = TcpTransport(f"127.0.0.1:{free_port()}")
+    client = TcpTransport(f"127.0.0.1:{free_port()}", max_conns=4)
+    await server.start(echo)
+    await client.start(echo)
+    try:
+        pool = client._pool
+        first = await pool.connect(server.local_address, lane=False)
+        finished = asyncio.get_running_loop().create_future()
+        finished.set_result(first)
+        pool._dialing[(server.local_address, False)] = finished  # _dialled not run yet
+        second = await asyncio.wait_for(pool.connect(server.local_address, lane=False), 5)
+        assert second is not first
+        assert len(pool._pools[server.local_address]) == 2
+    finally:
+        await client.close()
+        await server.close()
+
+
 async def test_a_peer_that_stops_reading_blocks_request_writers_until_the_write_timeout() -> None:
     # The peer accepts and never reads: the kernel buffers fill, the transport pauses
     # writing, and requests wait at most network.write_timeout instead of buffering more;

@@ -154,6 +154,12 @@ class Pool:
         """
         key = (address, lane)
         dialing = self._dialing.get(key)
+        if dialing is not None and dialing.done():
+            # Finished, its ``_dialled`` not run yet (a caller woken earlier in this loop
+            # turn got here first): sharing it would give this caller a connection that is
+            # already full, without waiting, and ``acquire`` would ask again forever.
+            del self._dialing[key]
+            dialing = None
         if dialing is None:
             failed = self.failures.get(address)
             if failed is not None:

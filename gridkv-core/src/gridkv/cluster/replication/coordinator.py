@@ -121,6 +121,13 @@ class Coordinator:
         """The freshest entry of ``key`` that ``level`` allows; see :meth:`Reader.read`."""
         return self.reader.read(partition, key, level)
 
+    def read_from(self, replica: str, partition: int, key: str) -> Awaitable[Entry | None]:
+        """``replica``'s entry of ``key`` (tombstones included), asked within read_timeout.
+
+        :raises PeerUnavailable: ``replica`` is not in the view or did not answer.
+        """
+        return self.reader._ask(replica, partition, key)
+
     def on_get(self, message: GetRequest) -> GetReply | Awaitable[GetReply]:
         """A peer's read of one key; see :meth:`Reader.on_get`."""
         return self.reader.on_get(message)

@@ -68,7 +68,17 @@ if TYPE_CHECKING:
     from gridkv.api.aio import AsyncGridKV
     from gridkv.base.options import Options
 
-__all__ = ["Door", "Client", "Command", "COMMANDS", "CommandError", "dispatch", "REDIS_VERSION"]
+__all__ = [
+    "Door",
+    "Client",
+    "Command",
+    "COMMANDS",
+    "CommandError",
+    "Reply",
+    "dispatch",
+    "key_of",
+    "REDIS_VERSION",
+]
 
 #: The Redis version the door reports (clients pick features by it).
 REDIS_VERSION: Final = "7.0.0"
@@ -258,8 +268,14 @@ class Door:
         if partition is not None:
             found = node.storage.get_entry(partition, key)
         elif self.consistency is None:
-            answer = await self.mutate(key, "read", [])
-            return None if answer is None else (answer[0], answer[1])
+            partition = self.partition(key)
+            primary = node.mutator.primary(partition)
+            if primary == node.node_id:  # a partition moving here: the mutator reads it
+                answer = await self.mutate(key, "read", [])
+                return None if answer is None else (answer[0], answer[1])
+            node.check_joined()
+            read = node.coordinator.read_from(primary, partition, key)
+            found = await guarded(read, node, "get", key)
         else:
             partition = self.partition(key)
             found = await guarded(node.read(partition, key, self.level), node, "get", key)
@@ -1930,6 +1946,14 @@ _BY_NAME: Final[dict[bytes, Command]] = {
     for c in COMMANDS.values()
     for spelling in (c.name.encode(), c.name.upper().encode())
 }
+
+
+def key_of(args: list[bytes]) -> bytes | None:
+    """The one key a command works on, or ``None`` (none, several, or unknown command)."""
+    command = _BY_NAME.get(args[0]) or _BY_NAME.get(args[0].lower())
+    if command is None or command.first_key != 1 or command.last_key != 1 or len(args) < 2:
+        return None
+    return args[1]
 
 
 def dispatch(door: Door, client: Client, args: list[bytes]) -> Reply:

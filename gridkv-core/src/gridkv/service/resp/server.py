@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable
 from itertools import count
 from typing import TYPE_CHECKING, cast
 
 from gridkv.base.errors import PeerUnavailable
 from gridkv.base.log import LOGGER_NAME
-from gridkv.service.resp.commands import Client, Door, dispatch
+from gridkv.service.resp.commands import Client, Door, Reply, dispatch, key_of
 from gridkv.service.resp.protocol import (
     QueryTooLong,
     RequestParser,
@@ -36,9 +37,19 @@ __all__ = ["RespServer"]
 
 log = logging.getLogger(LOGGER_NAME)
 
+#: The reply of a command cancelled inside GridKV (it was not acknowledged).
+_CANCELLED = encode_error("TRYAGAIN the command was cancelled inside GridKV; retry it")
+#: Commands of one connection waiting for other nodes at once, at most.
+_IN_FLIGHT = 128
 #: Unparsed input a connection may hold while a command waits, before reading pauses.
 _PAUSE_INPUT_AT = 256 * 1024
 _ids = count(1)
+
+
+def _consume(task: asyncio.Future[bytes]) -> None:
+    """Retrieve a finished command's outcome (a cancellation, at a connection's loss)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -182,34 +193,93 @@ class _Connection(asyncio.Protocol):
                     return
                 continue
             self._flush(out)
-            self._task = asyncio.ensure_future(self._continue(reply))
+            self._task = asyncio.ensure_future(self._continue(reply, key_of(args)))
             self._task.add_done_callback(self._task_done)
             return
         self._flush(out)
 
-    async def _continue(self, pending: Awaitable[bytes]) -> None:
-        """Run the rest of the batch, awaiting each command that has to wait."""
+    async def _continue(self, first: Awaitable[bytes], first_key: bytes | None) -> None:
+        """Run the rest of what is parsed, several commands waiting at once.
+
+        Commands on different keys wait for other nodes together (up to
+        :data:`_IN_FLIGHT` of them); replies leave in the commands' order. A command on a key
+        an earlier one still waits on, or one without a single key (MGET, AUTH, INFO...),
+        first waits for everything before it: a client sees its own commands in order.
+        """
         client = self._client
         assert client is not None
         door = self._door
-        reply = await pending
+        pending: deque[tuple[asyncio.Future[bytes] | bytes, bytes | None]] = deque()
+        keys: dict[bytes | None, int] = {}
+
+        def add(reply: Reply, key: bytes | None) -> None:
+            if isinstance(reply, bytes):
+                pending.append((reply, None))
+                return
+            task = asyncio.ensure_future(reply)
+            task.add_done_callback(_consume)
+            pending.append((task, key))
+            keys[key] = keys.get(key, 0) + 1
+
+        def written() -> None:
+            """Write the replies at the head that are ready."""
+            out = []
+            while pending:
+                head, key = pending[0]
+                if isinstance(head, bytes):
+                    out.append(head)
+                elif head.done():
+                    out.append(_CANCELLED if head.cancelled() else head.result())
+                    left = keys[key] - 1
+                    if left:
+                        keys[key] = left
+                    else:
+                        del keys[key]
+                else:
+                    break
+                pending.popleft()
+            self._flush(out)
+
+        async def head_done() -> None:
+            head = pending[0][0]
+            if not isinstance(head, bytes):
+                await asyncio.wait([head])
+            written()
+
+        add(first, first_key)
         while True:
-            self._flush([reply])
-            if client.closing or self._closed:
-                self.close()
+            written()
+            if self._closed:
                 return
             if self._write_paused:  # resume_writing runs the rest
+                while pending:
+                    await head_done()
                 return
             args = self._next()
             if args is None:
-                return
+                if not pending:
+                    return
+                await head_done()
+                continue
             if isinstance(args, bytes):
+                while pending:
+                    await head_done()
                 self._flush([args])
                 self.close()
                 return
-            answer = dispatch(door, client, args)
+            key = key_of(args)
+            if key is None or key in keys:
+                while pending:
+                    await head_done()
+            elif len(pending) >= _IN_FLIGHT:
+                await head_done()
+            add(dispatch(door, client, args), key)
             self._parser.authenticated = client.authenticated
-            reply = answer if isinstance(answer, bytes) else await answer
+            if client.closing:
+                while pending:
+                    await head_done()
+                self.close()
+                return
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._task = None
