@@ -654,3 +654,50 @@ async def test_values_over_max_value_bytes_are_refused_and_store_nothing(r: ared
     ):
         await r.append("big", "y")
     assert await r.strlen("big") == largest
+
+
+async def test_a_pipeline_sent_whole_before_reading_is_served(door: RespServer) -> None:
+    # Regression: the door stopped reading once 256 KiB of replies were unread, and a client
+    # that sends everything before it reads (as redis-py's pipeline does) waited forever.
+    await door.door.kv.set("k", b"v" * 100)
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(door))
+    count_ = 500_000
+    writer.write(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n" * count_)
+    await asyncio.wait_for(writer.drain(), 20)
+    reply = b"$100\r\n" + b"v" * 100 + b"\r\n"
+    got = await asyncio.wait_for(reader.readexactly(len(reply) * count_), 20)
+    assert got == reply * count_
+    writer.close()
+
+
+async def test_replies_past_the_output_bound_cut_the_client_as_they_are_made() -> None:
+    # Regression: the bound was checked once a whole batch of replies had been made, so one
+    # read of GETs of a large value could take gigabytes first.
+    kv, server = await _door(max_output_bytes=1 << 20)
+    try:
+        await kv.set("big", b"x" * (256 * 1024))
+        before = server.door.commands_processed
+        _reader, writer = await asyncio.open_connection("127.0.0.1", _port(server))
+        writer.write(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * 400)  # 100 MiB of replies
+        await wait_for_async(lambda: _count(server), 0)
+        assert server.door.commands_processed - before < 40
+        writer.close()
+        await _check(server, b"PING\r\n", b"+PONG\r\n")
+    finally:
+        await server.close()
+        await kv.close()
+
+
+async def test_before_auth_a_command_may_not_grow_past_256_kib() -> None:
+    # Regression: a client without the password could make the door hold a 64 MiB command
+    # in progress (an array header of 100 million, then elements), each connection.
+    kv, server = await _door(password="s3cret")
+    try:
+        data = b"*100000000\r\n" + b"$2\r\nab\r\n" * 40_000  # 320 KB, no complete command
+        assert await _raw(server, data, expect_close=True) == b""
+        client = _client(_port(server), password="s3cret")
+        assert await client.ping()
+        await client.aclose()
+    finally:
+        await server.close()
+        await kv.close()

@@ -21,30 +21,29 @@ from gridkv.wire.messages import KeysReply, KeysRequest
 if TYPE_CHECKING:
     from gridkv.cluster.context import ClusterContext
 
-__all__ = ["Keyspace", "glob_to_regex"]
+__all__ = ["Keyspace", "Glob", "glob"]
 
 #: Partitions listed by one request at most.
 _PARTITIONS_PER_REQUEST = 32
 
 
-@lru_cache(maxsize=256)
-def glob_to_regex(pattern: bytes) -> re.Pattern[bytes]:
-    r"""A compiled regular expression matching what Redis's glob ``pattern`` matches.
+def _tokens(pattern: bytes) -> list[bytes | None]:
+    """``pattern`` as tokens: ``None`` for ``*``, else the regex of one byte.
 
-    ``*`` any run, ``?`` one byte, ``[abc]``, ``[^a]``, ``[a-z]`` (a reversed range works as
-    Redis's does), ``\x`` the byte ``x``. An unclosed ``[`` takes the rest as its set.
+    A byte is ``?``, a set or a literal. An unclosed ``[`` takes the rest as its set.
     """
-    out = bytearray()
+    out: list[bytes | None] = []
     i, n = 0, len(pattern)
     while i < n:
         c = pattern[i : i + 1]
         i += 1
         if c == b"*":
-            out += b".*"
+            if not out or out[-1] is not None:  # "**" is "*"
+                out.append(None)
         elif c == b"?":
-            out += b"."
+            out.append(b".")
         elif c == b"\\" and i < n:
-            out += re.escape(pattern[i : i + 1])
+            out.append(re.escape(pattern[i : i + 1]))
             i += 1
         elif c == b"[":
             negate = pattern[i : i + 1] == b"^"
@@ -56,11 +55,8 @@ def glob_to_regex(pattern: bytes) -> re.Pattern[bytes]:
                 if ch == b"\\" and i + 1 < n:
                     members += re.escape(pattern[i + 1 : i + 2])
                     i += 2
-                elif (
-                    pattern[i + 1 : i + 2] == b"-" and i + 2 < n and pattern[i + 2 : i + 3] != b"]"
-                ):
-                    low, high = pattern[i], pattern[i + 2]
-                    low, high = min(low, high), max(low, high)
+                elif pattern[i + 1 : i + 2] == b"-" and i + 2 < n:
+                    low, high = sorted((pattern[i], pattern[i + 2]))  # Redis takes [z-a] too
                     members += re.escape(bytes([low])) + b"-" + re.escape(bytes([high]))
                     i += 3
                 else:
@@ -68,12 +64,66 @@ def glob_to_regex(pattern: bytes) -> re.Pattern[bytes]:
                     i += 1
             i += 1  # the closing "]"
             if not members:
-                out += b"[^\\x00-\\xff]" if not negate else b"[\\x00-\\xff]"
+                out.append(b"[\\x00-\\xff]" if negate else b"[^\\x00-\\xff]")
             else:
-                out += b"[" + (b"^" if negate else b"") + bytes(members) + b"]"
+                out.append(b"[" + (b"^" if negate else b"") + bytes(members) + b"]")
         else:
-            out += re.escape(c)
-    return re.compile(bytes(out), re.DOTALL)
+            out.append(re.escape(c))
+    return out
+
+
+class Glob:
+    r"""A Redis glob, matched in time linear in the key's length times the pattern's.
+
+    ``*``, ``?``, ``[abc]``, ``[^a]``, ``[a-z]``, ``\x`` as Redis reads them.
+
+    The pattern is cut at its stars into segments of one byte per token, each compiled to a
+    regular expression without repetition: the first must match at the start, the last at
+    the end, and the others leftmost in order between them (the leftmost place is always the
+    best for a segment of fixed length). No backtracking over stars, so no pattern can make a
+    match take exponential time, as ``*a*a*a*b`` does to a regular expression with ``.*``.
+    """
+
+    __slots__ = ("_exact", "_lengths", "_segments", "_starred")
+
+    def __init__(self, pattern: bytes) -> None:
+        tokens = _tokens(pattern)
+        segments: list[list[bytes]] = [[]]
+        for token in tokens:
+            if token is None:
+                segments.append([])
+            else:
+                segments[-1].append(token)
+        self._starred = len(segments) > 1
+        self._segments = [re.compile(b"".join(s), re.DOTALL) for s in segments]
+        self._lengths = [len(s) for s in segments]
+        self._exact = sum(self._lengths)
+
+    def matches(self, key: bytes) -> bool:
+        """Whether ``key`` matches."""
+        segments, lengths = self._segments, self._lengths
+        if not self._starred:
+            return len(key) == self._exact and segments[0].match(key) is not None
+        if len(key) < self._exact or segments[0].match(key) is None:
+            return False
+        end = len(key) - lengths[-1]
+        if segments[-1].match(key, end) is None:
+            return False
+        pos = lengths[0]
+        for segment, length in zip(segments[1:-1], lengths[1:-1], strict=True):
+            if not length:
+                continue
+            found = segment.search(key, pos, end)
+            if found is None:
+                return False
+            pos = found.end()
+        return pos <= end
+
+
+@lru_cache(maxsize=256)
+def glob(pattern: bytes) -> Glob:
+    """The compiled :class:`Glob` of ``pattern`` (the last 256 are kept)."""
+    return Glob(pattern)
 
 
 class Keyspace:
@@ -97,7 +147,7 @@ class Keyspace:
         ctx = self.ctx
         storage = ctx.storage
         now = ctx.now_ms()
-        match = glob_to_regex(pattern).fullmatch if pattern not in (b"", b"*") else None
+        match = glob(pattern).matches if pattern not in (b"", b"*") else None
         keys: list[str] = []
         count = 0
         for partition in partitions:
@@ -106,7 +156,7 @@ class Keyspace:
             for entry in storage.entries(partition):
                 if entry.value is None or entry.expired(now):
                     continue
-                if match is not None and match(entry.key.encode()) is None:
+                if match is not None and not match(entry.key.encode()):
                     continue
                 count += 1
                 if not count_only:

@@ -44,7 +44,7 @@ from gridkv.base.errors import (
     ValueTooLarge,
 )
 from gridkv.base.keys import hash_key_bytes, partition_of
-from gridkv.cluster.keyspace import glob_to_regex
+from gridkv.cluster.keyspace import glob
 from gridkv.cluster.replication.mutations import (
     ALWAYS,
     AT,
@@ -682,7 +682,7 @@ def _config_get(door: Door, client: Client, args: list[bytes]) -> Reply:
     values = _config_values(door)
     found: dict[str, str] = {}
     for raw in args[2:]:
-        match = glob_to_regex(raw.lower()).fullmatch
+        match = glob(raw.lower()).matches
         for name, value in values.items():
             if match(name.encode()):
                 found[name] = value

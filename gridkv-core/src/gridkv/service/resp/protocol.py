@@ -30,11 +30,16 @@ __all__ = [
     "OK",
     "PONG",
     "INLINE_MAX",
+    "UNAUTHENTICATED_QUERY",
     "encode_error",
 ]
 
 #: Longest inline command (Redis's PROTO_INLINE_MAX_SIZE).
 INLINE_MAX: Final = 64 * 1024
+
+#: Bytes a command of a client that has not authenticated may take (Redis allows such a
+#: client 10 arguments of 16 KiB): past it the client is cut before it is parsed further.
+UNAUTHENTICATED_QUERY: Final = 256 * 1024
 
 OK: Final = b"+OK\r\n"
 PONG: Final = b"+PONG\r\n"
@@ -168,7 +173,7 @@ class RequestParser:
         :raises QueryTooLong: the command in progress passed ``max_query`` bytes.
         """
         self._taken += len(data)
-        if self._taken > self._max_query:
+        if self._taken > (self._max_query if self.authenticated else UNAUTHENTICATED_QUERY):
             raise QueryTooLong
         if self._mid or self._reader.has_data():
             self._reader.feed(data)

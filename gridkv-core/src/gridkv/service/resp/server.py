@@ -3,12 +3,12 @@
 Commands of a connection run in order. What a read of the socket brings is parsed at once
 and run as far as the commands complete on the spot (a GET or SET of a key this node holds at
 level one); their replies leave in one write. The first command that has to wait for other
-nodes hands the rest of the batch to a task, which runs the commands one after the other and
-writes each reply; meanwhile more input is parsed by that task, and reading stops while what
-waits passes a bound. A client that does not read its replies stops being read (flow control
-from the socket); one whose unread replies pass ``resp.max_output_bytes`` is cut, as Redis
-cuts one past its output buffer limit. A malformed request gets Redis's error, then the
-connection closes; the node and the other connections go on.
+nodes hands the rest to a task: commands on different keys wait together, a key's commands
+(and those without one key) in order, and replies leave in the commands' order; meanwhile more input is parsed by that task, and reading stops while what
+waits passes a bound. Replies a client does not read queue up to ``resp.max_output_bytes``
+(checked every 64 KiB of replies); past it the client is cut, as Redis cuts one past its output
+buffer limit, so a client that sends a whole pipeline before it reads is served. A malformed
+request gets Redis's error, then the connection closes; the node and the other connections go on.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ log = logging.getLogger(LOGGER_NAME)
 
 #: The reply of a command cancelled inside GridKV (it was not acknowledged).
 _CANCELLED = encode_error("TRYAGAIN the command was cancelled inside GridKV; retry it")
+#: Bytes of replies made on the spot before they are written (and the output bound checked).
+_FLUSH_AT = 64 * 1024
 #: Commands of one connection waiting for other nodes at once, at most.
 _IN_FLIGHT = 128
 #: Unparsed input a connection may hold while a command waits, before reading pauses.
@@ -77,7 +79,6 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._client: Client | None = None
         self._task: asyncio.Task[None] | None = None
-        self._write_paused = False
         self._read_paused = False
         self._closed = False
         #: Set when the door closes: no further command is run.
@@ -120,18 +121,7 @@ class _Connection(asyncio.Protocol):
             if self._parser_backlog() > _PAUSE_INPUT_AT and not self._read_paused:
                 self._pause_reading()
             return
-        if not self._write_paused:
-            self._run()
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        self._pause_reading()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._task is None and not self._closed:
-            self._resume_reading()
-            self._run()
+        self._run()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -174,7 +164,8 @@ class _Connection(asyncio.Protocol):
             return
         door = self._door
         out: list[bytes] = []
-        while not self._write_paused:
+        size = 0
+        while not self._closed:
             args = self._next()
             if args is None:
                 break
@@ -191,6 +182,10 @@ class _Connection(asyncio.Protocol):
                     self._flush(out)
                     self.close()
                     return
+                size += len(reply)
+                if size >= _FLUSH_AT:  # the output bound is checked as replies are made
+                    self._flush(out)
+                    out, size = [], 0
                 continue
             self._flush(out)
             self._task = asyncio.ensure_future(self._continue(reply, key_of(args)))
@@ -251,10 +246,6 @@ class _Connection(asyncio.Protocol):
             written()
             if self._closed:
                 return
-            if self._write_paused:  # resume_writing runs the rest
-                while pending:
-                    await head_done()
-                return
             args = self._next()
             if args is None:
                 if not pending:
@@ -290,7 +281,7 @@ class _Connection(asyncio.Protocol):
             log.error("RESP connection failed", exc_info=exc)
             self.abort()
             return
-        if not self._closed and not self._write_paused:
+        if not self._closed:
             self._resume_reading()
             self._run()  # input that arrived while the last command waited
 
