@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aredis
-from gridkv import AsyncGridKV
+from gridkv import AsyncGridKV, PeerUnavailable
 from gridkv.cli import main
 from gridkv.service.resp import RespServer
 from gridkv.testing.transports import node_options
@@ -701,3 +701,89 @@ async def test_before_auth_a_command_may_not_grow_past_256_kib() -> None:
     finally:
         await server.close()
         await kv.close()
+
+
+# -- from a hostile review: each fails on the code before its fix ---------------------------
+
+
+async def test_flushall_async_spares_what_is_written_after_it(door: RespServer) -> None:
+    await _check(
+        door,
+        b"SET a 1\r\nSET b old\r\nFLUSHALL ASYNC\r\nSET b 2\r\nSET c 3\r\n",
+        b"+OK\r\n+OK\r\n+OK\r\n+OK\r\n+OK\r\n",
+    )
+    client = _client(_port(door))
+    await wait_for_async(lambda: client.exists("a"), 0)
+    assert await client.mget("a", "b", "c") == [None, b"2", b"3"]
+    await client.aclose()
+
+
+async def test_a_key_named_twice_in_mset_or_msetnx_takes_its_last_value(r: aredis.Redis) -> None:
+    assert await _cmd(r, "MSETNX", "x", "1", "x", "2") == 1
+    assert await r.get("x") == b"2"
+    assert await _cmd(r, "MSET", "y", "1", "y", "2", "y", "3") in (b"OK", "OK", True)
+    assert await r.get("y") == b"3"
+
+
+async def test_rename_puts_the_value_back_when_the_target_cannot_be_written(
+    door: RespServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = _client(_port(door))
+    await client.set("source", "precious", ex=100)
+    mutate = door.door.mutate
+
+    async def failing(key: str, op: str, args: list[Any]) -> Any:
+        if key == "target" and op == "set":
+            raise PeerUnavailable("the target's owner is gone")
+        return await mutate(key, op, args)
+
+    monkeypatch.setattr(door.door, "mutate", failing)
+    with pytest.raises(redis.ResponseError, match="the target's owner is gone$"):
+        await client.rename("source", "target")
+    assert await client.get("source") == b"precious"
+    assert 99 <= await client.ttl("source") <= 100
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("start", "increment", "result"),
+    [
+        ("0.1", "0.2", "0.3"),
+        ("10.50", "0.1", "10.6"),
+        ("5.0e3", "2.0e2", "5200"),
+        ("0", "0x10", "16"),
+        ("0", "1e-20", "0"),
+        ("9007199254740993", "0", "9007199254740993"),
+        ("1e308", "1e308", "2" + "0" * 308),
+        ("3", "-3", "0"),
+    ],
+)
+async def test_incrbyfloat_computes_and_prints_as_redis(
+    r: aredis.Redis, start: str, increment: str, result: str
+) -> None:
+    await r.set("f", start)
+    await _cmd(r, "INCRBYFLOAT", "f", increment)
+    assert await r.get("f") == result.encode()
+
+
+async def test_incrbyfloat_refuses_what_redis_refuses(r: aredis.Redis) -> None:
+    for bad in ("1_0", " 1", "1 ", "nan", "abc", ""):
+        with pytest.raises(redis.ResponseError, match="^value is not a valid float$"):
+            await _cmd(r, "INCRBYFLOAT", "f", bad)
+
+
+async def test_an_unknown_command_s_error_shows_128_bytes_of_arguments(door: RespServer) -> None:
+    args = b" ".join([b"NOPE", *(b"x" * 50 for _ in range(1000))])
+    shown = b"'" + b"x" * 50 + b"' '" + b"x" * 50 + b"' '" + b"x" * 22 + b"' "
+    await _check(
+        door,
+        args + b"\r\n",
+        b"-ERR unknown command 'NOPE', with args beginning with: " + shown + b"\r\n",
+    )
+
+
+async def test_the_default_user_takes_any_password_when_it_has_none(door: RespServer) -> None:
+    await _check(door, b"AUTH default whatever\r\n", b"+OK\r\n")
+    client = _client(_port(door), protocol=3, username="default", password="anything")
+    assert await client.ping()
+    await client.aclose()

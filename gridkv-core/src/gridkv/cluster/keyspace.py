@@ -139,16 +139,18 @@ class Keyspace:
 
     def local(
         self, partitions: Iterable[int], pattern: bytes, limit: int, count_only: bool
-    ) -> tuple[list[str], int]:
-        """The live keys this node holds of ``partitions`` matching ``pattern``, and how many.
+    ) -> tuple[list[str], list[int], int]:
+        """The live keys this node holds of ``partitions`` matching ``pattern``.
 
-        At most ``limit`` keys (0: all); with ``count_only``, no keys, only the count.
+        With the version of each, and how many there are. At most ``limit`` keys (0: all);
+        with ``count_only``, no keys, only the count.
         """
         ctx = self.ctx
         storage = ctx.storage
         now = ctx.now_ms()
         match = glob(pattern).matches if pattern not in (b"", b"*") else None
         keys: list[str] = []
+        versions: list[int] = []
         count = 0
         for partition in partitions:
             if not ctx.partitions.holds(partition):
@@ -161,19 +163,20 @@ class Keyspace:
                 count += 1
                 if not count_only:
                     keys.append(entry.key)
+                    versions.append(entry.version)
                     if limit and len(keys) >= limit:
-                        return keys, count
-        return keys, count
+                        return keys, versions, count
+        return keys, versions, count
 
     def on_keys(self, message: KeysRequest) -> KeysReply:
         """A peer's listing of partitions it takes this node to be primary of."""
         count_limit = self.ctx.options.partition_count
         if any(p >= count_limit for p in message.partitions):
             raise ProtocolError("partition out of range")
-        keys, count = self.local(
+        keys, versions, count = self.local(
             message.partitions, message.pattern, message.limit, message.count_only
         )
-        return KeysReply(keys, count)
+        return KeysReply(keys, versions, count)
 
     async def gather(
         self,
@@ -181,10 +184,11 @@ class Keyspace:
         pattern: bytes = b"",
         limit: int = 0,
         count_only: bool = False,
-    ) -> tuple[list[str], int]:
-        """The live keys of ``partitions`` (all: ``None``) in the cluster, and how many.
+    ) -> tuple[list[str], list[int], int]:
+        """The live keys of ``partitions`` (all: ``None``) in the cluster.
 
-        Each partition is listed by its primary owner; the nodes are asked at once.
+        With the version of each, and how many there are. Each partition is listed by its
+        primary owner; the nodes are asked at once.
 
         :raises PeerUnavailable: a node did not answer (its keys would be missing).
         :raises PeerTimeout: a node did not answer within ``read_timeout``.
@@ -195,13 +199,14 @@ class Keyspace:
         for partition in wanted:
             by_node.setdefault(self._primary(partition), []).append(partition)
 
-        async def ask(node: str, parts: list[int]) -> tuple[list[str], int]:
+        async def ask(node: str, parts: list[int]) -> tuple[list[str], list[int], int]:
             if node == ctx.node_id:
                 return self.local(parts, pattern, limit, count_only)
             address = ctx.membership.address_of(node)
             if address is None:
                 raise PeerUnavailable(f"node {node!r}, which lists some keys, is not in the view")
             keys: list[str] = []
+            versions: list[int] = []
             count = 0
             # A few partitions a request, so an answer stays well within a frame.
             for start in range(0, len(parts), _PARTITIONS_PER_REQUEST):
@@ -209,16 +214,16 @@ class Keyspace:
                 left = limit - len(keys) if limit else 0
                 request = KeysRequest(ctx.node_id, chunk, pattern, left, count_only)
                 reply = await ctx.messaging.request(address, request, ctx.options.read_timeout)
-                if not isinstance(reply, KeysReply):
-                    raise ProtocolError(
-                        f"expected KeysReply from {node!r}, got {type(reply).__name__}"
-                    )
+                if not isinstance(reply, KeysReply) or len(reply.versions) != len(reply.keys):
+                    raise ProtocolError(f"expected a KeysReply from {node!r}")
                 keys += reply.keys
+                versions += reply.versions
                 count += reply.count
                 if limit and len(keys) >= limit:
                     break
-            return keys, count
+            return keys, versions, count
 
         answers = await asyncio.gather(*(ask(n, p) for n, p in by_node.items()))
-        keys = [k for found, _ in answers for k in found]
-        return keys, sum(count for _, count in answers)
+        keys = [k for found, _, _ in answers for k in found]
+        versions = [v for _, found, _ in answers for v in found]
+        return keys, versions, sum(count for _, _, count in answers)

@@ -167,7 +167,7 @@ def message_samples() -> list[Message]:
         MutateRequest(_NODE, _U32_MAX, "user:\u00e9", "incrby", b"\x91\x05", "quorum"),
         MutateReply(b"\x92\xc3\x05"),
         KeysRequest(_NODE, [0, _U32_MAX], b"user:*", _U32_MAX, False),
-        KeysReply(["user:\u00e9", "k"], _U64_MAX),
+        KeysReply(["user:\u00e9", "k"], [_U64_MAX, 0], _U64_MAX),
         StatusRequest(_NODE),
         StatusReply(b"\x81\xa4keys\x05"),
     ]

@@ -44,6 +44,7 @@ __all__ = [
     "keys",
     "bucket_digests",
     "buckets",
+    "u64_list",
 ]
 
 #: Longest key any message may carry, whatever a node's own ``max_key_bytes``.
@@ -316,6 +317,13 @@ def bucket_digests(value: Any, name: str) -> list[int]:
     """The ``BUCKETS`` bucket digests of a partition."""
     if type(value) is not list or len(value) != BUCKETS:
         raise fail(name, f"expected a list of {BUCKETS} bucket digests", value)
+    return [u64(item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def u64_list(value: Any, name: str) -> list[int]:
+    """A list of unsigned 64-bit integers."""
+    if type(value) is not list:
+        raise fail(name, "expected a list of unsigned 64-bit integers", value)
     return [u64(item, f"{name}[{i}]") for i, item in enumerate(value)]
 
 

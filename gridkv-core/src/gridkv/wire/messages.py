@@ -434,9 +434,10 @@ class KeysRequest(Message):
 @message(43)
 @dataclass(frozen=True, slots=True)
 class KeysReply(Message):
-    """The keys a :class:`KeysRequest` asked for (or none), and how many there are."""
+    """The keys a :class:`KeysRequest` asked for (or none), each one's version, how many."""
 
     keys: Annotated[list[str], wire.keys]
+    versions: Annotated[list[int], wire.u64_list]
     count: Annotated[int, wire.u64]
 
 

@@ -25,10 +25,9 @@ arguments (:data:`OPERATIONS`); arguments travel msgpack-encoded and are checked
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 import msgpack
@@ -129,20 +128,37 @@ def parse_integer(raw: bytes) -> int | None:
     return number if _I64_MIN <= number <= _I64_MAX else None
 
 
-def _parse_float(raw: bytes) -> float | None:
-    """``raw`` as Redis reads a float for INCRBYFLOAT: no spaces, no NaN; ``None`` if not."""
-    if not raw or raw[:1].isspace() or raw[-1:].isspace():
+#: Arithmetic as Redis's ``long double`` (x87: 64-bit mantissa, about 19 digits, exponents to
+#: about 4932), in decimal: the digits Redis prints are the same for everything but results
+#: beyond the 19th significant digit.
+_LONG_DOUBLE = Context(prec=19, rounding=ROUND_HALF_EVEN, Emax=4932, Emin=-4951, traps=[])
+#: Wide enough to print any such number with 17 decimals (``%.17Lf``).
+_PRINTING = Context(prec=5000, rounding=ROUND_HALF_EVEN, Emax=5000, Emin=-5000, traps=[])
+_DECIMALS = Decimal("1e-17")
+
+
+def _parse_float(raw: bytes) -> Decimal | None:
+    """``raw`` as Redis reads a float for INCRBYFLOAT (``strtold``), or ``None``.
+
+    Decimal and exponent notation, ``inf``, hexadecimal (``0x10``); no spaces around it, no
+    digit separators, no NaN.
+    """
+    if not raw or raw[:1].isspace() or raw[-1:].isspace() or b"_" in raw or len(raw) > 5120:
         return None
+    text = raw.decode("ascii", "replace")
     try:
-        number = float(raw)
-    except ValueError:
+        if text.lstrip("+-")[:2].lower() == "0x":
+            number = _LONG_DOUBLE.create_decimal_from_float(float.fromhex(text))
+        else:
+            number = _LONG_DOUBLE.create_decimal(text)
+    except (ArithmeticError, ValueError):
         return None
-    return None if math.isnan(number) else number
+    return None if number.is_nan() else number
 
 
-def format_float(number: float) -> bytes:
-    """A float as INCRBYFLOAT answers it: the shortest digits, no exponent, no trailing zeros."""
-    text = format(Decimal(repr(number)), "f")
+def format_float(number: Decimal) -> bytes:
+    """A number as INCRBYFLOAT answers it (Redis's ``%.17Lf``, trailing zeros removed)."""
+    text = format(number.quantize(_DECIMALS, context=_PRINTING), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return b"0" if text in ("-0", "") else text.encode()
@@ -188,11 +204,11 @@ def _incrbyfloat(
 ) -> Outcome:
     (raw_delta,) = args
     delta = _parse_float(raw_delta)
-    current = 0.0 if value is None else _parse_float(value)
+    current = Decimal(0) if value is None else _parse_float(value)
     if current is None or delta is None:
         raise OperationRefused(NOT_FLOAT)
-    result = current + delta
-    if math.isnan(result) or math.isinf(result):
+    result = _LONG_DOUBLE.add(current, delta)
+    if not result.is_finite():
         raise OperationRefused(_NAN_OR_INF)
     text = format_float(result)
     return Outcome(text, expires, text)
@@ -322,6 +338,7 @@ OPERATIONS: Final[dict[str, tuple[_Operation, tuple[Callable[[Any], bool], ...]]
     ),
     "persist": (_persist, ()),
     "delete": (_delete, ()),
+    "flush": (_delete, (lambda v: type(v) is int and 0 <= v < 1 << 64,)),
     "read": (_read, ()),
 }
 
@@ -476,6 +493,8 @@ class Mutator:
         present = entry is not None and entry.value is not None and not entry.expired(now)
         value = entry.value if present and entry is not None else None
         expires = entry.expires_at if present and entry is not None else 0
+        if op == "flush" and entry is not None and entry.version > args[0]:
+            return 0  # written since it was listed for FLUSHALL: it stays
         outcome = OPERATIONS[op][0](value, expires, now, args, ctx.options.max_value_bytes)
         self.ran += 1
         if outcome.value is not KEEP:

@@ -390,7 +390,8 @@ def _echo(door: Door, client: Client, args: list[bytes]) -> Reply:
 def _check_password(door: Door, user: str, password: bytes) -> bool:
     expected = door.users.get(user)
     if expected is None:
-        return False
+        # Without resp.password the default user takes any password (Redis's "nopass").
+        return user == "default"
     import hmac
 
     return hmac.compare_digest(expected.encode(), password)
@@ -721,6 +722,13 @@ async def _dbsize(door: Door, client: Client, args: list[bytes]) -> bytes:
 async def _gather(
     door: Door, partitions: range | None, pattern: bytes, limit: int = 0, count_only: bool = False
 ) -> tuple[list[str], int]:
+    keys, _, count = await _listed(door, partitions, pattern, limit, count_only)
+    return keys, count
+
+
+async def _listed(
+    door: Door, partitions: range | None, pattern: bytes, limit: int = 0, count_only: bool = False
+) -> tuple[list[str], list[int], int]:
     node = door.node
     node.check_joined()
     work = node.keyspace.gather(partitions, pattern, limit, count_only)
@@ -976,7 +984,10 @@ async def _mget(door: Door, client: Client, args: list[bytes]) -> bytes:
 def _mset(door: Door, client: Client, args: list[bytes]) -> Reply:
     if len(args) % 2 != 1:
         raise _arity_error(args[0].decode().lower())
-    pairs = [(door.key(args[i]), args[i + 1]) for i in range(1, len(args), 2)]
+    # A key named twice takes its last value, as in Redis (written once, not raced).
+    pairs = list({door.key(args[i]): args[i + 1] for i in range(1, len(args), 2)}.items())
+    for _, value in pairs:
+        door.check_value(value)
     if args[0].upper() == b"MSETNX":
         return _msetnx(door, client, pairs)
     return _mset_later(door, pairs)
@@ -1150,7 +1161,14 @@ async def _rename(door: Door, client: Client, args: list[bytes]) -> bytes:
         raise CommandError("ERR no such key")
     value, expires = taken
     condition = IF_ABSENT if only_new else ALWAYS
-    done = await door.mutate(target, "set", [value, expires, condition, False, False])
+    try:
+        done = await door.mutate(target, "set", [value, expires, condition, False, False])
+    except Exception:
+        # The target's owner failed: the value goes back under the source, unless a client
+        # wrote the source meanwhile (then its value stays, and this one is lost with the
+        # error; docs/resp.md).
+        await door.mutate(source, "set", [value, expires, IF_ABSENT, False, False])
+        raise
     if not done:  # the target appeared meanwhile: put the source back
         await door.mutate(source, "set", [value, expires, IF_ABSENT, False, False])
         return client.replies.integer(0)
@@ -1234,26 +1252,28 @@ async def _randomkey(door: Door, client: Client, args: list[bytes]) -> bytes:
     return client.replies.null
 
 
-async def _flush_all(door: Door) -> int:
-    keys, _ = await _gather(door, None, b"")
+async def _flush(door: Door, keys: list[str], versions: list[int]) -> None:
+    """Delete each key on its primary if it still has the version it was listed with.
+
+    A key written after the FLUSHALL (a newer version) keeps its new value.
+    """
     gate = asyncio.Semaphore(_FLUSH_PARALLEL)
 
-    async def remove(key: str) -> None:
+    async def remove(key: str, version: int) -> None:
         async with gate:
-            await door.mutate(key, "delete", [])
+            await door.mutate(key, "flush", [version])
 
-    await asyncio.gather(*(remove(k) for k in keys))
-    return len(keys)
+    await asyncio.gather(*(remove(k, v) for k, v in zip(keys, versions, strict=True)))
 
 
 async def _flushall(door: Door, client: Client, args: list[bytes]) -> bytes:
     if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
         raise CommandError(_SYNTAX)
+    keys, versions, _ = await _listed(door, None, b"")
     if len(args) == 2 and args[1].upper() == b"ASYNC":
-        door.node.check_joined()
-        door.spawn(_flush_all(door))
+        door.spawn(_flush(door, keys, versions))  # the keys as they are now go
         return OK
-    await _flush_all(door)
+    await _flush(door, keys, versions)
     return OK
 
 
@@ -1948,6 +1968,21 @@ _BY_NAME: Final[dict[bytes, Command]] = {
 }
 
 
+def _unknown(args: list[bytes]) -> bytes:
+    """Redis's error for an unknown command: its name and its first arguments.
+
+    128 bytes of arguments at most, each quoted and followed by a space, the last cut to fit.
+    """
+    shown = b""
+    for arg in args[1:]:
+        if len(shown) >= 128:
+            break
+        shown += b"'" + arg[: 128 - len(shown)] + b"' "
+    text = shown.decode(errors="replace")
+    name = args[0][:128].decode(errors="replace")
+    return encode_error(f"ERR unknown command '{name}', with args beginning with: {text}")
+
+
 def key_of(args: list[bytes]) -> bytes | None:
     """The one key a command works on, or ``None`` (none, several, or unknown command)."""
     command = _BY_NAME.get(args[0]) or _BY_NAME.get(args[0].lower())
@@ -1964,12 +1999,7 @@ def dispatch(door: Door, client: Client, args: list[bytes]) -> Reply:
     try:
         command = _BY_NAME.get(args[0]) or _BY_NAME.get(args[0].lower())
         if command is None:
-            name = args[0].decode(errors="replace")
-            shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in args[1:])
-            return encode_error(
-                f"ERR unknown command '{name[:128]}', with args beginning with: {shown}"
-                + (" " if shown else "")
-            )
+            return _unknown(args)
         if not client.authenticated and not command.no_auth:
             return b"-NOAUTH Authentication required.\r\n"
         arity = command.arity

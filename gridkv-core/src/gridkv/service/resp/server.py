@@ -4,11 +4,13 @@ Commands of a connection run in order. What a read of the socket brings is parse
 and run as far as the commands complete on the spot (a GET or SET of a key this node holds at
 level one); their replies leave in one write. The first command that has to wait for other
 nodes hands the rest to a task: commands on different keys wait together, a key's commands
-(and those without one key) in order, and replies leave in the commands' order; meanwhile more input is parsed by that task, and reading stops while what
-waits passes a bound. Replies a client does not read queue up to ``resp.max_output_bytes``
-(checked every 64 KiB of replies); past it the client is cut, as Redis cuts one past its output
-buffer limit, so a client that sends a whole pipeline before it reads is served. A malformed
-request gets Redis's error, then the connection closes; the node and the other connections go on.
+(and those without one key) in order, and replies leave in the commands' order; meanwhile
+more input is parsed by that task, and reading stops while what waits passes a bound.
+
+Replies a client does not read queue up to ``resp.max_output_bytes`` (checked every 64 KiB of
+replies); past it the client is cut, as Redis cuts one past its output buffer limit, so a
+client that sends a whole pipeline before it reads is served. A malformed request gets
+Redis's error, then the connection closes; the node and the other connections go on.
 """
 
 from __future__ import annotations
@@ -198,8 +200,9 @@ class _Connection(asyncio.Protocol):
 
         Commands on different keys wait for other nodes together (up to
         :data:`_IN_FLIGHT` of them); replies leave in the commands' order. A command on a key
-        an earlier one still waits on, or one without a single key (MGET, AUTH, INFO...),
-        first waits for everything before it: a client sees its own commands in order.
+        an earlier one still waits on, one without a single key (MGET, AUTH, FLUSHALL...),
+        and any command after one of those, first waits for everything before it: a client
+        sees its own commands in order.
         """
         client = self._client
         assert client is not None
@@ -259,7 +262,7 @@ class _Connection(asyncio.Protocol):
                 self.close()
                 return
             key = key_of(args)
-            if key is None or key in keys:
+            if key is None or key in keys or None in keys:
                 while pending:
                     await head_done()
             elif len(pending) >= _IN_FLIGHT:
