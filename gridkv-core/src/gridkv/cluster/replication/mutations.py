@@ -474,6 +474,7 @@ class Mutator:
         before = self.queued.get(key)
         mine: asyncio.Future[None] = loop.create_future()
         self.queued[key] = mine
+        mine.add_done_callback(lambda done: self._dequeue(key, done))
         try:
             if before is not None:
                 await asyncio.shield(before)
@@ -483,8 +484,11 @@ class Mutator:
                 mine.set_result(None)
             else:  # cancelled while waiting: the next one waits for the one before too
                 before.add_done_callback(lambda _: mine.set_result(None))
-            if self.queued.get(key) is mine and mine.done():
-                del self.queued[key]
+
+    def _dequeue(self, key: str, done: asyncio.Future[None]) -> None:
+        """Forget ``key``'s queue once its last operation is over."""
+        if self.queued.get(key) is done:
+            del self.queued[key]
 
     async def _apply(self, partition: int, key: str, op: str, args: list[Any], level: str) -> Any:
         ctx = self.ctx
