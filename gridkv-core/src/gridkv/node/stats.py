@@ -18,6 +18,7 @@ __all__ = [
     "NetworkStats",
     "ReplicationStats",
     "StorageStats",
+    "human_bytes",
 ]
 
 #: The network figures are the transport's counters.
@@ -157,14 +158,17 @@ def _show(name: str, value: object) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int) and name.endswith("bytes"):
-        return _human_bytes(value) if value else "0 (no limit)" if name == "max_bytes" else "0 B"
+        return human_bytes(value) if value else "0 (no limit)" if name == "max_bytes" else "0 B"
     return str(value)
 
 
-def _human_bytes(n: int) -> str:
+def human_bytes(n: int, exact: bool = True) -> str:
+    """``n`` bytes for people: ``"1.5 MiB (1572864 B)"``; ``"1.5 MiB"`` if not ``exact``."""
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit} ({n} B)"
+            if unit == "B":
+                return f"{n} B"
+            return f"{size:.1f} {unit} ({n} B)" if exact else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"  # pragma: no cover

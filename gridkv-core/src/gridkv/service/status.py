@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from gridkv.node.stats import human_bytes
 from gridkv.service.resp.client import RespClient
 
 __all__ = ["fetch_status", "status_table", "run_status", "run_get", "run_set", "run_del"]
@@ -31,14 +32,7 @@ def fetch_status(client: RespClient) -> dict[str, Any]:
 
 
 def _size(value: Any) -> str:
-    if not isinstance(value, int):
-        return "-"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"  # pragma: no cover
+    return human_bytes(value, exact=False) if isinstance(value, int) else "-"
 
 
 def _figure(member: dict[str, Any], key: str) -> str:
