@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aredis
-from gridkv import AsyncGridKV, PeerUnavailable
+from gridkv import AsyncGridKV, ConfigError, PeerUnavailable
 from gridkv.cli import main
 from gridkv.service.resp import RespServer
 from gridkv.testing.transports import node_options
@@ -787,3 +787,9 @@ async def test_the_default_user_takes_any_password_when_it_has_none(door: RespSe
     client = _client(_port(door), protocol=3, username="default", password="anything")
     assert await client.ping()
     await client.aclose()
+
+
+async def test_a_door_whose_address_is_taken_says_so(door: RespServer) -> None:
+    other = RespServer(door.door.kv, door.address)
+    with pytest.raises(ConfigError, match=r"^config key 'resp.listen': cannot listen on"):
+        await other.start()

@@ -418,8 +418,10 @@ class Node(Serving):
                     reads[partition] = 0  # a miss here may not be a miss: ask the old owners
                 table, me = partitions.table, self.node_id
                 primary = bytearray(on and table.owners(p)[0] == me for p, on in enumerate(reads))
-                self._set_local_reads(reads)
+                # Before the reads: a partition that stops being served here leaves the RESP
+                # door's write-on-the-spot path first (that path looks at this mask alone).
                 self.primary_here[:] = primary
+                self._set_local_reads(reads)
             else:
                 self.primary_here[:] = bytes(self.options.partition_count)
                 self._set_local_reads(bytes(self.options.partition_count))

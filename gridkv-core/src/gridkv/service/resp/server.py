@@ -22,7 +22,7 @@ from collections.abc import Awaitable
 from itertools import count
 from typing import TYPE_CHECKING, cast
 
-from gridkv.base.errors import PeerUnavailable
+from gridkv.base.errors import ConfigError
 from gridkv.base.log import LOGGER_NAME
 from gridkv.service.resp.commands import Client, Door, Reply, dispatch, key_of
 from gridkv.service.resp.protocol import (
@@ -354,7 +354,7 @@ class RespServer:
     async def start(self) -> None:
         """Listen (an empty address: no door, nothing to do).
 
-        :raises PeerUnavailable: the address cannot be listened on.
+        :raises ConfigError: ``resp.listen`` cannot be listened on (in use, no such host).
         """
         if not self._listen:
             return
@@ -365,8 +365,9 @@ class RespServer:
                 lambda: _Connection(self), host or None, port, reuse_address=True, backlog=1024
             )
         except OSError as exc:
-            raise PeerUnavailable(
-                f"the RESP door cannot listen on {self._listen}: {exc.strerror or exc}"
+            raise ConfigError(
+                f"config key 'resp.listen': cannot listen on {self._listen!r}: "
+                f"{exc.strerror or exc}"
             ) from None
         self.door.port = int(self.address.rpartition(":")[2])
         log.info("RESP door open", extra={"address": self.address})
