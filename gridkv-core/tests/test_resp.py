@@ -793,3 +793,36 @@ async def test_a_door_whose_address_is_taken_says_so(door: RespServer) -> None:
     other = RespServer(door.door.kv, door.address)
     with pytest.raises(ConfigError, match=r"^config key 'resp.listen': cannot listen on"):
         await other.start()
+
+
+async def test_a_client_that_half_closes_gets_every_reply(door: RespServer) -> None:
+    # Regression: at the client's EOF the transport closed and the commands still waiting
+    # were cancelled unanswered (as `printf ... | nc -N` sends them).
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(door))
+    writer.write(b"INCR n\r\n" * 50 + b"GET n\r\n")
+    writer.write_eof()
+    got = await asyncio.wait_for(reader.read(), 10)  # until the door closes
+    assert got == b"".join(b":%d\r\n" % i for i in range(1, 51)) + b"$2\r\n50\r\n"
+    writer.close()
+
+
+async def test_flushall_deletes_a_large_keyspace_with_bounded_work(
+    door: RespServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: FLUSHALL made one task per key at once (300k keys took half a GiB and
+    # stalled the node long enough for its peers to declare it dead).
+    client = _client(_port(door))
+    await client.mset({f"k{i}": "v" for i in range(2000)})
+    mutate = door.door.mutate
+    most = 0
+
+    async def counting(key: str, op: str, args: list[Any]) -> Any:
+        nonlocal most
+        most = max(most, len(asyncio.all_tasks()))
+        return await mutate(key, op, args)
+
+    monkeypatch.setattr(door.door, "mutate", counting)
+    assert await client.flushall() is True
+    assert await client.dbsize() == 0
+    assert most < 200
+    await client.aclose()

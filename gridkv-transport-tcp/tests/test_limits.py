@@ -76,6 +76,29 @@ async def test_a_finished_dial_is_not_shared_with_a_caller_that_finds_it_before_
         await server.close()
 
 
+async def test_a_connection_dialled_for_waiting_callers_is_not_closed_as_idle() -> None:
+    # Regression: a release trimming idle connections to max_idle closed one just dialled
+    # for callers that had not resumed yet; they dialled again, and after three such closes
+    # failed with "connections ... keep closing" (the RESP door's pipelines met it).
+    async def echo(peer: str, payload: bytes, sender: str | None) -> bytes:
+        return payload
+
+    server = TcpTransport(f"127.0.0.1:{free_port()}")
+    client = TcpTransport(f"127.0.0.1:{free_port()}", max_conns=4, max_idle=1)
+    await server.start(echo)
+    await client.start(echo)
+    try:
+        pool = client._pool
+        taken = await pool.acquire(server.local_address)
+        fresh = await pool.connect(server.local_address, lane=False)  # its callers not back
+        pool.release(taken)
+        assert fresh.usable() and taken.usable()
+        assert await client.request(server.local_address, b"ping", 5) == b"ping"
+    finally:
+        await client.close()
+        await server.close()
+
+
 async def test_a_peer_that_stops_reading_blocks_request_writers_until_the_write_timeout() -> None:
     # The peer accepts and never reads: the kernel buffers fill, the transport pauses
     # writing, and requests wait at most network.write_timeout instead of buffering more;

@@ -73,6 +73,9 @@ class Connection(Output):
         self.closed: asyncio.Future[None] = self._loop.create_future()
         #: Requests using the connection right now (a pool entry in use is not idle).
         self.users = 0
+        #: Whether a caller has taken it yet; a connection just dialled for callers that
+        #: have not resumed is not idle (the pool must not close it under them).
+        self.used = False
         guarded = shared.handshake is not None
         self._reader = FrameReader(shared.max_frame_bytes + (RECORD_SLACK if guarded else 0))
         #: The frames inside records (with a handshake), each record whole frames.

@@ -93,6 +93,7 @@ class Pool:
             for conn in pool:
                 if conn.users < _BUSY and conn.usable():
                     conn.users += 1
+                    conn.used = True
                     return conn
         return None
 
@@ -113,6 +114,7 @@ class Pool:
             if conn.users >= _BUSY and self._may_dial(address):
                 continue  # it filled up while this caller waited on its dial: spread out
             conn.users += 1
+            conn.used = True
             return conn
 
     def _may_dial(self, address: str) -> bool:
@@ -126,7 +128,9 @@ class Pool:
         """
         conn.users -= 1
         pool = self._pools.get(conn.peer, [])
-        idle = [c for c in pool if not c.users and not c.pending]
+        # Not one dialled for callers that have yet to take it: closing it under them made
+        # them dial again, and after three such closes fail ("keep closing").
+        idle = [c for c in pool if not c.users and not c.pending and c.used]
         retired = [c for c in idle if not c.usable()]
         for extra in retired + [c for c in idle if c.usable()][self.max_idle :]:
             pool.remove(extra)

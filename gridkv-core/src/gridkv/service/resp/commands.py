@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import platform
 import random
@@ -44,6 +45,7 @@ from gridkv.base.errors import (
     ValueTooLarge,
 )
 from gridkv.base.keys import hash_key_bytes, partition_of
+from gridkv.base.log import LOGGER_NAME
 from gridkv.cluster.keyspace import glob
 from gridkv.cluster.replication.mutations import (
     ALWAYS,
@@ -79,6 +81,8 @@ __all__ = [
     "key_of",
     "REDIS_VERSION",
 ]
+
+log = logging.getLogger(LOGGER_NAME)
 
 #: The Redis version the door reports (clients pick features by it).
 REDIS_VERSION: Final = "7.0.0"
@@ -238,12 +242,21 @@ class Door:
         """The partition of ``key``."""
         return partition_of(key, self.options.partition_count)
 
-    def spawn(self, work: Awaitable[Any]) -> None:
+    def spawn(self, work: Awaitable[Any], what: str) -> None:
         """Run ``work`` in the background (FLUSHALL ASYNC); its failure is logged, not lost."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        task.add_done_callback(lambda t: self._report(t, what))
+
+    def _report(self, task: asyncio.Future[Any], what: str) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.warning(
+            f"{what} failed in the background",
+            extra={"node_id": self.node.node_id, "error": f"{type(exc).__name__}: {exc}"},
+        )
 
     # -- reads and writes -------------------------------------------------------------------
 
@@ -1255,15 +1268,16 @@ async def _randomkey(door: Door, client: Client, args: list[bytes]) -> bytes:
 async def _flush(door: Door, keys: list[str], versions: list[int]) -> None:
     """Delete each key on its primary if it still has the version it was listed with.
 
-    A key written after the FLUSHALL (a newer version) keeps its new value.
+    A key written after the FLUSHALL (a newer version) keeps its new value. A fixed number of
+    workers take the keys in turn: memory stays that of the list, whatever its length.
     """
-    gate = asyncio.Semaphore(_FLUSH_PARALLEL)
+    items = iter(zip(keys, versions, strict=True))
 
-    async def remove(key: str, version: int) -> None:
-        async with gate:
+    async def worker() -> None:
+        for key, version in items:
             await door.mutate(key, "flush", [version])
 
-    await asyncio.gather(*(remove(k, v) for k, v in zip(keys, versions, strict=True)))
+    await asyncio.gather(*(worker() for _ in range(min(_FLUSH_PARALLEL, len(keys)))))
 
 
 async def _flushall(door: Door, client: Client, args: list[bytes]) -> bytes:
@@ -1271,7 +1285,7 @@ async def _flushall(door: Door, client: Client, args: list[bytes]) -> bytes:
         raise CommandError(_SYNTAX)
     keys, versions, _ = await _listed(door, None, b"")
     if len(args) == 2 and args[1].upper() == b"ASYNC":
-        door.spawn(_flush(door, keys, versions))  # the keys as they are now go
+        door.spawn(_flush(door, keys, versions), "FLUSHALL ASYNC")  # the keys as they are go
         return OK
     await _flush(door, keys, versions)
     return OK

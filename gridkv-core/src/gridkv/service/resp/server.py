@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable
 from itertools import count
 from typing import TYPE_CHECKING, cast
 
@@ -85,6 +84,8 @@ class _Connection(asyncio.Protocol):
         self._closed = False
         #: Set when the door closes: no further command is run.
         self._draining = False
+        #: Set when the client half-closed: close once what it sent is answered.
+        self._eof = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -125,13 +126,20 @@ class _Connection(asyncio.Protocol):
             return
         self._run()
 
+    def eof_received(self) -> bool:
+        # The client will send nothing more (a half-close, as `nc -N` does): what it sent is
+        # still run and answered, then the connection closes.
+        self._eof = True
+        if self._task is None:
+            self._finish_if_ended()
+        return True  # keep the transport open for the replies
+
     def connection_lost(self, exc: Exception | None) -> None:
+        # Commands already running finish (their replies go nowhere); nothing more is read.
         self._closed = True
         if self._client is not None:
             self._door.clients.pop(self._client.id, None)
         self._server.connections.discard(self)
-        if self._task is not None:
-            self._task.cancel()
 
     # -- running commands -------------------------------------------------------------------
 
@@ -190,12 +198,17 @@ class _Connection(asyncio.Protocol):
                     out, size = [], 0
                 continue
             self._flush(out)
-            self._task = asyncio.ensure_future(self._continue(reply, key_of(args)))
+            # The command runs now, as a task of its own: it is not lost (nor left an unawaited
+            # coroutine) if the connection goes before the task below takes its first step.
+            first = asyncio.ensure_future(reply)
+            first.add_done_callback(_consume)
+            self._task = asyncio.ensure_future(self._continue(first, key_of(args)))
             self._task.add_done_callback(self._task_done)
             return
         self._flush(out)
+        self._finish_if_ended()
 
-    async def _continue(self, first: Awaitable[bytes], first_key: bytes | None) -> None:
+    async def _continue(self, first: asyncio.Future[bytes], first_key: bytes | None) -> None:
         """Run the rest of what is parsed, several commands waiting at once.
 
         Commands on different keys wait for other nodes together (up to
@@ -287,6 +300,11 @@ class _Connection(asyncio.Protocol):
         if not self._closed:
             self._resume_reading()
             self._run()  # input that arrived while the last command waited
+
+    def _finish_if_ended(self) -> None:
+        """Close once the client has half-closed and every command it sent is answered."""
+        if self._eof and self._task is None and not self._closed:
+            self.close()
 
     def _flush(self, out: list[bytes]) -> None:
         transport = self._transport
