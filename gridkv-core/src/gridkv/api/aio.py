@@ -19,6 +19,7 @@ from gridkv.api.base import (
     set_here_first,
     wait_seconds,
 )
+from gridkv.base.errors import InvalidArgument
 from gridkv.base.options import Options
 from gridkv.node import Node
 from gridkv.plugins import Plugins
@@ -165,6 +166,53 @@ class AsyncGridKV(ClientBase):
             self._fast.count_write(entry)
         else:
             await guarded(self._node.write(partition, entry, level), self._node, what, entry.key)
+
+    async def incr(self, key: str, delta: int = 1, *, consistency: str | None = None) -> int:
+        """Add ``delta`` to the integer stored under ``key`` (0 when missing); the new value.
+
+        Atomic: it runs on the key's primary owner, after the other atomic operations on the
+        key (docs/replication.md). The value is kept as the decimal ASCII of the integer, as
+        Redis keeps it: ``get`` returns ``b"15"``, and the RESP door's INCR works on it. An
+        expiry the key has stays.
+
+        :raises OperationRefused: the value is not a 64-bit integer, or the sum leaves 64 bits.
+        :raises InvalidArgument: ``delta`` is not an int within 64 bits.
+        :raises PeerUnavailable: the primary owner cannot be reached.
+        """
+        return int(await self._atomic("incr", key, consistency, delta))
+
+    async def decr(self, key: str, delta: int = 1, *, consistency: str | None = None) -> int:
+        """Subtract ``delta``; see :meth:`incr`."""
+        if delta.__class__ is not int:
+            raise InvalidArgument(f"decr of key {key!r:.60}: the delta must be an int")
+        return int(await self._atomic("incr", key, consistency, -delta))
+
+    async def add(
+        self, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None
+    ) -> bool:
+        """Store ``value`` only if ``key`` is missing; whether it did (atomic, as :meth:`incr`).
+
+        :raises InvalidValue, ValueTooLarge: the value is bad.
+        """
+        return bool(await self._atomic("add", key, consistency, value, ttl))
+
+    async def touch(self, key: str, ttl: TTL = None, *, consistency: str | None = None) -> bool:
+        """Give ``key`` a new time-to-live (0: never expires); whether the key exists.
+
+        Atomic, as :meth:`incr`; ``None`` gives the configured ``ttl``.
+        """
+        return await self._atomic("touch", key, consistency, None, ttl) not in (0, None)
+
+    async def exists(self, key: str, *, consistency: str | None = None) -> bool:
+        """Whether ``key`` has a value (not missing, deleted or expired)."""
+        return await self.get(key, consistency=consistency) is not None
+
+    async def _atomic(
+        self, what: str, key: str, consistency: str | None, value: object = None, ttl: TTL = 0
+    ) -> Any:
+        key, partition, level, (op, args) = self._plan_atomic(what, key, consistency, value, ttl)
+        work = self._node.mutate(partition, key, op, args, level)
+        return await guarded(work, self._node, what, key)
 
     async def health_check(self) -> None:
         """Raise when the node cannot serve; return ``None`` when it can.

@@ -41,6 +41,7 @@ from gridkv.base.errors import (
 )
 from gridkv.base.keys import hash_key_bytes
 from gridkv.base.options import Options
+from gridkv.cluster.replication.mutations import IF_ABSENT, PERSIST
 from gridkv.node import Node
 from gridkv.node.stats import Stats
 from gridkv.storage.base import Entry
@@ -470,6 +471,34 @@ class ClientBase:
         level = self._check_level(consistency, partition, key)
         local = level == "one" and node.holds(partition)
         return partition, level, local, node.new_entry(key, data, expires)
+
+    def _plan_atomic(
+        self, what: str, key: object, consistency: str | None, value: object = None, ttl: TTL = 0
+    ) -> tuple[str, int, str, list[Any]]:
+        """Check an atomic operation; return ``(key, partition, level, op and arguments)``.
+
+        ``what`` is the API's name: ``incr`` (``value`` the delta), ``add`` (``value`` and
+        ``ttl``), ``touch`` (``ttl``). See :mod:`gridkv.cluster.replication.mutations`.
+        """
+        if self._forked:
+            raise self._forked_error()
+        self._node.check_joined()
+        key, partition = self._key_partition(key)
+        level = self._check_level(consistency, partition, key)
+        if what == "incr":
+            if value.__class__ is not int or not -(1 << 63) <= value < 1 << 63:
+                raise InvalidArgument(
+                    f"incr/decr of key {key!r:.60}: the delta must be an int within 64 bits, "
+                    f"got {shown(value, 60)}"
+                )
+            return key, partition, level, ["incrby", [value]]
+        expires = self._expires_at(key, ttl)
+        if what == "add":
+            data = self._value(key, value)
+            return key, partition, level, ["set", [data, expires, IF_ABSENT, False, False]]
+        if expires == 0:
+            return key, partition, level, ["getex", [PERSIST, 0]]
+        return key, partition, level, ["expire", [expires, 0]]
 
     def _value_of(self, entry: Entry | None) -> bytes | None:
         """What a read returns for the freshest entry: its value, or ``None``."""

@@ -49,7 +49,13 @@ from gridkv.api.base import (
 from gridkv.api.direct import GAVE_UP, DirectPath
 from gridkv.api.loop_thread import STOP_TIMEOUT, LoopThread, cancel_and_wait
 from gridkv.base.consistency import required_acks
-from gridkv.base.errors import GridKVError, NotReady, PeerTimeout, ShuttingDown
+from gridkv.base.errors import (
+    GridKVError,
+    InvalidArgument,
+    NotReady,
+    PeerTimeout,
+    ShuttingDown,
+)
 from gridkv.base.log import LOGGER_NAME
 from gridkv.base.options import Options
 from gridkv.node import Node
@@ -323,6 +329,37 @@ class GridKV(ClientBase):
                 return
         write = partial(self._node.write, partition, entry, level)
         self._call(write, self._write_bound, what, entry.key)
+
+    def incr(self, key: str, delta: int = 1, *, consistency: str | None = None) -> int:
+        """Add ``delta`` to the integer under ``key``; see :meth:`AsyncGridKV.incr`."""
+        return int(self._atomic("incr", key, consistency, delta))
+
+    def decr(self, key: str, delta: int = 1, *, consistency: str | None = None) -> int:
+        """Subtract ``delta``; see :meth:`AsyncGridKV.decr`."""
+        if delta.__class__ is not int:
+            raise InvalidArgument(f"decr of key {key!r:.60}: the delta must be an int")
+        return int(self._atomic("incr", key, consistency, -delta))
+
+    def add(
+        self, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None
+    ) -> bool:
+        """Store ``value`` only if ``key`` is missing; see :meth:`AsyncGridKV.add`."""
+        return bool(self._atomic("add", key, consistency, value, ttl))
+
+    def touch(self, key: str, ttl: TTL = None, *, consistency: str | None = None) -> bool:
+        """Give ``key`` a new time-to-live; see :meth:`AsyncGridKV.touch`."""
+        return self._atomic("touch", key, consistency, None, ttl) not in (0, None)
+
+    def exists(self, key: str, *, consistency: str | None = None) -> bool:
+        """Whether ``key`` has a value; see :meth:`AsyncGridKV.exists`."""
+        return self.get(key, consistency=consistency) is not None
+
+    def _atomic(
+        self, what: str, key: str, consistency: str | None, value: object = None, ttl: TTL = 0
+    ) -> Any:
+        key, partition, level, (op, args) = self._plan_atomic(what, key, consistency, value, ttl)
+        work = partial(self._node.mutate, partition, key, op, args, level)
+        return self._call(work, self._write_bound + self._node.options.read_timeout, what, key)
 
     def health_check(self) -> None:
         """Raise when the node cannot serve; see :meth:`AsyncGridKV.health_check`."""
