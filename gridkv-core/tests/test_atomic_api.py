@@ -113,3 +113,26 @@ async def test_increments_from_every_node_are_exact() -> None:
     finally:
         for kv in nodes:
             await kv.close()
+
+
+async def test_keys_and_clear() -> None:
+    async with AsyncGridKV(**_options()) as kv:
+        for i in range(20):
+            await kv.set(f"user:{i}", b"v")
+        await kv.set("other", b"v")
+        assert sorted(await kv.keys("user:*")) == sorted(f"user:{i}" for i in range(20))
+        assert sorted(await kv.keys("user:1?")) == sorted(f"user:{i}" for i in range(10, 20))
+        assert len(await kv.keys()) == 21
+        assert await kv.clear() == 21
+        assert await kv.keys() == []
+        with pytest.raises(InvalidArgument, match="the pattern must be a str"):
+            await kv.keys(b"*")  # type: ignore[arg-type]
+
+
+def test_keys_and_clear_blocking() -> None:
+    with GridKV(**_options()) as kv:
+        kv.set("a", b"1")
+        kv.set("b", b"2")
+        assert sorted(kv.keys()) == ["a", "b"]
+        assert kv.clear() == 2
+        assert kv.keys() == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 from typing import Any, Self
 
@@ -206,6 +207,50 @@ class AsyncGridKV(ClientBase):
     async def exists(self, key: str, *, consistency: str | None = None) -> bool:
         """Whether ``key`` has a value (not missing, deleted or expired)."""
         return await self.get(key, consistency=consistency) is not None
+
+    async def keys(self, pattern: str = "*") -> list[str]:
+        """The cluster's live keys matching ``pattern`` (a Redis glob: ``*``, ``?``, ``[a-z]``).
+
+        Each partition's primary owner lists its keys (the nodes are asked at once); a key
+        written meanwhile may or may not be in the list. It reads every key of the cluster:
+        a tool for operators and tests, not for a request path.
+
+        :raises PeerUnavailable: a node did not answer (its keys would be missing).
+        """
+        if not isinstance(pattern, str):
+            raise InvalidArgument(
+                f"keys(): the pattern must be a str, got {type(pattern).__name__}"
+            )
+        self._node.check_joined()
+        work = self._node.keyspace.gather(None, pattern.encode(errors="surrogateescape"))
+        keys, _, _ = await guarded(work, self._node, "keys()")
+        return keys
+
+    async def clear(self) -> int:
+        """Delete every key of the cluster; return how many were deleted.
+
+        Each key is deleted on its primary owner if it still has the version listed: a key
+        written while ``clear`` runs keeps its new value (as the RESP door's FLUSHALL).
+
+        :raises PeerUnavailable: a node did not answer.
+        """
+        node = self._node
+        node.check_joined()
+        keys, versions, _ = await guarded(node.keyspace.gather(None), node, "clear()")
+        level = self._options.consistency
+        deleted = 0
+        items = iter(zip(keys, versions, strict=True))
+
+        async def worker() -> None:
+            nonlocal deleted
+            for key, version in items:
+                partition = node.table.partition_of(key)
+                deleted += await node.mutate(partition, key, "flush", [version], level)
+
+        await guarded(
+            asyncio.gather(*(worker() for _ in range(min(64, len(keys))))), node, "clear()"
+        )
+        return deleted
 
     async def _atomic(
         self, what: str, key: str, consistency: str | None, value: object = None, ttl: TTL = 0

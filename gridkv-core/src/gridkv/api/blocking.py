@@ -354,6 +354,25 @@ class GridKV(ClientBase):
         """Whether ``key`` has a value; see :meth:`AsyncGridKV.exists`."""
         return self.get(key, consistency=consistency) is not None
 
+    def keys(self, pattern: str = "*") -> list[str]:
+        """The cluster's live keys matching ``pattern``; see :meth:`AsyncGridKV.keys`."""
+        if not isinstance(pattern, str):
+            raise InvalidArgument(
+                f"keys(): the pattern must be a str, got {type(pattern).__name__}"
+            )
+        self._node.check_joined()
+        raw = pattern.encode(errors="surrogateescape")
+        work = partial(self._node.keyspace.gather, None, raw)
+        keys, _, _ = self._call(work, self._node.options.read_timeout * 4 + 5, "keys()")
+        return keys
+
+    def clear(self) -> int:
+        """Delete every key of the cluster; see :meth:`AsyncGridKV.clear`."""
+        from gridkv.api.aio import AsyncGridKV
+
+        facade = AsyncGridKV.for_node(self._node)
+        return self._call(facade.clear, 3600.0, "clear()")
+
     def _atomic(
         self, what: str, key: str, consistency: str | None, value: object = None, ttl: TTL = 0
     ) -> Any:
