@@ -64,6 +64,7 @@ BENCHMARKS = [
     "cluster_tcp",
     "cluster_quic",
     "metrics",
+    "bulk",
     "attack_tcp",
     "hardening",
     "auth",

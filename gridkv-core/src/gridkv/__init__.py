@@ -12,6 +12,7 @@ from gridkv.base.config import load_config
 from gridkv.base.errors import (
     AuthenticationError,
     BackendNotInstalled,
+    BulkOperationError,
     ClockDriftExceeded,
     ConfigError,
     EmptyKey,
@@ -80,6 +81,7 @@ __all__ = [
     "QuorumNotReached",
     "VersionMismatch",
     "OperationRefused",
+    "BulkOperationError",
     "PeerUnavailable",
     "PeerTimeout",
     "AuthenticationError",

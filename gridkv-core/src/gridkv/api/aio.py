@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -17,10 +18,11 @@ from gridkv.api.base import (
     build_options,
     get_here_first,
     guarded,
+    listed_keys,
     set_here_first,
     wait_seconds,
 )
-from gridkv.base.errors import InvalidArgument
+from gridkv.base.errors import BulkOperationError, GridKVError, InvalidArgument
 from gridkv.base.options import Options
 from gridkv.node import Node
 from gridkv.plugins import Plugins
@@ -208,6 +210,95 @@ class AsyncGridKV(ClientBase):
         """Whether ``key`` has a value (not missing, deleted or expired)."""
         return await self.get(key, consistency=consistency) is not None
 
+    async def get_many(
+        self, keys: Iterable[str], *, consistency: str | None = None
+    ) -> dict[str, bytes]:
+        """The values of ``keys`` that exist, by key.
+
+        Missing, expired and deleted keys are left out, as Django's and pymemcache's
+        ``get_many`` leave them out. At level one, keys this node holds are read here and
+        the others are asked of their partitions' first replicas, one request per replica
+        for up to 256 keys, all at once; at quorum or all, each key is read as :meth:`get`
+        reads it, all at once.
+
+        :raises InvalidKey, EmptyKey, KeyTooLarge: a key is bad (nothing is read).
+        :raises BulkOperationError: some keys could not be read; its ``values`` holds what
+            was, its ``errors`` why each other failed.
+        """
+        node = self._node
+        planned = self._plan_keys(keys, consistency)
+        level = planned[0][2] if planned else "one"
+        values: dict[str, bytes] = {}
+        errors: dict[str, GridKVError] = {}
+        if level == "one":
+            read = node.coordinator.read_many([(p, k) for k, p, _ in planned])
+            found, errors = await guarded(read, node, "get_many")
+            for key, entry in found.items():
+                value = self._value_of(entry)
+                if value is not None:
+                    values[key] = value
+        else:
+            results = await asyncio.gather(
+                *(self.get(k, consistency=consistency) for k, _, _ in planned),
+                return_exceptions=True,
+            )
+            for (key, _, _), result in zip(planned, results, strict=True):
+                if isinstance(result, GridKVError):
+                    errors[key] = result
+                elif isinstance(result, BaseException):
+                    raise result
+                elif result is not None:
+                    values[key] = result
+        if errors:
+            raise _bulk_error("get_many", errors, values)
+        return values
+
+    async def set_many(
+        self,
+        mapping: Mapping[str, Value],
+        *,
+        ttl: TTL = None,
+        consistency: str | None = None,
+    ) -> dict[str, GridKVError]:
+        """Store every value of ``mapping``; return the keys that failed, with their errors.
+
+        The writes go out at once; the replication batches group them per replica. Every key
+        and value is checked before anything is written.
+
+        :raises InvalidKey, EmptyKey, KeyTooLarge, InvalidValue, ValueTooLarge: a key or
+            value is bad (nothing is written).
+        """
+        plans = [self._plan_write(k, v, ttl, consistency) for k, v in dict(mapping).items()]
+        return await self._write_many(plans, "set")
+
+    async def delete_many(
+        self, keys: Iterable[str], *, consistency: str | None = None
+    ) -> dict[str, GridKVError]:
+        """Delete ``keys``; return the keys that failed, with their errors (see :meth:`delete`).
+
+        :raises InvalidKey, EmptyKey, KeyTooLarge: a key is bad (nothing is deleted).
+        """
+        plans = [
+            self._plan_write(k, None, None, consistency, delete=True)
+            for k in dict.fromkeys(listed_keys(keys))
+        ]
+        return await self._write_many(plans, "delete")
+
+    async def _write_many(
+        self, plans: list[tuple[int, str, bool, Entry]], what: str
+    ) -> dict[str, GridKVError]:
+        results = await asyncio.gather(
+            *(self._write(p, level, local, entry, what) for p, level, local, entry in plans),
+            return_exceptions=True,
+        )
+        errors: dict[str, GridKVError] = {}
+        for (_, _, _, entry), result in zip(plans, results, strict=True):
+            if isinstance(result, GridKVError):
+                errors[entry.key] = result
+            elif isinstance(result, BaseException):
+                raise result
+        return errors
+
     async def keys(self, pattern: str = "*") -> list[str]:
         """The cluster's live keys matching ``pattern`` (a Redis glob: ``*``, ``?``, ``[a-z]``).
 
@@ -275,3 +366,16 @@ class AsyncGridKV(ClientBase):
         """
         seconds = wait_seconds(timeout, "close() timeout")
         await guarded(self._node.close(seconds), self._node, "close()")
+
+
+def _bulk_error(
+    what: str, errors: dict[str, GridKVError], values: dict[str, bytes]
+) -> BulkOperationError:
+    """The error of a bulk operation some keys of which failed."""
+    key, first = next(iter(errors.items()))
+    return BulkOperationError(
+        f"{what}: {len(errors)} key(s) failed, the first {key!r:.60}: "
+        f"{type(first).__name__}: {first}",
+        values,
+        errors,
+    )

@@ -21,7 +21,7 @@ import asyncio
 import enum
 import math
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from datetime import timedelta
 from typing import Any, Final, TypeVar
 
@@ -60,6 +60,7 @@ __all__ = [
     "wait_seconds",
     "describe",
     "guarded",
+    "listed_keys",
 ]
 
 #: A time-to-live: seconds, a :class:`~datetime.timedelta`, ``None`` for the configured
@@ -472,6 +473,17 @@ class ClientBase:
         local = level == "one" and node.holds(partition)
         return partition, level, local, node.new_entry(key, data, expires)
 
+    def _plan_keys(self, keys: object, consistency: str | None) -> list[tuple[str, int, str]]:
+        """Check the keys of a bulk read; ``(key, partition, level)`` of each, once each."""
+        if self._forked:
+            raise self._forked_error()
+        self._node.check_joined()
+        planned = []
+        for raw in dict.fromkeys(listed_keys(keys)):  # type: ignore[arg-type]
+            key, partition = self._key_partition(raw)
+            planned.append((key, partition, self._check_level(consistency, partition, key)))
+        return planned
+
     def _plan_atomic(
         self, what: str, key: object, consistency: str | None, value: object = None, ttl: TTL = 0
     ) -> tuple[str, int, str, list[Any]]:
@@ -505,3 +517,16 @@ class ClientBase:
         if entry is None or entry.value is None or entry.expired(self._node.now_ms()):
             return None
         return entry.value
+
+
+def listed_keys(keys: Iterable[str]) -> list[str]:
+    """``keys`` as a list; a single str is refused (it would be taken as its characters).
+
+    :raises InvalidArgument: ``keys`` is a str or bytes, or not iterable.
+    """
+    if isinstance(keys, str | bytes):
+        raise InvalidArgument("expected an iterable of keys, got a single key; wrap it in a list")
+    try:
+        return list(keys)
+    except TypeError:
+        raise InvalidArgument(f"expected an iterable of keys, got {type(keys).__name__}") from None

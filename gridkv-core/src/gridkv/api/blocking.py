@@ -24,7 +24,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import Future
 from functools import partial
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 from opentelemetry.metrics import MeterProvider
 
 from gridkv.api import process
+from gridkv.api.aio import AsyncGridKV
 from gridkv.api.base import (
     DEFAULT_READY_TIMEOUT,
     TTL,
@@ -43,6 +44,7 @@ from gridkv.api.base import (
     describe,
     get_here_first,
     guarded,
+    listed_keys,
     set_here_first,
     wait_seconds,
 )
@@ -354,6 +356,40 @@ class GridKV(ClientBase):
         """Whether ``key`` has a value; see :meth:`AsyncGridKV.exists`."""
         return self.get(key, consistency=consistency) is not None
 
+    def get_many(self, keys: Iterable[str], *, consistency: str | None = None) -> dict[str, bytes]:
+        """The values of ``keys`` that exist; see :meth:`AsyncGridKV.get_many`."""
+        listed = listed_keys(keys)
+        return self._call(
+            partial(self._twin().get_many, listed, consistency=consistency),
+            self._read_bound * 2,
+            "get_many",
+        )
+
+    def set_many(
+        self,
+        mapping: Mapping[str, Value],
+        *,
+        ttl: TTL = None,
+        consistency: str | None = None,
+    ) -> dict[str, GridKVError]:
+        """Store every value of ``mapping``; see :meth:`AsyncGridKV.set_many`."""
+        work = partial(self._twin().set_many, dict(mapping), ttl=ttl, consistency=consistency)
+        return self._call(work, self._write_bound, "set_many")
+
+    def delete_many(
+        self, keys: Iterable[str], *, consistency: str | None = None
+    ) -> dict[str, GridKVError]:
+        """Delete ``keys``; see :meth:`AsyncGridKV.delete_many`."""
+        work = partial(self._twin().delete_many, listed_keys(keys), consistency=consistency)
+        return self._call(work, self._write_bound, "delete_many")
+
+    def _twin(self) -> AsyncGridKV:
+        """The async API over this node, for the calls that run on its loop."""
+        twin: AsyncGridKV | None = self.__dict__.get("_async_twin")
+        if twin is None:
+            twin = self.__dict__["_async_twin"] = AsyncGridKV.for_node(self._node)
+        return twin
+
     def keys(self, pattern: str = "*") -> list[str]:
         """The cluster's live keys matching ``pattern``; see :meth:`AsyncGridKV.keys`."""
         if not isinstance(pattern, str):
@@ -368,10 +404,7 @@ class GridKV(ClientBase):
 
     def clear(self) -> int:
         """Delete every key of the cluster; see :meth:`AsyncGridKV.clear`."""
-        from gridkv.api.aio import AsyncGridKV
-
-        facade = AsyncGridKV.for_node(self._node)
-        return self._call(facade.clear, 3600.0, "clear()")
+        return self._call(self._twin().clear, 3600.0, "clear()")
 
     def _atomic(
         self, what: str, key: str, consistency: str | None, value: object = None, ttl: TTL = 0

@@ -30,6 +30,7 @@ __all__ = [
     "ConfigError",
     "BackendNotInstalled",
     "OperationRefused",
+    "BulkOperationError",
 ]
 
 
@@ -71,6 +72,21 @@ class OperationRefused(GridKVError, ValueError):
     Not an integer, an overflow, a result longer than ``max_value_bytes``; the message is
     Redis's for the same case.
     """
+
+
+class BulkOperationError(GridKVError):
+    """Some keys of a bulk operation failed; the others were done.
+
+    :ivar values: what ``get_many`` read (the keys found), empty for the other operations.
+    :ivar errors: each failed key's error.
+    """
+
+    def __init__(
+        self, message: str, values: dict[str, bytes], errors: dict[str, GridKVError]
+    ) -> None:
+        super().__init__(message)
+        self.values = values
+        self.errors = errors
 
 
 class ShuttingDown(GridKVError):

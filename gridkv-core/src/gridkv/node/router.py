@@ -22,6 +22,7 @@ from gridkv.wire.messages import (
     BucketSync,
     DigestSync,
     ErrorReply,
+    GetManyRequest,
     GetRequest,
     HandoffDone,
     KeysRequest,
@@ -231,6 +232,8 @@ class Router:
             return self._handoff.on_done(message)
         if isinstance(message, KeysRequest):
             return self._keyspace.on_keys(message)
+        if isinstance(message, GetManyRequest):
+            return self._coordinator.on_get_many(message)
         if isinstance(message, StatusRequest):
             return StatusReply(self._status())
         if isinstance(message, Ping):

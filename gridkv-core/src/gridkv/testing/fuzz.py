@@ -33,6 +33,8 @@ from gridkv.wire.messages import (
     DigestReply,
     DigestSync,
     ErrorReply,
+    GetManyReply,
+    GetManyRequest,
     GetReply,
     GetRequest,
     HandoffDone,
@@ -169,6 +171,8 @@ def message_samples() -> list[Message]:
         KeysRequest(_NODE, [0, _U32_MAX], b"user:*", _U32_MAX, False),
         KeysReply(["user:\u00e9", "k"], [_U64_MAX, 0], _U64_MAX),
         StatusRequest(_NODE),
+        GetManyRequest([0, _U32_MAX], ["user:\u00e9", "k"]),
+        GetManyReply([value, tombstone], ["wanted"]),
         StatusReply(b"\x81\xa4keys\x05"),
     ]
     return sorted(samples, key=lambda message: message.TYPE)

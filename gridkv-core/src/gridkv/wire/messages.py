@@ -47,6 +47,8 @@ __all__ = [
     "KeysReply",
     "StatusRequest",
     "StatusReply",
+    "GetManyRequest",
+    "GetManyReply",
     "BucketSync",
     "BucketReply",
     "STORED",
@@ -455,3 +457,25 @@ class StatusReply(Message):
     """A node's figures, a msgpack-encoded map (see ``Node.status_figures``)."""
 
     figures: Annotated[bytes, wire.blob]
+
+
+@message(46)
+@dataclass(frozen=True, slots=True)
+class GetManyRequest(Message):
+    """Ask a replica for its entries of several keys: ``keys[i]`` is in ``partitions[i]``."""
+
+    partitions: Annotated[list[int], wire.partitions]
+    keys: Annotated[list[str], wire.keys]
+
+
+@message(47)
+@dataclass(frozen=True, slots=True)
+class GetManyReply(Message):
+    """A replica's entries of the keys asked for, and the keys it cannot answer for.
+
+    Tombstones are included; a key it holds no entry of is left out. It cannot answer for a
+    key of a partition it does not hold, or of one still moving to it.
+    """
+
+    entries: Annotated[list[tuple[int, Entry]], wire.entry_list]
+    unknown: Annotated[list[str], wire.keys]

@@ -56,6 +56,8 @@ from gridkv.wire.messages import (
     WITHHELD,
     WRONG_PARTITION,
     BatchAck,
+    GetManyReply,
+    GetManyRequest,
     GetReply,
     GetRequest,
     ReplicateBatch,
@@ -127,6 +129,16 @@ class Coordinator:
         :raises PeerUnavailable: ``replica`` is not in the view or did not answer.
         """
         return self.reader._ask(replica, partition, key)
+
+    def read_many(
+        self, items: list[tuple[int, str]]
+    ) -> Awaitable[tuple[dict[str, Entry | None], dict[str, GridKVError]]]:
+        """Entries of many keys at level one; see :meth:`Reader.read_many`."""
+        return self.reader.read_many(items)
+
+    def on_get_many(self, message: GetManyRequest) -> GetManyReply:
+        """A peer's read of several keys; see :meth:`Reader.on_get_many`."""
+        return self.reader.on_get_many(message)
 
     def on_get(self, message: GetRequest) -> GetReply | Awaitable[GetReply]:
         """A peer's read of one key; see :meth:`Reader.on_get`."""

@@ -28,12 +28,15 @@ from gridkv.cluster.replication.batching import consume
 from gridkv.cluster.replication.hotcache import HotCache
 from gridkv.cluster.replication.repair import TokenBucket, freshest, stale_replicas
 from gridkv.storage.base import Entry
-from gridkv.wire.messages import GetReply, GetRequest
+from gridkv.wire.messages import GetManyReply, GetManyRequest, GetReply, GetRequest
 
 if TYPE_CHECKING:
     from gridkv.cluster.context import ClusterContext
 
-__all__ = ["Reader", "reasons"]
+__all__ = ["Reader", "reasons", "MANY_PER_REQUEST"]
+
+#: Keys one GetManyRequest asks at most (so that an answer stays well within a frame).
+MANY_PER_REQUEST = 256
 
 _T = TypeVar("_T")
 
@@ -79,6 +82,104 @@ class Reader:
             if former:
                 return self._get_from_former(partition, message.key, former)
         return GetReply(None if entry is None else (partition, entry))
+
+    def on_get_many(self, message: GetManyRequest) -> GetManyReply:
+        """A peer's read of several keys: this node's entries, at once.
+
+        Keys of a partition this node does not hold, or one still moving here, are
+        ``unknown``: the asker reads them another way.
+        """
+        ctx = self.ctx
+        if len(message.partitions) != len(message.keys):
+            raise ProtocolError("GetManyRequest: as many partitions as keys expected")
+        ctx.partitions.ensure_table()
+        count = ctx.options.partition_count
+        entries: list[tuple[int, Entry]] = []
+        unknown: list[str] = []
+        for partition, key in zip(message.partitions, message.keys, strict=True):
+            if partition >= count:
+                raise ProtocolError(f"partition {partition} out of range")
+            if not ctx.partitions.holds(partition) or self._moving_here(partition):
+                unknown.append(key)
+                continue
+            entry = ctx.storage.get_entry(partition, key)
+            if entry is not None:
+                entries.append((partition, entry))
+        return GetManyReply(entries, unknown)
+
+    def _moving_here(self, partition: int) -> bool:
+        return any(r != self.ctx.node_id for r in self._waiting_on(partition))
+
+    async def read_many(
+        self, items: list[tuple[int, str]]
+    ) -> tuple[dict[str, Entry | None], dict[str, GridKVError]]:
+        """Entries of many keys at level one: ``(found, errors)`` by key.
+
+        Keys this node holds (nothing moving in) are read here; the others are asked of
+        their partition's first replica, one request per replica for every
+        :data:`MANY_PER_REQUEST` keys, at once. A key such a request cannot answer (the
+        replica failed, or does not hold it) is read as :meth:`read` reads one key; a key
+        that read fails too is in ``errors``.
+        """
+        ctx = self.ctx
+        table = ctx.partitions.ensure_table()
+        found: dict[str, Entry | None] = {}
+        errors: dict[str, GridKVError] = {}
+        asked: dict[str, list[tuple[int, str]]] = {}
+        for partition, key in items:
+            owners = table.owners(partition)
+            if ctx.node_id in owners and not self._moving_here(partition):
+                found[key] = ctx.storage.get_entry(partition, key)
+                continue
+            target = next((o for o in owners if o != ctx.node_id), None)
+            if target is None:
+                errors[key] = PeerUnavailable(f"no replica of key {key!r:.60} in the view")
+                continue
+            asked.setdefault(target, []).append((partition, key))
+
+        async def one(partition: int, key: str) -> None:
+            try:
+                found[key] = await self.read(partition, key, "one")
+            except GridKVError as exc:
+                errors[key] = exc
+
+        async def ask(replica: str, group: list[tuple[int, str]]) -> None:
+            left = list(group)
+            try:
+                address = ctx.membership.address_of(replica)
+                if address is None:
+                    raise PeerUnavailable(f"replica {replica!r} is not in this node's view")
+                request = GetManyRequest([p for p, _ in group], [k for _, k in group])
+                reply = await ctx.messaging.request(address, request, ctx.options.read_timeout)
+                if not isinstance(reply, GetManyReply):
+                    raise ProtocolError(f"{replica!r} answered with {type(reply).__name__}")
+                wanted = {k: p for p, k in group}
+                oldest = ctx.membership.oldest_taken(replica)
+                unknown = set(reply.unknown)
+                for partition, entry in reply.entries:
+                    if wanted.get(entry.key) != partition:
+                        continue  # not asked
+                    if entry.version < oldest:
+                        unknown.add(entry.key)  # from before a separation: read another way
+                        continue
+                    ctx.hlc.update(entry.version)
+                    found[entry.key] = entry
+                for key in wanted:
+                    if key not in unknown:
+                        found.setdefault(key, None)  # it held no entry of the key: missing
+                left = [(p, k) for p, k in group if k in unknown]
+            except GridKVError:
+                pass  # every key of the group is read one by one below
+            await asyncio.gather(*(one(p, k) for p, k in left))
+
+        await asyncio.gather(
+            *(
+                ask(replica, group[start : start + MANY_PER_REQUEST])
+                for replica, group in asked.items()
+                for start in range(0, len(group), MANY_PER_REQUEST)
+            )
+        )
+        return found, errors
 
     async def _get_from_former(self, partition: int, key: str, former: list[str]) -> GetReply:
         entry = None
