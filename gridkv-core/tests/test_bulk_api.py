@@ -4,6 +4,7 @@ anything is done."""
 
 from __future__ import annotations
 
+import asyncio
 from itertools import count
 from typing import Any
 
@@ -14,6 +15,7 @@ from gridkv import (
     EmptyKey,
     GridKV,
     InvalidArgument,
+    InvalidKey,
     ValueTooLarge,
 )
 from gridkv.testing.transports import node_options
@@ -124,3 +126,103 @@ def test_the_blocking_facade() -> None:
         assert kv.get_many(["a", "b", "c"]) == {"a": b"1", "b": b"2"}
         assert kv.delete_many(["a"]) == {}
         assert kv.get_many(["a", "b"]) == {"b": b"2"}
+
+
+# -- from a hostile review: each fails on the code before its fix ---------------------------
+
+
+async def test_clear_counts_every_key_it_deletes() -> None:
+    net = MemoryNetwork()
+    nodes = await _cluster(net)
+    try:
+        assert await nodes[1].set_many({f"c{i}": b"v" for i in range(30)}) == {}
+        assert await nodes[0].clear() == 30
+        assert await nodes[2].keys() == []
+    finally:
+        for kv in nodes:
+            await kv.close()
+
+
+async def test_a_node_reads_its_own_atomic_writes_on_keys_it_does_not_hold() -> None:
+    net = MemoryNetwork()
+    nodes = await _cluster(net)
+    try:
+        kv = nodes[0]
+        table = kv.node.table
+        key = next(
+            f"ryw{i}"
+            for i in range(1000)
+            if table.owners(table.partition_of(f"ryw{i}"))[0] != "bulk-node0"
+        )
+        assert await kv.get(key) is None  # now in this node's hot read cache
+        assert await kv.add(key, b"v") is True
+        assert await kv.get(key) == b"v"
+        await kv.delete(key)
+        assert await kv.get(key) is None
+        assert await kv.incr(key, 7) == 7
+        assert await kv.get(key) == b"7"
+    finally:
+        for kv in nodes:
+            await kv.close()
+
+
+async def test_a_bulk_write_keeps_a_bounded_number_of_writes_under_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with AsyncGridKV(**_options(replica_count=1)) as kv:
+        write = kv._write
+        running = most = 0
+
+        async def counted(*args: Any) -> None:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            try:
+                await asyncio.sleep(0)
+                await write(*args)
+            finally:
+                running -= 1
+
+        monkeypatch.setattr(kv, "_write", counted)
+        assert await kv.set_many({f"b{i}": b"v" for i in range(1000)}) == {}
+        assert most <= 64
+        assert len(await kv.get_many([f"b{i}" for i in range(1000)])) == 1000
+
+
+async def test_a_get_many_of_large_values_needs_no_time_out() -> None:
+    net = MemoryNetwork()
+    big: dict[str, Any] = {"max_value_bytes": 1 << 20, "network": {"max_frame_bytes": 3 << 20}}
+    nodes = await _cluster(net, read_timeout=30, **big)
+    try:
+        keys = [f"big{i}" for i in range(12)]
+        assert await nodes[1].set_many({k: b"x" * (1 << 20) for k in keys}) == {}
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        got = await nodes[0].get_many(keys)
+        assert len(got) == 12 and all(len(v) == 1 << 20 for v in got.values())
+        # The answers stay within a frame (the rest read one by one): no 30 s wait for an
+        # answer that could not be sent.
+        assert loop.time() - started < 30
+    finally:
+        for kv in nodes:
+            await kv.close()
+
+
+async def test_bad_containers_and_keys_get_gridkv_errors() -> None:
+    async with AsyncGridKV(**_options()) as kv:
+        with pytest.raises(InvalidKey):
+            await kv.get_many([["a"]])  # type: ignore[list-item]
+        with pytest.raises(InvalidKey):
+            await kv.delete_many([["a"]])  # type: ignore[list-item]
+        for bad in (None, 5, "ab", [("a", b"1")]):
+            with pytest.raises(InvalidArgument, match="set_many"):
+                await kv.set_many(bad)  # type: ignore[arg-type]
+        for delta in (-(2**63), 2**63):
+            with pytest.raises(InvalidArgument, match=f"got {delta}"):
+                await kv.decr("n", delta)
+        assert await kv.decr("n", 2**63 - 1) == -(2**63) + 1
+    with GridKV(**_options()) as blocking:
+        with pytest.raises(InvalidKey):
+            blocking.get_many([["a"]])  # type: ignore[list-item]
+        with pytest.raises(InvalidArgument, match="set_many"):
+            blocking.set_many(None)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from typing import Any, Self
 from opentelemetry.metrics import MeterProvider
 
 from gridkv.api.base import (
+    BULK_PARALLEL,
     DEFAULT_READY_TIMEOUT,
     ELSEWHERE,
     TTL,
@@ -19,7 +20,10 @@ from gridkv.api.base import (
     get_here_first,
     guarded,
     listed_keys,
+    mapping_items,
+    negated,
     set_here_first,
+    unique_keys,
     wait_seconds,
 )
 from gridkv.base.errors import BulkOperationError, GridKVError, InvalidArgument
@@ -186,9 +190,7 @@ class AsyncGridKV(ClientBase):
 
     async def decr(self, key: str, delta: int = 1, *, consistency: str | None = None) -> int:
         """Subtract ``delta``; see :meth:`incr`."""
-        if delta.__class__ is not int:
-            raise InvalidArgument(f"decr of key {key!r:.60}: the delta must be an int")
-        return int(await self._atomic("incr", key, consistency, -delta))
+        return int(await self._atomic("incr", key, consistency, negated(key, delta)))
 
     async def add(
         self, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None
@@ -268,7 +270,7 @@ class AsyncGridKV(ClientBase):
         :raises InvalidKey, EmptyKey, KeyTooLarge, InvalidValue, ValueTooLarge: a key or
             value is bad (nothing is written).
         """
-        plans = [self._plan_write(k, v, ttl, consistency) for k, v in dict(mapping).items()]
+        plans = [self._plan_write(k, v, ttl, consistency) for k, v in mapping_items(mapping)]
         return await self._write_many(plans, "set")
 
     async def delete_many(
@@ -280,23 +282,25 @@ class AsyncGridKV(ClientBase):
         """
         plans = [
             self._plan_write(k, None, None, consistency, delete=True)
-            for k in dict.fromkeys(listed_keys(keys))
+            for k in unique_keys(listed_keys(keys))
         ]
         return await self._write_many(plans, "delete")
 
     async def _write_many(
         self, plans: list[tuple[int, str, bool, Entry]], what: str
     ) -> dict[str, GridKVError]:
-        results = await asyncio.gather(
-            *(self._write(p, level, local, entry, what) for p, level, local, entry in plans),
-            return_exceptions=True,
-        )
         errors: dict[str, GridKVError] = {}
-        for (_, _, _, entry), result in zip(plans, results, strict=True):
-            if isinstance(result, GridKVError):
-                errors[entry.key] = result
-            elif isinstance(result, BaseException):
-                raise result
+        work = iter(plans)
+
+        async def worker() -> None:
+            # A fixed number at once: every write gets its replication_timeout, however many.
+            for partition, level, local, entry in work:
+                try:
+                    await self._write(partition, level, local, entry, what)
+                except GridKVError as exc:
+                    errors[entry.key] = exc
+
+        await asyncio.gather(*(worker() for _ in range(min(BULK_PARALLEL, len(plans)))))
         return errors
 
     async def keys(self, pattern: str = "*") -> list[str]:
@@ -336,7 +340,8 @@ class AsyncGridKV(ClientBase):
             nonlocal deleted
             for key, version in items:
                 partition = node.table.partition_of(key)
-                deleted += await node.mutate(partition, key, "flush", [version], level)
+                done = await node.mutate(partition, key, "flush", [version], level)
+                deleted += done  # (not ``deleted += await``: that reads deleted first)
 
         await guarded(
             asyncio.gather(*(worker() for _ in range(min(64, len(keys))))), node, "clear()"

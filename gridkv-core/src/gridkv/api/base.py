@@ -61,6 +61,10 @@ __all__ = [
     "describe",
     "guarded",
     "listed_keys",
+    "unique_keys",
+    "mapping_items",
+    "negated",
+    "BULK_PARALLEL",
 ]
 
 #: A time-to-live: seconds, a :class:`~datetime.timedelta`, ``None`` for the configured
@@ -479,7 +483,7 @@ class ClientBase:
             raise self._forked_error()
         self._node.check_joined()
         planned = []
-        for raw in dict.fromkeys(listed_keys(keys)):  # type: ignore[arg-type]
+        for raw in unique_keys(listed_keys(keys)):  # type: ignore[arg-type]
             key, partition = self._key_partition(raw)
             planned.append((key, partition, self._check_level(consistency, partition, key)))
         return planned
@@ -530,3 +534,53 @@ def listed_keys(keys: Iterable[str]) -> list[str]:
         return list(keys)
     except TypeError:
         raise InvalidArgument(f"expected an iterable of keys, got {type(keys).__name__}") from None
+
+
+#: Writes (and deletes) of one bulk call under way at once.
+BULK_PARALLEL = 64
+
+
+def unique_keys(keys: list[Any]) -> list[Any]:
+    """``keys`` once each, in order.
+
+    Anything that is not a plain ``str`` is kept as it is: the key checks that follow refuse
+    it with the key's own error.
+    """
+    seen: set[str] = set()
+    out = []
+    for key in keys:
+        if key.__class__ is str:
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(key)
+    return out
+
+
+def mapping_items(mapping: object) -> list[tuple[Any, Any]]:
+    """The ``(key, value)`` pairs of a mapping given to ``set_many``.
+
+    :raises InvalidArgument: it is not a mapping.
+    """
+    items = getattr(mapping, "items", None)
+    if items is None or isinstance(mapping, str | bytes):
+        raise InvalidArgument(
+            f"set_many expects a mapping of keys to values, got {type(mapping).__name__}"
+        )
+    try:
+        return list(items())
+    except Exception as exc:
+        raise InvalidArgument(f"set_many could not read the mapping's items: {exc}") from None
+
+
+def negated(key: object, delta: object) -> int:
+    """``-delta`` for ``decr``, when ``delta`` is an int within 64 bits and so is its negation.
+
+    :raises InvalidArgument: it is not.
+    """
+    if delta.__class__ is not int or not -(1 << 63) < delta <= (1 << 63) - 1:
+        raise InvalidArgument(
+            f"decr of key {key!r:.60}: the delta must be an int from -(2**63 - 1) to "
+            f"2**63 - 1, got {shown(delta, 60)}"
+        )
+    return -delta

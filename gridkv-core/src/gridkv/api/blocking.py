@@ -36,6 +36,7 @@ from opentelemetry.metrics import MeterProvider
 from gridkv.api import process
 from gridkv.api.aio import AsyncGridKV
 from gridkv.api.base import (
+    BULK_PARALLEL,
     DEFAULT_READY_TIMEOUT,
     TTL,
     ClientBase,
@@ -45,6 +46,8 @@ from gridkv.api.base import (
     get_here_first,
     guarded,
     listed_keys,
+    mapping_items,
+    negated,
     set_here_first,
     wait_seconds,
 )
@@ -60,6 +63,7 @@ from gridkv.base.errors import (
 )
 from gridkv.base.log import LOGGER_NAME
 from gridkv.base.options import Options
+from gridkv.cluster.replication.reads import MANY_PER_REQUEST
 from gridkv.node import Node
 from gridkv.plugins import Plugins
 from gridkv.storage.base import Entry, Storage
@@ -338,9 +342,7 @@ class GridKV(ClientBase):
 
     def decr(self, key: str, delta: int = 1, *, consistency: str | None = None) -> int:
         """Subtract ``delta``; see :meth:`AsyncGridKV.decr`."""
-        if delta.__class__ is not int:
-            raise InvalidArgument(f"decr of key {key!r:.60}: the delta must be an int")
-        return int(self._atomic("incr", key, consistency, -delta))
+        return int(self._atomic("incr", key, consistency, negated(key, delta)))
 
     def add(
         self, key: str, value: Value, *, ttl: TTL = None, consistency: str | None = None
@@ -359,10 +361,9 @@ class GridKV(ClientBase):
     def get_many(self, keys: Iterable[str], *, consistency: str | None = None) -> dict[str, bytes]:
         """The values of ``keys`` that exist; see :meth:`AsyncGridKV.get_many`."""
         listed = listed_keys(keys)
+        bound = self._read_bound * 2 * _rounds(len(listed), MANY_PER_REQUEST)
         return self._call(
-            partial(self._twin().get_many, listed, consistency=consistency),
-            self._read_bound * 2,
-            "get_many",
+            partial(self._twin().get_many, listed, consistency=consistency), bound, "get_many"
         )
 
     def set_many(
@@ -373,15 +374,19 @@ class GridKV(ClientBase):
         consistency: str | None = None,
     ) -> dict[str, GridKVError]:
         """Store every value of ``mapping``; see :meth:`AsyncGridKV.set_many`."""
-        work = partial(self._twin().set_many, dict(mapping), ttl=ttl, consistency=consistency)
-        return self._call(work, self._write_bound, "set_many")
+        items = dict(mapping_items(mapping))
+        work = partial(self._twin().set_many, items, ttl=ttl, consistency=consistency)
+        return self._call(work, self._write_bound * _rounds(len(items), BULK_PARALLEL), "set_many")
 
     def delete_many(
         self, keys: Iterable[str], *, consistency: str | None = None
     ) -> dict[str, GridKVError]:
         """Delete ``keys``; see :meth:`AsyncGridKV.delete_many`."""
-        work = partial(self._twin().delete_many, listed_keys(keys), consistency=consistency)
-        return self._call(work, self._write_bound, "delete_many")
+        listed = listed_keys(keys)
+        work = partial(self._twin().delete_many, listed, consistency=consistency)
+        return self._call(
+            work, self._write_bound * _rounds(len(listed), BULK_PARALLEL), "delete_many"
+        )
 
     def _twin(self) -> AsyncGridKV:
         """The async API over this node, for the calls that run on its loop."""
@@ -518,3 +523,8 @@ class GridKV(ClientBase):
 
 
 #: The instances whose loop thread runs (from their start to the end of their close), for
+
+
+def _rounds(count: int, per_round: int) -> int:
+    """How many times a bulk call's time-out it may take: one per ``per_round`` items."""
+    return max(1, -(-count // per_round))

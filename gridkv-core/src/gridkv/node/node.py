@@ -179,6 +179,7 @@ class Node(Serving):
             lambda partition, key: self.coordinator.read(partition, key, "one"),
             self.write,
             self.new_entry,
+            self.coordinator.hot.invalidate,
         )
         #: Lists the keys this node holds for peers, and gathers the cluster's.
         self.keyspace = Keyspace(context, self.mutator.primary)

@@ -375,6 +375,8 @@ class Mutator:
         included), following a partition moving here to its former replicas.
     :param write: writes an entry to the partition's replicas at a level.
     :param new_entry: a new version of a key stamped by this node (``None``: a tombstone).
+    :param invalidate: forgets what this node's hot read cache holds of a key (after each
+        operation sent to another node: this node reads its own writes).
     """
 
     def __init__(
@@ -383,11 +385,13 @@ class Mutator:
         read: Callable[[int, str], Awaitable[Entry | None]],
         write: Callable[[int, Entry, str], Awaitable[None]],
         new_entry: Callable[[str, bytes | None, int], Entry],
+        invalidate: Callable[[str], None] = lambda key: None,
     ) -> None:
         self.ctx = ctx
         self._read = read
         self._write = write
         self._new_entry = new_entry
+        self._invalidate = invalidate
         #: Keys with an operation running or waiting: the tail of each key's queue (a write
         #: on the spot must not overtake them; ``key in queued`` tells).
         self.queued: dict[str, asyncio.Future[None]] = {}
@@ -422,6 +426,15 @@ class Mutator:
         ctx = self.ctx
         if target == ctx.node_id:
             return await self.run(partition, key, op, checked, level)
+        try:
+            return await self._send(target, partition, key, op, checked, level)
+        finally:
+            self._invalidate(key)  # done or not, the cached answer may be stale now
+
+    async def _send(
+        self, target: str, partition: int, key: str, op: str, checked: list[Any], level: str
+    ) -> Any:
+        ctx = self.ctx
         address = ctx.membership.address_of(target)
         if address is None:
             raise PeerUnavailable(

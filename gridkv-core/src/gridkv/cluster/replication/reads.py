@@ -96,14 +96,23 @@ class Reader:
         count = ctx.options.partition_count
         entries: list[tuple[int, Entry]] = []
         unknown: list[str] = []
+        # The answer stays within half a frame: the keys past it are "unknown", and the
+        # asker reads them one by one (a GetReply holds any one value).
+        room = ctx.options.network.max_frame_bytes // 2
         for partition, key in zip(message.partitions, message.keys, strict=True):
             if partition >= count:
                 raise ProtocolError(f"partition {partition} out of range")
-            if not ctx.partitions.holds(partition) or self._moving_here(partition):
+            if room <= 0 or not ctx.partitions.holds(partition) or self._moving_here(partition):
                 unknown.append(key)
                 continue
             entry = ctx.storage.get_entry(partition, key)
             if entry is not None:
+                size = len(entry.key) * 4 + len(entry.writer) + 64 + len(entry.value or b"")
+                if size > room:
+                    room = 0
+                    unknown.append(key)
+                    continue
+                room -= size
                 entries.append((partition, entry))
         return GetManyReply(entries, unknown)
 
