@@ -21,6 +21,7 @@ from gridkv import (
 from gridkv.testing.transports import node_options
 from gridkv.testing.waiting import wait_until
 from gridkv.transport import MemoryNetwork, MemoryTransport
+from gridkv.wire.messages import ErrorReply, KeysRequest
 
 _ids = count()
 
@@ -226,3 +227,18 @@ async def test_bad_containers_and_keys_get_gridkv_errors() -> None:
             blocking.get_many([["a"]])  # type: ignore[list-item]
         with pytest.raises(InvalidArgument, match="set_many"):
             blocking.set_many(None)  # type: ignore[arg-type]
+
+
+async def test_an_answer_too_large_for_a_frame_is_an_error_the_asker_hears_at_once() -> None:
+    # Regression: the router encoded an answer outside its error handling; one larger than a
+    # frame left the asker waiting for its time-out.
+    options = _options(disable_auth=True, max_value_bytes=1000)
+    options["network"] = {**options["network"], "max_frame_bytes": 4096}
+    async with AsyncGridKV(**options) as kv:
+        await kv.set_many({"k" * 200 + str(i): b"v" for i in range(100)})
+        node = kv.node
+        request = KeysRequest("asker", list(range(node.options.partition_count)), b"", 0, False)
+        frame = node.router.on_frame("peer", node.messaging.encode(request), sender="asker")
+        assert isinstance(frame, bytes)
+        answer = node.messaging.decode(frame)
+        assert isinstance(answer, ErrorReply) and "frame limit" in answer.message

@@ -161,7 +161,17 @@ class Router:
                 answer = self._dispatch(peer, message)
         except Exception as exc:
             answer = self._error_reply(peer, message, exc)
-        return None if answer is None else _sealed(channel, messaging.encode(answer), frame)
+        return None if answer is None else _sealed(channel, self._encode(answer), frame)
+
+    def _encode(self, answer: Message) -> bytes:
+        """``answer`` encoded, or the error saying why it cannot be (larger than a frame).
+
+        The asker then hears at once rather than at its time-out.
+        """
+        try:
+            return self._messaging.encode(answer)
+        except GridKVError as exc:
+            return self._messaging.encode(ErrorReply(type(exc).__name__, str(exc)[:2000]))
 
     async def _answer_later(
         self,
@@ -175,7 +185,7 @@ class Router:
             answer: Message = await pending
         except Exception as exc:
             answer = self._error_reply(peer, message, exc)
-        return _sealed(channel, self._messaging.encode(answer), request)
+        return _sealed(channel, self._encode(answer), request)
 
     def _warn(self, kind: str, what: str, peer: str, exc: Exception) -> None:
         """Log (rate-limited by ``kind``) that a frame from ``peer`` was refused or dropped."""
