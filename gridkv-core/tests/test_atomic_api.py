@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 from gridkv import AsyncGridKV, GridKV, InvalidArgument, OperationRefused
+from gridkv.testing.memory_cluster import start_memory_cluster
 from gridkv.testing.transports import node_options
-from gridkv.testing.waiting import wait_until
-from gridkv.transport import MemoryNetwork, MemoryTransport
 
 _ids = count()
 
@@ -83,25 +82,8 @@ def test_the_blocking_facade_has_them_too() -> None:
 
 
 async def test_increments_from_every_node_are_exact() -> None:
-    net = MemoryNetwork()
-    names = [f"atom{i}:1" for i in range(3)]
-    nodes = [
-        AsyncGridKV(
-            local_node_id=name.split(":")[0],
-            local_address=name,
-            seed_addrs=[names[0]] if i else [],
-            replica_count=2,
-            disable_auth=True,
-            transport=MemoryTransport(name, net, timeout=0.5),
-        )
-        for i, name in enumerate(names)
-    ]
-    for kv in nodes:
-        await kv.start()
+    nodes = await start_memory_cluster("atom", 3, replica_count=2)
     try:
-        for kv in nodes:
-            await kv.wait_ready(timeout=10)
-        await wait_until(lambda: all(len(kv.stats().cluster.members) == 3 for kv in nodes), 10)
 
         async def hammer(kv: AsyncGridKV) -> None:
             for _ in range(100):

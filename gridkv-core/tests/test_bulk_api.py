@@ -18,9 +18,9 @@ from gridkv import (
     InvalidKey,
     ValueTooLarge,
 )
+from gridkv.testing.memory_cluster import start_memory_cluster
 from gridkv.testing.transports import node_options
-from gridkv.testing.waiting import wait_until
-from gridkv.transport import MemoryNetwork, MemoryTransport
+from gridkv.transport import MemoryNetwork
 from gridkv.wire.messages import ErrorReply, KeysRequest
 
 _ids = count()
@@ -58,25 +58,7 @@ async def test_bad_arguments_do_nothing() -> None:
 
 
 async def _cluster(net: MemoryNetwork, count_: int = 3, **options: Any) -> list[AsyncGridKV]:
-    names = [f"bulk-node{i}:1" for i in range(count_)]
-    nodes = [
-        AsyncGridKV(
-            local_node_id=name.split(":")[0],
-            local_address=name,
-            seed_addrs=[names[0]] if i else [],
-            replica_count=1,
-            disable_auth=True,
-            transport=MemoryTransport(name, net, timeout=0.5),
-            **options,
-        )
-        for i, name in enumerate(names)
-    ]
-    for kv in nodes:
-        await kv.start()
-    for kv in nodes:
-        await kv.wait_ready(timeout=10)
-    await wait_until(lambda: all(len(kv.stats().cluster.members) == count_ for kv in nodes), 10)
-    return nodes
+    return await start_memory_cluster("bulk-node", count_, net, replica_count=1, **options)
 
 
 async def test_keys_on_other_nodes_take_one_request_per_replica() -> None:
