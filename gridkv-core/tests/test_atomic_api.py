@@ -10,7 +10,7 @@ from itertools import count
 from typing import Any
 
 import pytest
-from gridkv import AsyncGridKV, GridKV, InvalidArgument, OperationRefused
+from gridkv import AsyncGridKV, GridKV, InvalidArgument, OperationRefused, VersionMismatch
 from gridkv.testing.memory_cluster import start_memory_cluster
 from gridkv.testing.transports import node_options
 
@@ -118,3 +118,53 @@ def test_keys_and_clear_blocking() -> None:
         assert sorted(kv.keys()) == ["a", "b"]
         assert kv.clear() == 2
         assert kv.keys() == []
+
+
+async def test_compare_and_set_over_the_version_read() -> None:
+    nodes = await start_memory_cluster("cas", 3, replica_count=2)
+    try:
+        a, b, _ = nodes
+        assert await a.get_with_version("doc") is None
+        first = await a.compare_and_set("doc", 0, b"v1")  # 0: only if it has no value
+        assert first > 0
+        with pytest.raises(VersionMismatch) as info:
+            await b.compare_and_set("doc", 0, b"other")
+        assert info.value.current == first
+        value, version = await b.get_with_version("doc") or (b"", 0)
+        assert (value, version) == (b"v1", first)
+        second = await b.compare_and_set("doc", version, b"v2", ttl=100)
+        assert second > first
+        with pytest.raises(VersionMismatch):
+            await a.compare_and_set("doc", first, b"stale")  # lost to b's write
+        assert await a.get("doc") == b"v2"
+        with pytest.raises(InvalidArgument, match="expected_version"):
+            await a.compare_and_set("doc", -1, b"x")
+
+        # Many writers, each retrying from what it read: every update lands once.
+        async def bump(kv: AsyncGridKV) -> None:
+            for _ in range(20):
+                while True:
+                    got = await kv.get_with_version("counter")
+                    current = int(got[0]) if got else 0
+                    try:
+                        await kv.compare_and_set(
+                            "counter", got[1] if got else 0, b"%d" % (current + 1)
+                        )
+                        break
+                    except VersionMismatch:
+                        continue
+
+        await asyncio.gather(*(bump(kv) for kv in nodes for _ in range(2)))
+        assert await a.get("counter") == b"120"
+    finally:
+        for kv in nodes:
+            await kv.close()
+
+
+def test_compare_and_set_blocking() -> None:
+    with GridKV(**_options()) as kv:
+        version = kv.compare_and_set("k", 0, b"1")
+        assert kv.get_with_version("k") == (b"1", version)
+        with pytest.raises(VersionMismatch):
+            kv.compare_and_set("k", version + 1, b"2")
+        assert kv.compare_and_set("k", version, b"2") > version

@@ -17,6 +17,7 @@ from gridkv.api.base import (
     ClientBase,
     Value,
     build_options,
+    cas_outcome,
     get_here_first,
     guarded,
     listed_keys,
@@ -207,6 +208,36 @@ class AsyncGridKV(ClientBase):
         Atomic, as :meth:`incr`; ``None`` gives the configured ``ttl``.
         """
         return await self._atomic("touch", key, consistency, None, ttl) not in (0, None)
+
+    async def get_with_version(
+        self, key: str, *, consistency: str | None = None
+    ) -> tuple[bytes, int] | None:
+        """``(value, version)`` of ``key`` on its primary owner, or ``None`` when missing.
+
+        The version (a hybrid-logical-clock timestamp, above 0) is what
+        :meth:`compare_and_set` expects.
+        """
+        answer = await self._atomic("versioned", key, consistency)
+        return None if answer is None else (answer[0], int(answer[1]))
+
+    async def compare_and_set(
+        self,
+        key: str,
+        expected_version: int,
+        value: Value,
+        *,
+        ttl: TTL = None,
+        consistency: str | None = None,
+    ) -> int:
+        """Store ``value`` only if ``key`` still has ``expected_version``; the new version.
+
+        ``expected_version`` 0 stores only if the key has no value. Atomic on the key's
+        primary owner, as :meth:`incr`.
+
+        :raises VersionMismatch: the key has another version (its ``current`` attribute).
+        """
+        answer = await self._atomic("cas", key, consistency, (expected_version, value), ttl)
+        return cas_outcome(key, answer)
 
     async def exists(self, key: str, *, consistency: str | None = None) -> bool:
         """Whether ``key`` has a value (not missing, deleted or expired)."""

@@ -23,7 +23,7 @@ import math
 import os
 from collections.abc import Awaitable, Iterable
 from datetime import timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from gridkv.base._repr import shown
 from gridkv.base.consistency import CONSISTENCY_LEVELS, required_acks
@@ -38,6 +38,7 @@ from gridkv.base.errors import (
     QuorumNotReached,
     ShuttingDown,
     ValueTooLarge,
+    VersionMismatch,
 )
 from gridkv.base.keys import hash_key_bytes
 from gridkv.base.options import Options
@@ -65,6 +66,7 @@ __all__ = [
     "mapping_items",
     "negated",
     "BULK_PARALLEL",
+    "cas_outcome",
 ]
 
 #: A time-to-live: seconds, a :class:`~datetime.timedelta`, ``None`` for the configured
@@ -494,7 +496,8 @@ class ClientBase:
         """Check an atomic operation; return ``(key, partition, level, op and arguments)``.
 
         ``what`` is the API's name: ``incr`` (``value`` the delta), ``add`` (``value`` and
-        ``ttl``), ``touch`` (``ttl``). See :mod:`gridkv.cluster.replication.mutations`.
+        ``ttl``), ``touch`` (``ttl``), ``versioned``, ``cas`` (``value`` the expected version
+        and the new value, ``ttl``). See :mod:`gridkv.cluster.replication.mutations`.
         """
         if self._forked:
             raise self._forked_error()
@@ -512,6 +515,17 @@ class ClientBase:
         if what == "add":
             data = self._value(key, value)
             return key, partition, level, ["set", [data, expires, IF_ABSENT, False, False]]
+        if what == "versioned":
+            return key, partition, level, ["versioned", []]
+        if what == "cas":
+            expected, new = cast(tuple[Any, Any], value)
+            if expected.__class__ is not int or not 0 <= expected < 1 << 64:
+                raise InvalidArgument(
+                    f"compare_and_set of key {key!r:.60}: expected_version must be a version "
+                    f"from get_with_version, or 0 for none; got {shown(expected, 60)}"
+                )
+            data = self._value(key, new)
+            return key, partition, level, ["cas", [expected, data, expires]]
         if expires == 0:
             return key, partition, level, ["getex", [PERSIST, 0]]
         return key, partition, level, ["expire", [expires, 0]]
@@ -584,3 +598,18 @@ def negated(key: object, delta: object) -> int:
             f"2**63 - 1, got {shown(delta, 60)}"
         )
     return -delta
+
+
+def cas_outcome(key: str, answer: Any) -> int:
+    """The new version a ``compare_and_set`` wrote, from its answer.
+
+    :raises VersionMismatch: the key had another version (``current`` says which).
+    """
+    done, version = answer
+    if not done:
+        raise VersionMismatch(
+            f"compare_and_set of key {key!r:.60}: the key's version is {version} "
+            f"({'no value' if not version else 'written since it was read'})",
+            version,
+        )
+    return int(version)

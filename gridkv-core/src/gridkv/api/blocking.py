@@ -42,6 +42,7 @@ from gridkv.api.base import (
     ClientBase,
     Value,
     build_options,
+    cas_outcome,
     describe,
     get_here_first,
     guarded,
@@ -353,6 +354,26 @@ class GridKV(ClientBase):
     def touch(self, key: str, ttl: TTL = None, *, consistency: str | None = None) -> bool:
         """Give ``key`` a new time-to-live; see :meth:`AsyncGridKV.touch`."""
         return self._atomic("touch", key, consistency, None, ttl) not in (0, None)
+
+    def get_with_version(
+        self, key: str, *, consistency: str | None = None
+    ) -> tuple[bytes, int] | None:
+        """``(value, version)`` of ``key``; see :meth:`AsyncGridKV.get_with_version`."""
+        answer = self._atomic("versioned", key, consistency)
+        return None if answer is None else (answer[0], int(answer[1]))
+
+    def compare_and_set(
+        self,
+        key: str,
+        expected_version: int,
+        value: Value,
+        *,
+        ttl: TTL = None,
+        consistency: str | None = None,
+    ) -> int:
+        """Store ``value`` over ``expected_version``; see :meth:`AsyncGridKV.compare_and_set`."""
+        answer = self._atomic("cas", key, consistency, (expected_version, value), ttl)
+        return cas_outcome(key, answer)
 
     def exists(self, key: str, *, consistency: str | None = None) -> bool:
         """Whether ``key`` has a value; see :meth:`AsyncGridKV.exists`."""

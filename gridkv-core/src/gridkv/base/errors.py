@@ -102,7 +102,15 @@ class QuorumNotReached(GridKVError, TimeoutError):
 
 
 class VersionMismatch(GridKVError):
-    """A peer speaks a protocol or data version this node does not understand."""
+    """A version is not the one expected.
+
+    ``compare_and_set`` met another write of the key (``current`` is the version found, 0
+    for none), or a peer speaks a protocol or data version this node does not understand.
+    """
+
+    def __init__(self, message: str, current: int = 0) -> None:
+        super().__init__(message)
+        self.current = current
 
 
 class PeerUnavailable(GridKVError, ConnectionError):

@@ -340,6 +340,9 @@ OPERATIONS: Final[dict[str, tuple[_Operation, tuple[Callable[[Any], bool], ...]]
     "delete": (_delete, ()),
     "flush": (_delete, (lambda v: type(v) is int and 0 <= v < 1 << 64,)),
     "read": (_read, ()),
+    # Run by Mutator._versioned (they see versions); the functions here are not called.
+    "versioned": (_read, ()),
+    "cas": (_read, (lambda v: type(v) is int and 0 <= v < 1 << 64, _is_bytes, _is_time)),
 }
 
 
@@ -456,6 +459,32 @@ class Mutator:
             return payload
         raise OperationRefused(str(payload))
 
+    async def _versioned(
+        self,
+        partition: int,
+        key: str,
+        op: str,
+        args: list[Any],
+        level: str,
+        entry: Entry | None,
+        present: bool,
+    ) -> Any:
+        """The operations that see versions.
+
+        ``versioned`` reads the value with its version; ``cas`` writes only over the version
+        expected (0 expects no value).
+        """
+        current = entry.version if present and entry is not None else 0
+        if op == "versioned":
+            return None if not present or entry is None else [entry.value, current]
+        expected, new, at = args
+        if current != expected:
+            return [False, current]
+        written = self._new_entry(key, new, at)
+        await self._write(partition, written, level)
+        self.ran += 1
+        return [True, written.version]
+
     def on_mutate(self, message: MutateRequest) -> Awaitable[MutateReply]:
         """A peer's operation on a key this node is primary owner of (in the peer's view).
 
@@ -512,6 +541,8 @@ class Mutator:
         expires = entry.expires_at if present and entry is not None else 0
         if op == "flush" and entry is not None and entry.version > args[0]:
             return 0  # written since it was listed for FLUSHALL: it stays
+        if op in ("versioned", "cas"):
+            return await self._versioned(partition, key, op, args, level, entry, present)
         outcome = OPERATIONS[op][0](value, expires, now, args, ctx.options.max_value_bytes)
         self.ran += 1
         if outcome.value is not KEEP:
