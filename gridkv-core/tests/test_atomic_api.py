@@ -168,3 +168,11 @@ def test_compare_and_set_blocking() -> None:
         with pytest.raises(VersionMismatch):
             kv.compare_and_set("k", version + 1, b"2")
         assert kv.compare_and_set("k", version, b"2") > version
+
+
+async def test_iter_keys_gives_every_key_once() -> None:
+    async with AsyncGridKV(**_options()) as kv:
+        await kv.set_many({f"it:{i}": b"v" for i in range(500)} | {"other": b"v"})
+        seen = [k async for k in kv.iter_keys("it:*", window=10)]
+        assert sorted(seen) == sorted(f"it:{i}" for i in range(500))
+        assert len([k async for k in kv.iter_keys()]) == 501

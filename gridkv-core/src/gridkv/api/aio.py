@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -351,6 +351,28 @@ class AsyncGridKV(ClientBase):
         work = self._node.keyspace.gather(None, pattern.encode(errors="surrogateescape"))
         keys, _, _ = await guarded(work, self._node, "keys()")
         return keys
+
+    async def iter_keys(self, pattern: str = "*", *, window: int = 64) -> AsyncIterator[str]:
+        """The cluster's live keys matching ``pattern``, ``window`` partitions at a time.
+
+        As Redis's SCAN: memory holds one window's keys, a key is given once while the
+        membership stays the same, and a key written meanwhile may or may not come.
+
+        :raises PeerUnavailable: a node did not answer.
+        """
+        if not isinstance(pattern, str):
+            raise InvalidArgument(
+                f"iter_keys(): the pattern must be a str, got {type(pattern).__name__}"
+            )
+        raw = pattern.encode(errors="surrogateescape")
+        node = self._node
+        total = self._options.partition_count
+        for start in range(0, total, max(1, window)):
+            node.check_joined()
+            work = node.keyspace.gather(range(start, min(total, start + max(1, window))), raw)
+            keys, _, _ = await guarded(work, node, "iter_keys()")
+            for key in keys:
+                yield key
 
     async def clear(self) -> int:
         """Delete every key of the cluster; return how many were deleted.
