@@ -813,15 +813,16 @@ async def test_flushall_deletes_a_large_keyspace_with_bounded_work(
     # stalled the node long enough for its peers to declare it dead).
     client = _client(_port(door))
     await client.mset({f"k{i}": "v" for i in range(2000)})
-    mutate = door.door.mutate
+    node = door.door.node
+    mutate = node.mutate
     most = 0
 
-    async def counting(key: str, op: str, args: list[Any]) -> Any:
+    async def counting(partition: int, key: str, op: str, args: list[Any], level: str) -> Any:
         nonlocal most
         most = max(most, len(asyncio.all_tasks()))
-        return await mutate(key, op, args)
+        return await mutate(partition, key, op, args, level)
 
-    monkeypatch.setattr(door.door, "mutate", counting)
+    monkeypatch.setattr(node, "mutate", counting)
     assert await client.flushall() is True
     assert await client.dbsize() == 0
     assert most < 200

@@ -385,21 +385,8 @@ class AsyncGridKV(ClientBase):
         node = self._node
         node.check_joined()
         keys, versions, _ = await guarded(node.keyspace.gather(None), node, "clear()")
-        level = self._options.consistency
-        deleted = 0
-        items = iter(zip(keys, versions, strict=True))
-
-        async def worker() -> None:
-            nonlocal deleted
-            for key, version in items:
-                partition = node.table.partition_of(key)
-                done = await node.mutate(partition, key, "flush", [version], level)
-                deleted += done  # (not ``deleted += await``: that reads deleted first)
-
-        await guarded(
-            asyncio.gather(*(worker() for _ in range(min(64, len(keys))))), node, "clear()"
-        )
-        return deleted
+        work = node.flush_listed(keys, versions, self._options.consistency)
+        return await guarded(work, node, "clear()")
 
     async def _atomic(
         self, what: str, key: str, consistency: str | None, value: object = None, ttl: TTL = 0

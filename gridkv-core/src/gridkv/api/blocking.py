@@ -57,7 +57,6 @@ from gridkv.api.loop_thread import STOP_TIMEOUT, LoopThread, cancel_and_wait
 from gridkv.base.consistency import required_acks
 from gridkv.base.errors import (
     GridKVError,
-    InvalidArgument,
     NotReady,
     PeerTimeout,
     ShuttingDown,
@@ -418,15 +417,8 @@ class GridKV(ClientBase):
 
     def keys(self, pattern: str = "*") -> list[str]:
         """The cluster's live keys matching ``pattern``; see :meth:`AsyncGridKV.keys`."""
-        if not isinstance(pattern, str):
-            raise InvalidArgument(
-                f"keys(): the pattern must be a str, got {type(pattern).__name__}"
-            )
-        self._node.check_joined()
-        raw = pattern.encode(errors="surrogateescape")
-        work = partial(self._node.keyspace.gather, None, raw)
-        keys, _, _ = self._call(work, self._node.options.read_timeout * 4 + 5, "keys()")
-        return keys
+        work = partial(self._twin().keys, pattern)
+        return self._call(work, self._node.options.read_timeout * 4 + 5, "keys()")
 
     def clear(self) -> int:
         """Delete every key of the cluster; see :meth:`AsyncGridKV.clear`."""

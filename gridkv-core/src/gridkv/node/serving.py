@@ -26,7 +26,10 @@ from gridkv.node.telemetry import NodeTelemetry
 from gridkv.security.base import Authenticator
 from gridkv.storage.base import Entry, Storage, make_entry
 
-__all__ = ["Serving"]
+__all__ = ["Serving", "FLUSH_WORKERS"]
+
+#: Deletes of one ``flush_listed`` under way at once.
+FLUSH_WORKERS = 64
 
 
 class Serving:
@@ -217,6 +220,29 @@ class Serving:
             raise
         self.telemetry.operation(op, level, started, True)
         return answer
+
+    async def flush_listed(self, keys: Sequence[str], versions: Sequence[int], level: str) -> int:
+        """Delete each key on its primary owner if it still has the version listed with it.
+
+        Returns how many were deleted (``clear()``, the RESP door's FLUSHALL). A key written
+        since it was listed keeps its new value. :data:`FLUSH_WORKERS` deletes run at once:
+        memory stays that of the list, whatever its length.
+
+        :raises PeerUnavailable: a primary owner could not be reached (the deletes under way
+            finish; those not started are not made).
+        """
+        table = self.partitions.ensure_table()
+        items = iter(zip(keys, versions, strict=True))
+        deleted = 0
+
+        async def worker() -> None:
+            nonlocal deleted
+            for key, version in items:
+                done = await self.mutate(table.partition_of(key), key, "flush", [version], level)
+                deleted += done  # (not ``deleted += await``: that reads deleted first)
+
+        await asyncio.gather(*(worker() for _ in range(min(FLUSH_WORKERS, len(keys)))))
+        return deleted
 
     def make_room(self, key: str) -> None:
         """From a thread other than the loop's: wait while the replication backlog is full.

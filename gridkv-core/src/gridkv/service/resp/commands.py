@@ -93,8 +93,6 @@ _I64_MAX: Final = (1 << 63) - 1
 _MAX_OFFSET: Final = 512 * 1024 * 1024
 #: Partitions a SCAN call visits at least.
 _SCAN_WINDOW: Final = 16
-#: Deletes FLUSHALL keeps in flight at once.
-_FLUSH_PARALLEL: Final = 64
 
 
 class CommandError(Exception):
@@ -1266,18 +1264,9 @@ async def _randomkey(door: Door, client: Client, args: list[bytes]) -> bytes:
 
 
 async def _flush(door: Door, keys: list[str], versions: list[int]) -> None:
-    """Delete each key on its primary if it still has the version it was listed with.
-
-    A key written after the FLUSHALL (a newer version) keeps its new value. A fixed number of
-    workers take the keys in turn: memory stays that of the list, whatever its length.
-    """
-    items = iter(zip(keys, versions, strict=True))
-
-    async def worker() -> None:
-        for key, version in items:
-            await door.mutate(key, "flush", [version])
-
-    await asyncio.gather(*(worker() for _ in range(min(_FLUSH_PARALLEL, len(keys)))))
+    """Delete the listed versions on their primaries (``Serving.flush_listed``)."""
+    node = door.node
+    await guarded(node.flush_listed(keys, versions, door.level), node, "flushall")
 
 
 async def _flushall(door: Door, client: Client, args: list[bytes]) -> bytes:
