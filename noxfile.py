@@ -27,6 +27,8 @@ TEST_DEPS = [
     "hypothesis>=6.100",
     "opentelemetry-sdk>=1.30",
     "redis>=5",  # redis-py against the RESP door
+    "django>=4.2",  # gridkv.contrib.django against Django's cache tests
+    "gunicorn>=22",  # the example app run with 4 workers (GridKV.for_workers)
 ]
 
 # Transports the suites run over: the distributions each needs besides gridkv-core, and the
