@@ -41,7 +41,7 @@ from gridkv.testing.transports import node_options, transport_under_test
 from gridkv.testing.waiting import wait_for
 from gridkv.transport import MemoryNetwork, MemoryTransport
 from gridkv.wire import codec
-from gridkv.wire.messages import GetRequest
+from gridkv.wire.messages import GetRequest, WatchedGetRequest
 
 _ids = count()
 
@@ -321,13 +321,13 @@ def test_a_blocking_call_on_the_nodes_own_loop_thread_raises_instead_of_deadlock
 
 class _PatientTransport(MemoryTransport):
     """A transport that waits as long as it takes for every answer (its time-out never fires),
-    and counts the reads (GetRequest) still waiting."""
+    and counts the reads (GetRequest, WatchedGetRequest) still waiting."""
 
     reads_sent = 0
     reads_waiting = 0
 
     async def request(self, address: str, payload: bytes, timeout: float | None = None) -> bytes:
-        read = isinstance(codec.decode(payload), GetRequest)
+        read = isinstance(codec.decode(payload), GetRequest | WatchedGetRequest)
         self.reads_sent += read
         self.reads_waiting += read
         try:

@@ -268,9 +268,11 @@ def test_anti_entropy_never_brings_a_delete_back() -> None:
     simulate(scenario)
 
 
-def test_a_non_owner_caches_hot_reads_and_its_own_writes_invalidate_them() -> None:
+@pytest.mark.parametrize("near", [False, True], ids=["hot-ttl-only", "near-cache"])
+def test_a_non_owner_caches_hot_reads_and_its_own_writes_invalidate_them(near: bool) -> None:
     async def scenario() -> None:
-        async with Simulation(seed=31, options={"hot_read_cache_ttl": "1s"}) as sim:
+        options = {"hot_read_cache_ttl": "1s", "near_cache_ttl": "30s" if near else "0s"}
+        async with Simulation(seed=31, options=options) as sim:
             await cluster(sim, 5)
             key = "hot"
             owners = replicas_of(sim, key)
@@ -286,6 +288,10 @@ def test_a_non_owner_caches_hot_reads_and_its_own_writes_invalidate_them() -> No
             await kv.set(key, b"mine")  # a write through this node invalidates
             assert await kv.get(key) == b"mine"
             await sim.client(owners[0]).set(key, b"theirs", consistency="all")
+            if near:  # the replica that answered tells this node: well before 1 s
+                await sim.run_for(0.05)
+                assert await kv.get(key) == b"theirs"
+                return
             assert await kv.get(key) == b"mine"  # still cached
             await sim.run_for(1.1)  # the time is the point: past hot_read_cache_ttl
             assert await kv.get(key) == b"theirs"  # aged out

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ParamSpec, Self, TypeVar
 
 from opentelemetry.metrics import MeterProvider
 
 from gridkv.api.base import (
     BULK_PARALLEL,
+    DEFAULT_LEASE_TIMEOUT,
     DEFAULT_READY_TIMEOUT,
     ELSEWHERE,
     TTL,
@@ -20,6 +23,7 @@ from gridkv.api.base import (
     cas_outcome,
     get_here_first,
     guarded,
+    lease_seconds,
     listed_keys,
     mapping_items,
     negated,
@@ -27,14 +31,19 @@ from gridkv.api.base import (
     unique_keys,
     wait_seconds,
 )
+from gridkv.api.memoize import KeySpec, key_function, pickled, unpickled
 from gridkv.base.errors import BulkOperationError, GridKVError, InvalidArgument
 from gridkv.base.options import Options
+from gridkv.cluster.replication.leases import Grant
 from gridkv.node import Node
 from gridkv.plugins import Plugins
 from gridkv.storage.base import Entry, Storage
 from gridkv.transport.base import Transport
 
 __all__ = ["AsyncGridKV"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class AsyncGridKV(ClientBase):
@@ -242,6 +251,106 @@ class AsyncGridKV(ClientBase):
     async def exists(self, key: str, *, consistency: str | None = None) -> bool:
         """Whether ``key`` has a value (not missing, deleted or expired)."""
         return await self.get(key, consistency=consistency) is not None
+
+    async def get_or_set(
+        self,
+        key: str,
+        loader: Callable[[], Value | Awaitable[Value]],
+        *,
+        ttl: TTL = None,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+        consistency: str | None = None,
+    ) -> bytes:
+        """The value of ``key``; when it is missing, ``loader()``'s, stored with ``ttl``.
+
+        Cluster-wide singleflight: when callers on many nodes miss ``key`` at once, one of
+        them runs its loader (sync or async) and the others wait for its value: the key's
+        primary owner leases the load to one caller for ``lease_timeout`` seconds. A loader
+        that dies or hangs past that loses the lease to a waiting caller, which runs its own.
+        Across a failover of the owner the loader may run twice (docs/replication.md).
+
+        :raises LoaderFailed: the loader another caller ran failed (its error is named).
+        :raises PeerTimeout: no value and no lease within twice ``lease_timeout``.
+        :raises InvalidValue, ValueTooLarge: the loader returned a bad value.
+        :raises InvalidArgument: ``lease_timeout`` is not seconds from 0.001 to 86400.
+        The loader's own exception, unchanged, when this caller ran it.
+        """
+        key, partition = self._key_partition(key)
+        lease_s = lease_seconds(key, lease_timeout)
+        value = await self.get(key, consistency=consistency)
+        if value is not None:
+            return value
+        node = self._node
+        flights = node.mutator.singleflight
+        got = await guarded(flights.begin(partition, key, lease_s), node, "get_or_set", key)
+        if not isinstance(got, Grant):
+            return got
+        try:
+            loaded = loader()
+            if inspect.isawaitable(loaded):
+                loaded = await loaded
+            data = self._value(key, loaded)
+            expires = self._expires_at(key, ttl)
+            level = self._check_level(consistency, partition, key)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            flights.finish(got, None)  # given up: a waiting caller takes the lease over
+            raise
+        except BaseException as exc:
+            await asyncio.shield(flights.finish(got, None, exc))
+            raise
+        stored = flights.finish(got, data, None, expires, level)  # the owner stores it
+        await guarded(asyncio.shield(stored), node, "get_or_set", key)
+        return data
+
+    def cached(
+        self,
+        ttl: TTL = None,
+        key: KeySpec = None,
+        *,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+        dumps: Callable[[Any], bytes] = pickled,
+        loads: Callable[[bytes], Any] = unpickled,
+        consistency: str | None = None,
+    ) -> Callable[[Callable[_P, Coroutine[Any, Any, _R]]], Callable[_P, Coroutine[Any, Any, _R]]]:
+        """Decorate a coroutine function: its results are cached in the cluster for ``ttl``.
+
+        A call looks its key up; on a miss the function runs once in the whole cluster
+        (:meth:`get_or_set`) and its result, ``dumps``-ed (pickled by default), is stored.
+        ``key`` names a call's key (see :mod:`gridkv.api.memoize`): by default the
+        function's qualified name and a digest of its arguments.
+
+        :raises InvalidArgument: the decorated function is not a coroutine function, or
+            ``key`` is not None, a str or callable.
+        """
+
+        def decorate(
+            func: Callable[_P, Coroutine[Any, Any, _R]],
+        ) -> Callable[_P, Coroutine[Any, Any, _R]]:
+            if not inspect.iscoroutinefunction(func):
+                raise InvalidArgument(
+                    f"AsyncGridKV.cached decorates coroutine functions; {func!r:.80} is not "
+                    "one (use GridKV.cached for plain functions)"
+                )
+            make_key = key_function(func, key)
+
+            @functools.wraps(func)
+            async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+                async def load() -> bytes:
+                    return dumps(await func(*args, **kwargs))
+
+                raw = await self.get_or_set(
+                    make_key(*args, **kwargs),
+                    load,
+                    ttl=ttl,
+                    lease_timeout=lease_timeout,
+                    consistency=consistency,
+                )
+                result: _R = loads(raw)
+                return result
+
+            return wrapper
+
+        return decorate
 
     async def get_many(
         self, keys: Iterable[str], *, consistency: str | None = None

@@ -537,6 +537,24 @@ class ClientBase:
         return entry.value
 
 
+#: How long a ``get_or_set`` loader may run before a waiting caller takes its lease over.
+DEFAULT_LEASE_TIMEOUT = 10.0
+
+
+def lease_seconds(key: str, lease_timeout: object) -> float:
+    """Check ``get_or_set``'s ``lease_timeout``: seconds above 0, at most a day."""
+    if (
+        not isinstance(lease_timeout, int | float)
+        or isinstance(lease_timeout, bool)
+        or not 0.001 <= lease_timeout <= 86400
+    ):
+        raise InvalidArgument(
+            f"get_or_set of key {key!r:.60}: lease_timeout must be seconds from 0.001 to "
+            f"86400, got {shown(lease_timeout, 60)}"
+        )
+    return float(lease_timeout)
+
+
 def listed_keys(keys: Iterable[str]) -> list[str]:
     """``keys`` as a list; a single str is refused (it would be taken as its characters).
 

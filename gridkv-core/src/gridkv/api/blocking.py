@@ -21,6 +21,9 @@ at ``one`` of such keys written there (see :mod:`gridkv.api.base`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import inspect
 import logging
 import threading
 import time
@@ -29,7 +32,7 @@ from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import Future
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 
 from opentelemetry.metrics import MeterProvider
 
@@ -37,6 +40,7 @@ from gridkv.api import process
 from gridkv.api.aio import AsyncGridKV
 from gridkv.api.base import (
     BULK_PARALLEL,
+    DEFAULT_LEASE_TIMEOUT,
     DEFAULT_READY_TIMEOUT,
     TTL,
     ClientBase,
@@ -46,6 +50,7 @@ from gridkv.api.base import (
     describe,
     get_here_first,
     guarded,
+    lease_seconds,
     listed_keys,
     mapping_items,
     negated,
@@ -54,15 +59,19 @@ from gridkv.api.base import (
 )
 from gridkv.api.direct import GAVE_UP, DirectPath
 from gridkv.api.loop_thread import STOP_TIMEOUT, LoopThread, cancel_and_wait
+from gridkv.api.memoize import KeySpec, key_function, pickled, unpickled
 from gridkv.base.consistency import required_acks
 from gridkv.base.errors import (
     GridKVError,
+    InvalidArgument,
+    InvalidValue,
     NotReady,
     PeerTimeout,
     ShuttingDown,
 )
 from gridkv.base.log import LOGGER_NAME
 from gridkv.base.options import Options
+from gridkv.cluster.replication.leases import Grant
 from gridkv.cluster.replication.reads import MANY_PER_REQUEST
 from gridkv.node import Node
 from gridkv.plugins import Plugins
@@ -72,6 +81,8 @@ from gridkv.transport.base import Transport
 __all__ = ["GridKV", "WAIT_MARGIN"]
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 #: Seconds a blocking call waits beyond the longest time the options allow its work, before it
 #: cancels the work and raises. The work's own time-outs fire first; this bounds the waits that
 #: would otherwise have none (a transport that never times out, a hook that blocks the loop).
@@ -377,6 +388,109 @@ class GridKV(ClientBase):
     def exists(self, key: str, *, consistency: str | None = None) -> bool:
         """Whether ``key`` has a value; see :meth:`AsyncGridKV.exists`."""
         return self.get(key, consistency=consistency) is not None
+
+    def get_or_set(
+        self,
+        key: str,
+        loader: Callable[[], Value],
+        *,
+        ttl: TTL = None,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+        consistency: str | None = None,
+    ) -> bytes:
+        """The value of ``key``, or ``loader()``'s stored once in the whole cluster.
+
+        The loader runs on the calling thread; see :meth:`AsyncGridKV.get_or_set`.
+        """
+        key, partition = self._key_partition(key)
+        lease_s = lease_seconds(key, lease_timeout)
+        value = self.get(key, consistency=consistency)
+        if value is not None:
+            return value
+        flights = self._node.mutator.singleflight
+        begin = partial(flights.begin, partition, key, lease_s)
+        got = self._call(begin, 2 * lease_s + self._read_bound, "get_or_set", key)
+        if not isinstance(got, Grant):
+            return got
+        try:
+            loaded: object = loader()
+            if inspect.isawaitable(loaded):
+                if inspect.iscoroutine(loaded):
+                    loaded.close()  # never awaited: no warning about it
+                raise InvalidValue(
+                    f"the loader of key {key!r:.60} returned an awaitable; GridKV runs plain "
+                    "functions (use AsyncGridKV for coroutines)"
+                )
+            data = self._value(key, loaded)
+            expires = self._expires_at(key, ttl)
+            level = self._check_level(consistency, partition, key)
+        except (KeyboardInterrupt, SystemExit):
+            with contextlib.suppress(GridKVError):  # given up: a waiting caller takes over
+                self._finish_load(got, None, None)
+            raise
+        except BaseException as exc:
+            with contextlib.suppress(GridKVError):  # closed meanwhile: the lease runs out
+                self._finish_load(got, None, exc)
+            raise
+        self._finish_load(got, data, None, expires, level)  # the owner stores it
+        return data
+
+    def _finish_load(
+        self,
+        grant: Grant,
+        value: bytes | None,
+        error: BaseException | None,
+        expires_at: int = 0,
+        level: str = "one",
+    ) -> None:
+        """Tell the node's flight and the key's owner how a load ended; wait for the owner."""
+
+        async def finish() -> None:
+            flights = self._node.mutator.singleflight
+            await flights.finish(grant, value, error, expires_at, level)
+
+        self._call(finish, self._write_bound + self._read_bound, "get_or_set", grant.key)
+
+    def cached(
+        self,
+        ttl: TTL = None,
+        key: KeySpec = None,
+        *,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+        dumps: Callable[[Any], bytes] = pickled,
+        loads: Callable[[bytes], Any] = unpickled,
+        consistency: str | None = None,
+    ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+        """Decorate a function: its results are cached in the cluster for ``ttl``.
+
+        See :meth:`AsyncGridKV.cached`; this one decorates plain functions.
+
+        :raises InvalidArgument: the function is a coroutine function.
+        """
+
+        def decorate(func: Callable[_P, _R]) -> Callable[_P, _R]:
+            if inspect.iscoroutinefunction(func):
+                raise InvalidArgument(
+                    f"GridKV.cached decorates plain functions; {func!r:.80} is a coroutine "
+                    "function (use AsyncGridKV.cached)"
+                )
+            make_key = key_function(func, key)
+
+            @functools.wraps(func)
+            def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+                raw = self.get_or_set(
+                    make_key(*args, **kwargs),
+                    lambda: dumps(func(*args, **kwargs)),
+                    ttl=ttl,
+                    lease_timeout=lease_timeout,
+                    consistency=consistency,
+                )
+                result: _R = loads(raw)
+                return result
+
+            return wrapper
+
+        return decorate
 
     def get_many(self, keys: Iterable[str], *, consistency: str | None = None) -> dict[str, bytes]:
         """The values of ``keys`` that exist; see :meth:`AsyncGridKV.get_many`."""

@@ -38,9 +38,18 @@ import weakref
 from typing import TYPE_CHECKING
 
 from gridkv.base.errors import ShuttingDown
+from gridkv.cluster.replication.reads import NEAR_MARGIN
 from gridkv.wire import codec
 from gridkv.wire.framing import HELLO, RECORD, RECORD_SLACK, REQUEST, RESPONSE, FrameReader, head
-from gridkv.wire.messages import HELD, STORED, BatchAck, GetReply, GetRequest, ReplicateBatch
+from gridkv.wire.messages import (
+    HELD,
+    STORED,
+    BatchAck,
+    GetReply,
+    GetRequest,
+    ReplicateBatch,
+    WatchedGetRequest,
+)
 
 if TYPE_CHECKING:
     from gridkv.node.node import Node
@@ -172,9 +181,11 @@ class DirectPath:
         address = None if replica is None else node.membership.address_of(replica)
         if replica is None or address is None or not self._open_for(address):
             return self._give_back()
+        near = node.coordinator.reader.near_ttl
+        asked = node.coordinator.ctx.loop_time()
         hot.begin(key)
         try:
-            entry = self._ask(replica, address, partition, key)
+            entry = self._ask(replica, address, partition, key, near)
         except Exception:  # whatever it was, the loop's path takes the read
             hot.abandon(key)
             self._failed(address)
@@ -183,7 +194,7 @@ class DirectPath:
             hot.abandon(key)
             self._drop(address)
             raise
-        hot.finish(key, entry)
+        hot.finish(key, entry, asked + near * NEAR_MARGIN if near else None)
         self.answered += 1
         self.reads += 1
         return entry
@@ -241,14 +252,21 @@ class DirectPath:
         self.writes += 1
         return True
 
-    def _ask(self, replica: str, address: str, partition: int, key: str) -> Entry | None:
-        reply = self._request(replica, address, GetRequest(partition, key), False)
+    def _ask(
+        self, replica: str, address: str, partition: int, key: str, watch: float
+    ) -> Entry | None:
+        node = self._node
+        request = (
+            WatchedGetRequest(node.node_id, partition, key, round(watch * 1000))
+            if watch
+            else GetRequest(partition, key)
+        )
+        reply = self._request(replica, address, request, False)
         if not isinstance(reply, GetReply):
             raise _Refused(type(reply).__name__)
         if reply.entry is None:
             return None
         part, entry = reply.entry
-        node = self._node
         if part != partition or entry.key != key:
             raise _Refused("an answer about another key")
         if entry.version < node.membership.oldest_taken(replica):

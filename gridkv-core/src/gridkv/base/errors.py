@@ -89,6 +89,14 @@ class BulkOperationError(GridKVError):
         self.errors = errors
 
 
+class LoaderFailed(GridKVError):
+    """The loader ``get_or_set`` ran for a missing key failed (here or on another node).
+
+    Callers that waited for another caller's load get it; its message names the loader's
+    error, which is its ``__cause__`` when the loader ran in this process.
+    """
+
+
 class ShuttingDown(GridKVError):
     """The node is closing or closed; no further operation is accepted."""
 

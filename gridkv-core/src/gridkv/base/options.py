@@ -401,6 +401,13 @@ class Options(Section):
     hot_read_cache_ttl: float = option(1.0, "duration")
     #: Entries a non-owner's hot read cache holds at most; 0 turns it off.
     hot_cache_size: int = option(10_000, "int", min=0)
+    #: How long a non-owner keeps a value in its near cache when the replica that answered
+    #: watches the key for it (and tells it when the key changes); 0 turns watching off, and
+    #: answers are kept for hot_read_cache_ttl only.
+    near_cache_ttl: float = option(30.0, "duration", max=86400.0)
+    #: Watches a node keeps for other nodes' near caches at most; past it, the oldest are
+    #: dropped with an invalidation, so no near cache keeps what nobody watches.
+    near_cache_watches: int = option(100_000, "int", min=0)
     #: Read repairs started per second at most.
     read_repair_rate_limit_per_sec: int = option(1000, "int", min=0)
     #: How long a probe waits for an answer before the member is suspected.

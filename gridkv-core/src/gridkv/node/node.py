@@ -181,6 +181,7 @@ class Node(Serving):
             self.new_entry,
             self.coordinator.hot.invalidate,
         )
+        self._watched_keys = self.coordinator.watches.keys
         #: Lists the keys this node holds for peers, and gathers the cluster's.
         self.keyspace = Keyspace(context, self.mutator.primary)
         #: Hands what peers send to the components.
@@ -358,6 +359,9 @@ class Node(Serving):
         await self.membership.stop()
         await self.handoff.stop()
         await self.coordinator.abort()
+        self.mutator.leases.close()
+        self.mutator.singleflight.close()
+        self.coordinator.watches.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

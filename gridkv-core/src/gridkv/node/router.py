@@ -25,6 +25,7 @@ from gridkv.wire.messages import (
     GetManyRequest,
     GetRequest,
     HandoffDone,
+    Invalidate,
     KeysRequest,
     KeySync,
     Message,
@@ -34,6 +35,7 @@ from gridkv.wire.messages import (
     ReplicateBatch,
     StatusReply,
     StatusRequest,
+    WatchedGetRequest,
 )
 
 if TYPE_CHECKING:
@@ -148,11 +150,11 @@ class Router:
             refused = self._refuse_data(message) if isinstance(message, MutateRequest) else None
             if refused is not None:
                 answer = refused
-            elif isinstance(message, GetRequest | MutateRequest):
+            elif isinstance(message, GetRequest | WatchedGetRequest | MutateRequest):
                 got = (
-                    self._coordinator.on_get(message)
-                    if isinstance(message, GetRequest)
-                    else self._mutator.on_mutate(message)
+                    self._mutator.on_mutate(message)
+                    if isinstance(message, MutateRequest)
+                    else self._coordinator.on_get(message)
                 )
                 if not isinstance(got, Message):
                     return self._answer_later(peer, channel, frame, message, got)
@@ -244,6 +246,9 @@ class Router:
             return self._keyspace.on_keys(message)
         if isinstance(message, GetManyRequest):
             return self._coordinator.on_get_many(message)
+        if isinstance(message, Invalidate):
+            self._coordinator.on_invalidate(message)
+            return None
         if isinstance(message, StatusRequest):
             return StatusReply(self._status())
         if isinstance(message, Ping):

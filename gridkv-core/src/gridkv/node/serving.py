@@ -9,7 +9,7 @@ local write at level one). The node builds the components it uses.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -52,6 +52,8 @@ class Serving:
     telemetry: NodeTelemetry
     mutator: Mutator
     keyspace: Keyspace
+    #: The keys watched for other nodes' near caches (a cheap test on the write fast path).
+    _watched_keys: Container[str]
 
     def check_open(self) -> None:
         """Raise unless the node accepts operations.
@@ -264,7 +266,8 @@ class Serving:
         :raises ShuttingDown: the node's loop closed under the write (a close on another
             thread), so the other replicas cannot be sent it.
         """
-        self.storage.apply(partition, entry, hash_)
+        if self.storage.apply(partition, entry, hash_) and entry.key in self._watched_keys:
+            self.coordinator.watches.changed(entry.key)
         if len(self.partitions.table.owners(partition)) > 1:
             try:
                 self.coordinator.replicate_soon(partition, entry)

@@ -38,6 +38,7 @@ from gridkv.wire.messages import (
     GetReply,
     GetRequest,
     HandoffDone,
+    Invalidate,
     KeysReply,
     KeysRequest,
     KeySync,
@@ -58,6 +59,7 @@ from gridkv.wire.messages import (
     SwimNack,
     SwimPing,
     SwimPingReq,
+    WatchedGetRequest,
 )
 
 __all__ = ["FUZZ_ENV", "fuzz_examples", "Entropy", "message_samples"]
@@ -174,5 +176,7 @@ def message_samples() -> list[Message]:
         GetManyRequest([0, _U32_MAX], ["user:\u00e9", "k"]),
         GetManyReply([value, tombstone], ["wanted"]),
         StatusReply(b"\x81\xa4keys\x05"),
+        WatchedGetRequest(_NODE, _U32_MAX, "user:\u00e9", _U32_MAX),
+        Invalidate(_NODE, ["user:\u00e9", "k"]),
     ]
     return sorted(samples, key=lambda message: message.TYPE)

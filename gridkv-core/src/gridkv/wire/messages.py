@@ -479,3 +479,32 @@ class GetManyReply(Message):
 
     entries: Annotated[list[tuple[int, Entry]], wire.entry_list]
     unknown: Annotated[list[str], wire.keys]
+
+
+@message(48)
+@dataclass(frozen=True, slots=True)
+class WatchedGetRequest(Message):
+    """Ask a replica for its entry of ``key``, and to tell ``sender`` when it changes.
+
+    The replica answers with a :class:`GetReply` and, for ``lifetime_ms`` milliseconds, sends
+    an :class:`Invalidate` naming the key when it stores a new version of it (or when it
+    stops watching the key for ``sender`` early, to bound its memory). The asker keeps the
+    answer in its near cache for less than ``lifetime_ms`` from when it asked.
+    """
+
+    sender: Annotated[str, wire.node_id]
+    partition: Annotated[int, wire.u32]
+    key: Annotated[str, wire.key]
+    lifetime_ms: Annotated[int, wire.u32]
+
+
+@message(49)
+@dataclass(frozen=True, slots=True)
+class Invalidate(Message):
+    """Keys ``sender`` watched for the receiver have changed: forget what it cached of them.
+
+    Sent one way; no answer.
+    """
+
+    sender: Annotated[str, wire.node_id]
+    keys: Annotated[list[str], wire.keys]

@@ -60,7 +60,9 @@ from gridkv.wire.messages import (
     GetManyRequest,
     GetReply,
     GetRequest,
+    Invalidate,
     ReplicateBatch,
+    WatchedGetRequest,
 )
 
 if TYPE_CHECKING:
@@ -99,6 +101,8 @@ class Coordinator:
         self.reader = Reader(ctx, waiting_on, self.batcher.add)
         #: Recent answers for keys this node does not hold (reads at ``one``).
         self.hot = self.reader.hot
+        #: The keys this node watches for other nodes' near caches.
+        self.watches = self.reader.watches
         #: Writes other threads stored here, waiting for the loop to queue them for the
         #: other replicas (see :meth:`replicate_soon`), and whether the loop is told.
         self._handed: deque[tuple[int, Entry, str]] = deque()
@@ -140,9 +144,13 @@ class Coordinator:
         """A peer's read of several keys; see :meth:`Reader.on_get_many`."""
         return self.reader.on_get_many(message)
 
-    def on_get(self, message: GetRequest) -> GetReply | Awaitable[GetReply]:
+    def on_get(self, message: GetRequest | WatchedGetRequest) -> GetReply | Awaitable[GetReply]:
         """A peer's read of one key; see :meth:`Reader.on_get`."""
         return self.reader.on_get(message)
+
+    def on_invalidate(self, message: Invalidate) -> None:
+        """A replica says keys it watched for this node changed; see :meth:`Reader`."""
+        self.reader.on_invalidate(message)
 
     # -- storing what peers send -------------------------------------------------------------
 
@@ -176,7 +184,10 @@ class Coordinator:
             stored = ctx.storage.apply(partition, entry, hash_)
         except MemoryLimitExceeded:
             return NO_MEMORY
-        return STORED if stored else HELD
+        if not stored:
+            return HELD
+        self.watches.changed(entry.key)
+        return STORED
 
     def on_batch(self, message: ReplicateBatch) -> BatchAck:
         """Merge a batch from a peer by last-writer-wins; answer one outcome per entry."""
@@ -353,7 +364,8 @@ class Coordinator:
         self.hot.invalidate(entry.key)
         stored: set[str] = set()
         if ctx.node_id in replicas:
-            ctx.storage.apply(partition, entry)
+            if ctx.storage.apply(partition, entry):
+                self.watches.changed(entry.key)
             stored.add(ctx.node_id)
         if len(stored) >= needed:
             for replica in replicas:
@@ -394,7 +406,8 @@ class Coordinator:
                 for gone in [r for r in retry_at if r not in owners]:
                     del retry_at[gone]  # no longer a replica in this view: nothing to wait for
                 if me in owners and me not in stored:
-                    ctx.storage.apply(partition, entry)
+                    if ctx.storage.apply(partition, entry):
+                        self.watches.changed(entry.key)
                     stored.add(me)
                     continue
                 busy = set(sends.values())

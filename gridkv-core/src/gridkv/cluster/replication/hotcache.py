@@ -58,15 +58,17 @@ class HotCache:
             self.hits += 1
             return True, entry
 
-    def put(self, key: str, entry: Entry | None) -> None:
-        """Remember an answer from a replica."""
+    def put(self, key: str, entry: Entry | None, until: float | None = None) -> None:
+        """Remember an answer from a replica, until ``until`` (default: ``ttl`` from now)."""
         with self._lock:
-            self._put(key, entry)
+            self._put(key, entry, until)
 
-    def _put(self, key: str, entry: Entry | None) -> None:
-        if self.size <= 0 or self.ttl <= 0:
+    def _put(self, key: str, entry: Entry | None, until: float | None = None) -> None:
+        if until is None:
+            until = self._clock() + self.ttl
+        if self.size <= 0 or until <= self._clock():
             return
-        self._data[key] = (entry, self._clock() + self.ttl)
+        self._data[key] = (entry, until)
         self._data.move_to_end(key)
         while len(self._data) > self.size:
             self._data.popitem(last=False)
@@ -77,15 +79,15 @@ class HotCache:
             reads, written = self._reading.get(key, (0, False))
             self._reading[key] = (reads + 1, written)
 
-    def finish(self, key: str, entry: Entry | None) -> None:
-        """A read begun with :meth:`begin` ended with ``entry``.
+    def finish(self, key: str, entry: Entry | None, until: float | None = None) -> None:
+        """A read begun with :meth:`begin` ended with ``entry``; keep it until ``until``.
 
-        The answer is kept unless ``key`` was written or deleted through this node while the
-        read was in flight (it may predate that write).
+        The answer is kept unless ``key`` was written or deleted through this node, or an
+        invalidation named it, while the read was in flight (it may predate that change).
         """
         with self._lock:
             if not self._abandon(key):
-                self._put(key, entry)
+                self._put(key, entry, until)
 
     def abandon(self, key: str) -> bool:
         """End a read begun with :meth:`begin` that brought no answer.
@@ -102,7 +104,7 @@ class HotCache:
         return written
 
     def invalidate(self, key: str) -> None:
-        """Forget a key (this node wrote or deleted it)."""
+        """Forget a key (this node wrote or deleted it, or a replica said it changed)."""
         with self._lock:
             self._data.pop(key, None)
             reading = self._reading.get(key)

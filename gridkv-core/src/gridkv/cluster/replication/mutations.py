@@ -39,6 +39,15 @@ from gridkv.base.errors import (
     PeerUnavailable,
     ProtocolError,
 )
+from gridkv.cluster.replication.leases import (
+    FAILED,
+    GRANTED,
+    LEASE_OPS,
+    RETRY,
+    VALUE,
+    Leases,
+    Singleflight,
+)
 from gridkv.wire.messages import MutateReply, MutateRequest
 
 if TYPE_CHECKING:
@@ -319,6 +328,10 @@ def _choice(*allowed: int) -> Callable[[Any], bool]:
     return lambda value: type(value) is int and value in allowed
 
 
+def _choice_range(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda value: type(value) is int and low <= value < high
+
+
 #: Every operation by name: its function and a check of each of its arguments.
 OPERATIONS: Final[dict[str, tuple[_Operation, tuple[Callable[[Any], bool], ...]]]] = {
     "set": (
@@ -343,6 +356,13 @@ OPERATIONS: Final[dict[str, tuple[_Operation, tuple[Callable[[Any], bool], ...]]
     # Run by Mutator._versioned (they see versions); the functions here are not called.
     "versioned": (_read, ()),
     "cas": (_read, (lambda v: type(v) is int and 0 <= v < 1 << 64, _is_bytes, _is_time)),
+    # Run by Leases (gridkv.cluster.replication.leases), outside the key's queue: lease time
+    # and wait in milliseconds; lease id, outcome, value or error.
+    "lease": (_read, (_choice_range(1, 1 << 31), _choice_range(0, 1 << 31))),
+    "release": (
+        _read,
+        (_choice_range(1, 1 << 62), _choice(GRANTED, VALUE, FAILED, RETRY), _is_bytes, _is_time),
+    ),
 }
 
 
@@ -401,6 +421,16 @@ class Mutator:
         #: Operations run here, and those sent to another node.
         self.ran = 0
         self.forwarded = 0
+        #: The leases on keys this node is primary owner of (singleflight's owner side).
+        self.leases = Leases(
+            ctx,
+            read,
+            lambda partition, key, value, at, level: self.run(
+                partition, key, "set", [value, at, ALWAYS, False, False], level
+            ),
+        )
+        #: This node's callers' flights for missing keys (singleflight's asking side).
+        self.singleflight = Singleflight(ctx, self._lease_op, invalidate)
 
     def primary(self, partition: int) -> str:
         """The node that runs operations on ``partition``'s keys: its first replica.
@@ -409,6 +439,20 @@ class Mutator:
         the next replica when the view drops it.
         """
         return self.ctx.partitions.ensure_table().owners(partition)[0]
+
+    async def _lease_op(
+        self, partition: int, key: str, op: str, args: list[Any], timeout: float, level: str
+    ) -> Any:
+        """Run a lease operation at ``key``'s primary owner, waiting up to ``timeout``."""
+        checked = check_args(op, args)
+        target = self.primary(partition)
+        if target == self.ctx.node_id:
+            return await self.leases.handle(partition, key, op, checked, target, level)
+        try:
+            return await self._send(target, partition, key, op, checked, level, timeout)
+        finally:
+            if op == "release":
+                self._invalidate(key)
 
     def busy(self, key: str) -> bool:
         """Whether an operation on ``key`` runs or waits here."""
@@ -425,6 +469,8 @@ class Mutator:
         :raises QuorumNotReached: the outcome reached fewer replicas than ``level`` needs.
         """
         checked = check_args(op, args)
+        if op in LEASE_OPS:
+            raise ProtocolError(f"operation {op!r} is singleflight's own")
         target = self.primary(partition)
         ctx = self.ctx
         if target == ctx.node_id:
@@ -435,7 +481,14 @@ class Mutator:
             self._invalidate(key)  # done or not, the cached answer may be stale now
 
     async def _send(
-        self, target: str, partition: int, key: str, op: str, checked: list[Any], level: str
+        self,
+        target: str,
+        partition: int,
+        key: str,
+        op: str,
+        checked: list[Any],
+        level: str,
+        timeout: float | None = None,
     ) -> Any:
         ctx = self.ctx
         address = ctx.membership.address_of(target)
@@ -447,7 +500,8 @@ class Mutator:
         request = MutateRequest(
             ctx.node_id, partition, key, op, msgpack.packb(checked, use_bin_type=True), level
         )
-        timeout = ctx.options.read_timeout + ctx.options.replication_timeout
+        if timeout is None:
+            timeout = ctx.options.read_timeout + ctx.options.replication_timeout
         reply = await ctx.messaging.request(address, request, timeout)
         if not isinstance(reply, MutateReply):
             raise ProtocolError(f"expected MutateReply from {target!r}, got {type(reply).__name__}")
@@ -505,7 +559,14 @@ class Mutator:
 
     async def _answer(self, message: MutateRequest, args: list[Any]) -> MutateReply:
         try:
-            result = await self.run(message.partition, message.key, message.op, args, message.level)
+            if message.op in LEASE_OPS:
+                result = await self.leases.handle(
+                    message.partition, message.key, message.op, args, message.sender, message.level
+                )
+            else:
+                result = await self.run(
+                    message.partition, message.key, message.op, args, message.level
+                )
         except OperationRefused as exc:
             return MutateReply(msgpack.packb([False, str(exc)], use_bin_type=True))
         return MutateReply(msgpack.packb([True, result], use_bin_type=True))

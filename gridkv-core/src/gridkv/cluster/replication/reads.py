@@ -26,17 +26,28 @@ from gridkv.base.errors import (
 )
 from gridkv.cluster.replication.batching import consume
 from gridkv.cluster.replication.hotcache import HotCache
+from gridkv.cluster.replication.nearcache import Watches
 from gridkv.cluster.replication.repair import TokenBucket, freshest, stale_replicas
 from gridkv.storage.base import Entry
-from gridkv.wire.messages import GetManyReply, GetManyRequest, GetReply, GetRequest
+from gridkv.wire.messages import (
+    GetManyReply,
+    GetManyRequest,
+    GetReply,
+    GetRequest,
+    Invalidate,
+    WatchedGetRequest,
+)
 
 if TYPE_CHECKING:
     from gridkv.cluster.context import ClusterContext
 
-__all__ = ["Reader", "reasons", "MANY_PER_REQUEST"]
+__all__ = ["Reader", "reasons", "MANY_PER_REQUEST", "NEAR_MARGIN"]
 
 #: Keys one GetManyRequest asks at most (so that an answer stays well within a frame).
 MANY_PER_REQUEST = 256
+#: The share of a watch's lifetime the asker keeps the answer (from when it asked): the
+#: replica's watch, counted from its receipt, outlives the copy.
+NEAR_MARGIN = 0.9
 
 _T = TypeVar("_T")
 
@@ -61,17 +72,27 @@ class Reader:
         opts = ctx.options
         #: Recent answers for keys this node does not hold (reads at ``one``).
         self.hot = HotCache(opts.hot_cache_size, opts.hot_read_cache_ttl, ctx.loop_time)
+        #: The keys this node watches for other nodes' near caches.
+        self.watches = Watches(ctx, opts.near_cache_watches, ctx.loop_time)
+        #: How long answers watched for this node are kept (0: nothing is watched for it).
+        self.near_ttl = opts.near_cache_ttl if opts.hot_cache_size > 0 else 0.0
         self._repairs = TokenBucket(opts.read_repair_rate_limit_per_sec, ctx.loop_time)
         #: Read repairs sent.
         self.repairs_sent = 0
+        #: Keys replicas told this node's near cache to forget.
+        self.invalidated = 0
 
-    def on_get(self, message: GetRequest) -> GetReply | Awaitable[GetReply]:
+    def on_get(self, message: GetRequest | WatchedGetRequest) -> GetReply | Awaitable[GetReply]:
         """A peer's read of one key: this node's entry, at once.
 
         While the partition is still moving here, a key that has not arrived yet is looked
-        up on the former replicas; then the answer is an awaitable.
+        up on the former replicas; then the answer is an awaitable. A
+        :class:`~gridkv.wire.messages.WatchedGetRequest` also has the key watched for the
+        asker (:mod:`~gridkv.cluster.replication.nearcache`).
         """
         ctx = self.ctx
+        if isinstance(message, WatchedGetRequest):
+            self.watches.watch(message.key, message.sender, message.lifetime_ms / 1000)
         partition = message.partition
         if partition >= ctx.options.partition_count:
             raise ProtocolError(f"partition {partition} out of range")
@@ -82,6 +103,13 @@ class Reader:
             if former:
                 return self._get_from_former(partition, message.key, former)
         return GetReply(None if entry is None else (partition, entry))
+
+    def on_invalidate(self, message: Invalidate) -> None:
+        """A replica says keys it watched for this node changed: forget them."""
+        hot = self.hot
+        for key in message.keys:
+            hot.invalidate(key)
+        self.invalidated += len(message.keys)
 
     def on_get_many(self, message: GetManyRequest) -> GetManyReply:
         """A peer's read of several keys: this node's entries, at once.
@@ -219,23 +247,28 @@ class Reader:
         if needed <= 1:
             # A read at one on a node that does not hold the key, flat (no coroutine frame of
             # its own): the hot cache, else the first replica; on an error the others (that
-            # one last), with waits, as _read_first does.
+            # one last), with waits, as _read_first does. The replica that answers watches
+            # the key for this node's near cache, which keeps the answer until it changes.
             cached, entry = self.hot.lookup(key)
             if cached:
                 return entry
+            near = self.near_ttl
+            asked = ctx.loop_time()
             self.hot.begin(key)
             try:
                 if not others:
                     found = await self._read_first(partition, key, others)  # raises: nobody
                 else:
                     try:
-                        found = await self._ask(others[0], partition, key)
+                        found = await self._ask(others[0], partition, key, near)
                     except GridKVError:
-                        found = await self._read_first(partition, key, [*others[1:], others[0]])
+                        found = await self._read_first(
+                            partition, key, [*others[1:], others[0]], near
+                        )
             except BaseException:
                 self.hot.abandon(key)
                 raise
-            self.hot.finish(key, found)
+            self.hot.finish(key, found, asked + near * NEAR_MARGIN if near else None)
             return found
         asks: dict[asyncio.Future[Entry | None], str] = {
             asyncio.ensure_future(self._ask(r, partition, key)): r for r in others
@@ -259,7 +292,9 @@ class Reader:
             self._repair(partition, winner, answers)
         return winner
 
-    async def _read_first(self, partition: int, key: str, replicas: list[str]) -> Entry | None:
+    async def _read_first(
+        self, partition: int, key: str, replicas: list[str], watch: float = 0.0
+    ) -> Entry | None:
         errors: dict[str, str] = {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ctx.options.read_timeout
@@ -267,7 +302,7 @@ class Reader:
         while True:
             for replica in replicas:
                 try:
-                    return await self._ask(replica, partition, key)
+                    return await self._ask(replica, partition, key, watch)
                 except GridKVError as exc:
                     errors[replica] = f"{type(exc).__name__}: {exc}"
             if loop.time() + delay >= deadline or not replicas:
@@ -280,13 +315,20 @@ class Reader:
             f"read_timeout={self.ctx.options.read_timeout:g}s ({why})"
         )
 
-    async def _ask(self, replica: str, partition: int, key: str) -> Entry | None:
-        address = self.ctx.membership.address_of(replica)
+    async def _ask(
+        self, replica: str, partition: int, key: str, watch: float = 0.0
+    ) -> Entry | None:
+        """``replica``'s entry of ``key``; with ``watch`` seconds, it watches the key for us."""
+        ctx = self.ctx
+        address = ctx.membership.address_of(replica)
         if address is None:
             raise PeerUnavailable(f"replica {replica!r} is not in this node's view")
-        reply = await self.ctx.messaging.request(
-            address, GetRequest(partition, key), self.ctx.options.read_timeout
+        request = (
+            WatchedGetRequest(ctx.node_id, partition, key, round(watch * 1000))
+            if watch
+            else GetRequest(partition, key)
         )
+        reply = await ctx.messaging.request(address, request, ctx.options.read_timeout)
         if not isinstance(reply, GetReply):
             raise ProtocolError(f"{replica!r} answered a read with {type(reply).__name__}")
         if reply.entry is None:
@@ -313,7 +355,8 @@ class Reader:
             self.repairs_sent += 1
             if replica == ctx.node_id:
                 with contextlib.suppress(MemoryLimitExceeded):
-                    ctx.storage.apply(partition, winner)
+                    if ctx.storage.apply(partition, winner):
+                        self.watches.changed(winner.key)
             else:
                 self._send_later(replica, partition, winner)
 

@@ -1,0 +1,396 @@
+"""Cluster-wide singleflight: a missing key is loaded once in the whole cluster at a time.
+
+``get_or_set(key, loader)`` misses, and so may a thousand other callers on every node at the
+same moment. Without coordination each would run the loader (a database query, a remote
+call): a thundering herd. Here:
+
+- On each node, callers missing the same key share one *flight*: the first asks, the others
+  wait for its outcome (:class:`Singleflight`).
+- The flight asks the key's primary owner for a *lease* (the ``lease`` operation of
+  :mod:`~gridkv.cluster.replication.mutations`, sent as a ``MutateRequest``). The owner
+  (:class:`Leases`) answers with the value if the key has one by now, grants the lease if
+  nobody holds it, or holds the request until the holder releases it: then it answers the
+  value the holder stored, or the loader's error.
+- The holder runs the loader and releases the lease with the value, which the owner stores
+  (after the key's other atomic operations, at the caller's level) before it answers the
+  waiters: a caller that misses the key later finds it at the owner. A loader's error is
+  released the same way, and a caller that gave up releases nothing: the lease passes on.
+- A lease lasts ``lease_timeout`` seconds. A holder that dies or hangs loses it then, and
+  the first caller still waiting gets it and runs its own loader: a dead loader blocks
+  waiters for at most that long.
+
+What it does not promise: across a failover of the primary owner, or a partition of the
+holder from it, a second lease can be granted while the first loader still runs (the new
+primary knows of no lease), so the loader can run twice; both values are valid loads and
+last-writer-wins picks one. Leases live in the owner's memory only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from gridkv.base.errors import (
+    GridKVError,
+    LoaderFailed,
+    PeerTimeout,
+    PeerUnavailable,
+    ShuttingDown,
+)
+
+if TYPE_CHECKING:
+    from gridkv.cluster.context import ClusterContext
+    from gridkv.storage.base import Entry
+
+__all__ = [
+    "GRANTED",
+    "VALUE",
+    "FAILED",
+    "RETRY",
+    "LEASE_OPS",
+    "Grant",
+    "Leases",
+    "Singleflight",
+]
+
+#: Answers of the ``lease`` operation: ``[GRANTED, lease id]``, ``[VALUE, value]``,
+#: ``[FAILED, message]``, ``[RETRY]`` (nothing yet: ask again).
+GRANTED, VALUE, FAILED, RETRY = 0, 1, 2, 3
+#: The operations of this module (not queued behind a key's other operations: a lease
+#: request may wait while the key's holder loads).
+LEASE_OPS: Final = frozenset({"lease", "release"})
+#: The longest one lease request waits at the owner before it is answered ``RETRY``.
+_WAIT_SLICE = 5.0
+
+
+@dataclass(slots=True, eq=False)
+class _Lease:
+    """A lease on one key: who holds it, until when, and who waits for its outcome."""
+
+    id: int
+    holder: str
+    timer: asyncio.TimerHandle | None = None
+    #: The waiting requests: their answer and the lease time each asked for.
+    waiters: list[tuple[asyncio.Future[list[Any]], str, float]] = field(default_factory=list)
+
+
+class Leases:
+    """The primary owner's side: the leases on its keys and the requests waiting on them.
+
+    :param ctx: the node's cluster context.
+    :param read: the freshest entry of a key this node can read at level one.
+    :param store: stores a loaded value here as the key's primary owner: ``(partition, key,
+        value, expiry, level)``.
+    """
+
+    def __init__(
+        self,
+        ctx: ClusterContext,
+        read: Callable[[int, str], Awaitable[Entry | None]],
+        store: Callable[[int, str, bytes, int, str], Awaitable[object]],
+    ) -> None:
+        self.ctx = ctx
+        self._read = read
+        self._store = store
+        self._ids = itertools.count(1)
+        #: The leases held, by key.
+        self.held: dict[str, _Lease] = {}
+        #: Leases granted, and leases that ran out before their holder released them.
+        self.granted = 0
+        self.expired = 0
+
+    async def handle(
+        self, partition: int, key: str, op: str, args: list[Any], asker: str, level: str
+    ) -> Any:
+        """Answer a ``lease`` or ``release`` operation on ``key`` from node ``asker``."""
+        if op == "lease":
+            lease_ms, wait_ms = args
+            return await self.acquire(partition, key, asker, lease_ms / 1000, wait_ms / 1000)
+        lease_id, outcome, payload, expires_at = args
+        if outcome == VALUE:
+            try:
+                await self._store(partition, key, payload, expires_at, level)
+            except GridKVError as exc:  # the waiters hear why, and the holder too
+                message = f"storing the value failed: {type(exc).__name__}: {exc}"
+                self.release(key, lease_id, FAILED, message.encode("utf-8"))
+                raise
+        return self.release(key, lease_id, outcome, payload)
+
+    async def acquire(
+        self, partition: int, key: str, asker: str, lease_s: float, wait_s: float
+    ) -> list[Any]:
+        """The value of ``key``, a lease on it, the holder's error, or ``[RETRY]``.
+
+        Waits up to ``wait_s`` for a lease another caller holds to end.
+        """
+        lease = self.held.get(key)
+        if lease is None:
+            entry = await self._read(partition, key)
+            if (
+                entry is not None
+                and entry.value is not None
+                and not entry.expired(self.ctx.now_ms())
+            ):
+                return [VALUE, entry.value]
+            lease = self.held.get(key)  # taken while this read was under way?
+            if lease is None:
+                return [GRANTED, self._grant(key, asker, lease_s, []).id]
+        waiter: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        lease.waiters.append((waiter, asker, lease_s))
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), max(0.0, wait_s))
+        except TimeoutError:
+            if waiter.done():  # answered in the same turn as the time-out
+                return waiter.result()
+            return [RETRY]
+        finally:
+            if not waiter.done():  # timed out or cancelled: not a waiter any more
+                waiter.cancel()
+
+    def release(self, key: str, lease_id: int, outcome: int, payload: bytes) -> bool:
+        """End lease ``lease_id`` on ``key``: answer its waiters; whether it was current.
+
+        ``outcome`` :data:`VALUE` answers them ``payload`` (the value stored), :data:`FAILED`
+        the loader's error (``payload``, UTF-8), :data:`RETRY` passes the lease to the first
+        waiter (the holder's caller gave up).
+        """
+        lease = self.held.get(key)
+        if lease is None or lease.id != lease_id:
+            return False  # ran out and passed on (a value was stored all the same)
+        if outcome == RETRY:
+            self._pass_on(key, lease)
+            return True
+        self._end(key, lease)
+        answer = [VALUE, payload] if outcome == VALUE else [FAILED, payload.decode("utf-8")]
+        for waiter, _, _ in lease.waiters:
+            if not waiter.done():
+                waiter.set_result(answer)
+        return True
+
+    def _grant(
+        self,
+        key: str,
+        holder: str,
+        lease_s: float,
+        waiters: list[tuple[asyncio.Future[list[Any]], str, float]],
+    ) -> _Lease:
+        lease = _Lease(next(self._ids), holder, waiters=waiters)
+        lease.timer = asyncio.get_running_loop().call_later(lease_s, self._run_out, key, lease)
+        self.held[key] = lease
+        self.granted += 1
+        return lease
+
+    def _end(self, key: str, lease: _Lease) -> None:
+        if lease.timer is not None:
+            lease.timer.cancel()
+        if self.held.get(key) is lease:
+            del self.held[key]
+
+    def _run_out(self, key: str, lease: _Lease) -> None:
+        """The holder neither stored nor released in time: the lease passes on."""
+        if self.held.get(key) is lease:
+            self.expired += 1
+            self._pass_on(key, lease)
+
+    def _pass_on(self, key: str, lease: _Lease) -> None:
+        """Give the lease to the first request still waiting, or drop it."""
+        self._end(key, lease)
+        waiters = [w for w in lease.waiters if not w[0].done()]
+        if not waiters:
+            return
+        (first, holder, lease_s), rest = waiters[0], waiters[1:]
+        first.set_result([GRANTED, self._grant(key, holder, lease_s, rest).id])
+
+    def close(self) -> None:
+        """Forget every lease; the waiting requests are answered ``RETRY``."""
+        for lease in list(self.held.values()):
+            if lease.timer is not None:
+                lease.timer.cancel()
+            for waiter, _, _ in lease.waiters:
+                if not waiter.done():
+                    waiter.set_result([RETRY])
+        self.held.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A lease this node's caller holds: it runs the loader, then calls ``finish``."""
+
+    partition: int
+    key: str
+    lease_id: int
+
+
+class _Retry(Exception):
+    """The caller that asked for a flight gave up: its waiters ask again."""
+
+
+#: Sends an operation to a key's primary owner (or runs it here): ``(partition, key, op,
+#: args, timeout, level)``.
+Send = Callable[[int, str, str, list[Any], float, str], Awaitable[Any]]
+
+
+class Singleflight:
+    """Any node's side: callers here missing one key share one flight to its owner.
+
+    :param ctx: the node's cluster context.
+    :param send: runs a lease operation at the key's primary owner.
+    :param invalidate: forgets what this node's hot read cache holds of a key (a miss cached
+        before the value was loaded elsewhere).
+    """
+
+    def __init__(self, ctx: ClusterContext, send: Send, invalidate: Callable[[str], None]) -> None:
+        self.ctx = ctx
+        self._send = send
+        self._invalidate = invalidate
+        #: The flights under way, by key: their outcome (a value) for the callers waiting.
+        self.flights: dict[str, asyncio.Future[bytes]] = {}
+        #: Loads this node's callers ran (leases granted to them), and callers that waited
+        #: for another's.
+        self.loads = 0
+        self.shared = 0
+        self._releases: set[asyncio.Task[None]] = set()
+
+    async def begin(self, partition: int, key: str, lease_s: float) -> bytes | Grant:
+        """The value of ``key`` when another caller loaded it, or a :class:`Grant` to load it.
+
+        A caller given a grant must call :meth:`finish` with it, whatever happens.
+
+        :raises LoaderFailed: the loader of the caller that held the lease failed.
+        :raises PeerTimeout: no value and no lease within twice ``lease_s`` (plus
+            ``read_timeout``).
+        :raises PeerUnavailable: the primary owner could not be reached.
+        """
+        while (flight := self.flights.get(key)) is not None:
+            self.shared += 1
+            try:
+                return await asyncio.shield(flight)
+            except _Retry:
+                continue
+        flight = asyncio.get_running_loop().create_future()
+        flight.add_done_callback(_retrieved)
+        self.flights[key] = flight
+        try:
+            answer = await self._acquire(partition, key, lease_s)
+        except BaseException as exc:
+            ended = exc if isinstance(exc, GridKVError) else _Retry()
+            self._land(key, flight, ended)
+            raise
+        if answer[0] == GRANTED:
+            self.loads += 1
+            return Grant(partition, key, answer[1])
+        if answer[0] == VALUE:
+            self._land(key, flight, answer[1])
+            return bytes(answer[1])
+        error = LoaderFailed(f"the loader of key {key!r:.60} failed: {answer[1]}")
+        self._land(key, flight, error)
+        raise error
+
+    async def _acquire(self, partition: int, key: str, lease_s: float) -> list[Any]:
+        """Ask the owner until it answers a value, a lease or an error."""
+        opts = self.ctx.options
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2 * lease_s + opts.read_timeout
+        lease_ms = max(1, round(lease_s * 1000))
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise PeerTimeout(
+                    f"get_or_set({key!r:.60}): no value and no lease within {2 * lease_s:g}s "
+                    "(its loader still runs elsewhere, or the owner does not answer)"
+                )
+            wait = min(left, _WAIT_SLICE)
+            try:
+                answer = await self._send(
+                    partition,
+                    key,
+                    "lease",
+                    [lease_ms, max(0, round(wait * 1000))],
+                    wait + opts.read_timeout,
+                    "one",
+                )
+            except PeerUnavailable:
+                # The owner changes (a failover, a view being settled): ask the new one.
+                if loop.time() + opts.read_timeout >= deadline:
+                    raise
+                await asyncio.sleep(min(0.05, left))
+                continue
+            if answer[0] != RETRY:
+                return list(answer)
+
+    def finish(
+        self,
+        grant: Grant,
+        value: bytes | None,
+        error: BaseException | None = None,
+        expires_at: int = 0,
+        level: str = "one",
+    ) -> asyncio.Task[None]:
+        """End a grant: the loader gave ``value``, or raised ``error``, or neither.
+
+        The owner stores ``value`` (expiring at ``expires_at``, at ``level``) and answers its
+        waiters. With neither, the caller gave up (cancelled): the lease passes to a waiting
+        caller. Local waiters get the value, or a :class:`~gridkv.LoaderFailed` caused by
+        ``error``, at once. Returns the task that tells the owner; a caller that goes on
+        awaits it (it raises when the value could not be stored), a cancelled one need not.
+        On the loop only.
+        """
+        key = grant.key
+        ended: bytes | BaseException
+        if value is not None:
+            outcome, payload, ended = VALUE, value, value
+        elif error is not None:
+            message = f"{type(error).__name__}: {error}"[:1000]
+            failed = LoaderFailed(f"the loader of key {key!r:.60} failed: {message}")
+            failed.__cause__ = error
+            outcome, payload, ended = FAILED, message.encode("utf-8"), failed
+        else:
+            outcome, payload, ended = RETRY, b"", _Retry()
+        flight = self.flights.get(key)
+        if flight is not None:
+            self._land(key, flight, ended)
+        args = [grant.lease_id, outcome, payload, expires_at]
+        task = asyncio.get_running_loop().create_task(
+            self._release(grant.partition, key, args, level), name="gridkv lease release"
+        )
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+        return task
+
+    async def _release(self, partition: int, key: str, args: list[Any], level: str) -> None:
+        opts = self.ctx.options
+        timeout = opts.read_timeout + opts.replication_timeout
+        if args[1] == VALUE:  # the value must be stored: its errors are the caller's
+            await self._send(partition, key, "release", args, timeout, level)
+            return
+        with contextlib.suppress(GridKVError):  # the owner is gone: the lease runs out there
+            await self._send(partition, key, "release", args, timeout, level)
+
+    def close(self) -> None:
+        """Stop telling owners; callers waiting on a flight here get ``ShuttingDown``."""
+        for task in self._releases:
+            task.cancel()
+        for key, flight in list(self.flights.items()):
+            self._land(key, flight, ShuttingDown(f"node {self.ctx.node_id!r} closed"))
+
+    def _land(self, key: str, flight: asyncio.Future[bytes], ended: bytes | BaseException) -> None:
+        if self.flights.get(key) is flight:
+            del self.flights[key]
+        if not isinstance(ended, BaseException):
+            self._invalidate(key)  # the miss this node's readers may have cached is over
+        if flight.done():
+            return
+        if isinstance(ended, BaseException):
+            flight.set_exception(ended)
+        else:
+            flight.set_result(ended)
+
+
+def _retrieved(flight: asyncio.Future[bytes]) -> None:
+    """Mark a flight's exception retrieved: nobody may have waited for it."""
+    if not flight.cancelled():
+        flight.exception()
