@@ -273,6 +273,68 @@ class _Child:
     async def op_keys(self) -> int:
         return self.kv.stats().storage.keys
 
+    async def op_singleflight(
+        self, key: str, callers: int, start_at: float, loader_seconds: float, naive: bool = False
+    ) -> dict[str, Any]:
+        """``callers`` concurrent misses of ``key`` from wall time ``start_at`` on.
+
+        Each caller uses ``get_or_set`` with a loader that takes ``loader_seconds`` (or, with
+        ``naive``, get, load on a miss, set: the pattern without singleflight). Returns how
+        many times the loader ran here, and the values the callers got (distinct).
+        """
+        loads = 0
+
+        async def loader() -> bytes:
+            nonlocal loads
+            loads += 1
+            await asyncio.sleep(loader_seconds)
+            return f"loaded by {self.kv.node_id}".encode()
+
+        async def call() -> bytes:
+            if not naive:
+                return await self.kv.get_or_set(key, loader, ttl=60)
+            value = await self.kv.get(key)
+            if value is None:
+                value = await loader()
+                await self.kv.set(key, value, ttl=60)
+            return value
+
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        values = await asyncio.gather(*(call() for _ in range(callers)))
+        return {"loads": loads, "values": sorted({v.decode() for v in values})}
+
+    async def op_owners(self, key: str) -> list[str]:
+        """The replicas of ``key`` in this node's table, primary first."""
+        table = self.kv.node.ensure_table()
+        return list(table.owners(table.partition_of(key)))
+
+    async def op_hot_reads(
+        self, key: str, rate: int, duration: float, start_at: float
+    ) -> dict[str, Any]:
+        """Read ``key`` ``rate`` times a second for ``duration`` seconds from ``start_at``.
+
+        Paced in 10 ms slices, as a service's requests arrive. Returns the reads made, the
+        values read (distinct) and the CPU seconds this process used meanwhile.
+        """
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        loop = asyncio.get_running_loop()
+        cpu = time.process_time()
+        begin = loop.time()
+        per_slice = max(1, rate // 100)
+        reads = 0
+        seen: set[bytes | None] = set()
+        while (now := loop.time()) < begin + duration:
+            for _ in range(per_slice):
+                seen.add(await self.kv.get(key))
+                reads += 1
+            await asyncio.sleep(max(0.0, begin + reads / rate - loop.time()))
+        return {
+            "reads": reads,
+            "values": sorted(v.decode() if v else "" for v in seen),
+            "cpu_seconds": time.process_time() - cpu,
+            "seconds": now - begin,
+        }
+
     async def op_load(
         self,
         duration: float,
