@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any, cast
 
@@ -10,7 +11,8 @@ import pytest
 pytest.importorskip("opentelemetry.sdk")
 
 from gridkv import AsyncGridKV, ConfigError, GridKV
-from gridkv.node.telemetry import DURATION_SAMPLE
+from gridkv.node.stats import OperationLatency
+from gridkv.node.telemetry import DURATION_SAMPLE, LATENCY_WINDOW
 from gridkv.security.identity import new_secret
 from gridkv.testing.transports import node_options, transport_under_test
 from gridkv.testing.waiting import wait_until
@@ -143,29 +145,97 @@ async def test_the_stats_table_shows_the_key_figures_the_metrics_carry() -> None
     async with kv:
         await kv.set("a", b"v")
         await kv.set("b", b"v", consistency="all")
+        assert await kv.get("a") == b"v"  # the read fast path: not counted
         stats = kv.stats()
         assert stats.operations == {"set all ok": 1, "set one ok (local)": 1}
+        assert type(stats.operations) is dict
+        assert list(stats.latency) == ["set all ok"]  # one duration sampled, the first
+        assert stats.latency["set all ok"].samples == 1
         table = stats.format_table()
         assert "operations.set.all.ok" in table
         assert "replication.backlog_bytes" in table
-        assert stats.to_dict()["replication"]["backlog_bytes"] == 0
+        (row,) = [line for line in table.splitlines() if line.startswith("latency.set.all.ok")]
+        assert "p50 " in row and "p99 " in row and "(1 sampled)" in row
+        as_dict = stats.to_dict()
+        assert as_dict["replication"]["backlog_bytes"] == 0
+        assert as_dict["latency"]["set all ok"]["samples"] == 1
+        figures = kv.node.telemetry.status_figures()
+        assert figures["operations"] == 2
+        assert 0 < figures["latency_p50"] <= figures["latency_p99"]  # type: ignore[operator]
+
+
+async def test_the_latency_window_keeps_the_latest_durations_of_each_kind() -> None:
+    kv = AsyncGridKV(replica_count=1, **node_options("tel-window"))
+    async with kv:
+        telemetry = kv.node.telemetry
+        assert telemetry.latency() == {}
+        assert telemetry.status_figures() == {
+            "operations": 0,
+            "latency_p50": None,
+            "latency_p99": None,
+        }
+        now = time.perf_counter()
+        # Durations of 1 s, then as many of 1 ms as the window holds: only the latter stay.
+        for took in (1.0, 0.001):
+            for _ in range(LATENCY_WINDOW * DURATION_SAMPLE):
+                telemetry.operation("get", "quorum", now - took, True)
+        telemetry.operation("get", "quorum", now - 5.0, False)  # its own kind
+        latency = telemetry.latency()
+        window = latency["get quorum ok"]
+        assert window.samples == LATENCY_WINDOW
+        assert 0.001 <= window.p50 <= window.p99 < 0.5
+        assert latency["get quorum error"].samples == 1
+        assert latency["get quorum error"].p99 >= 5.0
+        figures = telemetry.status_figures()  # successful operations only
+        assert figures["latency_p99"] < 0.5  # type: ignore[operator]
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    assert OperationLatency.of([0.003]) == OperationLatency(0.003, 0.003, 1)
+    figures = OperationLatency.of([i / 1000 for i in range(100, 0, -1)])
+    assert (figures.p50, figures.p99, figures.samples) == (0.05, 0.099, 100)
+
+
+def test_gridkv_status_shows_operations_and_latency_when_members_report_them() -> None:
+    from gridkv.service.status import operation_counts, status_table
+    from rich.console import Console
+
+    def shown(table: Any) -> str:
+        console = Console(record=True, width=250)
+        console.print(table)
+        return console.export_text()
+
+    member = {"node_id": "s1", "address": "s1:7946", "state": "alive", "ready": True}
+    old = {"members": [dict(member)], "node_id": "s1", "ready": True}
+    text = shown(status_table(old))
+    assert "p50 / p99" not in text and "ops" not in text  # a member of an older version
+    figures = {"operations": 1_000, "latency_p50": 0.0004, "latency_p99": 0.0123}
+    status = {**old, "members": [{**member, **figures}]}
+    text = shown(status_table(status))
+    assert "400 us / 12.30 ms" in text and "1000" in text
+    later = {**old, "members": [{**member, **figures, "operations": 3_000}]}
+    text = shown(status_table(later, operation_counts(status), 2.0))
+    assert "ops/s" in text and "1,000" in text  # (3,000 - 1,000) / 2 s
 
 
 @pytest.mark.skipif(transport_under_test() != "tcp", reason="the direct path serves tcp")
 def test_the_blocking_facades_direct_path_is_counted() -> None:
     meters, reader = provider()
-    secret: dict[str, Any] = {"auth": {"cluster_secret": new_secret()}}
+    # One replica a key: b holds about half of them, and reads the others from a.
+    secret: dict[str, Any] = {"auth": {"cluster_secret": new_secret()}, "replica_count": 1}
     with GridKV(meter_provider=meters, **secret, **node_options("tel-d1")) as a:
         seeds = [a.stats().network.local_address]
         with GridKV(
             meter_provider=meters, seed_addrs=seeds, **secret, **node_options("tel-d2")
         ) as b:
             b.wait_ready(timeout=10)
+            table = b.node.ensure_table()
             remote = [
                 k
                 for k in (f"k{i}" for i in range(200))
-                if not b.node.local_reads[b.node.ensure_table().partition_of(k)]
+                if b.node_id not in table.owners(table.partition_of(k))
             ][:5]
+            assert len(remote) == 5
             for key in remote:
                 b.set(key, b"v")
                 assert b.get(key) == b"v"
@@ -173,6 +243,9 @@ def test_the_blocking_facades_direct_path_is_counted() -> None:
             direct = {"gridkv__node__id": "tel-d2", "gridkv__path": "direct"}
             assert value(ops, **direct, gridkv__operation="get") == len(remote)
             assert value(ops, **direct, gridkv__operation="set") == len(remote)
+            operations = b.stats().operations
+            assert operations["get one ok (direct)"] == len(remote)
+            assert operations["set one ok (direct)"] == len(remote)
 
 
 async def test_durations_are_sampled_per_kind_of_operation() -> None:
@@ -199,6 +272,17 @@ async def test_writes_stored_here_by_the_checked_path_are_counted() -> None:
         local = {"gridkv__path": "local", "gridkv__consistency": "one"}
         assert value(ops, **local, gridkv__operation="set") == 2
         assert value(ops, **local, gridkv__operation="delete") == 1
+
+
+def test_suspicions_are_observed_by_origin() -> None:
+    with GridKV(**node_options("tel-suspicions")) as kv:
+        swim = kv.node.membership.swim  # type: ignore[attr-defined]
+        swim.suspicions_raised, swim.suspicions_heard = 2, 5
+        observed = list(
+            kv.node.telemetry.observers()["gridkv.membership.suspicions"](CallbackOptions())
+        )
+        by_origin = {o.attributes["gridkv.suspicion.origin"]: o.value for o in observed}  # type: ignore[index]
+        assert by_origin == {"local": 2, "remote": 5}
 
 
 def test_probes_acknowledged_are_a_counter_that_never_goes_down() -> None:

@@ -19,10 +19,12 @@ if TYPE_CHECKING:
 
     from gridkv.base.options import Options
 
-__all__ = ["NodeMeters"]
+__all__ = ["DEFAULT_CLUSTER", "NodeMeters", "node_resource"]
 
 #: Seconds an OTLP export may take before it is given up (the node never waits for it).
 OTLP_TIMEOUT = 5.0
+#: ``service.namespace`` of a node whose options and environment name no cluster.
+DEFAULT_CLUSTER = "gridkv"
 
 
 def _version() -> str:
@@ -30,6 +32,27 @@ def _version() -> str:
         return metadata.version("gridkv-core")
     except metadata.PackageNotFoundError:  # a source tree
         return "0+unknown"
+
+
+def node_resource(options: Options) -> Resource:
+    """The resource attributes of a node's metrics.
+
+    ``service.name`` "gridkv", ``service.namespace`` the cluster (``metrics.cluster``; unset,
+    the one ``OTEL_RESOURCE_ATTRIBUTES`` names, else :data:`DEFAULT_CLUSTER`),
+    ``service.instance.id`` the node id, ``service.version`` GridKV's, and what the SDK adds
+    (``telemetry.sdk.*``, and further ``OTEL_RESOURCE_ATTRIBUTES``).
+    """
+    attributes = {
+        "service.name": "gridkv",
+        "service.instance.id": options.local_node_id,
+        "service.version": _version(),
+    }
+    if options.metrics.cluster:
+        attributes["service.namespace"] = options.metrics.cluster
+    resource = Resource.create(attributes)
+    if not resource.attributes.get("service.namespace"):
+        resource = resource.merge(Resource({"service.namespace": DEFAULT_CLUSTER}))
+    return resource
 
 
 class NodeMeters(MeterProvider):
@@ -41,9 +64,8 @@ class NodeMeters(MeterProvider):
     exporting over HTTP every ``metrics.interval`` from a thread of its own, so an endpoint
     that is down or slow costs
     the node nothing (the exporter logs and retries; an export gives up after
-    :data:`OTLP_TIMEOUT`). Resource attributes: ``service.name`` "gridkv",
-    ``service.instance.id`` the node id, ``service.version`` GridKV's.
-
+    :data:`OTLP_TIMEOUT`). Resource attributes: see :func:`node_resource`; Prometheus shows
+    them in ``target_info``, OTLP on each export's resource.
     """
 
     def __init__(self, options: Options) -> None:
@@ -64,13 +86,7 @@ class NodeMeters(MeterProvider):
                     export_timeout_millis=OTLP_TIMEOUT * 1000,
                 )
             )
-        resource = Resource.create(
-            {
-                "service.name": "gridkv",
-                "service.instance.id": options.local_node_id,
-                "service.version": _version(),
-            }
-        )
+        resource = node_resource(options)
         super().__init__(metric_readers=readers, resource=resource, shutdown_on_exit=False)
         self._address = metrics.prometheus_addr
 

@@ -301,6 +301,9 @@ class MetricsOptions(Section):
     otlp_endpoint: str = option("", "str")
     #: How often metrics are exported over OTLP.
     interval: float = option(10.0, "duration", min=0.1, max=86400.0)
+    #: The cluster's name, the ``service.namespace`` resource attribute of the exported
+    #: metrics (empty: the one ``OTEL_RESOURCE_ATTRIBUTES`` sets, else "gridkv").
+    cluster: str = option("", "str", max_len=255)
 
     def _check(self) -> None:
         if self.prometheus_addr:

@@ -599,6 +599,7 @@ class Node(Serving):
             "max_bytes": storage.max_bytes,
             "backlog_bytes": stats.replication.backlog_bytes,
             "replication_lag": self.telemetry.recent_lag,
+            **self.telemetry.status_figures(),
         }
 
     async def cluster_status(self) -> list[dict[str, Any]]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +17,12 @@ __all__ = [
     "ClusterStats",
     "MemberInfo",
     "NetworkStats",
+    "OperationCounts",
+    "OperationLatency",
     "ReplicationStats",
     "StorageStats",
     "human_bytes",
+    "human_seconds",
 ]
 
 #: The network figures are the transport's counters.
@@ -95,8 +99,9 @@ class ClusterStats:
 class ReplicationStats:
     """What this node sent its co-replicas.
 
-    :ivar backlog_bytes: bytes queued or in flight to replicas, not yet acknowledged (the
-        replication lag, in bytes), over all of them.
+    :ivar backlog_bytes: bytes queued or in flight to replicas, not yet acknowledged, over
+        all of them (what a replica would miss if this node stopped now; the time a write
+        takes to reach every replica is ``gridkv.replication.lag``).
     :ivar batches_sent: replication batches sent.
     :ivar entries_replicated: entries replicas stored.
     :ivar send_failures: batches that failed (sent again).
@@ -109,6 +114,45 @@ class ReplicationStats:
 
 
 @dataclass(frozen=True, slots=True)
+class OperationLatency:
+    """Percentiles of the latest sampled durations of one kind of operation, in seconds.
+
+    :ivar p50: the median.
+    :ivar p99: the 99th percentile (nearest rank).
+    :ivar samples: the durations they are taken from (see ``docs/metrics.md``).
+    """
+
+    p50: float
+    p99: float
+    samples: int
+
+    @classmethod
+    def of(cls, durations: Iterable[float]) -> OperationLatency:
+        """The percentiles of ``durations`` (at least one)."""
+        ordered = sorted(durations)
+        n = len(ordered)
+
+        def rank(q: float) -> float:  # nearest rank: the least with a share q at or below
+            return ordered[min(n - 1, max(0, math.ceil(q * n) - 1))]
+
+        return cls(p50=rank(0.5), p99=rank(0.99), samples=n)
+
+
+class OperationCounts(dict[str, int]):
+    """Operations counted, ``"<operation> <level> <outcome>"`` -> count, with their latency.
+
+    What the node's telemetry hands :class:`Stats`, which keeps the counts as ``operations``
+    and :attr:`latency` as its ``latency``.
+    """
+
+    latency: dict[str, OperationLatency]
+
+    def __init__(self, *args: Iterable[tuple[str, int]]) -> None:
+        super().__init__(*args)
+        self.latency = {}
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """A snapshot of a node's figures.
 
@@ -118,8 +162,12 @@ class Stats:
     :ivar version: the gridkv-core version.
     :ivar replication: what this node sent its co-replicas.
     :ivar operations: operations counted, ``"<operation> <level> <outcome>"`` -> count: those
-        through the node's loop, and ``"set one ok (local)"`` / ``"delete one ok (local)"``
-        for the writes stored here at level one (see docs/metrics.md).
+        through the node's loop, ``"set one ok (local)"`` / ``"delete one ok (local)"`` for
+        the writes stored here at level one, and ``"get one ok (direct)"`` / ``"set one ok
+        (direct)"`` for the blocking facades' direct path. Reads answered from local storage
+        (the read fast path) are not counted (see docs/metrics.md).
+    :ivar latency: p50 and p99 of the operations through the node's loop, by the same
+        ``"<operation> <level> <outcome>"``, from the latest sampled durations of each.
     """
 
     cluster: ClusterStats
@@ -128,6 +176,14 @@ class Stats:
     version: str
     replication: ReplicationStats = field(default_factory=ReplicationStats)
     operations: dict[str, int] = field(default_factory=dict)
+    latency: dict[str, OperationLatency] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The node hands its telemetry's OperationCounts, which carry the latency as well.
+        if isinstance(self.operations, OperationCounts):
+            if not self.latency:
+                object.__setattr__(self, "latency", dict(self.operations.latency))
+            object.__setattr__(self, "operations", dict(self.operations))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for JSON or logging."""
@@ -144,6 +200,14 @@ class Stats:
                 rows.append((f"{section_name}.{f.name}", _show(f.name, getattr(section, f.name))))
         for name, count in sorted(self.operations.items()):
             rows.append((f"operations.{name.replace(' ', '.')}", str(count)))
+        for name, figures in sorted(self.latency.items()):
+            rows.append(
+                (
+                    f"latency.{name.replace(' ', '.')}",
+                    f"p50 {human_seconds(figures.p50)}, p99 {human_seconds(figures.p99)} "
+                    f"({figures.samples} sampled)",
+                )
+            )
         width = max(len(name) for name, _ in rows)
         lines = [f"{name:<{width}}  {value}" for name, value in rows]
         if self.cluster.members:
@@ -160,6 +224,15 @@ def _show(name: str, value: object) -> str:
     if isinstance(value, int) and name.endswith("bytes"):
         return human_bytes(value) if value else "0 (no limit)" if name == "max_bytes" else "0 B"
     return str(value)
+
+
+def human_seconds(seconds: float) -> str:
+    """A duration for people: ``"85 us"``, ``"1.25 ms"``, ``"2.50 s"``."""
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
 
 
 def human_bytes(n: int, exact: bool = True) -> str:

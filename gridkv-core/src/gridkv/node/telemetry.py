@@ -14,6 +14,10 @@ recorded in a histogram (an SDK takes about 6 us a record). Writes stored here a
 and so do the blocking facade's direct-path calls: ``gridkv.operations`` with ``gridkv.path``
 "local" or "direct", and no duration. The read fast path (a local ``get``) counts nothing: an
 increment there was measured at 9% of its 170 ns.
+
+The sampled durations also go to a small window per kind of operation (the last
+:data:`LATENCY_WINDOW`), from which :meth:`NodeTelemetry.latency` gives the p50 and p99 that
+``Stats.format_table()`` and ``gridkv status`` show without an SDK.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
+
+from gridkv.node.stats import OperationCounts, OperationLatency
 
 if TYPE_CHECKING:
     from gridkv.base.options import Options
@@ -62,7 +68,7 @@ class Observed(Protocol):
 
 _log = logging.getLogger("gridkv")
 
-__all__ = ["DURATION_SAMPLE", "FastCounts", "NodeTelemetry", "Observed"]
+__all__ = ["DURATION_SAMPLE", "LATENCY_WINDOW", "FastCounts", "NodeTelemetry", "Observed"]
 
 #: Bucket boundaries of the duration histogram, in seconds: 50 us to 10 s (an SDK's default
 #: boundaries are meant for milliseconds).
@@ -88,6 +94,26 @@ DURATION_BUCKETS = (
 #: One operation in this many through the loop has its duration recorded (a uniform sample:
 #: the histogram's percentiles are the operations', its count a sixteenth of theirs).
 DURATION_SAMPLE = 16
+#: Sampled durations kept per kind of operation for the terminal views' percentiles (the
+#: latest; with :data:`DURATION_SAMPLE`, about the last 8,000 operations of the kind).
+LATENCY_WINDOW = 512
+
+
+class _Window:
+    """The latest :data:`LATENCY_WINDOW` durations of one kind of operation, a ring."""
+
+    __slots__ = ("next", "values")
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.next = 0
+
+    def add(self, seconds: float) -> None:
+        if len(self.values) < LATENCY_WINDOW:
+            self.values.append(seconds)
+        else:
+            self.values[self.next] = seconds
+            self.next = (self.next + 1) % LATENCY_WINDOW
 
 
 class FastCounts:
@@ -127,6 +153,8 @@ class NodeTelemetry:
         self._ops: dict[tuple[str, str, str], int] = {}
         #: The same key -> its attributes (made once).
         self._labels: dict[tuple[str, str, str], dict[str, str]] = {}
+        #: The same key -> its latest sampled durations (for :meth:`latency`).
+        self._windows: dict[tuple[str, str, str], _Window] = {}
         #: The blocking facades' direct paths (reads and writes sent from calling threads).
         self.direct: weakref.WeakSet[DirectCounts] = weakref.WeakSet()
         provider = provider or metrics.get_meter_provider()
@@ -148,13 +176,63 @@ class NodeTelemetry:
         self.lag.record(seconds, self._attrs)
         self.recent_lag += (seconds - self.recent_lag) * 0.1
 
-    def operation_counts(self) -> dict[str, int]:
-        """Operations counted so far, ``"<operation> <level> <outcome>"`` -> count."""
-        counts = {" ".join(key): n for key, n in list(self._ops.items())}
-        for what, n in (("set", self.fast.sets), ("delete", self.fast.deletes)):
-            if n:
-                counts[f"{what} one ok (local)"] = n
+    def operation_counts(self) -> OperationCounts:
+        """Operations counted so far, ``"<operation> <level> <outcome>"`` -> count.
+
+        Those through the loop, then the writes stored here (``"set one ok (local)"``,
+        ``"delete one ok (local)"``) and the blocking facades' direct path (``"get one ok
+        (direct)"``, ``"set one ok (direct)"``), each when not 0. The result carries
+        :meth:`latency` (``.latency``), which :class:`~gridkv.node.stats.Stats` takes.
+        """
+        counts = self._counts()
+        counts.latency = self.latency()
         return counts
+
+    def _counts(self) -> OperationCounts:
+        counts = OperationCounts((" ".join(key), n) for key, n in list(self._ops.items()))
+        paths = list(self.direct)
+        for name, n in (
+            ("set one ok (local)", self.fast.sets),
+            ("delete one ok (local)", self.fast.deletes),
+            ("get one ok (direct)", sum(p.reads for p in paths)),
+            ("set one ok (direct)", sum(p.writes for p in paths)),
+        ):
+            if n:
+                counts[name] = n
+        return counts
+
+    def latency(self) -> dict[str, OperationLatency]:
+        """p50 and p99 of the latest sampled durations, per ``"<operation> <level> <outcome>"``.
+
+        From the last :data:`LATENCY_WINDOW` durations recorded of each kind of operation
+        through the loop (one in :data:`DURATION_SAMPLE`); kinds with none are left out.
+        """
+        return {
+            " ".join(key): OperationLatency.of(window.values)
+            for key, window in list(self._windows.items())
+            if window.values
+        }
+
+    def status_figures(self) -> dict[str, object]:
+        """Key figures for ``gridkv status``: operations so far, and loop latency.
+
+        ``operations``: every operation counted (all paths); ``latency_p50`` and
+        ``latency_p99``: over the latest sampled durations of the successful operations
+        through the loop (``None`` before any).
+        """
+        counts = self._counts()
+        samples = [
+            seconds
+            for key, window in list(self._windows.items())
+            if key[2] == "ok"
+            for seconds in list(window.values)
+        ]
+        merged = OperationLatency.of(samples) if samples else None
+        return {
+            "operations": sum(counts.values()),
+            "latency_p50": merged.p50 if merged else None,
+            "latency_p99": merged.p99 if merged else None,
+        }
 
     def close(self) -> None:
         """Stop reporting this node (it closed): its series end."""
@@ -170,6 +248,7 @@ class NodeTelemetry:
         count = self._ops[key] = self._ops.get(key, 0) + 1
         if count % DURATION_SAMPLE != 1:  # per kind of operation: no aliasing between kinds
             return
+        seconds = time.perf_counter() - started
         attributes = self._labels.get(key)
         if attributes is None:
             attributes = self._labels[key] = {
@@ -178,7 +257,9 @@ class NodeTelemetry:
                 "gridkv.consistency": level,
                 "gridkv.outcome": key[2],
             }
-        self.duration.record(time.perf_counter() - started, attributes)
+            self._windows[key] = _Window()
+        self._windows[key].add(seconds)
+        self.duration.record(seconds, attributes)
 
     # -- the observable instruments' callbacks ---------------------------------------------
 
@@ -198,6 +279,7 @@ class NodeTelemetry:
             "gridkv.membership.health_score": self._health,
             "gridkv.membership.probes": self._probes,
             "gridkv.membership.refutations": self._refutations,
+            "gridkv.membership.suspicions": self._suspicions,
             "gridkv.replication.batches": self._batches,
             "gridkv.replication.entries": self._replicated,
             "gridkv.replication.backlog": self._backlog,
@@ -205,6 +287,7 @@ class NodeTelemetry:
             "gridkv.antientropy.rounds": self._rounds,
             "gridkv.antientropy.entries": self._repaired,
             "gridkv.antientropy.differences": self._differences,
+            "gridkv.antientropy.last_round.differences": self._last_round,
             "gridkv.antientropy.io": self._repaired_bytes,
             "gridkv.auth.rejections": self._rejections,
         }
@@ -310,14 +393,21 @@ class NodeTelemetry:
         score = getattr(self._node.membership, "health_score", lambda: 0)()
         return (Observation(int(score), self._attrs),)
 
-    def _swim_counts(self) -> tuple[int, int, int]:
+    def _swim_counts(self) -> tuple[int, int, int, int, int]:
+        """Probes acknowledged and failed, refutations, suspicions raised and heard."""
         swim = getattr(self._node.membership, "swim", None)  # another protocol: none
         if swim is None:
-            return 0, 0, 0
-        return swim.probes_acked, swim.probes_failed, swim.refutations
+            return 0, 0, 0, 0, 0
+        return (
+            swim.probes_acked,
+            swim.probes_failed,
+            swim.refutations,
+            swim.suspicions_raised,
+            swim.suspicions_heard,
+        )
 
     def _probes(self, options: CallbackOptions) -> Iterable[Observation]:
-        acked, failed, _ = self._swim_counts()  # each only ever grows: counters
+        acked, failed, *_ = self._swim_counts()  # each only ever grows: counters
         return (
             Observation(acked, self._with(**{"gridkv.outcome": "ok"})),
             Observation(failed, self._with(**{"gridkv.outcome": "failed"})),
@@ -325,6 +415,13 @@ class NodeTelemetry:
 
     def _refutations(self, options: CallbackOptions) -> Iterable[Observation]:
         return (Observation(self._swim_counts()[2], self._attrs),)
+
+    def _suspicions(self, options: CallbackOptions) -> Iterable[Observation]:
+        *_, raised, heard = self._swim_counts()
+        return (
+            Observation(raised, self._with(**{"gridkv.suspicion.origin": "local"})),
+            Observation(heard, self._with(**{"gridkv.suspicion.origin": "remote"})),
+        )
 
     def _batches(self, options: CallbackOptions) -> Iterable[Observation]:
         coordinator = self._node.coordinator
@@ -378,7 +475,13 @@ class NodeTelemetry:
         return (
             Observation(driver.partitions_differing, self._with(**{"gridkv.scope": "partition"})),
             Observation(driver.buckets_differing, self._with(**{"gridkv.scope": "bucket"})),
+            Observation(driver.keys_differing, self._with(**{"gridkv.scope": "key"})),
         )
+
+    def _last_round(self, options: CallbackOptions) -> Iterable[Observation]:
+        partitions, buckets, keys = self._node.anti_entropy.last_round
+        figures = (("partition", partitions), ("bucket", buckets), ("key", keys))
+        return (Observation(n, self._with(**{"gridkv.scope": scope})) for scope, n in figures)
 
     def _rejections(self, options: CallbackOptions) -> Iterable[Observation]:
         return (
@@ -463,13 +566,25 @@ _INSTRUMENTS = (
     ("gridkv.membership.health_score", "gauge", "1", "Local health score (0 is healthy)."),
     ("gridkv.membership.probes", "counter", "{probe}", "Probes sent, by outcome."),
     ("gridkv.membership.refutations", "counter", "{refutation}", "Suspicions refuted."),
+    ("gridkv.membership.suspicions", "counter", "{suspicion}", "Suspicions taken, by origin."),
     ("gridkv.replication.batches", "counter", "{batch}", "Replication batches sent."),
     ("gridkv.replication.entries", "counter", "{entry}", "Entries replicated to peers."),
     ("gridkv.replication.backlog", "up_down_counter", "By", "Bytes not yet acknowledged."),
     ("gridkv.handoff.entries", "counter", "{entry}", "Entries handed to new owners."),
     ("gridkv.antientropy.rounds", "counter", "{round}", "Anti-entropy rounds run."),
     ("gridkv.antientropy.entries", "counter", "{entry}", "Entries repaired by anti-entropy."),
-    ("gridkv.antientropy.differences", "counter", "{difference}", "Digests found differing."),
+    (
+        "gridkv.antientropy.differences",
+        "counter",
+        "{difference}",
+        "Partitions, buckets and keys found differing from a co-replica's.",
+    ),
+    (
+        "gridkv.antientropy.last_round.differences",
+        "gauge",
+        "{difference}",
+        "Partitions, buckets and keys the last complete anti-entropy round found differing.",
+    ),
     ("gridkv.antientropy.io", "counter", "By", "Bytes of the entries repaired."),
     ("gridkv.auth.rejections", "counter", "{frame}", "Frames refused, by reason."),
 )

@@ -3,6 +3,12 @@
 ``status`` asks the door for ``GRIDKV.STATUS`` (the node's view of every member, with each
 member's own figures) and shows a table (rich), refreshed with ``--watch``, or the JSON with
 ``--json``. ``get``, ``set`` and ``del`` are one command each through the door.
+
+The table carries the dashboard's key figures per member (gridkv-metrics' ``dashboard.json``):
+state, keys, memory, replication backlog and lag, health score, and, from members that report
+them, operations (per second under ``--watch``, from one refresh to the next; reads answered
+from local storage are not counted) and the p50 / p99 latency of the operations through the
+member's loop.
 """
 
 from __future__ import annotations
@@ -16,10 +22,18 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from gridkv.node.stats import human_bytes
+from gridkv.node.stats import human_bytes, human_seconds
 from gridkv.service.resp.client import RespClient
 
-__all__ = ["fetch_status", "status_table", "run_status", "run_get", "run_set", "run_del"]
+__all__ = [
+    "fetch_status",
+    "operation_counts",
+    "status_table",
+    "run_status",
+    "run_get",
+    "run_set",
+    "run_del",
+]
 
 _STATE_STYLE = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
 
@@ -40,8 +54,39 @@ def _figure(member: dict[str, Any], key: str) -> str:
     return "-" if value is None else str(value)
 
 
-def status_table(status: dict[str, Any]) -> Table:
-    """The members of ``status`` as a table: one row each, sorted by node id."""
+def _rate(member: dict[str, Any], before: dict[str, int], elapsed: float) -> str:
+    now, then = member.get("operations"), before.get(str(member.get("node_id")))
+    if not isinstance(now, int) or then is None or elapsed <= 0 or now < then:
+        return "-"
+    return f"{(now - then) / elapsed:,.0f}"
+
+
+def _latency(member: dict[str, Any]) -> str:
+    p50, p99 = member.get("latency_p50"), member.get("latency_p99")
+    if not isinstance(p50, int | float) or not isinstance(p99, int | float):
+        return "-"
+    return f"{human_seconds(p50)} / {human_seconds(p99)}"
+
+
+def operation_counts(status: dict[str, Any]) -> dict[str, int]:
+    """Each member's operations so far (node id -> count), for the next table's rates."""
+    return {
+        str(m.get("node_id")): m["operations"]
+        for m in status.get("members", [])
+        if isinstance(m.get("operations"), int)
+    }
+
+
+def status_table(
+    status: dict[str, Any], before: dict[str, int] | None = None, elapsed: float = 0.0
+) -> Table:
+    """The members of ``status`` as a table: one row each, sorted by node id.
+
+    :param before: each member's operations at the previous refresh
+        (:func:`operation_counts`), ``elapsed`` seconds ago: the operations column shows
+        operations per second; without, operations so far. The operations and latency
+        columns are shown when a member reports them.
+    """
     title = (
         f"GridKV cluster seen from {status['node_id']} "
         f"({'ready' if status.get('ready') else 'not ready'}; replica_count "
@@ -63,10 +108,26 @@ def status_table(status: dict[str, Any]) -> Table:
         ("ready", "left"),
     ):
         table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for member in sorted(status.get("members", []), key=lambda m: str(m.get("node_id"))):
+    members = status.get("members", [])
+    operations = any("operations" in m for m in members)
+    latency = any("latency_p50" in m for m in members)
+    if operations:
+        table.add_column("ops/s" if before is not None else "ops", justify="right", no_wrap=True)
+    if latency:
+        table.add_column("p50 / p99", justify="right", no_wrap=True)
+    for member in sorted(members, key=lambda m: str(m.get("node_id"))):
         state = str(member.get("state", "?"))
         lag = member.get("replication_lag")
         error = member.get("error")
+        extra: list[str] = []
+        if operations:
+            extra.append(
+                _rate(member, before, elapsed)
+                if before is not None
+                else _figure(member, "operations")
+            )
+        if latency:
+            extra.append(_latency(member))
         table.add_row(
             str(member.get("node_id")),
             str(member.get("address")),
@@ -82,6 +143,7 @@ def status_table(status: dict[str, Any]) -> Table:
             f"{lag * 1000:.1f} ms" if isinstance(lag, int | float) else "-",
             _figure(member, "health_score"),
             "yes" if member.get("ready") else ("[red]no answer[/]" if error else "no"),
+            *extra,
         )
     return table
 
@@ -107,10 +169,13 @@ def run_status(
         from rich.live import Live
 
         try:
-            with Live(status_table(fetch_status(client)), console=console) as live:
+            status, at = fetch_status(client), time.monotonic()
+            with Live(status_table(status), console=console) as live:
                 while True:
                     time.sleep(watch)
-                    live.update(status_table(fetch_status(client)))
+                    before, then = operation_counts(status), at
+                    status, at = fetch_status(client), time.monotonic()
+                    live.update(status_table(status, before, at - then))
         except KeyboardInterrupt:
             return 0
 

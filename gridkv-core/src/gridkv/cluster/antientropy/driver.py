@@ -74,11 +74,17 @@ class AntiEntropy:
         self._budget = message_budget(ctx.options.network.max_frame_bytes)
         #: Who confirmed holding what: the tombstone collection rule reads it.
         self.ledger = TombstoneLedger(ctx.options.partition_count)
-        #: Counters: rounds run, partitions and buckets found different, entries received
-        #: and sent.
+        #: Counters: rounds run, partitions, buckets and keys found different, entries
+        #: received and sent. Differences are counted by the node that runs the round (of
+        #: each pair of co-replicas, the one with the smaller id); a key differs when one
+        #: side lacks it or holds it older, and is repaired by the exchange (a key whose
+        #: entry did not fit in the answer's budget is found again next round).
         self.rounds = 0
         self.partitions_differing = 0
         self.buckets_differing = 0
+        self.keys_differing = 0
+        #: ``(partitions, buckets, keys)`` found differing by the last complete round.
+        self.last_round = (0, 0, 0)
         self.entries_received = 0
         self.entries_sent = 0
         #: Wire bytes of the entries repaired each way (their encoded size).
@@ -96,6 +102,7 @@ class AntiEntropy:
         """Compare every shared partition with each peer once."""
         ctx = self.ctx
         self.rounds += 1
+        before = (self.partitions_differing, self.buckets_differing, self.keys_differing)
         table = ctx.partitions.ensure_table()
         me = ctx.node_id
         shared: dict[str, list[int]] = {}
@@ -113,6 +120,8 @@ class AntiEntropy:
                 log.debug(
                     "anti-entropy with a peer failed", extra={"peer": peer, "error": str(exc)}
                 )
+        after = (self.partitions_differing, self.buckets_differing, self.keys_differing)
+        self.last_round = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
 
     async def _sync_with(self, peer: str, parts: list[int]) -> None:
         ctx = self.ctx
@@ -180,6 +189,8 @@ class AntiEntropy:
         )
         if not isinstance(reply, KeySyncReply):
             return len(page)
+        given = sum(1 for part, _ in reply.entries if part == partition)
+        self.keys_differing += given + len(reply.wanted)
         store = self._replica.store
         oldest = ctx.membership.oldest_taken(peer)
         for part, entry in reply.entries:

@@ -192,6 +192,11 @@ class Swim:
         self.probes_acked = 0
         self.probes_failed = 0
         self.refutations = 0
+        #: Suspicions of other members taken into this node's view (counters for metrics):
+        #: raised by this node's own failed probes, and heard from others. Each is a member
+        #: becoming suspect at an incarnation (a confirmation of a suspicion held is not one).
+        self.suspicions_raised = 0
+        self.suspicions_heard = 0
         #: Seed addresses, tried again while no other member is alive (set by the driver).
         self.seeds: list[str] = []
         self._seeds_tried = now
@@ -593,6 +598,7 @@ class Swim:
                 self._had_peers = True
             if state == SUSPECT:
                 self._suspicions[m.node_id] = Suspicion(now, m.incarnation, {record.origin})
+                self._count_suspicion(record)
             self._enqueue(record)
             return True
         inc = record.incarnation
@@ -611,6 +617,7 @@ class Swim:
                 address = m.address if self.proofs is not None else record.address
                 self._set(now, m, SUSPECT, inc, address)
                 self._suspicions[m.node_id] = Suspicion(now, inc, {record.origin})
+                self._count_suspicion(record)
                 self._enqueue(record)
                 self._tell_suspect(m, record)
                 if record.origin != self.node_id:
@@ -620,6 +627,7 @@ class Swim:
                 if inc > m.incarnation:
                     m.incarnation = inc
                     self._suspicions[m.node_id] = Suspicion(now, inc, {record.origin})
+                    self._count_suspicion(record)
                     self._enqueue(record)
                     return True
                 suspicion = self._suspicions.get(m.node_id)
@@ -656,6 +664,12 @@ class Swim:
         if state in (ALIVE, LEFT):
             return proofs.check(record)
         return m is not None and record.incarnation <= m.incarnation
+
+    def _count_suspicion(self, record: MemberRecord) -> None:
+        if record.origin == self.node_id:
+            self.suspicions_raised += 1
+        else:
+            self.suspicions_heard += 1
 
     def _tell_suspect(self, m: Member, record: MemberRecord) -> None:
         """Pass a suspicion heard from others straight to the suspect (Lifeguard, widened).
