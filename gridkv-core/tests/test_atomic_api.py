@@ -176,3 +176,26 @@ async def test_iter_keys_gives_every_key_once() -> None:
         seen = [k async for k in kv.iter_keys("it:*", window=10)]
         assert sorted(seen) == sorted(f"it:{i}" for i in range(500))
         assert len([k async for k in kv.iter_keys()]) == 501
+
+
+async def test_a_plain_write_right_after_a_remote_atomic_operation_comes_after_it() -> None:
+    # The primary's answer carries its clock, so the asker's next write gets a later version
+    # even within the same millisecond (it was ordered first, and lost, before).
+    nodes = await start_memory_cluster("atomclock", 2, replica_count=1)
+    try:
+        a, b = nodes
+        table = a.node.table
+        keys = [
+            k
+            for k in (f"c{i}" for i in range(400))
+            if table.owners(table.partition_of(k))[0] == b.node_id
+        ]
+        for key in keys[:100]:
+            await a.incr(key)
+            await a.set(key, b"plain")
+            assert await a.get(key) == b"plain", key
+            assert await a.add(key + "x", b"1")
+            await a.delete(key + "x")
+    finally:
+        for kv in nodes:
+            await kv.close()

@@ -34,6 +34,7 @@ import msgpack
 
 from gridkv.base.consistency import CONSISTENCY_LEVELS
 from gridkv.base.errors import (
+    ClockDriftExceeded,
     GridKVError,
     OperationRefused,
     PeerUnavailable,
@@ -506,7 +507,11 @@ class Mutator:
         if not isinstance(reply, MutateReply):
             raise ProtocolError(f"expected MutateReply from {target!r}, got {type(reply).__name__}")
         try:
-            ok, payload = msgpack.unpackb(reply.result, raw=False)
+            ok, payload, *clock = msgpack.unpackb(reply.result, raw=False)
+            if clock:  # the primary's clock after the operation (a write's version below it)
+                ctx.hlc.update(int(clock[0]))
+        except ClockDriftExceeded:
+            pass  # done all the same; the next write here is ordered by this node's clock
         except Exception:
             raise ProtocolError(f"malformed MutateReply from {target!r}") from None
         if ok:
@@ -558,6 +563,11 @@ class Mutator:
         return self._answer(message, args)
 
     async def _answer(self, message: MutateRequest, args: list[Any]) -> MutateReply:
+        """Run a peer's operation; answer ``[ok, result or error, this node's clock]``.
+
+        The clock (above any version the operation wrote) advances the asker's, so a plain
+        write it makes next is ordered after the operation's, as it would be here.
+        """
         try:
             if message.op in LEASE_OPS:
                 result = await self.leases.handle(
@@ -568,8 +578,9 @@ class Mutator:
                     message.partition, message.key, message.op, args, message.level
                 )
         except OperationRefused as exc:
-            return MutateReply(msgpack.packb([False, str(exc)], use_bin_type=True))
-        return MutateReply(msgpack.packb([True, result], use_bin_type=True))
+            refused = [False, str(exc), self.ctx.hlc.now()]
+            return MutateReply(msgpack.packb(refused, use_bin_type=True))
+        return MutateReply(msgpack.packb([True, result, self.ctx.hlc.now()], use_bin_type=True))
 
     async def run(self, partition: int, key: str, op: str, args: list[Any], level: str) -> Any:
         """Run ``op`` here, after the operations on ``key`` queued before it."""
