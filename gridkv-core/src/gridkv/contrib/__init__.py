@@ -1,0 +1,1 @@
+"""Integrations of GridKV with frameworks: :mod:`gridkv.contrib.django`, a Django cache backend."""
