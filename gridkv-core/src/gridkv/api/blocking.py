@@ -173,6 +173,19 @@ class GridKV(ClientBase):
             self._direct = DirectPath(self._node)
             self._node.telemetry.direct.add(self._direct)
 
+    @classmethod
+    def for_workers(cls, name: str, **config: Any) -> GridKV:
+        """The cache shared by the worker processes of one service on this host.
+
+        Every process that calls it with the same ``name`` joins one cluster over loopback,
+        with no other configuration (see docs/workers.md); keyword arguments are further
+        configuration keys. Safe to call before a fork (``gunicorn --preload``): each process
+        gets its own node on first use.
+        """
+        from gridkv.api.workers import for_workers
+
+        return for_workers(name, **config)
+
     def _call(
         self,
         work: Callable[[], Awaitable[_T]],

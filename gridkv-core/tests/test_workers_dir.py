@@ -1,0 +1,425 @@
+"""GridKV.for_workers without gunicorn: the runtime directory and its checks (where it is, who
+owns it, its mode, the secret made once), the member files and their locks, the options a
+group's nodes get, and, with the tcp transport installed, the per-process node: made on first
+use, two nodes of one group in one process joining each other, and a fork making its own.
+The workers under real gunicorn are in tests/test_workers.py."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import importlib.util
+import json
+import os
+import select
+import signal
+import stat
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from gridkv import GridKV, ShuttingDown
+from gridkv.api import workers
+from gridkv.api.workers import (
+    DEFAULT_REPLICA_COUNT,
+    RUNTIME_DIR_ENV,
+    RuntimeDir,
+    WorkerGridKV,
+    check_name,
+    runtime_base,
+    worker_options,
+)
+from gridkv.base.errors import BackendNotInstalled, ConfigError, NotReady
+from gridkv.plugins import Plugins
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only (flock)")
+TCP_INSTALLED = importlib.util.find_spec("gridkv_transport_tcp") is not None
+needs_tcp = pytest.mark.skipif(not TCP_INSTALLED, reason="needs gridkv-transport-tcp")
+
+
+@pytest.fixture
+def base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A runtime base of the test's own, named by GRIDKV_RUNTIME_DIR (not made yet)."""
+    path = tmp_path / "run"
+    monkeypatch.setenv(RUNTIME_DIR_ENV, str(path))
+    monkeypatch.setattr(workers, "_groups", {})  # for_workers' objects: this test's own
+    return path
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+# -- names and where the directory is -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["myapp", "a", "web-1.api_v2", "A" * 64])
+def test_names_that_can_name_a_group(name: str) -> None:
+    assert check_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "-x", ".hidden", "a/b", "a b", "é", "A" * 65, 7])
+def test_names_that_cannot(name: object) -> None:
+    with pytest.raises(ConfigError, match="group's name must be"):
+        check_name(name)
+
+
+def test_the_base_is_gridkv_runtime_dir_then_xdg_runtime_dir_then_the_temp_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(RUNTIME_DIR_ENV, str(tmp_path / "given"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert runtime_base() == tmp_path / "given"
+    monkeypatch.delenv(RUNTIME_DIR_ENV)
+    assert runtime_base() == tmp_path / "gridkv"
+    # Not this user's (sudo keeps the caller's variable), or missing: the temp dir.
+    monkeypatch.setattr(os, "geteuid", lambda: os.stat(tmp_path).st_uid + 1)
+    uid = os.geteuid()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    assert runtime_base() == tmp_path / f"gridkv-{uid}"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "missing"))
+    assert runtime_base() == tmp_path / f"gridkv-{uid}"
+
+
+# -- the directory and its secret ---------------------------------------------------------
+
+
+def test_open_makes_private_directories_and_one_secret(base: Path) -> None:
+    directory = RuntimeDir.open("myapp")
+    assert directory.path == base / "myapp"
+    assert mode_of(base) == 0o700 and mode_of(directory.path) == 0o700
+    secret = directory.secret_file
+    assert mode_of(secret) == 0o600
+    assert len(base64.b64decode(secret.read_text().strip(), validate=True)) == 32
+    # Opened again (another worker): the same secret, and nothing else left behind.
+    first = secret.read_bytes()
+    again = RuntimeDir.open("myapp")
+    assert again.secret_file.read_bytes() == first
+    assert sorted(p.name for p in directory.path.iterdir()) == ["secret"]
+    # Another group: another directory, another secret.
+    assert RuntimeDir.open("other").secret_file.read_bytes() != first
+
+
+def test_processes_racing_to_make_the_secret_all_read_the_same_one(base: Path) -> None:
+    RuntimeDir.open("warmup")  # the base exists; the race is on the group's directory
+    secrets: list[bytes] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def open_it() -> None:
+        barrier.wait()
+        try:
+            secrets.append(RuntimeDir.open("raced").secret_file.read_bytes())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert len(secrets) == 8 and len(set(secrets)) == 1
+    assert sorted(p.name for p in (base / "raced").iterdir()) == ["secret"]
+
+
+def test_a_group_directory_others_can_enter_is_refused(base: Path) -> None:
+    RuntimeDir.open("myapp")
+    os.chmod(base / "myapp", 0o750)
+    with pytest.raises(ConfigError, match=r"has mode 0750.*chmod 700"):
+        RuntimeDir.open("myapp")
+
+
+def test_a_base_others_can_write_is_refused_one_they_can_read_is_not(base: Path) -> None:
+    base.mkdir(mode=0o700)
+    os.chmod(base, 0o755)
+    RuntimeDir.open("myapp")
+    os.chmod(base, 0o777)
+    with pytest.raises(ConfigError, match=r"mode 0777, which lets other users replace"):
+        RuntimeDir.open("myapp")
+
+
+def test_a_directory_of_another_user_is_refused(
+    base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    RuntimeDir.open("myapp")
+    uid = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: uid + 1)  # as another user would see it
+    with pytest.raises(ConfigError, match=rf"belongs to user {uid}, not to .* \({uid + 1}\)"):
+        RuntimeDir.open("myapp")
+
+
+def test_a_symbolic_link_is_refused(base: Path, tmp_path: Path) -> None:
+    RuntimeDir.open("elsewhere")
+    base.joinpath("myapp").symlink_to(base / "elsewhere")
+    with pytest.raises(ConfigError, match="is a symbolic link"):
+        RuntimeDir.open("myapp")
+
+
+def test_a_base_that_cannot_be_made_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(RUNTIME_DIR_ENV, str(tmp_path / "file" / "run"))
+    with pytest.raises(ConfigError, match=f"cannot be made.*{RUNTIME_DIR_ENV}"):
+        RuntimeDir.open("myapp")
+
+
+def test_a_secret_others_can_read_or_that_is_malformed_is_refused(base: Path) -> None:
+    secret = RuntimeDir.open("myapp").secret_file
+    os.chmod(secret, 0o644)
+    with pytest.raises(ConfigError, match=r"secret of workers' group 'myapp'.*chmod 600"):
+        RuntimeDir.open("myapp")
+    os.chmod(secret, 0o600)
+    secret.write_text("not base64!\n")
+    with pytest.raises(ConfigError, match="not base64"):
+        RuntimeDir.open("myapp")
+
+
+# -- members and the lock -----------------------------------------------------------------
+
+
+def test_members_are_the_files_locked_by_live_processes(base: Path) -> None:
+    directory = RuntimeDir.open("myapp")
+    live = directory.publish("myapp-host-1", "127.0.0.1:4001")
+    try:
+        # Left by processes that are gone: nobody holds their locks.
+        (directory.path / "node-999-dead.json").write_text(
+            json.dumps({"node_id": "gone", "address": "127.0.0.1:4002", "pid": 999})
+        )
+        (directory.path / ".node-999-dead.tmp").write_text("half")
+        (directory.path / "unrelated").write_text("left alone")
+        assert [(m.node_id, m.address) for m in directory.members()] == [
+            ("myapp-host-1", "127.0.0.1:4001")
+        ]
+        names = sorted(p.name for p in directory.path.iterdir())
+        assert names == sorted(["secret", "unrelated", live.path.name])
+        assert mode_of(live.path) == 0o600
+    finally:
+        live.remove()
+    assert not live.path.exists()
+    assert directory.members() == []
+
+
+def test_a_live_member_file_that_is_malformed_is_skipped(base: Path) -> None:
+    directory = RuntimeDir.open("myapp")
+    with held(directory.path / "node-1-bad.json", b'{"address": "10.0.0.1:80"}'):
+        assert directory.members() == []
+        assert (directory.path / "node-1-bad.json").exists()  # its process lives: kept
+
+
+@contextlib.contextmanager
+def held(path: Path, data: bytes) -> Iterator[None]:
+    """``path`` with ``data``, locked as a live member's file is."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, data)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def test_the_lock_is_one_holder_at_a_time_and_a_wait_is_bounded(base: Path) -> None:
+    directory = RuntimeDir.open("myapp")
+    with (
+        directory.locked(1.0),
+        pytest.raises(NotReady, match=r"another process has held .*lock' for 0.05s"),
+        directory.locked(0.05),
+    ):
+        pass
+    with directory.locked(0.05):  # free again
+        pass
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+def test_options_of_a_group(base: Path) -> None:
+    directory = RuntimeDir.open("myapp")
+    options = worker_options("myapp", directory, {"storage": {"max_memory_mb": 64}})
+    assert options.replica_count == DEFAULT_REPLICA_COUNT == 1
+    assert options.local_address == "127.0.0.1:0"
+    assert options.network.type == "tcp"
+    assert options.auth.cluster_secret_file == str(directory.secret_file)
+    assert options.storage.max_memory_mb == 64
+    assert worker_options("myapp", directory, {"replica_count": 2}).replica_count == 2
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"local_address": "127.0.0.1:7000"}, r"'local_address': .* sets it itself"),
+        ({"local_node_id": "me"}, r"'local_node_id': .* sets it itself"),
+        ({"seed_addrs": ["127.0.0.1:7000"]}, r"'seed_addrs': .* sets it itself"),
+        ({"network": {"type": "memory"}}, r"'network.type': .* over tcp"),
+        ({"network": {"bind_addr": "0.0.0.0:0"}}, r"'network.bind_addr': .* 127.0.0.1 only"),
+        ({"auth": {"cluster_secret": "x"}}, r"'auth.cluster_secret': .* the group's own secret"),
+        ({"auth": {"ca_file": "ca.crt"}}, r"'auth.ca_file'"),
+        ({"network": "tcp"}, r"'network': expected a mapping"),
+        ({"replica_cont": 2}, r"unknown config key 'replica_cont'; did you mean 'replica_count'"),
+    ],
+)
+def test_options_a_group_refuses(base: Path, config: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        worker_options("myapp", RuntimeDir.open("myapp"), config)
+
+
+def test_for_workers_needs_the_tcp_transport(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workers, "get_plugins", lambda: Plugins(load_entry_points=False))
+    with pytest.raises(BackendNotInstalled, match="pip install gridkv-transport-tcp"):
+        GridKV.for_workers("myapp")
+    assert not base.exists()  # nothing made
+
+
+def test_every_public_member_of_gridkv_is_the_nodes() -> None:
+    public = {n for n in dir(GridKV) if not n.startswith("_") and n != "for_workers"}
+    assert public <= set(dir(WorkerGridKV))
+    inherited = [n for n in public if getattr(WorkerGridKV, n) is getattr(GridKV, n)]
+    assert inherited == []  # each one is delegated (or WorkerGridKV's own)
+    assert WorkerGridKV.get.__doc__ == GridKV.get.__doc__
+
+
+# -- the node of each process (tcp) -------------------------------------------------------
+
+
+def in_forked_child(
+    work: Callable[[], Iterator[tuple[str, str]]], timeout: float
+) -> dict[str, str]:
+    """Run ``work`` in a child made by ``os.fork()``; return what it reported.
+
+    The child writes one JSON line per result to a pipe and leaves with ``os._exit``; one
+    still running after ``timeout`` is killed by its PID.
+    """
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork of a threaded process
+        pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            os.close(read_end)
+            for name, result in work():
+                os.write(write_end, json.dumps([name, result]).encode() + b"\n")
+            code = 0
+        except BaseException as exc:
+            os.write(write_end, json.dumps(["child failed", repr(exc)]).encode() + b"\n")
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    data = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(read_end)
+        finished = reaped(pid, deadline)
+        if not finished:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    report = dict(json.loads(line) for line in data.splitlines())
+    assert finished, f"the child did not finish within {timeout:g}s; it reported {report}"
+    return report
+
+
+def member_files(base: Path, name: str) -> list[str]:
+    return sorted(p.name for p in (base / name).glob("node-*.json"))
+
+
+def reaped(pid: int, deadline: float) -> bool:
+    """Reap child ``pid`` once it exits; False if it still runs at ``deadline``."""
+    while os.waitpid(pid, os.WNOHANG)[0] == 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+@needs_tcp
+def test_for_workers_makes_no_node_until_first_use_and_one_object_per_name(base: Path) -> None:
+    cache = GridKV.for_workers("myapp", log={"level": "warning"})
+    try:
+        assert isinstance(cache, WorkerGridKV) and isinstance(cache, GridKV)
+        assert repr(cache) == "<WorkerGridKV 'myapp': not started in this process>"
+        assert member_files(base, "myapp") == []
+        assert GridKV.for_workers("myapp", log={"level": "warning"}) is cache
+        assert GridKV.for_workers("myapp") is cache  # no configuration: the one made
+        with pytest.raises(ConfigError, match="already called in this process with another"):
+            GridKV.for_workers("myapp", replica_count=2)
+
+        cache.set("k", b"v")  # the first use makes the node
+        assert cache.get("k") == b"v"
+        assert cache.node_id == f"myapp-{workers._host()}-{os.getpid()}"
+        assert repr(cache) == f"<WorkerGridKV 'myapp': node {cache.node_id!r}>"
+        assert cache.options.replica_count == 1
+        assert cache.stats().cluster.ready
+        assert len(member_files(base, "myapp")) == 1
+    finally:
+        cache.close()
+    assert member_files(base, "myapp") == []
+    with pytest.raises(ShuttingDown, match="was closed in this process"):
+        cache.get("k")
+    cache.close()  # idempotent
+    assert GridKV.for_workers("myapp") is not cache  # closed: a new one
+
+
+@needs_tcp
+def test_two_nodes_of_a_group_join_each_other_and_leave(base: Path) -> None:
+    options = worker_options("pair", RuntimeDir.open("pair"), {"log": {"level": "warning"}})
+    with WorkerGridKV("pair", options) as a, WorkerGridKV("pair", options) as b:
+        a.wait_ready(10)
+        b.wait_ready(10)
+        assert b.node_id == f"{a.node_id}-2"
+        assert a.stats().cluster.healthy_nodes == b.stats().cluster.healthy_nodes == 2
+        keys = [f"k{i}" for i in range(50)]
+        assert a.set_many({k: k.encode() for k in keys}) == {}
+        assert b.get_many(keys) == {k: k.encode() for k in keys}  # one copy, on either
+        assert a.stats().storage.keys + b.stats().storage.keys == 50
+        assert len(member_files(base, "pair")) == 2
+        b.close()
+        assert len(member_files(base, "pair")) == 1
+        assert a.get_many(keys) == {k: k.encode() for k in keys}  # b handed its keys on
+        assert a.stats().storage.keys == 50
+    assert member_files(base, "pair") == []
+
+
+@needs_tcp
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_fork_makes_a_node_of_its_own_that_joins_its_parents(base: Path) -> None:
+    cache = GridKV.for_workers("forked", log={"level": "warning"})
+    assert isinstance(cache, WorkerGridKV)
+    try:
+        cache.set("parent", b"p")  # the parent's node
+        parent_id = cache.node_id
+
+        def in_child() -> Iterator[tuple[str, str]]:
+            yield "started", str(cache.started)  # the parent's node is not the child's
+            yield "pid", str(os.getpid())
+            cache.set("child", b"c")
+            yield "node", cache.node_id
+            yield "parent's key", repr(cache.get("parent"))
+            yield "alive", str(cache.stats().cluster.healthy_nodes)
+            yield "files", str(len(member_files(base, "forked")))
+            cache.close()  # os._exit runs no exit handlers
+            yield "files after", str(len(member_files(base, "forked")))
+
+        report = in_forked_child(in_child, timeout=30)
+        assert report["started"] == "False", report
+        assert report["node"] == f"forked-{workers._host()}-{report['pid']}", report
+        assert report["parent's key"] == "b'p'", report
+        assert (report["alive"], report["files"], report["files after"]) == ("2", "2", "1")
+        assert cache.get("child") == b"c"  # handed over as the child left
+        assert len(member_files(base, "forked")) == 1  # the parent's, still locked
+        assert [m.node_id for m in RuntimeDir.open("forked").members()] == [parent_id]
+    finally:
+        cache.close()
