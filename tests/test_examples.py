@@ -31,6 +31,12 @@ EXPECTED: dict[str, list[str]] = {
         # 1000 requests over 50 distinct pages: each page rendered once and cached.
         r"served 1000 requests; cache holds 50 pages",
     ],
+    "singleflight.py": [
+        r"300 requests on 3 nodes, the loader ran 1 time\(s\)",
+        r"every answer alike: True",
+        r"the loader's own caller got: database down",
+        r"b'fallback'",
+    ],
     "cluster_over_tcp.py": (
         [rf"worker-{i} read 3 greetings: b'hello from worker 0'\.\.\." for i in range(3)]
         if TCP_INSTALLED
