@@ -49,6 +49,12 @@ TRANSPORTS: dict[str, dict[str, list[str]]] = {
 # Plugin distributions besides the transports; their tests run in the "plugins" session, with
 # both transports installed (where network.type picks one).
 OTHER_PLUGINS = ["./gridkv-metrics"]
+# The example plugin distributions a plugin author copies from (docs/plugins.md, "Example
+# plugin packages"): installed as users get them and tested in the "plugins" session too.
+EXAMPLE_PLUGINS = [
+    "./examples/plugins/gridkv-storage-snapshot",
+    "./examples/plugins/gridkv-auth-secretsdir",
+]
 BOTH_TRANSPORTS = ["./gridkv-transport-tcp[uvloop]", "./gridkv-transport-quic[uvloop]"]
 # The fuzz tests (marked "fuzz") of the wire codec, the config loader, the stream frame reader and
 # the authenticator's decoders,
@@ -132,11 +138,13 @@ def tests(session: nox.Session, transport: str) -> None:
 @nox.session(python=PYTHON)
 def plugins(session: nox.Session) -> None:
     """Every plugin distribution installed together: gridkv-metrics' tests (a real scrape, a
-    real OTLP export), each transport's entry point, and ``network.type`` picking one."""
-    session.install(CORE, *BOTH_TRANSPORTS, *OTHER_PLUGINS, *TEST_DEPS)
+    real OTLP export), each transport's entry point, ``network.type`` picking one, and the
+    example plugins of ``examples/plugins/`` with their own tests (the storage conformance
+    suite, warm restarts, clusters authenticated from secrets directories)."""
+    session.install(CORE, *BOTH_TRANSPORTS, *OTHER_PLUGINS, *EXAMPLE_PLUGINS, *TEST_DEPS)
     session.run(
         "pytest",
-        *(p.removeprefix("./") + "/tests" for p in OTHER_PLUGINS),
+        *(p.removeprefix("./") + "/tests" for p in [*OTHER_PLUGINS, *EXAMPLE_PLUGINS]),
         "gridkv-transport-tcp/tests/test_entry_point.py",
         "gridkv-transport-quic/tests/test_entry_point.py",
     )

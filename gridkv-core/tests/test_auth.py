@@ -25,6 +25,7 @@ from gridkv import (
     Options,
     PeerUnavailable,
 )
+from gridkv.node import Node
 from gridkv.plugins import get_plugins
 from gridkv.security.base import REFUSED
 from gridkv.security.certs import create_cluster_certs
@@ -453,3 +454,14 @@ async def test_a_member_cannot_move_another_members_address_or_declare_it_gone()
         assert after.proof and victim.node.authenticator.record_proofs().check(  # type: ignore[union-attr]
             after.record(victim.node_id)
         )
+
+
+def test_auth_authenticator_names_the_plugin_and_an_unknown_one_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"nope.*ed25519|ed25519.*nope"):
+        Node(Options(local_node_id="n", auth={"authenticator": "nope"}))
+    with pytest.raises(ConfigError, match="authenticator"):
+        Options(auth={"authenticator": ""})
+    # Another authenticator brings its own trust root: core does not ask for one of ed25519's.
+    Node._check_security(
+        Options(local_node_id="n", seed_addrs=["x:1"], auth={"authenticator": "custom"})
+    )

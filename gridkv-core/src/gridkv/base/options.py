@@ -221,6 +221,9 @@ class AuthOptions(Section):
     cert_file: str = option("", "str")
     #: Encrypt messages between nodes (AEAD) instead of only authenticating them.
     encrypt: bool = option(False, "bool")
+    #: The authenticator plugin: the built-in "ed25519", or one a plugin registers (which
+    #: then brings its own identity and trust root; the keys above are ed25519's).
+    authenticator: str = option("ed25519", "str", nonempty=True, max_len=100)
 
     def _roots(self) -> list[tuple[str, str]]:
         """The trust roots given: (name, config key) of each, in order of precedence."""

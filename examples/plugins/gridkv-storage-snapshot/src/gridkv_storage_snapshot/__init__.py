@@ -1,0 +1,64 @@
+"""GridKV storage plugin "snapshot": the built-in memory backend, kept across restarts.
+
+``storage.backend = "snapshot"`` selects it; the node's file is
+``$GRIDKV_SNAPSHOT_DIR/node-<local_node_id>.snapshot``. See :mod:`gridkv_storage_snapshot.storage`
+for when a snapshot is written and when it is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import gridkv
+
+from gridkv_storage_snapshot.fileformat import Header, SnapshotError, SnapshotReader
+from gridkv_storage_snapshot.storage import DIR_ENV, SnapshotStorage, snapshot_path
+
+if TYPE_CHECKING:
+    from gridkv.plugins.hookspecs import NodeHandle
+    from gridkv.storage import StorageFactory
+
+__all__ = [
+    "DIR_ENV",
+    "Header",
+    "SnapshotError",
+    "SnapshotReader",
+    "SnapshotStorage",
+    "snapshot_path",
+    "gridkv_register_storage",
+    "gridkv_node_started",
+    "gridkv_node_stopping",
+]
+
+
+def _storage_of(node: NodeHandle) -> SnapshotStorage | None:
+    """The node's storage when it is this plugin's (``Node.storage``)."""
+    storage = getattr(node, "storage", None)
+    return storage if isinstance(storage, SnapshotStorage) else None
+
+
+@gridkv.hookimpl
+def gridkv_register_storage(register: Callable[[str, StorageFactory], None]) -> None:
+    """The "snapshot" storage backend (``storage.backend = "snapshot"``)."""
+
+    def factory(options: gridkv.Options, *, clock: Callable[[], float]) -> SnapshotStorage:
+        return SnapshotStorage.from_options(options, clock=clock)
+
+    register("snapshot", factory)
+
+
+@gridkv.hookimpl
+def gridkv_node_started(node: NodeHandle) -> None:
+    """Note when a node on this backend started: its loaded records age from then."""
+    storage = _storage_of(node)
+    if storage is not None:
+        storage.node_started()
+
+
+@gridkv.hookimpl
+def gridkv_node_stopping(node: NodeHandle) -> None:
+    """Write the snapshot of a node that begins to close, before it hands partitions over."""
+    storage = _storage_of(node)
+    if storage is not None:
+        storage.final_snapshot()
