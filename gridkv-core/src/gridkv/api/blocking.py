@@ -421,8 +421,23 @@ class GridKV(ClientBase):
         if value is not None:
             return value
         flights = self._node.mutator.singleflight
-        begin = partial(flights.begin, partition, key, lease_s)
-        got = self._call(begin, 2 * lease_s + self._read_bound, "get_or_set", key)
+        claim = _GrantClaim()
+
+        async def begin() -> bytes | Grant:
+            got = await flights.begin(partition, key, lease_s)
+            if isinstance(got, Grant) and not claim.offer(got):
+                flights.finish(got, None)  # this thread stopped waiting: pass it on
+            return got
+
+        try:
+            got = self._call(begin, 2 * lease_s + self._read_bound, "get_or_set", key)
+        except BaseException:
+            # Given up (a time-out, an interrupt) just as the lease came: pass it on.
+            grant = claim.abandon()
+            if grant is not None:
+                with contextlib.suppress(GridKVError):
+                    self._finish_load(grant, None, None)
+            raise
         if not isinstance(got, Grant):
             return got
         try:
@@ -663,6 +678,36 @@ class GridKV(ClientBase):
 
 
 #: The instances whose loop thread runs (from their start to the end of their close), for
+
+
+class _GrantClaim:
+    """A lease granted on the loop to a thread that may stop waiting for it meanwhile.
+
+    Whichever comes second sees the other: the loop's offer after the thread gave up is
+    refused (the loop passes the lease on), the thread's abandon after the offer returns
+    the grant (the thread passes it on).
+    """
+
+    __slots__ = ("_abandoned", "_grant", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._grant: Grant | None = None
+        self._abandoned = False
+
+    def offer(self, grant: Grant) -> bool:
+        """From the loop: the lease is the thread's, unless it gave up (``False``)."""
+        with self._lock:
+            if self._abandoned:
+                return False
+            self._grant = grant
+            return True
+
+    def abandon(self) -> Grant | None:
+        """From the thread: it stops waiting; the grant it was offered, if any."""
+        with self._lock:
+            self._abandoned = True
+            return self._grant
 
 
 def _rounds(count: int, per_round: int) -> int:

@@ -48,6 +48,7 @@ from gridkv.wire.messages import (
     GetReply,
     GetRequest,
     ReplicateBatch,
+    WatchedGetReply,
     WatchedGetRequest,
 )
 
@@ -185,7 +186,7 @@ class DirectPath:
         asked = node.coordinator.ctx.loop_time()
         hot.begin(key)
         try:
-            entry = self._ask(replica, address, partition, key, near)
+            entry, watched = self._ask(replica, address, partition, key, near)
         except Exception:  # whatever it was, the loop's path takes the read
             hot.abandon(key)
             self._failed(address)
@@ -194,7 +195,7 @@ class DirectPath:
             hot.abandon(key)
             self._drop(address)
             raise
-        hot.finish(key, entry, asked + near * NEAR_MARGIN if near else None)
+        hot.finish(key, entry, asked + watched * NEAR_MARGIN if watched else None)
         self.answered += 1
         self.reads += 1
         return entry
@@ -254,25 +255,33 @@ class DirectPath:
 
     def _ask(
         self, replica: str, address: str, partition: int, key: str, watch: float
-    ) -> Entry | None:
+    ) -> tuple[Entry | None, float]:
+        """The replica's entry of ``key``, and the seconds it watches the key for this node.
+
+        ``watch``: the seconds asked for (0: a plain read).
+        """
         node = self._node
-        request = (
-            WatchedGetRequest(node.node_id, partition, key, round(watch * 1000))
-            if watch
-            else GetRequest(partition, key)
-        )
-        reply = self._request(replica, address, request, False)
-        if not isinstance(reply, GetReply):
-            raise _Refused(type(reply).__name__)
-        if reply.entry is None:
-            return None
-        part, entry = reply.entry
+        found: tuple[int, Entry] | None
+        if watch:
+            request = WatchedGetRequest(node.node_id, partition, key, round(watch * 1000))
+            reply = self._request(replica, address, request, False)
+            if not isinstance(reply, WatchedGetReply):
+                raise _Refused(type(reply).__name__)
+            found, watched = reply.entry, min(reply.watched_ms / 1000, watch)
+        else:
+            reply = self._request(replica, address, GetRequest(partition, key), False)
+            if not isinstance(reply, GetReply):
+                raise _Refused(type(reply).__name__)
+            found, watched = reply.entry, 0.0
+        if found is None:
+            return None, watched
+        part, entry = found
         if part != partition or entry.key != key:
             raise _Refused("an answer about another key")
         if entry.version < node.membership.oldest_taken(replica):
             raise _Refused("an entry from before a long separation")
         node.hlc.update(entry.version)
-        return entry
+        return entry, watched
 
     def _request(self, replica: str, address: str, message: Message, write: bool) -> Message:
         """``message``'s answer from ``replica`` over this thread's connection to it."""

@@ -59,6 +59,7 @@ from gridkv.wire.messages import (
     SwimNack,
     SwimPing,
     SwimPingReq,
+    WatchedGetReply,
     WatchedGetRequest,
 )
 
@@ -178,5 +179,6 @@ def message_samples() -> list[Message]:
         StatusReply(b"\x81\xa4keys\x05"),
         WatchedGetRequest(_NODE, _U32_MAX, "user:\u00e9", _U32_MAX),
         Invalidate(_NODE, ["user:\u00e9", "k"]),
+        WatchedGetReply(tombstone, _U32_MAX),
     ]
     return sorted(samples, key=lambda message: message.TYPE)

@@ -25,8 +25,10 @@ from gridkv.wire.messages import MESSAGE_TYPES, Message
 
 __all__ = ["PROTOCOL_VERSION", "DEFAULT_MAX_FRAME_BYTES", "encode", "decode"]
 
-#: 2 since issue 12 (entry records nest the entry; the digests' fingerprint changed).
-PROTOCOL_VERSION = 2
+#: 2 since issue 12 (entry records nest the entry; the digests' fingerprint changed); 3 since
+#: issue 16 (watched reads and invalidations, lease operations, MutateReply carries the
+#: primary's clock).
+PROTOCOL_VERSION = 3
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 #: msgpack as ``msgpack.packb(..., use_bin_type=True)`` writes it, byte for byte, faster.

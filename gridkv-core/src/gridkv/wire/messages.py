@@ -486,10 +486,11 @@ class GetManyReply(Message):
 class WatchedGetRequest(Message):
     """Ask a replica for its entry of ``key``, and to tell ``sender`` when it changes.
 
-    The replica answers with a :class:`GetReply` and, for ``lifetime_ms`` milliseconds, sends
-    an :class:`Invalidate` naming the key when it stores a new version of it (or when it
-    stops watching the key for ``sender`` early, to bound its memory). The asker keeps the
-    answer in its near cache for less than ``lifetime_ms`` from when it asked.
+    The replica answers with a :class:`WatchedGetReply` saying for how long (at most
+    ``lifetime_ms``) it watches the key: meanwhile it sends an :class:`Invalidate` naming the
+    key when it stores a new version of it (or when it stops watching the key for ``sender``
+    early, to bound its memory). The asker keeps the answer in its near cache for less than
+    that from when it asked.
     """
 
     sender: Annotated[str, wire.node_id]
@@ -508,3 +509,18 @@ class Invalidate(Message):
 
     sender: Annotated[str, wire.node_id]
     keys: Annotated[list[str], wire.keys]
+
+
+@message(50)
+@dataclass(frozen=True, slots=True)
+class WatchedGetReply(Message):
+    """The answer to a :class:`WatchedGetRequest`: the entry, and how long it is watched.
+
+    ``entry`` is the replica's entry of the key (or ``None``); ``watched_ms`` how long the
+    replica watches the key for the asker, at most the lifetime asked for; 0 when it does
+    not (watching off, its table disabled, a key it does not hold). The asker keeps the
+    answer accordingly.
+    """
+
+    entry: Annotated[tuple[int, Entry] | None, wire.optional_entry]
+    watched_ms: Annotated[int, wire.u32]

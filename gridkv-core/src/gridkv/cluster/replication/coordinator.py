@@ -62,6 +62,7 @@ from gridkv.wire.messages import (
     GetRequest,
     Invalidate,
     ReplicateBatch,
+    WatchedGetReply,
     WatchedGetRequest,
 )
 
@@ -144,7 +145,9 @@ class Coordinator:
         """A peer's read of several keys; see :meth:`Reader.on_get_many`."""
         return self.reader.on_get_many(message)
 
-    def on_get(self, message: GetRequest | WatchedGetRequest) -> GetReply | Awaitable[GetReply]:
+    def on_get(
+        self, message: GetRequest | WatchedGetRequest
+    ) -> GetReply | WatchedGetReply | Awaitable[GetReply | WatchedGetReply]:
         """A peer's read of one key; see :meth:`Reader.on_get`."""
         return self.reader.on_get(message)
 

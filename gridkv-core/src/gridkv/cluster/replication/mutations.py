@@ -42,8 +42,9 @@ from gridkv.base.errors import (
 )
 from gridkv.cluster.replication.leases import (
     FAILED,
-    GRANTED,
     LEASE_OPS,
+    MAX_LEASE_MS,
+    MAX_WAIT_MS,
     RETRY,
     VALUE,
     Leases,
@@ -357,12 +358,14 @@ OPERATIONS: Final[dict[str, tuple[_Operation, tuple[Callable[[Any], bool], ...]]
     # Run by Mutator._versioned (they see versions); the functions here are not called.
     "versioned": (_read, ()),
     "cas": (_read, (lambda v: type(v) is int and 0 <= v < 1 << 64, _is_bytes, _is_time)),
+    # A loaded value, stored only over the key's version (tombstones count; 0: no entry).
+    "fill": (_read, (lambda v: type(v) is int and 0 <= v < 1 << 64, _is_bytes, _is_time)),
     # Run by Leases (gridkv.cluster.replication.leases), outside the key's queue: lease time
-    # and wait in milliseconds; lease id, outcome, value or error.
-    "lease": (_read, (_choice_range(1, 1 << 31), _choice_range(0, 1 << 31))),
+    # and wait in milliseconds; lease id, outcome, value or error, expiry.
+    "lease": (_read, (_choice_range(1, MAX_LEASE_MS + 1), _choice_range(0, MAX_WAIT_MS + 1))),
     "release": (
         _read,
-        (_choice_range(1, 1 << 62), _choice(GRANTED, VALUE, FAILED, RETRY), _is_bytes, _is_time),
+        (_choice_range(1, 1 << 62), _choice(VALUE, FAILED, RETRY), _is_bytes, _is_time),
     ),
 }
 
@@ -423,13 +426,7 @@ class Mutator:
         self.ran = 0
         self.forwarded = 0
         #: The leases on keys this node is primary owner of (singleflight's owner side).
-        self.leases = Leases(
-            ctx,
-            read,
-            lambda partition, key, value, at, level: self.run(
-                partition, key, "set", [value, at, ALWAYS, False, False], level
-            ),
-        )
+        self.leases = Leases(ctx, read, self._fill)
         #: This node's callers' flights for missing keys (singleflight's asking side).
         self.singleflight = Singleflight(ctx, self._lease_op, invalidate)
 
@@ -440,6 +437,13 @@ class Mutator:
         the next replica when the view drops it.
         """
         return self.ctx.partitions.ensure_table().owners(partition)[0]
+
+    async def _fill(
+        self, partition: int, key: str, value: bytes, at: int, version: int, level: str
+    ) -> tuple[bool, bytes | None]:
+        """Store a loaded value over ``version`` (after the key's queue); see ``fill``."""
+        stored, current = await self.run(partition, key, "fill", [version, value, at], level)
+        return bool(stored), current
 
     async def _lease_op(
         self, partition: int, key: str, op: str, args: list[Any], timeout: float, level: str
@@ -531,13 +535,17 @@ class Mutator:
         """The operations that see versions.
 
         ``versioned`` reads the value with its version; ``cas`` writes only over the version
-        expected (0 expects no value).
+        expected (0 expects no value); ``fill`` (singleflight's loaded value) writes only
+        over the entry's version, tombstones included (0 expects no entry), and answers the
+        key's value (or ``None``) when it does not.
         """
         current = entry.version if present and entry is not None else 0
         if op == "versioned":
             return None if not present or entry is None else [entry.value, current]
         expected, new, at = args
-        if current != expected:
+        if op == "fill" and (entry.version if entry is not None else 0) != expected:
+            return [False, entry.value if present and entry is not None else None]
+        if op == "cas" and current != expected:
             return [False, current]
         written = self._new_entry(key, new, at)
         await self._write(partition, written, level)
@@ -613,7 +621,7 @@ class Mutator:
         expires = entry.expires_at if present and entry is not None else 0
         if op == "flush" and entry is not None and entry.version > args[0]:
             return 0  # written since it was listed for FLUSHALL: it stays
-        if op in ("versioned", "cas"):
+        if op in ("versioned", "cas", "fill"):
             return await self._versioned(partition, key, op, args, level, entry, present)
         outcome = OPERATIONS[op][0](value, expires, now, args, ctx.options.max_value_bytes)
         self.ran += 1

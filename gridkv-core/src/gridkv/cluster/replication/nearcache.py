@@ -16,33 +16,44 @@ Bounds and failure modes (docs/replication.md#the-near-cache):
 - A watch lasts ``lifetime`` from the replica's receipt of the request; the asker keeps the
   answer for at most 90% of it from when it asked, so it never keeps what is no longer
   watched.
-- A replica keeps at most ``near_cache_watches`` watches; past that the oldest keys' watches
-  are dropped *with* an invalidation, as Redis does when its tracking table is full.
-- Invalidations are sent one way, gathered per loop turn and per watcher. One lost on the
-  network leaves the asker with an old value until its copy ages out (``near_cache_ttl`` at
-  most); a change in the membership view clears every near cache, as a partition may have
-  moved to replicas that know nothing of the watches.
+- A replica keeps at most ``near_cache_watches`` watches, and their keys take at most
+  :data:`WATCH_KEY_BYTES` bytes per watch allowed; past that the oldest keys' watches are
+  dropped *with* an invalidation, as Redis does when its tracking table is full. It watches
+  only keys of partitions it holds, for at most its own ``near_cache_ttl``, and says in its
+  answer for how long: the asker keeps a copy no longer than that.
+- Invalidations are sent one way, gathered per loop turn and per watcher, cut to half a
+  frame. One lost on the network (counted, logged) leaves the asker with an old value until
+  its copy ages out (``near_cache_ttl`` at most); a change in the membership view clears
+  every near cache, as a partition may have moved to replicas that know nothing of the
+  watches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gridkv.base.errors import GridKVError
+from gridkv.base.log import LOGGER_NAME, RateLimitedLog
 from gridkv.wire.messages import Invalidate
 
 if TYPE_CHECKING:
     from gridkv.cluster.context import ClusterContext
 
-__all__ = ["Watches", "INVALIDATE_BATCH"]
+__all__ = ["Watches", "INVALIDATE_BATCH", "WATCH_KEY_BYTES"]
 
-#: Keys one Invalidate message names at most.
+log = logging.getLogger(LOGGER_NAME)
+
+#: Keys one Invalidate message names at most (and at most half a frame of them).
 INVALIDATE_BATCH = 1000
+#: Bytes of watched keys a replica keeps per watch ``near_cache_watches`` allows (long keys
+#: take the room of several).
+WATCH_KEY_BYTES = 256
 
 
 class Watches:
@@ -62,6 +73,9 @@ class Watches:
         self.keys: OrderedDict[str, dict[str, float]] = OrderedDict()
         self._watched = self.keys
         self._count = 0
+        #: UTF-8 bytes of the keys watched, and the most they may take.
+        self._bytes = 0
+        self.byte_limit = limit * WATCH_KEY_BYTES
         #: Keys stored since the last flush (any thread appends; the loop drains).
         self._changed: deque[str] = deque()
         self._scheduled = False
@@ -69,10 +83,13 @@ class Watches:
         self._sends: set[asyncio.Task[None]] = set()
         #: Keys to name in the next invalidations, by watcher (on the loop).
         self._pending: dict[str, list[str]] = {}
-        #: Watches made, invalidations sent (keys), watches dropped to stay within the limit.
+        #: Watches made, invalidations sent (keys), watches dropped to stay within the limits,
+        #: and invalidations (keys) whose message could not be sent.
         self.watched = 0
         self.invalidations = 0
         self.evicted = 0
+        self.lost = 0
+        self._errors = RateLimitedLog(log)
 
     def __len__(self) -> int:
         return self._count
@@ -86,6 +103,7 @@ class Watches:
             watchers = self._watched.get(key)
             if watchers is None:
                 watchers = self._watched[key] = {}
+                self._bytes += _size(key)
             else:
                 self._watched.move_to_end(key)
             if watcher not in watchers:
@@ -105,10 +123,11 @@ class Watches:
         while self._watched:
             key, watchers = next(iter(self._watched.items()))
             expired = all(until <= now for until in watchers.values())
-            if self._count <= self.limit and not expired:
+            if self._count <= self.limit and self._bytes <= self.byte_limit and not expired:
                 break
             del self._watched[key]
             self._count -= len(watchers)
+            self._bytes -= _size(key)
             if not expired:
                 self.evicted += len(watchers)
                 dropped.append((key, watchers))
@@ -138,6 +157,7 @@ class Watches:
                 watchers = self._watched.pop(key, None)
                 if watchers is not None:
                     self._count -= len(watchers)
+                    self._bytes -= _size(key)
                     due.append((key, watchers))
         for key, watchers in due:
             self._due(key, watchers)
@@ -157,9 +177,9 @@ class Watches:
         loop = self.ctx.loop()
         if loop is None or loop.is_closed():
             return
+        room = self.ctx.options.network.max_frame_bytes // 2
         for watcher, keys in pending.items():
-            for start in range(0, len(keys), INVALIDATE_BATCH):
-                batch = keys[start : start + INVALIDATE_BATCH]
+            for batch in _batches(keys, room):
                 self.invalidations += len(batch)
                 task = loop.create_task(self._send(watcher, batch), name="gridkv invalidate")
                 self._sends.add(task)
@@ -170,8 +190,20 @@ class Watches:
         address = ctx.membership.address_of(watcher)
         if address is None:
             return  # gone from the view: its near cache was cleared with the view
-        with contextlib.suppress(GridKVError):  # lost: the watcher's copy ages out
+        try:
             await ctx.messaging.send(address, Invalidate(ctx.node_id, keys))
+        except GridKVError as exc:  # lost: the watcher's copies age out (near_cache_ttl)
+            self.lost += len(keys)
+            self._errors.log(
+                logging.WARNING,
+                "invalidation lost",
+                "an invalidation could not be sent; the peer's near cache keeps those keys "
+                "until they age out",
+                peer=watcher,
+                keys=len(keys),
+                error=str(exc),
+                node_id=ctx.node_id,
+            )
 
     def close(self) -> None:
         """Forget every watch; stop sending."""
@@ -180,4 +212,31 @@ class Watches:
         with self._lock:
             self._watched.clear()
             self._count = 0
+            self._bytes = 0
             self._changed.clear()
+
+
+def _size(key: str) -> int:
+    """What a watched key takes in the table's byte budget."""
+    return len(key.encode("utf-8", "surrogatepass"))
+
+
+def _batches(keys: list[str], room: int) -> list[list[str]]:
+    """``keys`` cut into Invalidate messages.
+
+    Each holds :data:`INVALIDATE_BATCH` keys and ``room`` bytes at most (a key alone may take
+    more: any key fits a frame).
+    """
+    batches: list[list[str]] = []
+    batch: list[str] = []
+    used = 0
+    for key in keys:
+        size = _size(key) + 5  # msgpack's string header
+        if batch and (len(batch) >= INVALIDATE_BATCH or used + size > room):
+            batches.append(batch)
+            batch, used = [], 0
+        batch.append(key)
+        used += size
+    if batch:
+        batches.append(batch)
+    return batches

@@ -24,6 +24,7 @@ from gridkv.base.errors import (
     ProtocolError,
     QuorumNotReached,
 )
+from gridkv.base.keys import hash_key_bytes
 from gridkv.cluster.replication.batching import consume
 from gridkv.cluster.replication.hotcache import HotCache
 from gridkv.cluster.replication.nearcache import Watches
@@ -35,6 +36,8 @@ from gridkv.wire.messages import (
     GetReply,
     GetRequest,
     Invalidate,
+    Message,
+    WatchedGetReply,
     WatchedGetRequest,
 )
 
@@ -82,27 +85,53 @@ class Reader:
         #: Keys replicas told this node's near cache to forget.
         self.invalidated = 0
 
-    def on_get(self, message: GetRequest | WatchedGetRequest) -> GetReply | Awaitable[GetReply]:
+    def on_get(
+        self, message: GetRequest | WatchedGetRequest
+    ) -> GetReply | WatchedGetReply | Awaitable[GetReply | WatchedGetReply]:
         """A peer's read of one key: this node's entry, at once.
 
         While the partition is still moving here, a key that has not arrived yet is looked
         up on the former replicas; then the answer is an awaitable. A
         :class:`~gridkv.wire.messages.WatchedGetRequest` also has the key watched for the
-        asker (:mod:`~gridkv.cluster.replication.nearcache`).
+        asker where this node may (:meth:`_watch`), and the answer says for how long.
         """
         ctx = self.ctx
-        if isinstance(message, WatchedGetRequest):
-            self.watches.watch(message.key, message.sender, message.lifetime_ms / 1000)
         partition = message.partition
         if partition >= ctx.options.partition_count:
             raise ProtocolError(f"partition {partition} out of range")
         ctx.partitions.ensure_table()  # marks the partitions moving here, if the view just changed
+        watched = self._watch(message) if isinstance(message, WatchedGetRequest) else None
         entry = ctx.storage.get_entry(partition, message.key)
         if entry is None:
             former = [r for r in self._waiting_on(partition) if r != ctx.node_id]
             if former:
-                return self._get_from_former(partition, message.key, former)
-        return GetReply(None if entry is None else (partition, entry))
+                return self._get_from_former(partition, message.key, former, watched)
+        found = None if entry is None else (partition, entry)
+        return GetReply(found) if watched is None else WatchedGetReply(found, watched)
+
+    def _watch(self, message: WatchedGetRequest) -> int:
+        """Watch a key for a peer's near cache; the milliseconds it is watched (0: not).
+
+        Only a key of a partition this node holds, of a length this node accepts, for at
+        most this node's own ``near_cache_ttl``.
+        """
+        ctx = self.ctx
+        opts = ctx.options
+        lifetime_ms = min(message.lifetime_ms, round(opts.near_cache_ttl * 1000))
+        key = message.key
+        if (
+            lifetime_ms <= 0
+            or self.watches.limit <= 0
+            or not ctx.partitions.holds(message.partition)
+        ):
+            return 0
+        raw = key.encode("utf-8", "surrogatepass")
+        if len(raw) > opts.max_key_bytes or hash_key_bytes(raw) % opts.partition_count != (
+            message.partition
+        ):
+            return 0
+        self.watches.watch(key, message.sender, lifetime_ms / 1000)
+        return lifetime_ms
 
     def on_invalidate(self, message: Invalidate) -> None:
         """A replica says keys it watched for this node changed: forget them."""
@@ -218,11 +247,14 @@ class Reader:
         )
         return found, errors
 
-    async def _get_from_former(self, partition: int, key: str, former: list[str]) -> GetReply:
+    async def _get_from_former(
+        self, partition: int, key: str, former: list[str], watched: int | None
+    ) -> GetReply | WatchedGetReply:
         entry = None
         with contextlib.suppress(GridKVError):
             entry = await self._read_first(partition, key, former)
-        return GetReply(None if entry is None else (partition, entry))
+        found = None if entry is None else (partition, entry)
+        return GetReply(found) if watched is None else WatchedGetReply(found, watched)
 
     async def read(self, partition: int, key: str, level: str) -> Entry | None:
         """The freshest entry of ``key`` that ``level`` allows (tombstones included).
@@ -254,21 +286,29 @@ class Reader:
                 return entry
             near = self.near_ttl
             asked = ctx.loop_time()
+            watched = 0.0
             self.hot.begin(key)
             try:
                 if not others:
                     found = await self._read_first(partition, key, others)  # raises: nobody
+                elif near:
+                    try:
+                        found, watched = await self._ask_watched(others[0], partition, key, near)
+                    except GridKVError:
+                        found, watched = await self._first(
+                            [*others[1:], others[0]],
+                            key,
+                            lambda r: self._ask_watched(r, partition, key, near),
+                        )
                 else:
                     try:
-                        found = await self._ask(others[0], partition, key, near)
+                        found = await self._ask(others[0], partition, key)
                     except GridKVError:
-                        found = await self._read_first(
-                            partition, key, [*others[1:], others[0]], near
-                        )
+                        found = await self._read_first(partition, key, [*others[1:], others[0]])
             except BaseException:
                 self.hot.abandon(key)
                 raise
-            self.hot.finish(key, found, asked + near * NEAR_MARGIN if near else None)
+            self.hot.finish(key, found, asked + watched * NEAR_MARGIN if watched else None)
             return found
         asks: dict[asyncio.Future[Entry | None], str] = {
             asyncio.ensure_future(self._ask(r, partition, key)): r for r in others
@@ -292,9 +332,18 @@ class Reader:
             self._repair(partition, winner, answers)
         return winner
 
-    async def _read_first(
-        self, partition: int, key: str, replicas: list[str], watch: float = 0.0
-    ) -> Entry | None:
+    def _read_first(self, partition: int, key: str, replicas: list[str]) -> Awaitable[Entry | None]:
+        return self._first(replicas, key, lambda r: self._ask(r, partition, key))
+
+    async def _first(
+        self, replicas: list[str], key: str, ask: Callable[[str], Awaitable[_T]]
+    ) -> _T:
+        """The first answer of ``ask(replica)``, the replicas in turn within ``read_timeout``.
+
+        Rounds over the replicas are separated by a back-off.
+
+        :raises PeerUnavailable: none answered; names each replica's error.
+        """
         errors: dict[str, str] = {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ctx.options.read_timeout
@@ -302,7 +351,7 @@ class Reader:
         while True:
             for replica in replicas:
                 try:
-                    return await self._ask(replica, partition, key, watch)
+                    return await ask(replica)
                 except GridKVError as exc:
                     errors[replica] = f"{type(exc).__name__}: {exc}"
             if loop.time() + delay >= deadline or not replicas:
@@ -315,25 +364,43 @@ class Reader:
             f"read_timeout={self.ctx.options.read_timeout:g}s ({why})"
         )
 
-    async def _ask(
-        self, replica: str, partition: int, key: str, watch: float = 0.0
-    ) -> Entry | None:
-        """``replica``'s entry of ``key``; with ``watch`` seconds, it watches the key for us."""
+    async def _ask(self, replica: str, partition: int, key: str) -> Entry | None:
+        """``replica``'s entry of ``key`` (tombstones included)."""
+        reply = await self._request(replica, GetRequest(partition, key))
+        if not isinstance(reply, GetReply):
+            raise ProtocolError(f"{replica!r} answered a read with {type(reply).__name__}")
+        return self._checked(replica, partition, key, reply.entry)
+
+    async def _ask_watched(
+        self, replica: str, partition: int, key: str, lifetime: float
+    ) -> tuple[Entry | None, float]:
+        """``replica``'s entry of ``key``, and the seconds it watches the key for this node."""
+        request = WatchedGetRequest(self.ctx.node_id, partition, key, round(lifetime * 1000))
+        reply = await self._request(replica, request)
+        if not isinstance(reply, WatchedGetReply):
+            raise ProtocolError(f"{replica!r} answered a read with {type(reply).__name__}")
+        entry = self._checked(replica, partition, key, reply.entry)
+        return entry, min(reply.watched_ms / 1000, lifetime)
+
+    async def _request(self, replica: str, request: Message) -> Message:
         ctx = self.ctx
         address = ctx.membership.address_of(replica)
         if address is None:
             raise PeerUnavailable(f"replica {replica!r} is not in this node's view")
-        request = (
-            WatchedGetRequest(ctx.node_id, partition, key, round(watch * 1000))
-            if watch
-            else GetRequest(partition, key)
-        )
-        reply = await ctx.messaging.request(address, request, ctx.options.read_timeout)
-        if not isinstance(reply, GetReply):
-            raise ProtocolError(f"{replica!r} answered a read with {type(reply).__name__}")
-        if reply.entry is None:
+        return await ctx.messaging.request(address, request, ctx.options.read_timeout)
+
+    def _checked(
+        self, replica: str, partition: int, key: str, found: tuple[int, Entry] | None
+    ) -> Entry | None:
+        """A replica's answer about ``key``, checked; its version advances the clock.
+
+        :raises ProtocolError: an answer about another key.
+        :raises PeerUnavailable: an entry from before a separation the replica has yet to
+            drop (not an answer: another replica is asked).
+        """
+        if found is None:
             return None
-        part, entry = reply.entry
+        part, entry = found
         if part != partition or entry.key != key:
             raise ProtocolError(f"{replica!r} answered a read of {key!r:.60} with another key")
         if entry.version < self.ctx.membership.oldest_taken(replica):
