@@ -6,10 +6,11 @@ process computes the same key for the same arguments of plain types: str, int, f
 tuples, lists, dicts in the same order). ``key="user:{0}"`` formats the arguments into the
 key instead (``str.format``), and ``key=callable`` computes it from them.
 
-Values are pickled by default: a cached function may return any picklable object. Every
-member of the cluster can write any key, so pickled values are trusted as the cluster's
-members are (authenticated peers, see docs/security.md); pass ``dumps``/``loads`` (for
-example ``json``'s) to keep untrusted code out.
+Values are pickled by default: a cached function may return any picklable object.
+Unpickling runs code, and whoever can write a key can have it run where the key is read:
+every authenticated member of the cluster, and every client of a RESP door without a
+password. Where others write the cache, pass ``dumps``/``loads`` that build only data (for
+example ``json``'s).
 """
 
 from __future__ import annotations
@@ -65,4 +66,4 @@ def pickled(value: Any) -> bytes:
 
 def unpickled(raw: bytes) -> Any:
     """A value :func:`pickled` made."""
-    return pickle.loads(raw)  # values come from the cluster's authenticated members
+    return pickle.loads(raw)  # whoever may write the key may run code here: see above
