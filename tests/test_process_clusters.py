@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -137,3 +138,29 @@ def test_a_graceful_leave_hands_data_over_and_no_process_is_left_behind() -> Non
         assert_all_readable(cluster, "k", KEYS)
         pids = cluster.pids()
     assert_gone(pids)
+
+
+def test_nodes_closing_at_once_hand_every_key_to_the_one_that_stays() -> None:
+    # Five of six close in the same instant (a fleet restarting): each hands its keys over
+    # while the others it may still count as replicas leave too. A leaving node refuses
+    # handoffs at once, so none waits out its close time-out, and none loses a key.
+    count = 6
+    ids = [f"f{i}" for i in range(count)]
+    with ProcessCluster(count, {"replica_count": 1, **NETWORK}, prefix="f") as cluster:
+        for node in cluster.live():
+            node.call("wait_ready", timeout=15)
+        cluster.wait_for("all alive", lambda: cluster.converged(dict.fromkeys(ids, "alive")))
+        cluster.node(0).call("set_many", prefix="f", count=KEYS, consistency="all")
+        leaving = [cluster.node(i) for i in range(1, count)]
+        start = time.monotonic()
+        threads = [threading.Thread(target=node.stop, daemon=True) for node in leaving]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        took = time.monotonic() - start
+        for i in range(1, count):
+            cluster.nodes[i] = None
+        assert took < 10  # the closes used to retry peers that were leaving for 30 s
+        assert cluster.node(0).call("keys") == KEYS
+        assert_all_readable(cluster, "f", KEYS)

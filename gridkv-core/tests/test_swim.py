@@ -379,6 +379,43 @@ def test_leave_announces_left_and_stops() -> None:
     assert a.tick(10.0) == []
 
 
+def test_leave_tells_every_live_member_and_names_the_newest() -> None:
+    # Many members leaving at once gossip no more: each live member has to hear it directly,
+    # and a member leaving too learns from the notice who joined last (it may stay).
+    ids = [f"m{i}" for i in range(12)]
+    a = with_members(machine("a"), *ids)
+    a.apply(5.0, rec("late", 1, ALIVE))
+    out = a.leave(6.0)
+    gossip = sends(out, SwimGossip)
+    assert {g.address for g in gossip} == {f"{n}:1" for n in [*ids, "late"]}
+    notice = gossip[0].message
+    assert isinstance(notice, SwimGossip)
+    records = notice.updates
+    assert (records[0].node_id, records[0].state) == ("a", CODE[LEFT])
+    assert records[1].node_id == "late"
+    assert len(records) <= CFG.max_piggyback
+    leaver = with_members(machine("m0"), "a")
+    leaver.leave(6.0)
+    leaver.handle(6.0, notice)
+    assert leaver.state_of("a") == LEFT
+    assert leaver.state_of("late") == ALIVE
+
+
+def test_a_member_that_left_tells_whoever_still_probes_it() -> None:
+    a = with_members(machine("a"), "b")
+    a.leave(0.0)
+    b = with_members(machine("b"), "a")
+    out, answer = a.handle(1.0, SwimPing(7, "b", "b:1", "a", []))
+    assert answer is None
+    (notice,) = sends(out, SwimGossip)
+    assert notice.address == "b:1"
+    b.handle(1.0, notice.message)
+    assert b.state_of("a") == LEFT
+    # Not at each message: once a probe period at most.
+    out, _ = a.handle(1.1, SwimPing(8, "b", "b:1", "a", []))
+    assert sends(out, SwimGossip) == []
+
+
 def test_periodic_sync_targets_a_live_and_a_failed_member() -> None:
     cfg = SwimConfig(push_pull_interval=1.0)
     a = with_members(machine("a", cfg=cfg), "b", "c")

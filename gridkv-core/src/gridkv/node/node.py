@@ -196,6 +196,7 @@ class Node(Serving):
             self.mutator,
             self.keyspace,
             lambda: msgpack.packb(self.status_figures(), use_bin_type=True),
+            leaving=lambda: self.state in ("closing", "closed"),
         )
         #: ``local_reads[p]`` is 1 when a default-level read of partition ``p`` may be served
         #: from local storage on the caller's thread: the node runs, holds ``p``, and the

@@ -78,6 +78,8 @@ class Router:
     :param mutator: atomic operations on keys this node is primary owner of.
     :param keyspace: listings of the keys this node holds.
     :param status: this node's figures, encoded (``gridkv status``).
+    :param leaving: whether this node is closing; it then refuses every handoff and
+        comparison at once (the giver turns to the other members), not after a time-out.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class Router:
         mutator: Mutator,
         keyspace: Keyspace,
         status: Callable[[], bytes],
+        leaving: Callable[[], bool] = lambda: False,
     ) -> None:
         self.node_id = node_id
         self._messaging = messaging
@@ -103,6 +106,7 @@ class Router:
         self._mutator = mutator
         self._keyspace = keyspace
         self._status = status
+        self._leaving = leaving
         self._errors = RateLimitedLog(log)
         #: Frames from peers that did not decode (each answered with a ProtocolError).
         self.malformed_frames = 0
@@ -216,6 +220,10 @@ class Router:
     ) -> ErrorReply | None:
         """The refusal of data from a sender that may not give it yet, or ``None``."""
         sender = message.sender
+        if isinstance(message, _BULK_TYPES) and self._leaving():
+            return ErrorReply(
+                "ShuttingDown", f"node {self.node_id!r} is leaving; it takes no partitions"
+            )
         state = self._membership.state_of(sender)
         if state == "dead":
             why = "dead; it must rejoin (refute) before its data is taken"

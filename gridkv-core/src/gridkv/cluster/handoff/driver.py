@@ -11,11 +11,21 @@ that has gained replicas:
   the view gives its entries instead, and keeps them.
 
 Besides, any partition this node holds but does not replicate (a handoff that failed, data
-left from an older view) is given to its current replicas and dropped the same way. A give
+left from an older view, entries a member that left handed here although this view does not
+make this node their replica) is given to its current replicas and dropped the same way. A give
 that fails (a new replica unreachable, or not yet seeing itself as a replica) is tried again
 until it succeeds or ``handoff_timeout`` has passed since it began; then a partition this node
 no longer replicates is dropped with whatever could not be given. That bound is what lets
 tombstones be collected safely: see :mod:`gridkv.cluster.replication.tombstones`.
+
+A node that leaves stops hearing about the others (it sends no membership traffic, and nobody
+gossips to a member that left), so its view can be stale: members it believes alive may be
+leaving or gone, and members may have joined that it never hears of. So a leaving node refuses
+every handoff at once (:class:`~gridkv.node.router.Router`); a leaving giver stops giving to a
+member that refused or could not be reached, and gives its partitions to the replicas of a
+table without it; and a member that stays takes what a member that left hands it even when its
+own view does not make it a replica, and passes it on as above. Every partition of a leaving
+node thus ends up on a node that stays, as long as one it knows of stays.
 
 Entries travel in replication batches cut to the message budget; the giver then tells each
 new replica that the partition is complete (:class:`~gridkv.wire.messages.HandoffDone`). Until
@@ -48,6 +58,8 @@ __all__ = ["Handoff"]
 
 log = logging.getLogger(LOGGER_NAME)
 
+#: Member states that count in the partition table.
+_LIVE = ("alive", "suspect")
 #: Versions of the entries a replica acknowledged: ``(key, version, writer)``.
 _Acked = set[tuple[str, int, str]]
 
@@ -82,6 +94,9 @@ class Handoff:
         self._scheduled = False
         self._running: asyncio.Task[None] | None = None
         self._gives: dict[int, _Give] = {}
+        #: During a graceful leave: members a give failed on (leaving, gone, unreachable).
+        #: The leave hands partitions to the replicas of a table without them.
+        self._avoid: set[str] | None = None
         # partition -> (former replicas, give up waiting at): moves into this ctx. Changed
         # from callers' threads (a table rebuild) and the loop, so only under the lock.
         self._receiving: dict[int, tuple[tuple[str, ...], float]] = {}
@@ -113,6 +128,25 @@ class Handoff:
         ctx = self.ctx
         table = ctx.partitions.ensure_table()
         return [p for p in ctx.storage.held_partitions() if ctx.node_id not in table.owners(p)]
+
+    def _targets(self) -> list[str]:
+        """The members this node may give to: live, not itself, not avoided during a leave."""
+        avoid = self._avoid or ()
+        me = self.ctx.node_id
+        return [n for n in self.ctx.membership.live_ids() if n != me and n not in avoid]
+
+    def _current(self) -> PartitionTable:
+        """The table to give by: the view's, without the members a leave gave up on."""
+        table = self.ctx.partitions.ensure_table()
+        if not self._avoid:
+            return table
+        targets = self._targets()
+        if not targets:
+            return table
+        opts = self.ctx.options
+        return PartitionTable.build(
+            targets, opts.partition_count, opts.replica_count, opts.virtual_nodes
+        )
 
     def start(self) -> None:
         """Take the starting table as the one handed off under.
@@ -162,11 +196,18 @@ class Handoff:
             return owners
 
     def on_done(self, message: HandoffDone) -> BatchAck:
-        """A giver finished sending partitions here: stop asking former replicas for them."""
+        """A giver finished sending partitions here: stop asking former replicas for them.
+
+        Partitions this view does not make this node replicate (a member that left handed
+        them over by its own, older view) are passed on to their replicas in a pass soon.
+        """
         with self._lock:
             for partition in message.partitions:
                 self._receiving.pop(partition, None)
         self._refresh_local_reads()
+        holds = self.ctx.partitions.holds
+        if not all(holds(p) for p in message.partitions if p < self.ctx.options.partition_count):
+            self.view_changed()
         return BatchAck(b"")
 
     # -- scheduling --------------------------------------------------------------------------
@@ -210,21 +251,49 @@ class Handoff:
             await asyncio.gather(task, return_exceptions=True)
 
     async def leave(self, timeout: float) -> None:
-        """A graceful leave: give every partition held here to its replicas without this ctx.
+        """A graceful leave: give every partition held here to its replicas without this node.
 
         Called once this node's leave was announced (its own view no longer counts it), so the
         current table says who takes over; they get everything this node holds, so nothing is
         lost even with ``replica_count = 1``. Replicas that do not see the leave yet refuse
         and are asked again, until ``timeout``.
+
+        This node's view is not kept up to date once it left: it may count members that are
+        leaving too or gone. A member that refuses the handoff as leaving, or cannot be
+        reached, is passed over: the partitions go to the replicas of a table without it.
+        With nobody else to give to, this node is done once all those members said they left
+        (a whole fleet closing); the others are asked again meanwhile.
         """
         await self.stop()
         ctx = self.ctx
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         delay = ctx.options.gossip_interval
+        avoid: set[str] = set()
+        self._avoid = avoid
         while True:
+            if not self._targets():
+                # Every member this node knows of refused or could not be reached. Those
+                # that said they left are gone for good: with none else, this node is the
+                # last to leave. The others are asked again after a while: a member that
+                # refused announces its leave soon, and its notice names members that stay
+                # (newcomers this node may not know yet); one unreachable may be back.
+                unheard = [n for n in avoid if ctx.membership.state_of(n) in _LIVE]
+                if not self.pending or not unheard:
+                    if self.pending:
+                        log.info(
+                            "no member that stays is known to hand partitions to",
+                            extra={"node_id": ctx.node_id, "partitions": self.pending},
+                        )
+                    return
+                if loop.time() + delay >= deadline:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                avoid.difference_update(unheard)
+                continue
             await self.rebalance()
-            if not self.pending or not [n for n in ctx.membership.live_ids() if n != ctx.node_id]:
+            if not self.pending:
                 return
             if loop.time() + delay >= deadline:
                 break
@@ -241,13 +310,13 @@ class Handoff:
         """Compare the last table with the current one, and give what has to move."""
         ctx = self.ctx
         me = ctx.node_id
-        table = ctx.partitions.ensure_table()
+        table = self._current()
         now = self.ctx.loop_time()
         old = self._table if self._table is not None else self._without_me()
         if old is not None and old != table:
             for pending in self._gives.values():
                 pending.started = now  # new replicas get the whole handoff_timeout
-            live = set(ctx.membership.live_ids())
+            live = set(ctx.membership.live_ids()).difference(self._avoid or ())
             for partition, newcomers, displaced in plan_gives(old, table, me, live):
                 give = self._gives.get(partition)
                 if give is None:
@@ -337,6 +406,14 @@ class Handoff:
                 log.info(
                     "handoff to a replica failed; it is tried again",
                     extra={"peer": target, "partitions": len(parts), "error": str(exc)},
+                )
+            elif self._avoid is not None:
+                # Leaving: the target is leaving too or gone (a leaving node refuses at once),
+                # and this node's view may never say so. Give to the others.
+                self._avoid.add(target)
+                log.debug(
+                    "handoff to a member failed during the leave; giving to the others",
+                    extra={"node_id": ctx.node_id, "peer": target, "error": str(exc)},
                 )
             return {}
         return done

@@ -399,7 +399,7 @@ class Swim:
         sender = getattr(message, "sender", None)
         self._new_allowed = NEW_MEMBERS_PER_MESSAGE
         if self.left:
-            # Gone: say nothing, but keep the view current (who else left) while this node
+            # Gone: answer nothing, but keep the view current (who else left) while this node
             # hands its partitions over.
             records = getattr(message, "updates", None) or getattr(message, "states", None) or []
             for record in records:
@@ -407,6 +407,17 @@ class Swim:
                     self.apply(now, record)
             self._new_allowed = None
             self._urgent.clear()
+            # A live member that still talks to this node does not know it left (it joined
+            # after the announcement, or the notice was lost), and would refuse the
+            # partitions this node hands it: tell it, where this view holds it.
+            member = self.members.get(sender) if sender is not None else None
+            if (
+                member is not None
+                and member.state in (ALIVE, SUSPECT)
+                and self._may_tell(now, member.node_id)
+            ):
+                notice = SwimGossip(self.node_id, self.me.address, [self.own_record()])
+                out.append(Send(member.address, notice))
             return out, None
         self._sender = sender
         self._claimed = getattr(message, "sender_addr", None)
@@ -548,9 +559,17 @@ class Swim:
     def leave(self, now: float) -> list[Output]:
         """Announce a graceful leave; return the messages that carry it.
 
-        Besides a few live members, every member that left within ``LEFT_NOTICE_WINDOW`` is
-        told too: it may still be handing its data over, and would otherwise keep offering
-        it to this node (a whole fleet shutting down at once).
+        Every live member is told directly: a node that left gossips no more, so when many
+        leave at once (a whole fleet restarting) the ones told could all be leaving too, and
+        a member that stays would go on counting this node until it found it dead, refusing
+        meanwhile the partitions this node hands it (it does not replicate them in a view
+        that counts this node), and afterwards all its data. Every member that left within
+        ``LEFT_NOTICE_WINDOW`` is told too: it may still be handing its data over, and would
+        otherwise keep offering it to this node.
+
+        The notice carries the records of the members alive here that joined last: a member
+        leaving at the same time learns nothing more once it left, and may not know yet of
+        the newcomers that stay, to which it has to hand its data.
         """
         if self.left:
             return []
@@ -558,15 +577,18 @@ class Swim:
         self.me.state = LEFT
         record = self.own_record()
         targets = [m for m in self.members.values() if m.state in (ALIVE, SUSPECT)]
+        newest = sorted(
+            (m for m in targets if m.state == ALIVE), key=lambda m: (-m.since, m.node_id)
+        )[: max(0, self.config.max_piggyback - 1)]
         self.rng.shuffle(targets)
-        fanout = max(self.config.gossip_fanout, self.config.indirect_checks) + 1
         leaving = [
             m
             for m in self.members.values()
             if m.state == LEFT and now - m.since <= LEFT_NOTICE_WINDOW
         ]
-        message = SwimGossip(self.node_id, self.me.address, [record])
-        out: list[Output] = [Send(m.address, message) for m in targets[:fanout] + leaving]
+        records = [record, *(m.record(self.node_id) for m in newest)]
+        message = SwimGossip(self.node_id, self.me.address, records)
+        out: list[Output] = [Send(m.address, message) for m in targets + leaving]
         self.left = True
         return out
 

@@ -157,12 +157,18 @@ class Coordinator:
 
     # -- storing what peers send -------------------------------------------------------------
 
-    def store(self, partition: int, entry: Entry, oldest: int = 0) -> int:
+    def store(self, partition: int, entry: Entry, oldest: int = 0, handed: bool = False) -> int:
         """Store an entry a peer sent, by the rules every path follows; return the outcome.
 
         The key must belong to ``partition``, this node must replicate the partition in its
         view, the version must not be too far ahead of this node's clock, and storage must
         have room. Then last-writer-wins decides: :data:`STORED` or :data:`HELD`.
+
+        ``handed``: the sender is a member that left, handing its data over by its own view,
+        which is not kept up to date once it left (members it counts may be gone, members
+        may have joined it never heard of). A node that runs takes such an entry even for a
+        partition it does not replicate, and its handoff passes it on to the replicas
+        (:mod:`gridkv.cluster.handoff`); refused, it could be lost with its last copy.
 
         An entry older than ``oldest`` (what ``membership.oldest_taken`` says of its
         sender) is refused with :data:`WITHHELD`: the sender is back from a separation
@@ -174,7 +180,7 @@ class Coordinator:
         hash_ = key_hash(entry.key)
         if hash_ % ctx.options.partition_count != partition:
             return WRONG_PARTITION
-        if not ctx.partitions.holds(partition):
+        if not ctx.partitions.holds(partition) and not (handed and ctx.accepting()):
             return NOT_REPLICA
         if entry.version < oldest:
             self.entries_withheld += 1
@@ -196,11 +202,12 @@ class Coordinator:
         """Merge a batch from a peer by last-writer-wins; answer one outcome per entry."""
         count = self.ctx.options.partition_count
         oldest = self.ctx.membership.oldest_taken(message.sender)
+        handed = self.ctx.membership.state_of(message.sender) == "left"
         results = bytearray()
         for partition, entry in message.entries:
             if partition >= count:
                 raise ProtocolError(f"partition {partition} out of range (partition_count={count})")
-            results.append(self.store(partition, entry, oldest))
+            results.append(self.store(partition, entry, oldest, handed))
         self._note_refusals(message.sender, results)
         return BatchAck(bytes(results))
 
