@@ -73,6 +73,7 @@ BENCHMARKS = [
     "cluster_quic",
     "metrics",
     "bulk",
+    "cache_patterns",
     "attack_tcp",
     "hardening",
     "auth",
