@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -413,5 +414,30 @@ def test_a_graceful_close_hands_off_even_with_a_single_replica() -> None:
                 reader = sim.client(node_id)
                 for key in held_by_n1[::13]:
                     assert await reader.get(key) == b"v"
+
+    simulate(scenario)
+
+
+def test_get_many_answers_at_once_when_a_single_replica_died() -> None:
+    # Found by a review: with replica_count 1, the dead owner's partitions move to the
+    # others, and until the handoff gave up on it (handoff_timeout) get_many reported "no
+    # replica in the view" for them, while get waited a read_timeout on the dead node.
+    async def scenario() -> None:
+        async with Simulation(seed=41, options={"replica_count": 1}) as sim:
+            await cluster(sim, 3)
+            keys = [f"k{i}" for i in range(60)]
+            kv = sim.client("n0")
+            assert await kv.set_many({k: b"v" for k in keys}) == {}
+            lost = [k for k in keys if "n2" in replicas_of(sim, k)]
+            await sim.crash("n2")
+            await sim.wait_until(
+                lambda: sim.nodes["n0"].membership.state_of("n2") == "dead", timeout=10
+            )
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            found = await kv.get_many(keys)  # the lost keys are missing, not errors
+            assert sorted(found) == sorted(k for k in keys if k not in lost)
+            assert await kv.get(lost[0]) is None
+            assert loop.time() - started < sim.nodes["n0"].options.read_timeout
 
     simulate(scenario)

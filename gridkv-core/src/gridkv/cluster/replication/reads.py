@@ -103,7 +103,7 @@ class Reader:
         watched = self._watch(message) if isinstance(message, WatchedGetRequest) else None
         entry = ctx.storage.get_entry(partition, message.key)
         if entry is None:
-            former = [r for r in self._waiting_on(partition) if r != ctx.node_id]
+            former = self._formers(partition)
             if former:
                 return self._get_from_former(partition, message.key, former, watched)
         found = None if entry is None else (partition, entry)
@@ -173,8 +173,20 @@ class Reader:
                 entries.append((partition, entry))
         return GetManyReply(entries, unknown)
 
+    def _formers(self, partition: int) -> list[str]:
+        """The former replicas of a partition moving here that may still answer for it.
+
+        A dead one is left out: its copy is gone with it, and asking would cost a whole
+        ``read_timeout`` per read until the handoff gives up on it.
+        """
+        ctx = self.ctx
+        state_of = ctx.membership.state_of
+        return [
+            r for r in self._waiting_on(partition) if r != ctx.node_id and state_of(r) != "dead"
+        ]
+
     def _moving_here(self, partition: int) -> bool:
-        return any(r != self.ctx.node_id for r in self._waiting_on(partition))
+        return bool(self._formers(partition))
 
     async def read_many(
         self, items: list[tuple[int, str]]
@@ -192,6 +204,10 @@ class Reader:
         found: dict[str, Entry | None] = {}
         errors: dict[str, GridKVError] = {}
         asked: dict[str, list[tuple[int, str]]] = {}
+        # Keys read as one key is read: this node is their only replica while their
+        # partition moves to it (the former replicas are asked, then its own storage), or
+        # the view has no replica of them (the error says so).
+        singly: list[tuple[int, str]] = []
         for partition, key in items:
             owners = table.owners(partition)
             if ctx.node_id in owners and not self._moving_here(partition):
@@ -199,7 +215,7 @@ class Reader:
                 continue
             target = next((o for o in owners if o != ctx.node_id), None)
             if target is None:
-                errors[key] = PeerUnavailable(f"no replica of key {key!r:.60} in the view")
+                singly.append((partition, key))
                 continue
             asked.setdefault(target, []).append((partition, key))
 
@@ -243,7 +259,8 @@ class Reader:
                 ask(replica, group[start : start + MANY_PER_REQUEST])
                 for replica, group in asked.items()
                 for start in range(0, len(group), MANY_PER_REQUEST)
-            )
+            ),
+            *(one(p, k) for p, k in singly),
         )
         return found, errors
 
@@ -269,7 +286,7 @@ class Reader:
         if ctx.node_id in replicas:
             answers[ctx.node_id] = local = ctx.storage.get_entry(partition, key)
             if needed <= 1:
-                former = [r for r in self._waiting_on(partition) if r != ctx.node_id]
+                former = self._formers(partition)
                 if local is None and former:
                     # The partition is moving here: the key may not have arrived yet.
                     with contextlib.suppress(GridKVError):
