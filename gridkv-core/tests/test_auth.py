@@ -458,10 +458,9 @@ async def test_a_member_cannot_move_another_members_address_or_declare_it_gone()
 
 def test_auth_authenticator_names_the_plugin_and_an_unknown_one_is_refused_by_name() -> None:
     with pytest.raises(ConfigError, match=r"nope.*ed25519|ed25519.*nope"):
-        Node(Options(local_node_id="n", auth={"authenticator": "nope"}))
+        Node(Options.from_mapping({"local_node_id": "n", "auth": {"authenticator": "nope"}}))
     with pytest.raises(ConfigError, match="authenticator"):
-        Options(auth={"authenticator": ""})
+        Options.from_mapping({"auth": {"authenticator": ""}})
     # Another authenticator brings its own trust root: core does not ask for one of ed25519's.
-    Node._check_security(
-        Options(local_node_id="n", seed_addrs=["x:1"], auth={"authenticator": "custom"})
-    )
+    custom = {"local_node_id": "n", "seed_addrs": ["x:1"], "auth": {"authenticator": "custom"}}
+    Node._check_security(Options.from_mapping(custom))
