@@ -201,13 +201,16 @@ def cluster_mix(
     label: str,
     options: dict[str, Any],
     during: Callable[[ProcessCluster], Callable[[], None]] | None = None,
+    cluster_type: type[ProcessCluster] = ProcessCluster,
 ) -> dict[str, Any]:
     """90/10 get/set from 64 tasks in each of 3 node processes at once.
 
     :param during: called with the cluster as the load starts; what it returns is called when
         the load ends (a scraper, say).
+    :param cluster_type: the kind of process cluster (one that gives each node options of its
+        own, say).
     """
-    with ProcessCluster(3, options, prefix="m") as cluster:
+    with cluster_type(3, options, prefix="m") as cluster:
         for node in cluster.live():
             node.call("wait_ready", timeout=15)
         everyone = {f"m{i}": "alive" for i in range(3)}

@@ -76,8 +76,9 @@ def ssl_for(directory: Path, node: str, ca: Path | None = None) -> SslOptions:
     )
 
 
-#: ``make(node, port=None, certs=None, ca=None, **limits)``: a quic transport for ``node`` on
-#: 127.0.0.1 (a free port unless given), with the cluster's certificates (or ``certs``'s).
+#: ``make(node, port=None, certs=None, ca=None, idle_timeout=None, **limits)``: a quic
+#: transport for ``node`` on 127.0.0.1 (a free port unless given), with the cluster's
+#: certificates (or ``certs``'s), and the QUIC idle time-out given (the default otherwise).
 MakeQuic = Callable[..., QuicTransport]
 
 
@@ -90,10 +91,12 @@ def make_quic(certs: Path) -> MakeQuic:
         port: int | None = None,
         directory: Path | None = None,
         ca: Path | None = None,
+        idle_timeout: float | None = None,
         **limits: Any,
     ) -> QuicTransport:
         ssl = ssl_for(directory or certs, node, ca)
-        server, client = configurations(ssl, max_frame_bytes=16 * 1024 * 1024)
+        idle = {} if idle_timeout is None else {"idle_timeout": idle_timeout}
+        server, client = configurations(ssl, max_frame_bytes=16 * 1024 * 1024, **idle)
         address = f"127.0.0.1:{port or free_udp_port()}"
         return QuicTransport(address, server=server, client=client, ca_file=ssl.ca_file, **limits)
 

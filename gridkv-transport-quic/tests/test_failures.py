@@ -14,7 +14,7 @@ from gridkv import PeerUnavailable, ShuttingDown
 from gridkv.base.options import SslOptions
 from gridkv.security.certs import create_cluster_certs
 from gridkv.testing.waiting import wait_until
-from gridkv_transport_quic._link import MAX_LANES
+from gridkv_transport_quic._link import BUSY_LANE, MAX_LANES
 from gridkv_transport_quic._tls import configurations
 from gridkv_transport_quic.transport import QuicTransport
 
@@ -182,7 +182,8 @@ async def test_more_lanes_than_an_acceptor_takes_are_never_opened(make_quic: Mak
     await b.start(slow)
     try:
         requests = []
-        for _ in range(20):  # 2,000 in flight over several loop turns: lanes as they fill
+        # More than MAX_LANES full lanes in flight, over several loop turns: lanes as they fill.
+        for _ in range(MAX_LANES * BUSY_LANE // 100 + 2):
             requests += [
                 asyncio.ensure_future(a.request(b.local_address, b"x", 10)) for _ in range(100)
             ]

@@ -1,4 +1,4 @@
-"""The QUIC transport for GridKV (aioquic): mutual TLS 1.3, a stream per request.
+"""The QUIC transport for GridKV (aioquic): mutual TLS 1.3, requests on a few long-lived lanes.
 
 Installing this distribution registers the transport ``quic`` through the ``gridkv.plugins``
 entry point; ``network.type = "quic"`` selects it. It needs the node's certificate, key and

@@ -24,15 +24,35 @@ if TYPE_CHECKING:
     from cryptography import x509
     from gridkv.base.options import SslOptions
 
-__all__ = ["ALPN", "CERTS_COMMAND", "check_dialler", "configurations"]
+__all__ = [
+    "ALPN",
+    "CERTS_COMMAND",
+    "IDLE_TIMEOUT",
+    "KEEPALIVE_FRACTION",
+    "check_dialler",
+    "configurations",
+]
 
 #: The ALPN protocol both sides must name.
 ALPN = "gridkv"
 #: The command that writes a cluster's certificates (named by the errors that need them).
 CERTS_COMMAND = "gridkv certs create --out DIR --nodes n1,n2,n3"
-#: Seconds a QUIC connection may go without a packet before either side drops it; dialled
-#: connections send a PING after a third of it without traffic, so only dead peers hit it.
+#: Seconds a QUIC connection may go without a packet before either side drops it (the
+#: smaller of both sides' counts); dialled connections send a PING after a third of it
+#: without a packet (:data:`KEEPALIVE_FRACTION`), so only a peer that went silent hits it.
+#:
+#: Fixed, not a ``network`` option: ``NetworkOptions`` has no time-based idle or keep-alive
+#: setting for it to follow (the tcp transport keeps a connection until it is closed or cut;
+#: ``network.max_idle`` counts pooled connections), and neither figure decides anything a
+#: user tunes. A vanished peer's link is cut long before it: once anything sent to it
+#: waits unacknowledged for ``network.write_timeout`` (SWIM probes every member every few
+#: seconds), or a request times out with nothing heard. The idle time-out only reclaims the
+#: acceptor's state of a dialler gone without a word, and the PING keeps a quiet link and
+#: its NAT binding alive: at most 30 s of quiet (a PING after 20 s, looked for every 10 s)
+#: is within the UDP binding lifetime of common NATs.
 IDLE_TIMEOUT = 60.0
+#: The fraction of the idle time-out after which a quiet dialled link sends a PING.
+KEEPALIVE_FRACTION = 1 / 3
 
 
 def _missing(what: str) -> ConfigError:
@@ -45,9 +65,12 @@ def _missing(what: str) -> ConfigError:
 
 
 def configurations(
-    options: SslOptions, *, max_frame_bytes: int
+    options: SslOptions, *, max_frame_bytes: int, idle_timeout: float = IDLE_TIMEOUT
 ) -> tuple[QuicConfiguration, QuicConfiguration]:
     """The (server, client) QUIC configurations of ``network.ssl``.
+
+    :param idle_timeout: seconds without a packet before a connection is dropped
+        (:data:`IDLE_TIMEOUT`; tests make it short).
 
     :raises ConfigError: TLS is off, a file is missing or cannot be loaded, or
         ``verify_peer`` is off (a QUIC node always checks its peers); the message names the
@@ -69,7 +92,7 @@ def configurations(
         configuration = QuicConfiguration(
             is_client=is_client,
             alpn_protocols=[ALPN],
-            idle_timeout=IDLE_TIMEOUT,
+            idle_timeout=idle_timeout,
             verify_mode=ssl.CERT_REQUIRED,
             cafile=options.ca_file,
             # Flow control: a stream may carry a whole frame, a connection a few in flight.

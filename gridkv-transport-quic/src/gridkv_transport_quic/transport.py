@@ -23,9 +23,11 @@ over ``network.max_inbound_buffer_bytes`` across the node, or unfinished
 unacknowledged, or nothing acknowledged for ``network.write_timeout`` while data waits (a peer
 that stopped reading, or is gone). QUIC's own flow control holds a writer back when the peer
 reads slowly. Links whose handshake is not done within ``network.timeout`` are dropped, and at
-most :data:`~gridkv_transport_quic._link.MAX_HALF_OPEN` are held at once. A dialled link idle
-for a third of the QUIC idle time-out (60 s) sends a PING, so only a dead peer's link times
-out; a request timed out with nothing heard from the peer closes its link at once.
+most :data:`~gridkv_transport_quic._link.MAX_HALF_OPEN` are held at once. A dialled link
+that heard nothing for a third of the QUIC idle time-out (60 s,
+:data:`~gridkv_transport_quic._tls.IDLE_TIMEOUT`, fixed: see there why) sends a PING, looked
+for twice as often, so only a link whose peer went silent times out; a request timed out with
+nothing heard from the peer closes its link at once.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from gridkv.transport.base import Handler, Handshake, TransportStats
 from gridkv.transport.deadlines import Deadlines
 
 from gridkv_transport_quic._link import Link, Listener, Shared
-from gridkv_transport_quic._tls import IDLE_TIMEOUT, configurations
+from gridkv_transport_quic._tls import KEEPALIVE_FRACTION, configurations
 
 if TYPE_CHECKING:
     from aioquic.quic.configuration import QuicConfiguration
@@ -71,8 +73,11 @@ class QuicTransport:
     """The ``quic`` transport.
 
     :param address: the address peers reach this node at (``host:port``, UDP).
-    :param server: the accepting side's QUIC configuration (certificate, CA, ALPN).
-    :param client: the dialling side's.
+    :param server: the accepting side's QUIC configuration (certificate, CA, ALPN, idle
+        time-out).
+    :param client: the dialling side's. A dialled link that heard nothing for
+        :data:`~gridkv_transport_quic._tls.KEEPALIVE_FRACTION` of the configurations' idle
+        time-out sends a PING.
     :param ca_file: the CA file that dialler certificates must chain to.
     :param bind: the address to listen on; ``address`` when ``None``.
     :param dial_timeout: seconds for a handshake.
@@ -85,7 +90,7 @@ class QuicTransport:
     :param reconnect_backoff: first wait after a failed dial before the next one.
     :param reconnect_max_backoff: longest such wait.
     :param max_lanes: request streams per link at most (``network.max_conns``): one more is
-        opened whenever each has 16 requests in flight.
+        opened whenever each has 32 requests in flight (``_link.BUSY_LANE``).
     """
 
     name = "quic"
@@ -133,6 +138,8 @@ class QuicTransport:
         self._failures: dict[str, tuple[int, float, str]] = {}
         self._rng = random.Random(f"quic {address}")
         self._keepalive: asyncio.TimerHandle | None = None
+        #: Seconds of quiet after which a dialled link sends a PING (keep-alive).
+        self.keepalive_after = min(server.idle_timeout, client.idle_timeout) * KEEPALIVE_FRACTION
         #: Links past their guard's lifetime, closing once their requests are answered.
         self._retiring: set[asyncio.Future[Any]] = set()
         #: Resolved when close() has finished (a second close() waits for it).
@@ -224,7 +231,7 @@ class QuicTransport:
             advertised, _ = split_address(shared.address)
             shown = f"[{advertised}]" if ":" in advertised else advertised
             shared.address = f"{shown}:{actual}"
-        self._keepalive = loop.call_later(IDLE_TIMEOUT / 3, self._keep_alive)
+        self._keepalive = loop.call_later(self.keepalive_after / 2, self._keep_alive)
         return shared.handshake is not None
 
     # -- links -------------------------------------------------------------------------
@@ -343,24 +350,80 @@ class QuicTransport:
         return link
 
     def _keep_alive(self) -> None:
-        """PING the dialled links quiet for a third of the idle time-out (keep-alive)."""
+        """PING the dialled links that heard nothing for ``keepalive_after`` (keep-alive).
+
+        Looked for twice per ``keepalive_after``, so a link whose peer answers is never quiet
+        for more than 1.5 times it (half the idle time-out).
+        """
         loop = asyncio.get_running_loop()
         now = loop.time()
+        after = self.keepalive_after
         for link in list(self._links.values()):
-            if not link.gone and now - link.heard >= IDLE_TIMEOUT / 3:
+            if not link.gone and now - link.heard >= after:
                 link.quic.send_ping(0)
                 link.soon()
-        self._keepalive = loop.call_later(IDLE_TIMEOUT / 3, self._keep_alive)
+        self._keepalive = loop.call_later(after / 2, self._keep_alive)
 
     # -- the Transport interface -------------------------------------------------------
 
     async def request(self, address: str, payload: bytes, timeout: float | None = None) -> bytes:
         """Send ``payload`` to ``address`` on one of the link's lanes and return the answer."""
-        self._shared.check_outbound(self.name, address, len(payload))
         shared = self._shared
+        size = len(payload)
+        if shared.closed or size > shared.max_frame_bytes:
+            shared.check_outbound(self.name, address, size)  # raises, saying why
         wait = shared.read_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
-        start = loop.time()
+        start = sent_at = loop.time()
+        link = self._links.get(address)
+        if (
+            link is None
+            or link._gone
+            or link._queued > shared.max_output_buffer_bytes
+            or (link.guard is not None and link.guard.expired)
+        ):
+            link = await self._ready_link(address, wait, start)
+            sent_at = loop.time()
+        future: asyncio.Future[bytes] = loop.create_future()
+        counters = shared.counters
+        counters.requests_sent += 1
+        counters.bytes_sent += size
+        try:
+            request_id = link.request(payload, future)
+        except PeerUnavailable:  # the link went meanwhile
+            counters.errors += 1
+            raise
+        slot = self._deadlines.add(loop, future, max(wait - (sent_at - start), 0.0))
+        try:
+            return await future
+        except TimeoutError:
+            counters.errors += 1
+            if link.heard < sent_at:
+                # Not even an acknowledgement since: the peer is gone (killed, or restarted
+                # and deaf to this link). The next request dials again.
+                link.close("no packet from the peer while a request waited")
+            else:
+                link.abandon(request_id)
+            raise PeerTimeout(f"{address!r} did not answer within {wait:g}s") from None
+        except (PeerUnavailable, ShuttingDown):
+            counters.errors += 1
+            raise
+        finally:
+            self._deadlines.discard(slot, future)
+            link.pending.pop(request_id, None)
+
+    async def _ready_link(self, address: str, wait: float, start: float) -> Link:
+        """The link a request to ``address`` goes over, once it can take one.
+
+        Dials when there is none (or it went, or its guard expired); waits while more than
+        ``max_output_buffer_bytes`` wait for the peer (back-pressure).
+
+        :raises PeerUnavailable: no link (counted).
+        :raises PeerTimeout: the peer took nothing of what waits for it within
+            ``network.write_timeout`` (counted).
+        """
+        shared = self._shared
+        loop = asyncio.get_running_loop()
         try:
             link = self._usable(address) or await self._link(
                 address, min(wait, shared.dial_timeout)
@@ -379,33 +442,7 @@ class QuicTransport:
         except (PeerUnavailable, PeerTimeout):
             shared.counters.errors += 1
             raise
-        future: asyncio.Future[bytes] = loop.create_future()
-        shared.counters.requests_sent += 1
-        shared.counters.bytes_sent += len(payload)
-        sent_at = loop.time()
-        try:
-            request_id = link.request(payload, future)
-        except PeerUnavailable:  # the link went meanwhile
-            shared.counters.errors += 1
-            raise
-        slot = self._deadlines.add(loop, future, max(wait - (sent_at - start), 0.0))
-        try:
-            return await future
-        except TimeoutError:
-            shared.counters.errors += 1
-            if link.heard < sent_at:
-                # Not even an acknowledgement since: the peer is gone (killed, or restarted
-                # and deaf to this link). The next request dials again.
-                link.close("no packet from the peer while a request waited")
-            else:
-                link.abandon(request_id)
-            raise PeerTimeout(f"{address!r} did not answer within {wait:g}s") from None
-        except (PeerUnavailable, ShuttingDown):
-            shared.counters.errors += 1
-            raise
-        finally:
-            self._deadlines.discard(slot, future)
-            link.pending.pop(request_id, None)
+        return link
 
     async def send(self, address: str, payload: bytes) -> None:
         """Send ``payload`` one way, in order after the earlier ones to ``address``.
