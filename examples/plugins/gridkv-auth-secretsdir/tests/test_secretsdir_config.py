@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from gridkv import ConfigError, Options
+from gridkv import AuthenticationError, ConfigError, Options
 from gridkv.plugins import Plugins
 from gridkv.security.identity import Identity, new_secret
 from gridkv.testing.entry_points import check_entry_point
@@ -207,3 +208,86 @@ def test_a_bad_new_version_of_the_keys_keeps_the_ones_in_force(
     now[0] = 2.0
     trust.check("n3", newcomer.public_key, b"")
     assert trust.loads == 2
+
+
+def test_an_item_that_is_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    """Opened without blocking, then checked: a FIFO (no writer ever comes) does not hang the
+    node's start, it is a ConfigError naming it."""
+    d = tmp_path / "s"
+    d.mkdir(mode=0o700)
+    os.mkfifo(d / "cluster-secret", 0o600)
+    outcome: list[object] = []
+
+    def open_it() -> None:
+        try:
+            SecretsDir(d).trust()
+            outcome.append("accepted")
+        except ConfigError as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=open_it, daemon=True)
+    t.start()
+    t.join(10)  # returns at once unless the open blocks
+    if t.is_alive():  # unblock the reader, then fail
+        os.close(os.open(d / "cluster-secret", os.O_WRONLY | os.O_NONBLOCK))
+        t.join(10)
+        pytest.fail("SecretsDir(...).trust() blocked on a FIFO")
+    assert len(outcome) == 1 and isinstance(outcome[0], ConfigError)
+    assert re.search(r"cluster-secret' is not a regular file", str(outcome[0]))
+
+
+def versions(tmp_path: Path, *members: list[Identity]) -> Path:
+    """Directories v1, v2, ... of .pub files (members[i] in v<i+1>), and a link "current"
+    to v1."""
+    for number, identities in enumerate(members, 1):
+        version = tmp_path / f"v{number}"
+        version.mkdir(mode=0o755)
+        for identity in identities:
+            (version / f"{identity.node_id}.pub").write_text(identity.public_key_text + "\n")
+    current = tmp_path / "current"
+    os.symlink("v1", current)
+    return current
+
+
+def repoint(current: Path, version: str) -> None:
+    """``ln -sfn <version> current``: the link replaced atomically."""
+    swap = current.with_name(current.name + ".tmp")
+    os.symlink(version, swap)
+    os.replace(swap, current)
+
+
+def test_a_secrets_directory_whose_link_is_re_pointed_is_followed(tmp_path: Path) -> None:
+    newcomer = Identity.load("n3")
+    current = versions(tmp_path, [ME, PEER], [ME, newcomer])
+    now = [0.0]
+    secrets = SecretsDir(current)
+    trust = DirectoryKeysTrust(secrets, clock=lambda: now[0])
+    before = secrets.stamp()
+    repoint(current, "v2")
+    assert secrets.stamp() != before
+    now[0] += 2
+    trust.check("n3", newcomer.public_key, b"")  # v2's member is let in
+    assert trust.loads == 2
+    with pytest.raises(AuthenticationError, match="'n2' is not in the trusted keys"):
+        trust.check("n2", PEER.public_key, b"")  # v1's only member is refused
+    assert secrets.read("n1.pub", private=False).decode().strip() == ME.public_key_text
+
+
+def test_a_re_pointed_directory_is_checked_as_the_first_one_was(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    newcomer = Identity.load("n3")
+    current = versions(tmp_path, [ME, PEER], [ME, PEER, newcomer])
+    os.chmod(tmp_path / "v2", 0o777)  # anyone could have put their key in
+    now = [0.0]
+    trust = DirectoryKeysTrust(SecretsDir(current), clock=lambda: now[0])
+    repoint(current, "v2")
+    now[0] += 2
+    with (
+        caplog.at_level(logging.WARNING, logger="gridkv"),
+        pytest.raises(AuthenticationError, match="'n3' is not in the trusted keys"),
+    ):
+        trust.check("n3", newcomer.public_key, b"")
+    assert f"secrets directory '{tmp_path / 'v2'}' can be written by others" in caplog.text
+    assert trust.loads == 1  # the keys in force stay
+    trust.check("n2", PEER.public_key, b"")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -149,32 +151,91 @@ def test_a_snapshot_of_another_partition_count_is_not_used(
         again.close()
 
 
+def file_as_of(path: Path) -> int:
+    with SnapshotReader(path, 1 << 20) as reader:
+        return reader.header.as_of_ms
+
+
+def settled(storage: SnapshotStorage) -> bool:
+    """Whether its records count as current (a call: mypy does not narrow it between calls)."""
+    return storage.settled
+
+
+def loaded_from_an_old_snapshot(path: Path, clock: ManualClock) -> tuple[SnapshotStorage, int]:
+    """A storage built on a snapshot written 100 s ago; and that snapshot's as-of time."""
+    first = make(path, clock)
+    written_at = clock.ms
+    first.apply(0, Entry("k", b"v", 1, "n1"))
+    first.close()
+    assert file_as_of(path) == written_at  # nothing loaded: records are current when written
+    clock.advance(100)
+    again = make(path, clock)
+    assert again.loaded == 1 and not again.settled
+    return again, written_at
+
+
 def test_loaded_records_keep_their_as_of_time_until_the_node_has_settled(
     tmp_path: Path,
 ) -> None:
     clock = ManualClock()
     path = tmp_path / "n1.snapshot"
-    first = make(path, clock)
-    written_at = clock.ms
-    first.apply(0, Entry("k", b"v", 1, "n1"))
-    first.close()
-
-    def as_of() -> int:
-        with SnapshotReader(path, 1 << 20) as reader:
-            return reader.header.as_of_ms
-
-    assert as_of() == written_at  # nothing loaded: the records are current when written
-    clock.advance(100)
-    again = make(path, clock)
+    again, written_at = loaded_from_an_old_snapshot(path, clock)
     again.snapshot()  # a node built on old records, never started: they stay as old
-    assert as_of() == written_at
-    again.node_started()
+    assert file_as_of(path) == written_at
+    again.member_changed("n2", "alive")  # seen while the node starts (its join)
+    clock.advance(SETTLE)
+    again.node_started()  # the settle clock starts now, not at the peer's first sight
     clock.advance(SETTLE - 1)
     again.snapshot()
-    assert as_of() == written_at
-    clock.advance(1)  # it ran for twice handoff_timeout: anti-entropy caught it up
+    assert file_as_of(path) == written_at
+    again.member_changed("n1", "suspect")  # its own changes are not a peer's
+    clock.advance(1)  # a live peer for settle seconds: handoff and anti-entropy caught it up
+    assert settled(again)
     again.close()
-    assert as_of() == clock.ms
+    assert file_as_of(path) == clock.ms
+
+
+def test_a_node_that_never_sees_a_live_peer_never_settles(tmp_path: Path) -> None:
+    """Alone, or cut off from its cluster from the start (seeds down, a partition): however
+    long it runs, its loaded records keep the snapshot's as-of time, so a delete the cluster
+    made meanwhile, and may forget, cannot come back as if it were current."""
+    clock = ManualClock()
+    path = tmp_path / "n1.snapshot"
+    again, written_at = loaded_from_an_old_snapshot(path, clock)
+    again.node_started()
+    again.member_changed("n1", "alive")  # itself
+    clock.advance(100 * SETTLE)
+    assert not settled(again)
+    again.close()
+    assert file_as_of(path) == written_at
+
+
+def test_the_settle_clock_starts_over_when_the_view_has_no_live_peer_left(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock()
+    path = tmp_path / "n1.snapshot"
+    again, written_at = loaded_from_an_old_snapshot(path, clock)
+    again.node_started()
+    again.member_changed("n2", "alive")
+    again.member_changed("n3", "alive")
+    clock.advance(SETTLE / 2)
+    again.member_changed("n2", "dead")  # n3 is still there: the clock runs on
+    clock.advance(SETTLE / 2 - 1)
+    again.member_changed("n3", "suspect")  # no live peer left: cut off before settling
+    clock.advance(10 * SETTLE)
+    assert not settled(again)
+    again.snapshot()
+    assert file_as_of(path) == written_at
+    again.member_changed("n3", "alive")  # back: a whole settle period from now
+    clock.advance(SETTLE - 1)
+    assert not settled(again)
+    clock.advance(1)
+    again.member_changed("n3", "left")  # a whole period with a peer counts, even if it ended
+    clock.advance(10 * SETTLE)
+    assert settled(again)
+    again.close()
+    assert file_as_of(path) == clock.ms
 
 
 @pytest.mark.parametrize("damage", ["flip a byte", "truncate", "not a snapshot", "empty"])
@@ -210,6 +271,19 @@ def test_a_damaged_snapshot_is_set_aside_and_the_node_starts_empty(
     assert path.exists()  # the next close writes a good one
 
 
+def disk_full_after(storage: SnapshotStorage, records: int) -> None:
+    """Make the next writes of ``storage`` fail (ENOSPC) after ``records`` records."""
+    original = storage._records
+
+    def failing() -> Iterator[tuple[int, Entry]]:
+        for i, record in enumerate(original()):
+            if i == records:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            yield record
+
+    storage._records = failing  # type: ignore[method-assign]
+
+
 def test_the_file_is_private_and_replaced_whole(tmp_path: Path) -> None:
     clock = ManualClock()
     path = tmp_path / "n1.snapshot"
@@ -220,13 +294,14 @@ def test_the_file_is_private_and_replaced_whole(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["n1.snapshot", "n1.snapshot.lock"]
     # A write that fails leaves the previous snapshot as it was, and names the file.
     before = path.read_bytes()
-    blocker = path.with_name(path.name + ".tmp")
-    blocker.mkdir()
     storage.apply(0, Entry("k", b"v2", 2, "n1"))
-    with pytest.raises(SnapshotError, match=r"cannot write snapshot .*n1\.snapshot"):
+    storage.apply(1, Entry("k1", b"v", 2, "n1"))
+    disk_full_after(storage, 1)
+    with pytest.raises(SnapshotError, match=r"cannot write snapshot .*n1\.snapshot'.*space"):
         storage.snapshot()
     assert path.read_bytes() == before
-    blocker.rmdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n1.snapshot", "n1.snapshot.lock"]
+    del storage._records  # writes work again
     storage.close()
     again = make(path, clock)
     try:
@@ -242,7 +317,7 @@ def test_a_failed_write_on_close_is_logged_and_the_close_completes(
     path = tmp_path / "n1.snapshot"
     storage = make(path, clock)
     storage.apply(0, Entry("k", b"v", 1, "n1"))
-    path.with_name(path.name + ".tmp").mkdir()
+    disk_full_after(storage, 0)
     with caplog.at_level(logging.ERROR, logger="gridkv"):
         storage.close()
     assert "the next start is a cold one" in caplog.text
@@ -332,10 +407,9 @@ def test_the_directory_must_be_named_and_usable(
         SnapshotStorage.from_options(options)
 
 
-def test_an_unreadable_snapshot_is_a_config_error_naming_it(tmp_path: Path) -> None:
+def test_a_snapshot_that_is_no_plain_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "n1.snapshot"
-    os.symlink(tmp_path / "elsewhere", path)  # a snapshot that points nowhere readable
-    (tmp_path / "elsewhere").mkdir()
-    with pytest.raises(ConfigError, match=r"cannot read .*n1\.snapshot'"):
+    path.mkdir()
+    with pytest.raises(ConfigError, match=r"n1\.snapshot' is not a regular file"):
         make(path, ManualClock())
     make(tmp_path / "n2.snapshot", ManualClock()).close()

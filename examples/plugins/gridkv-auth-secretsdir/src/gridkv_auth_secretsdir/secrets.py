@@ -6,7 +6,8 @@ changes), and plain files work the same::
 
     node.key          this node's Ed25519 private key (PEM, or base64 as
                       ``gridkv keys new --pair`` prints it); or <node id>.key, looked
-                      for first, so one secret can hold the key of every member
+                      for first (a member's directory holds its own key only: whoever
+                      reads a member's key can speak as that member)
     cluster-secret    the trust root: the cluster secret (``gridkv keys new``); or
     <node id>.pub     the trust root: one file per member, its public key(s), a line each
 
@@ -15,8 +16,13 @@ root, and none may be writable by its group or others (nor the directory, unless
 read-only mount, as a Kubernetes secret volume is); private items (the keys, the secret) must
 not be readable by others, though their group may read them (Kubernetes gives a non-root
 container a secret through its ``fsGroup``). A link must stay inside the directory. Any
-breach, or a file missing, unreadable or malformed, is a :class:`~gridkv.ConfigError` naming
-the file.
+breach, or a file missing, unreadable, not a regular file (a FIFO is refused without waiting
+for a writer) or malformed, is a :class:`~gridkv.ConfigError` naming the file.
+
+The directory's path may itself be a symbolic link re-pointed to a new version of the
+secrets (``ln -sfn v2 current``, the usual atomic swap outside Kubernetes): where it leads is
+resolved again at every read and every look for changes, and the directory it leads to is
+checked as the path was.
 """
 
 from __future__ import annotations
@@ -64,6 +70,10 @@ MAX_ITEM_BYTES = 1 << 20
 RELOAD_INTERVAL = 1.0
 #: Node ids that can name a file, as a Kubernetes secret's keys can.
 _FILE_ID = re.compile(r"[-_a-zA-Z0-9][-._a-zA-Z0-9]*")
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO: refused once open, not waited on
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | _NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+#: Tries at resolving an item while the directory's path is re-pointed.
+_RESOLVE_TRIES = 3
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -119,7 +129,6 @@ class SecretsDir:
         if not stat.S_ISDIR(st.st_mode):
             raise ConfigError(f"secrets directory {str(self.path)!r} is not a directory")
         _check_guarded(str(self.path), st, "secrets directory")
-        self._real = os.path.realpath(self.path)
 
     def names(self) -> list[str]:
         """The items present (a Kubernetes mount's ``..data`` and other dot files left out)."""
@@ -141,20 +150,20 @@ class SecretsDir:
         :raises ConfigError: naming the file.
         """
         shown = self.file(name)
-        real = os.path.realpath(shown)
-        if os.path.commonpath([real, self._real]) != self._real:
-            raise ConfigError(f"{shown!r} leads outside the secrets directory (to {real!r})")
+        base, real = self._resolve(shown)
         try:
-            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(real, _OPEN_FLAGS)
         except OSError as exc:
             raise ConfigError(f"cannot read {shown!r}: {exc.strerror}") from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise ConfigError(f"{shown!r} is not a regular file")
+            if _NONBLOCK:
+                os.set_blocking(fd, True)
             _check_guarded(shown, st, "secret item")
             parent = os.path.dirname(real)
-            if parent != self._real:  # a Kubernetes mount's ..data directory
+            if parent != base:  # a Kubernetes mount's ..data directory
                 _check_guarded(parent, os.stat(parent), "secrets directory")
             mode = stat.S_IMODE(st.st_mode)
             if private and mode & stat.S_IRWXO:
@@ -172,9 +181,32 @@ class SecretsDir:
             raise ConfigError(f"{shown!r} is over {MAX_ITEM_BYTES} bytes")
         return data
 
+    def _resolve(self, shown: str) -> tuple[str, str]:
+        """Where the directory's path and item ``shown`` lead now: ``(directory, item)``.
+
+        Resolved at every read, so a directory whose path is a link re-pointed to a new
+        version is followed (resolved again if it is re-pointed meanwhile).
+
+        :raises ConfigError: the item leads outside the directory; or the directory it leads
+            to belongs to another user, or its group or others may write it.
+        """
+        for _ in range(_RESOLVE_TRIES):
+            base = os.path.realpath(self.path)
+            real = os.path.realpath(shown)
+            if os.path.realpath(self.path) == base:
+                break
+        if os.path.commonpath([real, base]) != base:
+            raise ConfigError(f"{shown!r} leads outside the secrets directory (to {real!r})")
+        try:  # the directory as it is now (the one checked when opened, or a new version)
+            st = os.stat(base)
+        except OSError as exc:
+            raise ConfigError(f"secrets directory {base!r}: {exc.strerror}") from None
+        _check_guarded(base, st, "secrets directory")
+        return base, real
+
     def stamp(self) -> tuple[object, ...]:
         """What changes when any item changes (for reloading); cheap: no file is read."""
-        parts: list[object] = []
+        parts: list[object] = [os.path.realpath(self.path)]  # a re-pointed directory link
         with contextlib.suppress(OSError):  # a Kubernetes mount: the version in force
             parts.append(os.readlink(self.path / "..data"))
         for name in self.names():

@@ -16,6 +16,7 @@ from gridkv_storage_snapshot.fileformat import Header, SnapshotError, SnapshotRe
 from gridkv_storage_snapshot.storage import DIR_ENV, SnapshotStorage, snapshot_path
 
 if TYPE_CHECKING:
+    from gridkv import MemberInfo
     from gridkv.plugins.hookspecs import NodeHandle
     from gridkv.storage import StorageFactory
 
@@ -29,6 +30,7 @@ __all__ = [
     "gridkv_register_storage",
     "gridkv_node_started",
     "gridkv_node_stopping",
+    "gridkv_member_changed",
 ]
 
 
@@ -50,10 +52,18 @@ def gridkv_register_storage(register: Callable[[str, StorageFactory], None]) -> 
 
 @gridkv.hookimpl
 def gridkv_node_started(node: NodeHandle) -> None:
-    """Note when a node on this backend started: its loaded records age from then."""
+    """Note that a node on this backend started (its loaded records may settle from now on)."""
     storage = _storage_of(node)
     if storage is not None:
         storage.node_started()
+
+
+@gridkv.hookimpl
+def gridkv_member_changed(node: NodeHandle, member: MemberInfo, old: str | None, new: str) -> None:
+    """Follow the live peers in a node's view: its loaded records settle only among peers."""
+    storage = _storage_of(node)
+    if storage is not None and member.node_id != node.node_id:
+        storage.member_changed(member.node_id, new)
 
 
 @gridkv.hookimpl

@@ -11,17 +11,22 @@ in the cluster before this moment are in the file, see the storage's documentati
 everything before it: a file is checked whole before a single record is used, and one that
 fails (damaged, truncated, not a snapshot) is refused whole with :class:`SnapshotError`.
 
-A snapshot is written to ``<name>.tmp`` (mode 0600), flushed to disk, and renamed over the
-file: a crash while writing leaves the previous snapshot as it was.
+A snapshot is written to a new file of its own beside it, ``<name>.<random>.tmp`` (created
+exclusively, mode 0600, never through a symbolic link), flushed to disk, and renamed over the
+file: a crash while writing leaves the previous snapshot as it was, and two writers never
+write into one file. A snapshot is read only from a regular file, opened without following a
+symbolic link and without blocking (a FIFO put at its name is refused, not waited on).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import stat
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,7 +35,15 @@ import msgpack
 from gridkv import GridKVError
 from gridkv.storage import Entry
 
-__all__ = ["FORMAT", "MAGIC", "Header", "SnapshotError", "SnapshotReader", "write_snapshot"]
+__all__ = [
+    "FORMAT",
+    "MAGIC",
+    "Header",
+    "SnapshotError",
+    "SnapshotReader",
+    "temporary_names",
+    "write_snapshot",
+]
 
 #: The first bytes of every snapshot file.
 MAGIC = b"GKVSNAP\x01"
@@ -39,6 +52,10 @@ FORMAT = 1
 #: ``count, crc32``.
 _TRAILER = struct.Struct("<QI")
 _CHUNK = 1 << 20
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_TMP = ".tmp"
 
 
 class SnapshotError(GridKVError):
@@ -64,10 +81,15 @@ class Header:
 def write_snapshot(path: Path, header: Header, records: Iterable[tuple[int, Entry]]) -> int:
     """Write ``records`` (``(partition, entry)``) to ``path`` atomically; return how many.
 
+    The records go to a new file of this write's own, ``<name>.<random>.tmp``, created with
+    ``O_EXCL`` and ``O_NOFOLLOW`` (a file or a link already at that name is never written
+    through), flushed to disk and renamed over ``path``.
+
     :raises OSError: the file could not be written; the previous one, if any, is untouched.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(8)}{_TMP}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+    fd = os.open(tmp, flags, 0o600)
     try:
         with os.fdopen(fd, "wb", buffering=_CHUNK) as file:
             count = _write(file, header, records)
@@ -80,6 +102,20 @@ def write_snapshot(path: Path, header: Header, records: Iterable[tuple[int, Entr
         raise
     _sync_directory(path.parent)
     return count
+
+
+def temporary_names(path: Path) -> list[str]:
+    """The names of the temporary files writes of ``path`` left beside it (a crash's)."""
+    prefix = path.name + "."
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    return sorted(
+        n
+        for n in names
+        if n.startswith(prefix) and n.endswith(_TMP) and len(n) > len(prefix) + len(_TMP)
+    )
 
 
 def _write(file: BinaryIO, header: Header, records: Iterable[tuple[int, Entry]]) -> int:
@@ -128,17 +164,43 @@ def _sync_directory(directory: Path) -> None:
 class SnapshotReader:
     """A snapshot file, checked whole when opened; then its :meth:`records`, one by one.
 
+    The file is opened without following a symbolic link (``O_NOFOLLOW``: a link is an
+    ``OSError``, ``ELOOP``) and without blocking, and :func:`os.fstat` of the open file is
+    looked at before a byte is read: ``check`` first, then it must be a regular file.
+
     :param path: the file.
     :param max_record_bytes: the largest record to accept (a value and its key).
+    :param check: called with the open file's status before it is read; may raise to
+        refuse it (the storage checks its owner and mode).
     :raises FileNotFoundError: there is no snapshot.
-    :raises OSError: it cannot be read.
-    :raises SnapshotError: it is damaged, truncated or not a snapshot.
+    :raises OSError: it cannot be read, or it is a symbolic link.
+    :raises SnapshotError: it is not a regular file, or it is damaged, truncated or not a
+        snapshot.
     """
 
-    def __init__(self, path: Path, max_record_bytes: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_record_bytes: int,
+        *,
+        check: Callable[[os.stat_result], None] | None = None,
+    ) -> None:
         self.path = path
         self._max = max_record_bytes
-        self._file = open(path, "rb")  # noqa: SIM115 - closed by close() / the with block
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC)
+        try:
+            #: The status of the open file (owner, mode, size), as it was when opened.
+            self.stat = os.fstat(fd)
+            if check is not None:
+                check(self.stat)
+            if not stat.S_ISREG(self.stat.st_mode):
+                raise self._bad("it is not a regular file")
+            if _NONBLOCK:
+                os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._file = os.fdopen(fd, "rb")
         try:
             self._count = self._check()
             self._unpacker = self._objects()
