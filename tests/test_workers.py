@@ -281,8 +281,9 @@ def test_four_workers_share_one_cache_and_leave_gracefully(server: Server) -> No
     assert [s for n, s in states.items() if n.endswith(f"-{stopped}")] == ["left"], states
     survivors = check_group(server, "after-term", not_from={stopped}, key="greeting", value="hello")
 
-    # A reload: gunicorn starts 4 new workers and stops the old ones at once, before the new
-    # ones join, so the cache starts empty (docs/workers.md); the new group works the same.
+    # A reload: gunicorn starts 4 new workers and stops the old ones at once; the old ones
+    # hand their keys to the new ones that joined by then, and when none has, the cache
+    # starts empty (docs/workers.md). Either way the new group works the same.
     server.proc.send_signal(signal.SIGHUP)
     wait_for_group(server, not_from=set(survivors))
     wait_for("the old workers exit", lambda: all(gone(pid) for pid in survivors))

@@ -88,8 +88,10 @@ from gridkv import (
     NotReady,
     OperationRefused,
     PeerUnavailable,
+    ShuttingDown,
     ValueTooLarge,
 )
+from gridkv.contrib import django as backend_module
 from gridkv.contrib.django import READY_TIMEOUT, GridKVCache, close_nodes
 from gridkv.testing.waiting import wait_for
 from gridkv.transport import MemoryNetwork
@@ -1138,6 +1140,55 @@ def test_two_aliases_see_each_others_writes() -> None:
     )
 
 
+def test_close_nodes_racing_a_first_use_leaves_no_node_out_of_the_registry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """close_nodes() between a first use's look-up of its slot and its lock on it: the first
+    use makes its node in the registry of the moment (not in the closed slot, where no
+    close_nodes() would ever find it and a second node would be made on its address)."""
+    registry = backend_module._Registry()
+    monkeypatch.setattr(backend_module, "_registry", registry)  # the module's nodes are left be
+    options = {"local_node_id": "django-race", "local_address": "django-race:1", **MEMORY}
+    backend = GridKVCache("", {"OPTIONS": options})
+    key = backend._config.node_key
+    entered, gate, lock = threading.Event(), threading.Event(), threading.Lock()
+
+    class GatedLock:  # the first use takes the slot's lock only once close_nodes() has
+        def __enter__(self) -> None:
+            if threading.current_thread().name == "first-use":
+                entered.set()
+                assert gate.wait(10)
+            lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            lock.release()
+
+    registry.slots[key] = backend_module._Slot(lock=GatedLock())  # type: ignore[arg-type]
+    errors: list[BaseException] = []
+
+    def first_use() -> None:
+        try:
+            backend.set("k", "v")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=first_use, name="first-use")
+    thread.start()
+    assert entered.wait(10)
+    close_nodes(timeout=1)
+    gate.set()
+    thread.join(30)
+    assert errors == []
+    made = backend._kv
+    assert made is not None
+    assert registry.slots[key].kv is made  # registered: the next close_nodes() finds it
+    assert backend.get("k") == "v"  # the same node serves on (no second one on its address)
+    assert backend.kv is made
+    close_nodes(timeout=1)
+    with pytest.raises(ShuttingDown):
+        made.get("k")
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
 def test_a_forked_child_makes_a_node_of_its_own(tmp_path: Path) -> None:
     parent_node = cache.kv
@@ -1277,6 +1328,7 @@ def test_get_backend_timeout() -> None:
     assert ttl(0) is None
     assert ttl(-5) is None
     assert ttl(10**400) == 0.0  # past GridKV's 100 years: forever
+    assert ttl(-(10**400)) is None  # too large for a float, and negative: not stored
     assert ttl(float("inf")) == 0.0
     for bad in ("10", True, float("nan"), [1]):
         with pytest.raises(InvalidArgument, match="timeout"):
@@ -1294,6 +1346,9 @@ def test_negative_timeout_deletes() -> None:
     assert cache.get("key3") == "sausage"
     assert cache.touch("key3", -1) is True
     assert cache.touch("key3", -1) is False
+    cache.set("key4", "eggs")
+    cache.set("key4", "spam", -(10**400))  # an int no float holds
+    assert cache.get("key4") is None
 
 
 def test_ints_are_stored_as_gridkv_counters() -> None:

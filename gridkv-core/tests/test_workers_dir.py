@@ -1,16 +1,21 @@
 """GridKV.for_workers without gunicorn: the runtime directory and its checks (where it is, who
-owns it, its mode, the secret made once), the member files and their locks, the options a
-group's nodes get, and, with the tcp transport installed, the per-process node: made on first
-use, two nodes of one group in one process joining each other, and a fork making its own.
-The workers under real gunicorn are in tests/test_workers.py."""
+owns it, its mode, the secret made once), the member files and their locks (a fork keeps none
+of them), OS errors as ConfigError, the options a group's nodes get, and, with the tcp
+transport installed, the per-process node: made on first use, two nodes of one group in one
+process joining each other, a fork making its own, and a child of multiprocessing leaving
+gracefully (a for_workers node, and a plain GridKV through gridkv.api.process). The workers
+under real gunicorn are in tests/test_workers.py."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import importlib.util
 import json
+import multiprocessing
+import multiprocessing.util
 import os
 import select
 import signal
@@ -21,10 +26,11 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gridkv import GridKV, ShuttingDown
-from gridkv.api import workers
+from gridkv.api import process, workers
 from gridkv.api.workers import (
     DEFAULT_REPLICA_COUNT,
     RUNTIME_DIR_ENV,
@@ -36,6 +42,7 @@ from gridkv.api.workers import (
 )
 from gridkv.base.errors import BackendNotInstalled, ConfigError, NotReady
 from gridkv.plugins import Plugins
+from gridkv.testing.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only (flock)")
 TCP_INSTALLED = importlib.util.find_spec("gridkv_transport_tcp") is not None
@@ -238,6 +245,150 @@ def test_the_lock_is_one_holder_at_a_time_and_a_wait_is_bounded(base: Path) -> N
         pass
 
 
+def fork_a_child_that_lives() -> tuple[int, int]:
+    """Fork a child that does nothing until the returned pipe end is closed; (pid, end).
+
+    Returns once the child runs (its fork handlers have run).
+    """
+    read_end, write_end = os.pipe()
+    ready_read, ready_write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork of a threaded process
+        pid = os.fork()
+    if pid == 0:  # the child: lives on, never touching the group
+        os.close(write_end)
+        os.write(ready_write, b"r")
+        os.read(read_end, 1)
+        os._exit(0)
+    os.close(read_end)
+    os.close(ready_write)
+    try:
+        assert os.read(ready_read, 1) == b"r"
+    finally:
+        os.close(ready_read)
+    return pid, write_end
+
+
+def end_child(pid: int, write_end: int) -> None:
+    os.close(write_end)
+    os.waitpid(pid, 0)
+
+
+def test_a_child_forked_while_a_thread_holds_the_lock_does_not_keep_it(base: Path) -> None:
+    """flock locks belong to the open file, which a fork shares: the child closes its copy."""
+    directory = RuntimeDir.open("grp")
+    holding, release = threading.Event(), threading.Event()
+
+    def starting_node() -> None:  # another thread making its node (WorkerGridKV._make_node)
+        with directory.locked(5):
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=starting_node)
+    thread.start()
+    assert holding.wait(10)
+    pid, write_end = fork_a_child_that_lives()
+    try:
+        release.set()
+        thread.join(10)  # the thread left its `with directory.locked(...)`
+        with directory.locked(0.5):  # the next start of a node of the group: not wedged
+            pass
+        assert workers._held == set()
+    finally:
+        end_child(pid, write_end)
+
+
+def test_a_child_forked_meanwhile_keeps_no_address_or_temporary_file_alive(base: Path) -> None:
+    """A parent killed while its child lives: its node file and a file it was writing are
+    unlocked, so the next start removes them, as a dead process's."""
+    directory = RuntimeDir.open("grp")
+    ready_read, ready_write = os.pipe()
+    hold_read, hold_write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork of a threaded process
+        parent = os.fork()
+    if parent == 0:  # the parent to be: a node published, and a publish under way
+        code = 1
+        try:
+            os.close(ready_read)
+            os.close(hold_write)  # so that the test's close ends its child
+            directory.publish("grp-host-1", "127.0.0.1:4001")
+            directory._temp_file("node")
+            if os.fork() == 0:  # its child: lives on, never touching the group
+                os.write(ready_write, b"r")
+                os.read(hold_read, 1)
+            else:
+                os.read(hold_read, 1)  # killed first
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_write)
+    os.close(hold_read)
+    try:
+        assert os.read(ready_read, 1) == b"r"  # its child runs
+        assert [m.node_id for m in directory.members()] == ["grp-host-1"]
+        os.kill(parent, signal.SIGKILL)
+        os.waitpid(parent, 0)
+        assert directory.members() == []  # nobody holds them: removed
+        assert sorted(p.name for p in directory.path.iterdir()) == ["secret"]
+    finally:
+        os.close(ready_read)
+        os.close(hold_write)  # the child (now init's) ends
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(parent, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(parent, 0)
+
+
+# -- OS errors ------------------------------------------------------------------------------
+
+
+def failing(code: int) -> Callable[..., Any]:
+    def fail(*args: object) -> Any:
+        raise OSError(code, os.strerror(code))
+
+    return fail
+
+
+class ReadOnlyOs:
+    """The ``os`` module as on a read-only file system: an open to write fails (EROFS)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def open(self, path: Any, flags: int, mode: int = 0o777) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return os.open(path, flags, mode)
+
+
+def test_os_errors_of_the_directory_are_config_errors_naming_the_path(
+    base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = RuntimeDir.open("grp")
+    published = directory.publish("grp-host-1", "127.0.0.1:4001")
+    with monkeypatch.context() as patch:
+        patch.setattr(workers, "os", ReadOnlyOs())
+        with pytest.raises(ConfigError, match=r"group 'fresh' .*/fresh'.*Read-only file"):
+            RuntimeDir.open("fresh")  # makes its secret
+        with (
+            pytest.raises(ConfigError, match=r"lock of workers' group 'grp'.*/grp/lock.*Read-"),
+            directory.locked(1),
+        ):
+            pass
+        with pytest.raises(ConfigError, match=r"cannot publish its address in .*/grp'.*Read-"):
+            directory.publish("grp-host-2", "127.0.0.1:4002")
+        published.remove()  # at exit: withdrawn even when the lock cannot be taken
+    assert directory.members() == []
+    monkeypatch.setattr(workers, "_write_all", failing(errno.ENOSPC))  # a full file system
+    with pytest.raises(ConfigError, match=r"cannot publish its address in .*/grp'.*No space"):
+        directory.publish("grp-host-1", "127.0.0.1:4001")
+    assert sorted(p.name for p in directory.path.iterdir()) == ["secret"]  # nothing left
+    assert workers._held == set()  # no descriptor either
+    with pytest.raises(ConfigError, match=r"/missing'.*cannot be read"):
+        RuntimeDir(base / "missing").members()
+
+
 # -- options ------------------------------------------------------------------------------
 
 
@@ -423,3 +574,125 @@ def test_a_fork_makes_a_node_of_its_own_that_joins_its_parents(base: Path) -> No
         assert [m.node_id for m in RuntimeDir.open("forked").members()] == [parent_id]
     finally:
         cache.close()
+
+
+@needs_tcp
+def test_options_make_no_node_and_a_fork_gets_the_object_made_before_it(base: Path) -> None:
+    cache = GridKV.for_workers("opts", ttl=5, log={"level": "warning"})
+    assert isinstance(cache, WorkerGridKV)
+    try:
+        options = cache.options  # as a gunicorn master may read them: no node, no member
+        assert not cache.started and member_files(base, "opts") == []
+        assert (options.ttl, options.replica_count, options.local_node_id, options.seed_addrs) == (
+            5.0,
+            1,
+            f"opts-{workers._host()}",
+            [],
+        )
+
+        def in_child() -> Iterator[tuple[str, str]]:
+            # The same configuration in a worker (its options are made there, by another pid).
+            again = GridKV.for_workers("opts", ttl=5, log={"level": "warning"})
+            yield "the object made before the fork", str(again is cache)
+            yield "started", str(cache.started)
+
+        assert in_forked_child(in_child, timeout=30) == {
+            "the object made before the fork": "True",
+            "started": "False",
+        }
+        cache.set("k", b"v")
+        assert cache.options.local_node_id == cache.node_id  # this process's node's, once made
+        assert cache.options.ttl == 5.0
+    finally:
+        cache.close()
+
+
+@needs_tcp
+def test_a_publish_that_fails_is_a_config_error_and_leaves_nothing_behind(
+    base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = GridKV.for_workers("full", log={"level": "critical"})
+    assert isinstance(cache, WorkerGridKV)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(workers, "_write_all", failing(errno.ENOSPC))  # a full file system
+            with pytest.raises(ConfigError, match=r"cannot publish its address in .*No space"):
+                cache.set("k", b"v")  # the first use makes the node and publishes its address
+        assert not cache.started and member_files(base, "full") == []
+        assert workers._held == set()
+        cache.set("k", b"v")  # room again: the next call makes the node
+        assert cache.get("k") == b"v"
+    finally:
+        cache.close()
+
+
+KEYS = [f"k{i}" for i in range(40)]
+
+
+def run_in_multiprocessing_child(target: Callable[[], None]) -> None:
+    """Run ``target`` in a child of multiprocessing (fork), which ends with ``os._exit``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork of a threaded process
+        child = multiprocessing.get_context("fork").Process(target=target)
+        child.start()
+    child.join(60)
+    assert child.exitcode == 0
+
+
+#: The states of a member that is gone: left (gracefully), or seen dying.
+GONE = {"left", "suspect", "dead"}
+
+
+def states_of(kv: GridKV) -> list[str]:
+    return [m.state for m in kv.stats().cluster.members if m.node_id != kv.node_id]
+
+
+@needs_tcp
+def test_a_multiprocessing_child_leaves_the_group_and_hands_its_keys_on(base: Path) -> None:
+    """No atexit handler runs in it: multiprocessing's finalizers withdraw and close its node."""
+    cache = GridKV.for_workers("mp", log={"level": "critical"})
+    try:
+        cache.wait_ready(10)
+
+        def child() -> None:  # a task that returns normally, its node still open
+            cache.wait_ready(10)
+            assert cache.set_many({k: b"v" for k in KEYS}) == {}
+            assert cache.stats().storage.keys > 0  # holds its share (replica_count 1)
+
+        run_in_multiprocessing_child(child)
+        assert len(member_files(base, "mp")) == 1  # the child withdrew its address
+        wait_for("the parent sees the child go", lambda: set(states_of(cache)) & GONE)
+        assert states_of(cache) == ["left"]
+        assert cache.stats().storage.keys == len(KEYS)  # handed on as it left
+        assert cache.get_many(KEYS) == {k: b"v" for k in KEYS}
+    finally:
+        cache.close()
+
+
+@needs_tcp
+def test_a_plain_gridkv_made_in_a_multiprocessing_child_leaves_when_the_child_ends() -> None:
+    config: dict[str, Any] = {
+        "local_address": "127.0.0.1:0",
+        "network": {"type": "tcp"},
+        "disable_auth": True,
+        "replica_count": 1,
+        "log": {"level": "critical"},
+    }
+    with GridKV(local_node_id="mp-parent", **config) as parent:
+        seed = parent.node.transport.local_address
+        kept: list[GridKV] = []
+
+        def child() -> None:  # a GridKV of the child's own, never closed by the task
+            kv = GridKV(local_node_id="mp-child", seed_addrs=[seed], **config)
+            kv.wait_ready(10)
+            assert kv.set_many({k: b"v" for k in KEYS}) == {}
+            assert kv.stats().storage.keys > 0
+            kept.append(kv)  # as a module's GridKV is (gridkv.api.process holds them weakly)
+
+        run_in_multiprocessing_child(child)
+        wait_for("the parent sees the child go", lambda: set(states_of(parent)) & GONE)
+        assert states_of(parent) == ["left"]
+        assert parent.stats().storage.keys == len(KEYS)
+        assert parent.get_many(KEYS) == {k: b"v" for k in KEYS}
+        # Not a child of multiprocessing: nothing registered with it (atexit closes the node).
+        assert process._exit_callbacks.get(process._close_all_at_exit) != os.getpid()

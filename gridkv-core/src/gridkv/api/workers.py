@@ -19,7 +19,14 @@ private runtime directory (:class:`RuntimeDir`, see :func:`runtime_base` for whe
 Each node's id is ``<name>-<host>-<pid>``; ``replica_count`` defaults to
 :data:`DEFAULT_REPLICA_COUNT` (each key held once in the group; graceful exits hand keys on).
 At exit the interpreter closes each node gracefully (:mod:`gridkv.api.process`); its address
-file goes first, so no process starting meanwhile takes a leaving node as its seed.
+file goes first, so no process starting meanwhile takes a leaving node as its seed. A child of
+``multiprocessing``, which ends with ``os._exit``, does the same through ``multiprocessing``'s
+own exit finalizers.
+
+A lock taken with ``flock`` belongs to the open file, which a fork shares. Every descriptor
+through which this process holds a lock (the group's lock, a file being written, its node's
+address file) is kept in one set, and a forked child closes its copies at once: a child never
+keeps the group locked, nor a parent that died looking alive.
 
 See ``docs/workers.md`` for the decisions and the gunicorn recipe.
 """
@@ -47,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gridkv.api import process
 from gridkv.api.base import DEFAULT_READY_TIMEOUT, wait_seconds
 from gridkv.api.blocking import WAIT_MARGIN, GridKV
 from gridkv.base.errors import BackendNotInstalled, ConfigError, NotReady, ShuttingDown
@@ -203,7 +211,7 @@ class _Published:
     def __init__(self, directory: RuntimeDir, path: Path, fd: int, dir_fd: int) -> None:
         self.directory = directory
         self.path = path
-        self._fds = [fd, dir_fd]
+        self._fds = [fd, dir_fd]  # both held (see _open_held)
 
     def remove(self, lock_timeout: float = UNPUBLISH_LOCK_TIMEOUT) -> None:
         """Remove the file under the group's lock and drop the locks.
@@ -214,26 +222,33 @@ class _Published:
         try:
             with self.directory.locked(lock_timeout):
                 self._unlink()
-        except NotReady:
-            self._unlink()  # a starter is stuck: leave anyway
+        except (NotReady, ConfigError):
+            self._unlink()  # a starter is stuck, or the lock cannot be opened: leave anyway
         finally:
             self.abandon()
 
     def _unlink(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # once its lock is dropped, the next starter removes it
+            log.warning(
+                "the address file of a leaving node cannot be removed",
+                extra={"file": str(self.path), "error": exc.strerror},
+            )
 
     def abandon(self) -> None:
         """Close this process's descriptors and leave the file (a fork's inherited copy).
 
         A lock taken with ``flock`` belongs to the open file, which a fork shares: closing
         the child's copy leaves the parent's lock in place, and once the parent is gone
-        nothing keeps the file looking alive.
+        nothing keeps the file looking alive. (A forked child has closed its copies already,
+        see :func:`_forget_after_fork`; they are not closed twice.)
         """
         fds, self._fds = self._fds, []
         for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            _close_held(fd)
 
 
 class RuntimeDir:
@@ -275,36 +290,52 @@ class RuntimeDir:
         reads one whole secret, the first one published.
         """
         path = self.secret_file
+        what = f"the secret of workers' group {self.path.name!r}"
         if not os.path.lexists(path):
-            temp, fd = self._temp_file("secret")
+            try:
+                temp, fd = self._temp_file("secret")
+            except OSError as exc:
+                raise ConfigError(
+                    f"{what} cannot be written to {str(self.path)!r}: {exc.strerror}"
+                ) from None
             try:  # the temporary file stays locked until it is gone
                 _write_all(fd, f"{new_secret()}\n".encode())
                 with contextlib.suppress(FileExistsError):
                     os.link(temp, path)
             except OSError as exc:
                 raise ConfigError(
-                    f"the secret of workers' group {self.path.name!r} cannot be written to "
-                    f"{str(path)!r}: {exc.strerror}"
+                    f"{what} cannot be written to {str(path)!r}: {exc.strerror}"
                 ) from None
             finally:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     os.unlink(temp)
-                os.close(fd)
-        what = f"the secret of workers' group {self.path.name!r}"
-        text = read_private_file(str(path), what).decode("ascii", "replace")
+                _close_held(fd)
+        try:
+            text = read_private_file(str(path), what).decode("ascii", "replace")
+        except OSError as exc:  # read_private_file names the errors it expects
+            raise ConfigError(f"{what}: cannot read {str(path)!r}: {exc.strerror}") from None
         decode_key(text, f"{what} ({path})", SECRET_BYTES, at_least=True)
 
     def _temp_file(self, what: str) -> tuple[Path, int]:
         """A new file of this process's own in the directory, mode 0600, locked.
 
         Locked so that a process that starts meanwhile sees it is in use; one left behind by
-        a process killed while writing it is removed by the next :meth:`members`.
+        a process killed while writing it is removed by the next :meth:`members`. The
+        descriptor is held (see :func:`_open_held`): close it with :func:`_close_held`.
+
+        :raises OSError: it cannot be made (the caller names what it was for).
         """
         token = secrets.token_hex(6)
         path = self.path / f"{_TEMP_PREFIX}{what}-{os.getpid()}-{token}{_TEMP_SUFFIX}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(path, flags, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = _open_held(path, flags, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            _close_held(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
         return path, fd
 
     @contextlib.contextmanager
@@ -312,9 +343,16 @@ class RuntimeDir:
         """Hold the group's lock: one process at a time picks its seeds and publishes.
 
         :raises NotReady: another process held it for ``timeout`` seconds.
+        :raises ConfigError: the lock file cannot be opened or locked (the message names it).
         """
         path = self.path / _LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fd = _open_held(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigError(
+                f"the lock of workers' group {self.path.name!r}, {str(path)!r}, cannot be "
+                f"opened: {exc.strerror}"
+            ) from None
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -329,19 +367,32 @@ class RuntimeDir:
                             "stopped (SIGSTOP, a debugger)?"
                         ) from None
                     time.sleep(0.005)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"the lock of workers' group {self.path.name!r}, {str(path)!r}, cannot "
+                        f"be taken: {exc.strerror}"
+                    ) from None
             yield
         finally:
-            os.close(fd)  # drops the lock
+            _close_held(fd)  # drops the lock
 
     def members(self) -> list[Member]:
         """The group's live members; files left by processes that are gone are removed.
 
         A file is live while a process holds a lock on it (its node's, or a writer's for a
         temporary file). Call it holding :meth:`locked`, as a starting node does.
+
+        :raises ConfigError: the directory cannot be read (the message names it).
         """
         found: list[Member] = []
-        with os.scandir(self.path) as entries:
-            names = [e.name for e in entries]
+        try:
+            with os.scandir(self.path) as entries:
+                names = [e.name for e in entries]
+        except OSError as exc:
+            raise ConfigError(
+                f"the runtime directory of workers' group {self.path.name!r}, "
+                f"{str(self.path)!r}, cannot be read: {exc.strerror}"
+            ) from None
         for entry in sorted(names):
             is_node = entry.startswith(_NODE_PREFIX) and entry.endswith(_NODE_SUFFIX)
             is_temp = entry.startswith(_TEMP_PREFIX) and entry.endswith(_TEMP_SUFFIX)
@@ -369,23 +420,34 @@ class RuntimeDir:
         return found
 
     def publish(self, node_id: str, address: str) -> _Published:
-        """Publish this node's address, locked until the node closes or its process ends."""
+        """Publish this node's address, locked until the node closes or its process ends.
+
+        :raises ConfigError: the file cannot be written (a full or read-only file system;
+            the message names the directory).
+        """
         token = secrets.token_hex(6)
         final = self.path / f"{_NODE_PREFIX}{os.getpid()}-{token}{_NODE_SUFFIX}"
-        temp, fd = self._temp_file("node")
-        dir_fd = -1
+        fd = dir_fd = -1
+        temp: Path | None = None
         try:
+            temp, fd = self._temp_file("node")
             record = {"node_id": node_id, "address": address, "pid": os.getpid()}
             _write_all(fd, json.dumps(record).encode())
-            dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            dir_fd = _open_held(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             fcntl.flock(dir_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             os.rename(temp, final)  # the lock stays: it is the file's, not the name's
-        except BaseException:
-            os.close(fd)
-            if dir_fd >= 0:
-                os.close(dir_fd)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+        except BaseException as exc:
+            for held in (fd, dir_fd):
+                if held >= 0:
+                    _close_held(held)
+            if temp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+            if isinstance(exc, OSError):
+                raise ConfigError(
+                    f"workers' group {self.path.name!r}: node {node_id!r} cannot publish its "
+                    f"address in {str(self.path)!r}: {exc.strerror or exc}"
+                ) from None
             raise
         return _Published(self, final, fd, dir_fd)
 
@@ -399,6 +461,32 @@ def _joined(kv: GridKV, timeout: float) -> bool:
             return False
         time.sleep(0.002)
     return True
+
+
+#: The descriptors through which this process holds (or is about to take) a lock: the group's
+#: lock while held, a temporary file being written, a published node's file and directory.
+#: ``_held_lock`` guards the set and every open and close of them, and a fork waits for it
+#: (:func:`_before_fork`), so a forked child knows exactly which of its descriptors to close.
+_held: set[int] = set()
+_held_lock = threading.Lock()
+
+
+def _open_held(path: Path, flags: int, mode: int = 0o777) -> int:
+    """``os.open(path, flags, mode)``, the descriptor listed as held until :func:`_close_held`."""
+    with _held_lock:
+        fd = os.open(path, flags, mode)
+        _held.add(fd)
+    return fd
+
+
+def _close_held(fd: int) -> None:
+    """Close a held descriptor, unless this process is a fork that closed it already."""
+    with _held_lock:
+        if fd not in _held:
+            return
+        _held.discard(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -445,7 +533,9 @@ def _node_id(name: str) -> str:
 def worker_options(name: str, directory: RuntimeDir, config: dict[str, Any]) -> Options:
     """The options of a group's nodes: ``config`` plus what the group sets itself.
 
-    ``local_node_id`` and ``seed_addrs`` are placeholders until a process makes its node.
+    ``local_node_id`` (``<name>-<host>``, the same in every process, so that the options made
+    before a fork compare equal to those made after) and ``seed_addrs`` (none) are
+    placeholders until a process makes its node.
 
     :raises ConfigError: ``config`` sets what the group sets (the message says why), asks for
         another transport, or has a bad key or value.
@@ -478,6 +568,7 @@ def worker_options(name: str, directory: RuntimeDir, config: dict[str, Any]) -> 
     data["network"] = {**network, "type": "tcp"}
     data["auth"] = {**auth, "cluster_secret_file": str(directory.secret_file)}
     data["local_address"] = "127.0.0.1:0"
+    data["local_node_id"] = f"{name}-{_host()}"
     return Options.from_mapping(data)
 
 
@@ -525,6 +616,19 @@ class WorkerGridKV(GridKV):
         return self._name
 
     @property
+    def options(self) -> Options:
+        """The configuration: this process's node's once made, else the group's.
+
+        Makes no node (so it may be read in a gunicorn master). The group's options are
+        those of every node but two keys each node sets for itself: ``local_node_id`` is
+        ``<name>-<host>`` there (a node's is ``<name>-<host>-<pid>``) and ``seed_addrs`` is
+        empty (a node's are the members it found). :attr:`node_id` makes this process's node,
+        as every other member of :class:`~gridkv.GridKV` does.
+        """
+        kv = self._kv
+        return kv.options if kv is not None else self._group_options
+
+    @property
     def started(self) -> bool:
         """Whether this process has made its node (and not closed it)."""
         return self._kv is not None
@@ -557,6 +661,11 @@ class WorkerGridKV(GridKV):
                     f"({os.getpid()}); processes forked from it afterwards make nodes of their own"
                 )
             kv, published = self._make_node()
+            # A child of multiprocessing ends with os._exit: no atexit handler withdraws the
+            # address there. (gridkv.api.process closes the node after it, at a lower priority.)
+            process.on_multiprocessing_exit(
+                _unpublish_at_exit, process.MULTIPROCESSING_EXIT_PRIORITY + 1
+            )
             try:
                 kv.wait_ready(ready_timeout)
             except NotReady as exc:
@@ -770,9 +879,29 @@ def for_workers(name: str, **config: Any) -> GridKV:
         return made
 
 
+def _before_fork() -> None:
+    """``os.register_at_fork(before=...)``: no held descriptor is opened or closed meanwhile."""
+    _held_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    """``os.register_at_fork(after_in_parent=...)``."""
+    _held_lock.release()
+
+
 def _forget_after_fork() -> None:
-    """``os.register_at_fork(after_in_child=...)``: the child makes nodes of its own."""
-    global _groups_lock, _made_lock
+    """``os.register_at_fork(after_in_child=...)``: the child makes nodes of its own.
+
+    It closes its copies of the parent's held descriptors first: the locks are the parent's
+    (a thread of the parent holding the group's lock lets it go when it is done), and a
+    parent that dies leaves its address file unlocked, as a dead member's.
+    """
+    global _groups_lock, _made_lock, _held_lock
+    _held_lock = threading.Lock()  # the parent's was taken for the fork (_before_fork)
+    for fd in _held:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
     _groups_lock = threading.Lock()
     _made_lock = threading.Lock()
     _made.clear()  # the child's first node of a group is "<name>-<host>-<its pid>"
@@ -784,12 +913,17 @@ def _unpublish_at_exit() -> None:
     """``atexit``: remove this process's address files before its nodes close.
 
     Registered after :mod:`gridkv.api.process`'s handler, so it runs first: while the nodes
-    leave, no process starting meanwhile takes one of them as its seed.
+    leave, no process starting meanwhile takes one of them as its seed. In a child of
+    ``multiprocessing`` it runs as a finalizer, before the one that closes the nodes.
     """
     for instance in list(_instances):
         instance._unpublish()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_forget_after_fork)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_forget_after_fork,
+    )
 atexit.register(_unpublish_at_exit)

@@ -111,6 +111,9 @@ class _Slot:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     kv: GridKV | None = None
+    #: Set (under ``lock``) by :func:`close_nodes`, which took the slot out of the registry: a
+    #: caller that found the slot before makes no node in it, and looks again.
+    closed: bool = False
 
 
 @dataclass(slots=True)
@@ -159,29 +162,39 @@ def close_nodes(timeout: float = 30.0) -> None:
         registry.generation += 1
     for slot in slots:
         with slot.lock:  # a node being made is closed once it is
+            slot.closed = True
             kv, slot.kv = slot.kv, None
         if kv is not None:
             kv.close(timeout)
 
 
-def _node_for(config: _Config) -> GridKV:
-    """This process's node for ``config``: made, started and waited for on first use.
+def _node_for(config: _Config) -> tuple[GridKV, int]:
+    """This process's node for ``config``, and the registry's generation it belongs to.
+
+    The node is made, started and waited for on first use. A slot that :func:`close_nodes`
+    closed between the look-up and its lock is left alone (a node made in it would be in no
+    registry, never closed, and hold its address): the look-up is done again, in the
+    registry of the moment.
 
     :raises ConfigError, PeerUnavailable: the node could not be made (nothing is kept; the
         next call tries again).
     :raises NotReady: the new node did not join within ``READY_TIMEOUT``; it is kept, and
         keeps trying its seeds.
     """
-    registry = _registry
-    with registry.lock:
-        slot = registry.slots.get(config.node_key)
-        if slot is None:
-            slot = registry.slots[config.node_key] = _Slot()
-    with slot.lock:
-        if slot.kv is None:
-            slot.kv = GridKV(config.options())
-            slot.kv.wait_ready(config.ready_timeout)
-        return slot.kv
+    while True:
+        registry = _registry
+        with registry.lock:
+            slot = registry.slots.get(config.node_key)
+            if slot is None:
+                slot = registry.slots[config.node_key] = _Slot()
+            generation = registry.generation
+        with slot.lock:
+            if slot.closed:
+                continue
+            if slot.kv is None:
+                slot.kv = GridKV(config.options())
+                slot.kv.wait_ready(config.ready_timeout)
+            return slot.kv, generation
 
 
 def _parse(location: object, raw: object) -> _Config:
@@ -301,10 +314,9 @@ class GridKVCache(BaseCache):  # type: ignore[misc]  # Django is untyped
 
     def _client(self) -> GridKV:
         kv = self._kv
-        generation = _registry.generation
-        if kv is None or self._generation != generation:
-            kv = self._kv = _node_for(self._config)
-            self._generation = generation
+        if kv is None or self._generation != _registry.generation:
+            kv, self._generation = _node_for(self._config)
+            self._kv = kv
         return kv
 
     # -- values and time-outs ----------------------------------------------------------------
@@ -334,8 +346,8 @@ class GridKVCache(BaseCache):  # type: ignore[misc]  # Django is untyped
             )
         try:
             seconds = float(timeout)
-        except OverflowError:  # an int too large for a float
-            seconds = math.inf
+        except OverflowError:  # an int (or a fraction) too large for a float, either sign
+            seconds = -math.inf if timeout < 0 else math.inf
         if math.isnan(seconds):
             raise InvalidArgument("cache timeout must be seconds or None, got NaN")
         if seconds <= 0:
