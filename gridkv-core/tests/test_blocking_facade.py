@@ -7,15 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import math
 import os
-import select
-import signal
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from itertools import count
@@ -37,6 +33,7 @@ from gridkv import (
 )
 from gridkv.api.blocking import WAIT_MARGIN
 from gridkv.plugins import Plugins
+from gridkv.testing.forking import in_forked_child
 from gridkv.testing.transports import node_options, transport_under_test
 from gridkv.testing.waiting import wait_for
 from gridkv.transport import MemoryNetwork, MemoryTransport
@@ -93,52 +90,6 @@ def unraisable(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 # -- a fork ------------------------------------------------------------------------------------
 
 
-def in_forked_child(
-    work: Callable[[], Iterator[tuple[str, str]]], timeout: float
-) -> dict[str, str]:
-    """Run ``work`` in a child made by ``os.fork()``; return what it reported.
-
-    The child writes one JSON line per result to a pipe as it goes, and leaves with
-    ``os._exit``; a child that has not finished after ``timeout`` is killed (by its PID).
-    """
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork of a threaded process
-        pid = os.fork()
-    if pid == 0:  # the child
-        code = 1
-        try:
-            os.close(read_end)
-            for name, result in work():
-                os.write(write_end, json.dumps([name, result]).encode() + b"\n")
-            code = 0
-        except BaseException as exc:
-            os.write(write_end, json.dumps(["child failed", repr(exc)]).encode() + b"\n")
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    data = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([read_end], [], [], left)[0]:
-                break
-            chunk = os.read(read_end, 65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(read_end)
-        finished = exited(pid, deadline)
-        if not finished:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    report = dict(json.loads(line) for line in data.splitlines())
-    assert finished, f"the child did not finish within {timeout:g}s; it reported {report}"
-    return report
-
-
 @contextlib.contextmanager
 def pair(
     net: MemoryNetwork, options: dict[str, Any], transport_a: MemoryTransport | None = None
@@ -162,15 +113,6 @@ def pair(
         b.wait_ready(timeout=10)
         wait_for("a sees b", lambda: len(a.node.membership.live_ids()) == 2)
         yield a, b
-
-
-def exited(pid: int, deadline: float) -> bool:
-    """Reap child ``pid`` once it exits; False if it still runs at ``deadline`` (monotonic)."""
-    while not os.waitpid(pid, os.WNOHANG)[0]:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 class _Tripwire:

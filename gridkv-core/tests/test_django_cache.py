@@ -58,12 +58,9 @@ import json
 import os
 import pickle
 import re
-import select
-import signal
 import subprocess
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -93,6 +90,7 @@ from gridkv import (
 )
 from gridkv.contrib import django as backend_module
 from gridkv.contrib.django import READY_TIMEOUT, GridKVCache, close_nodes
+from gridkv.testing.forking import in_forked_child
 from gridkv.testing.waiting import wait_for
 from gridkv.transport import MemoryNetwork
 
@@ -1474,61 +1472,3 @@ def test_example_django_app_runs() -> None:
     )
     assert check.returncode == 0, check.stderr
     assert "System check identified no issues" in check.stdout
-
-
-# -- a fork ------------------------------------------------------------------------------------
-
-
-def in_forked_child(
-    work: Callable[[], Iterator[tuple[str, str]]], timeout: float
-) -> dict[str, str]:
-    """Run ``work`` in a child made by ``os.fork()``; return what it reported.
-
-    The child writes one JSON line per result to a pipe as it goes, and leaves with
-    ``os._exit``; a child that has not finished after ``timeout`` is killed (by its PID).
-    """
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork of a threaded process
-        pid = os.fork()
-    if pid == 0:  # the child
-        code = 1
-        try:
-            os.close(read_end)
-            for name, result in work():
-                os.write(write_end, json.dumps([name, result]).encode() + b"\n")
-            code = 0
-        except BaseException as exc:
-            os.write(write_end, json.dumps(["child failed", repr(exc)]).encode() + b"\n")
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    data = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([read_end], [], [], left)[0]:
-                break
-            chunk = os.read(read_end, 65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(read_end)
-        finished = _exited(pid, deadline)
-        if not finished:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    report = dict(json.loads(line) for line in data.splitlines())
-    assert finished, f"the child did not finish within {timeout:g}s; it reported {report}"
-    return report
-
-
-def _exited(pid: int, deadline: float) -> bool:
-    """Reap child ``pid`` once it exits; False if it still runs at ``deadline`` (monotonic)."""
-    while not os.waitpid(pid, os.WNOHANG)[0]:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True

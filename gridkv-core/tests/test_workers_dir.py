@@ -17,12 +17,10 @@ import json
 import multiprocessing
 import multiprocessing.util
 import os
-import select
 import signal
 import stat
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +40,7 @@ from gridkv.api.workers import (
 )
 from gridkv.base.errors import BackendNotInstalled, ConfigError, NotReady
 from gridkv.plugins import Plugins
+from gridkv.testing.forking import in_forked_child
 from gridkv.testing.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only (flock)")
@@ -440,60 +439,8 @@ def test_every_public_member_of_gridkv_is_the_nodes() -> None:
 # -- the node of each process (tcp) -------------------------------------------------------
 
 
-def in_forked_child(
-    work: Callable[[], Iterator[tuple[str, str]]], timeout: float
-) -> dict[str, str]:
-    """Run ``work`` in a child made by ``os.fork()``; return what it reported.
-
-    The child writes one JSON line per result to a pipe and leaves with ``os._exit``; one
-    still running after ``timeout`` is killed by its PID.
-    """
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork of a threaded process
-        pid = os.fork()
-    if pid == 0:  # the child
-        code = 1
-        try:
-            os.close(read_end)
-            for name, result in work():
-                os.write(write_end, json.dumps([name, result]).encode() + b"\n")
-            code = 0
-        except BaseException as exc:
-            os.write(write_end, json.dumps(["child failed", repr(exc)]).encode() + b"\n")
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    data = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            chunk = os.read(read_end, 65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(read_end)
-        finished = reaped(pid, deadline)
-        if not finished:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    report = dict(json.loads(line) for line in data.splitlines())
-    assert finished, f"the child did not finish within {timeout:g}s; it reported {report}"
-    return report
-
-
 def member_files(base: Path, name: str) -> list[str]:
     return sorted(p.name for p in (base / name).glob("node-*.json"))
-
-
-def reaped(pid: int, deadline: float) -> bool:
-    """Reap child ``pid`` once it exits; False if it still runs at ``deadline``."""
-    while os.waitpid(pid, os.WNOHANG)[0] == 0:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 @needs_tcp
