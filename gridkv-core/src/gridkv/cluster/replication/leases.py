@@ -394,8 +394,8 @@ class Singleflight:
         if asking.cancelled() or asking.exception() is not None:
             return
         answer = asking.result()
-        if answer[0] == GRANTED:
-            self.finish(Grant(partition, key, answer[1]), None)
+        if answer[0] == GRANTED:  # (its flight was ended when the caller gave up)
+            self.finish(Grant(partition, key, answer[1]), None, land=False)
 
     async def _acquire(
         self, partition: int, key: str, lease_s: float, deadline: float
@@ -434,6 +434,8 @@ class Singleflight:
         error: BaseException | None = None,
         expires_at: int = 0,
         level: str = "one",
+        *,
+        land: bool = True,
     ) -> asyncio.Task[Any]:
         """End a grant: the loader gave ``value``, or raised ``error``, or neither.
 
@@ -442,7 +444,8 @@ class Singleflight:
         (cancelled): the lease passes to a waiting caller. Local waiters get the value, or a
         :class:`~gridkv.LoaderFailed` caused by ``error``, at once. Returns the task that
         tells the owner; a caller that goes on awaits it (it raises when the value could not
-        be stored), a cancelled one need not. On the loop only.
+        be stored), a cancelled one need not. ``land=False`` leaves this node's flight of the
+        key alone (a grant nobody here waited for). On the loop only.
         """
         key = grant.key
         ended: bytes | BaseException
@@ -455,7 +458,7 @@ class Singleflight:
             outcome, payload, ended = FAILED, message.encode("utf-8", "backslashreplace"), failed
         else:
             outcome, payload, ended = RETRY, b"", _Retry()
-        flight = self.flights.get(key)
+        flight = self.flights.get(key) if land else None
         if flight is not None:
             self._land(key, flight, ended)
         args = [grant.lease_id, outcome, payload, expires_at]
