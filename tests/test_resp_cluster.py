@@ -9,6 +9,7 @@ Debian's redis-tools, which the nox ``tests`` session installs when it is missin
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -82,32 +83,60 @@ def _wait(what: str, condition: Any, timeout: float = 60) -> None:
 
 
 def _start(directory: Path, count: int = 3) -> list[DoorNode]:
+    """``count`` nodes with doors, ready and seeing one another.
+
+    A port picked free can be taken before the node listens on it (by another process's
+    outgoing connection, say): a node that exits because its address is in use is started
+    again on other ports, twice at most, the whole cluster when it is the seed.
+    """
     secret = new_secret()
-    ports = [free_port() for _ in range(count)]
-    nodes = []
-    for i in range(count):
-        node_id = f"door{i}"
-        config = {
-            "local_node_id": node_id,
-            "local_address": f"127.0.0.1:{ports[i]}",
-            "seed_addrs": [f"127.0.0.1:{ports[0]}"] if i else [],
-            "replica_count": 2,
-            "network": network_options(node_id),
-            "auth": {"cluster_secret": secret},
-        }
-        if TRANSPORT == "memory":  # (skipped; keeps the config valid)
-            config["network"] = {"type": "tcp"}
-        nodes.append(DoorNode(directory, node_id, config))
-    for node in nodes:
-        _wait(f"{node.node_id} ready", lambda n=node: n.ready(count) or _dead(n))
-        assert node.process.poll() is None, node.log.read_text()
-    return nodes
+    for attempt in (1, 2, 3):
+        ports = [free_port() for _ in range(count)]
+        nodes = []
+        for i in range(count):
+            node_id = f"door{i}"
+            config = {
+                "local_node_id": node_id,
+                "local_address": f"127.0.0.1:{ports[i]}",
+                "seed_addrs": [f"127.0.0.1:{ports[0]}"] if i else [],
+                "replica_count": 2,
+                "network": network_options(node_id),
+                "auth": {"cluster_secret": secret},
+            }
+            if TRANSPORT == "memory":  # (skipped; keeps the config valid)
+                config["network"] = {"type": "tcp"}
+            nodes.append(DoorNode(directory, node_id, config))
+        try:
+            _wait("every node ready", functools.partial(_all_ready, nodes, count))
+            return nodes
+        except _PortTaken:
+            for node in nodes:
+                node.stop(signal.SIGKILL)
+            if attempt == 3:
+                raise
+        except AssertionError as exc:  # say what each node logged
+            for node in nodes:
+                node.stop(signal.SIGKILL)
+            logs = "\n".join(f"--- {n.node_id}:\n{n.log.read_text()[-3000:]}" for n in nodes)
+            raise AssertionError(f"{exc}\n{logs}") from None
+    raise AssertionError("unreachable")
 
 
-def _dead(node: DoorNode) -> bool:
+class _PortTaken(Exception):
+    """A node could not listen: its port was taken meanwhile."""
+
+
+def _all_ready(nodes: list[DoorNode], count: int) -> bool:
+    return all([_ready_or_dead(node, count) for node in nodes])  # every node looked at
+
+
+def _ready_or_dead(node: DoorNode, count: int) -> bool:
     if node.process.poll() is not None:
-        raise AssertionError(f"{node.node_id} exited:\n{node.log.read_text()}")
-    return False
+        log = node.log.read_text()
+        if "in use" in log:
+            raise _PortTaken(log)
+        raise AssertionError(f"{node.node_id} exited:\n{log}")
+    return node.ready(count)
 
 
 @pytest.fixture(scope="module")
