@@ -587,14 +587,19 @@ class Node(Serving):
         """This node's key figures, as ``gridkv status`` shows them for each member."""
         stats = self.stats()
         storage = stats.storage
+        # From the table of the current view (not the fast paths' masks, which are cleared
+        # while the view settles or a partition moves in).
+        table = self.partitions.ensure_table()
+        me = self.node_id
+        owners = [table.owners(p) for p in range(self.options.partition_count)]
         return {
             "node_id": self.node_id,
             "address": stats.network.local_address,
             "version": stats.version,
             "ready": self.ready,
             "health_score": stats.cluster.health_score,
-            "partitions": sum(self.partitions.owned),
-            "primaries": sum(self.primary_here),
+            "partitions": sum(me in o for o in owners),
+            "primaries": sum(bool(o) and o[0] == me for o in owners),
             "keys": storage.keys,
             "tombstones": storage.tombstones,
             "used_bytes": storage.used_bytes,
