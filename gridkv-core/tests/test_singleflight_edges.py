@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -103,7 +104,8 @@ async def test_a_write_or_delete_during_the_load_is_not_undone_by_it(change: str
         else:  # ... or drops the cached one
             await nodes[2].delete("user:1", consistency="all")
         gate.set()
-        assert await call == b"stale"  # the caller gets what it loaded
+        # The caller gets the newer value after a write, what it loaded after a delete.
+        assert await call == (b"new" if change == "set" else b"stale")
         expected = b"new" if change == "set" else None
         assert await nodes[0].get("user:1", consistency="all") == expected
     finally:
@@ -362,5 +364,131 @@ async def test_many_long_keys_changed_at_once_are_all_invalidated() -> None:
         hot = reader.node.coordinator.hot
         await wait_until(lambda: not any(hot.lookup(k)[0] for k in keys), 5)
         assert owner.node.coordinator.watches.lost == 0
+    finally:
+        await _close(nodes)
+
+
+# -- a second review, of the fixes above ---------------------------------------------------
+
+
+async def test_a_stale_holders_late_failure_does_not_end_the_newer_flight() -> None:
+    nodes = await start_memory_cluster("edge-late", 3, replica_count=2)
+    try:
+        key, _ = _owned_by(nodes[1])
+        flights = nodes[0].node.mutator.singleflight
+        gate_a, gate_b = asyncio.Event(), asyncio.Event()
+        calls: list[str] = []
+
+        async def load_a() -> bytes:
+            calls.append("a")
+            await gate_a.wait()
+            raise RuntimeError("stale holder failed")
+
+        a = asyncio.ensure_future(nodes[0].get_or_set(key, load_a, lease_timeout=0.2))
+        await wait_until(lambda: calls == ["a"], 5)
+        b = asyncio.ensure_future(
+            nodes[0].get_or_set(key, _loader(calls, "b", gate_b), lease_timeout=0.2)
+        )
+        await wait_until(lambda: calls == ["a", "b"], 5)  # B took the lease over
+        joined = flights.shared
+        c = asyncio.ensure_future(nodes[0].get_or_set(key, lambda: b"C", lease_timeout=5))
+        await wait_until(lambda: flights.shared > joined, 5)  # C waits on B's flight
+        gate_a.set()
+        with pytest.raises(RuntimeError, match="stale holder failed"):
+            await a
+        gate_b.set()
+        assert await b == b"b"
+        assert await c == b"b"
+    finally:
+        await _close(nodes)
+
+
+async def test_a_caller_cancelled_in_the_turn_its_lease_arrives_passes_it_on() -> None:
+    nodes = await start_memory_cluster("edge-turn", 3, replica_count=2)
+    try:
+        key, _ = _owned_by(nodes[1])
+        owner = nodes[1].node.mutator.leases
+        flights = nodes[0].node.mutator.singleflight
+        real = flights._send
+        gate = asyncio.Event()
+        asking: list[asyncio.Task[Any]] = []
+
+        async def send(
+            partition: int, k: str, op: str, args: list[Any], timeout: float, level: str
+        ) -> Any:
+            answer = await real(partition, k, op, args, timeout, level)
+            if op == "lease":
+                task = asyncio.current_task()
+                assert task is not None
+                asking.append(task)
+                await gate.wait()  # the answer waits until the test hooked the task
+            return answer
+
+        flights._send = send
+        call = asyncio.ensure_future(nodes[0].get_or_set(key, lambda: b"A", lease_timeout=30))
+        await wait_until(lambda: bool(asking), 5)
+        asking[0].add_done_callback(lambda _: call.cancel())  # cancelled as the lease comes
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await wait_until(lambda: key not in owner.held, 3)  # passed on, not held for 30 s
+    finally:
+        await _close(nodes)
+
+
+async def test_a_cancelled_holders_failed_store_leaves_no_unretrieved_error() -> None:
+    nodes = await start_memory_cluster("edge-store", 3, replica_count=2)
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context["message"]))
+    try:
+        key, _ = _owned_by(nodes[1])
+        flights = nodes[0].node.mutator.singleflight
+        real = flights._send
+        gate = asyncio.Event()
+
+        async def send(
+            partition: int, k: str, op: str, args: list[Any], timeout: float, level: str
+        ) -> Any:
+            if op == "release":
+                await gate.wait()
+                raise GridKVError("the owner is gone")
+            return await real(partition, k, op, args, timeout, level)
+
+        flights._send = send
+        call = asyncio.ensure_future(nodes[0].get_or_set(key, lambda: b"A", lease_timeout=5))
+        await wait_until(lambda: bool(flights._releases), 5)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        gate.set()
+        await wait_until(lambda: not flights._releases, 5)
+        gc.collect()
+        assert not [m for m in seen if "never retrieved" in m], seen
+    finally:
+        loop.set_exception_handler(previous)
+        await _close(nodes)
+
+
+async def test_callers_on_the_holders_node_get_the_newer_value_too() -> None:
+    nodes = await start_memory_cluster("edge-newer", 3, replica_count=2)
+    try:
+        key, _ = _owned_by(nodes[1])
+        flights = nodes[0].node.mutator.singleflight
+        leases = nodes[1].node.mutator.leases
+        gate = asyncio.Event()
+        calls: list[str] = []
+        holder = asyncio.ensure_future(
+            nodes[0].get_or_set(key, _loader(calls, "loaded", gate), lease_timeout=5)
+        )
+        await wait_until(lambda: calls == ["loaded"], 5)
+        joined = flights.shared
+        local = asyncio.ensure_future(nodes[0].get_or_set(key, lambda: b"x", lease_timeout=5))
+        remote = asyncio.ensure_future(nodes[2].get_or_set(key, lambda: b"y", lease_timeout=5))
+        await wait_until(lambda: flights.shared > joined and bool(leases.held[key].waiters), 5)
+        await nodes[1].set(key, b"new", consistency="all")  # written during the load
+        gate.set()
+        assert [await holder, await local, await remote] == [b"new"] * 3
     finally:
         await _close(nodes)

@@ -299,8 +299,8 @@ class AsyncGridKV(ClientBase):
             await asyncio.shield(flights.finish(got, None, exc))
             raise
         stored = flights.finish(got, data, None, expires, level)  # the owner stores it
-        await guarded(asyncio.shield(stored), node, "get_or_set", key)
-        return data
+        kept = await guarded(asyncio.shield(stored), node, "get_or_set", key)
+        return kept if isinstance(kept, bytes) else data  # newer if written meanwhile
 
     def cached(
         self,

@@ -460,8 +460,8 @@ class GridKV(ClientBase):
             with contextlib.suppress(GridKVError):  # closed meanwhile: the lease runs out
                 self._finish_load(got, None, exc)
             raise
-        self._finish_load(got, data, None, expires, level)  # the owner stores it
-        return data
+        kept = self._finish_load(got, data, None, expires, level)  # the owner stores it
+        return kept if isinstance(kept, bytes) else data  # newer if written meanwhile
 
     def _finish_load(
         self,
@@ -470,14 +470,17 @@ class GridKV(ClientBase):
         error: BaseException | None,
         expires_at: int = 0,
         level: str = "one",
-    ) -> None:
-        """Tell the node's flight and the key's owner how a load ended; wait for the owner."""
+    ) -> Any:
+        """Tell the node's flight and the key's owner how a load ended; the owner's answer.
 
-        async def finish() -> None:
+        A time-out here does not cancel the owner's storing (it goes on, and ends the flight).
+        """
+
+        async def finish() -> Any:
             flights = self._node.mutator.singleflight
-            await flights.finish(grant, value, error, expires_at, level)
+            return await asyncio.shield(flights.finish(grant, value, error, expires_at, level))
 
-        self._call(finish, self._write_bound + self._read_bound, "get_or_set", grant.key)
+        return self._call(finish, self._write_bound + self._read_bound, "get_or_set", grant.key)
 
     def cached(
         self,

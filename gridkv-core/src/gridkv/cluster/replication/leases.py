@@ -187,19 +187,19 @@ class Leases:
         value: bytes,
         expires_at: int,
         level: str,
-    ) -> bool:
-        """The holder's loaded value: store it, answer the waiters; whether it was stored.
+    ) -> bytes | None:
+        """The holder's loaded value: store it, answer the waiters; the value they got.
 
         Stored only if the lease is ``asker``'s current one and the key has the version it
         had when the lease was granted. A key written meanwhile keeps its newer value (the
         waiters get that); one deleted meanwhile stays deleted (the waiters get the loaded
-        value, once).
+        value, once). ``None``: not (or no longer) the asker's lease, nothing stored.
 
         :raises GridKVError: storing failed (the waiters hear why too).
         """
         lease = self.held.get(key)
         if lease is None or lease.id != lease_id or lease.holder != asker:
-            return False  # not (or no longer) its lease: another load answers the waiters
+            return None  # not (or no longer) its lease: another load answers the waiters
         try:
             stored, current = await self._store(
                 partition, key, value, expires_at, lease.version, level
@@ -210,8 +210,9 @@ class Leases:
             raise
         if not stored:
             self.stale_fills += 1
-        self._answer(key, lease_id, [VALUE, value if stored or current is None else current])
-        return stored
+        answered = value if stored or current is None else current
+        self._answer(key, lease_id, [VALUE, answered])
+        return answered
 
     def release(self, key: str, asker: str, lease_id: int, outcome: int, payload: bytes) -> bool:
         """End lease ``lease_id`` on ``key`` without a value; whether it was ``asker``'s.
@@ -282,19 +283,6 @@ class Leases:
         self.held.clear()
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """A lease this node's caller holds: it runs the loader, then calls ``finish``."""
-
-    partition: int
-    key: str
-    lease_id: int
-
-
-class _Retry(Exception):
-    """The caller that asked for a flight gave up: its waiters ask again."""
-
-
 @dataclass(slots=True, eq=False)
 class _Flight:
     """The callers of one node missing one key: the outcome they wait for."""
@@ -302,6 +290,21 @@ class _Flight:
     outcome: asyncio.Future[bytes]
     #: Loop time a caller here was granted the lease (``None``: not granted).
     granted_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A lease this node's caller holds: it runs the loader, then calls ``finish``."""
+
+    partition: int
+    key: str
+    lease_id: int
+    #: The flight of this node's callers it answers (``None``: nobody here waits for it).
+    flight: _Flight | None = None
+
+
+class _Retry(Exception):
+    """The caller that asked for a flight gave up: its waiters ask again."""
 
 
 #: Sends an operation to a key's primary owner (or runs it here): ``(partition, key, op,
@@ -374,14 +377,16 @@ class Singleflight:
         except BaseException as exc:
             ended = exc if isinstance(exc, GridKVError) else _Retry()
             self._land(key, flight, ended)
-            if not asking.done():
+            if asking.done():  # answered in the turn this caller was cancelled
+                self._unclaimed(partition, key, asking)
+            else:
                 self._keep(asking)
                 asking.add_done_callback(lambda done: self._unclaimed(partition, key, done))
             raise
         if answer[0] == GRANTED:
             self.loads += 1
             flight.granted_at = loop.time()
-            return Grant(partition, key, answer[1])
+            return Grant(partition, key, answer[1], flight)
         if answer[0] == VALUE:
             self._land(key, flight, answer[1])
             return bytes(answer[1])
@@ -395,7 +400,7 @@ class Singleflight:
             return
         answer = asking.result()
         if answer[0] == GRANTED:  # (its flight was ended when the caller gave up)
-            self.finish(Grant(partition, key, answer[1]), None, land=False)
+            self.finish(Grant(partition, key, answer[1]), None)
 
     async def _acquire(
         self, partition: int, key: str, lease_s: float, deadline: float
@@ -434,23 +439,24 @@ class Singleflight:
         error: BaseException | None = None,
         expires_at: int = 0,
         level: str = "one",
-        *,
-        land: bool = True,
     ) -> asyncio.Task[Any]:
         """End a grant: the loader gave ``value``, or raised ``error``, or neither.
 
         The owner stores ``value`` (expiring at ``expires_at``, at ``level``) unless the key
-        changed during the load, and answers its waiters. With neither, the caller gave up
-        (cancelled): the lease passes to a waiting caller. Local waiters get the value, or a
-        :class:`~gridkv.LoaderFailed` caused by ``error``, at once. Returns the task that
-        tells the owner; a caller that goes on awaits it (it raises when the value could not
-        be stored), a cancelled one need not. ``land=False`` leaves this node's flight of the
-        key alone (a grant nobody here waited for). On the loop only.
+        changed during the load, and answers its waiters with the value it kept: the task
+        returned gives it (``None`` when the lease was no longer this caller's), and the
+        grant's flight here ends with it, or with the error storing met (the task raises it).
+        With an ``error``, the grant's flight ends at once with a
+        :class:`~gridkv.LoaderFailed` caused by it; with neither (the caller gave up), with
+        a retry: the lease passes to a waiting caller. A caller that goes on awaits the
+        task; a cancelled one need not. Only the grant's own flight is ended: one begun
+        here on the key since (the grant's lease ran out) is not. On the loop only.
         """
         key = grant.key
-        ended: bytes | BaseException
+        flight = grant.flight
+        ended: bytes | BaseException | None = None
         if value is not None:
-            outcome, payload, ended = VALUE, value, value
+            outcome, payload = VALUE, value
         elif error is not None:
             message = _describe(error)
             failed = LoaderFailed(f"the loader of key {key!r:.60} failed: {message}")
@@ -458,29 +464,49 @@ class Singleflight:
             outcome, payload, ended = FAILED, message.encode("utf-8", "backslashreplace"), failed
         else:
             outcome, payload, ended = RETRY, b"", _Retry()
-        flight = self.flights.get(key) if land else None
-        if flight is not None:
+        if flight is not None and ended is not None:
             self._land(key, flight, ended)
         args = [grant.lease_id, outcome, payload, expires_at]
         task = asyncio.get_running_loop().create_task(
             self._release(grant.partition, key, args, level), name="gridkv lease release"
         )
         self._keep(task)
+        if flight is not None and ended is None:  # a value: its flight ends with the answer
+            task.add_done_callback(lambda done: self._stored(key, flight, value, done))
         return task
 
+    def _stored(
+        self, key: str, flight: _Flight, loaded: bytes | None, done: asyncio.Task[Any]
+    ) -> None:
+        """The owner answered a loaded value: end its flight with what the owner kept."""
+        if done.cancelled():
+            self._land(key, flight, ShuttingDown(f"node {self.ctx.node_id!r} closed"))
+            return
+        failed = done.exception()
+        if failed is not None:
+            self._land(key, flight, failed)
+            return
+        answered = done.result()
+        kept = answered if isinstance(answered, bytes) else loaded
+        self._land(key, flight, kept if kept is not None else _Retry())
+
     def _keep(self, task: asyncio.Task[Any]) -> None:
-        """Hold a background task until it ends (cancelled at close)."""
+        """Hold a background task until it ends (cancelled at close).
+
+        Its error is read there: a caller that gave up does not wait for it.
+        """
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
+        task.add_done_callback(_consumed)
 
-    async def _release(self, partition: int, key: str, args: list[Any], level: str) -> None:
+    async def _release(self, partition: int, key: str, args: list[Any], level: str) -> Any:
         opts = self.ctx.options
         timeout = opts.read_timeout + opts.replication_timeout
         if args[1] == VALUE:  # the value must be stored: its errors are the caller's
-            await self._send(partition, key, "release", args, timeout, level)
-            return
+            return await self._send(partition, key, "release", args, timeout, level)
         with contextlib.suppress(GridKVError):  # the owner is gone: the lease runs out there
             await self._send(partition, key, "release", args, timeout, level)
+        return None
 
     def close(self) -> None:
         """Stop telling owners; callers waiting on a flight here get ``ShuttingDown``."""
@@ -517,6 +543,12 @@ def _timed_out(key: str, lease_s: float) -> PeerTimeout:
         f"get_or_set({key!r:.60}): no value and no lease within {2 * lease_s:g}s (its loader "
         "still runs elsewhere, or the owner does not answer)"
     )
+
+
+def _consumed(task: asyncio.Task[Any]) -> None:
+    """Read a background task's error: it is handled where it matters, never lost."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _retrieved(outcome: asyncio.Future[bytes]) -> None:

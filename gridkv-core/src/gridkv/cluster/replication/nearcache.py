@@ -139,10 +139,10 @@ class Watches:
             return
         self._changed.append(key)
         if not self._scheduled:
-            self._scheduled = True
             loop = self.ctx.loop()
-            if loop is None:
+            if loop is None:  # not started: the next change (or flush) tells
                 return
+            self._scheduled = True
             with contextlib.suppress(RuntimeError):  # the loop closed: nothing to tell
                 loop.call_soon_threadsafe(self._flush)
 
