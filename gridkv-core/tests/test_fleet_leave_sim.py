@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from gridkv.base.errors import PeerUnavailable
 from gridkv.testing import Simulation, run_virtual
-from gridkv.wire.messages import DigestSync
+from gridkv.wire.messages import DigestSync, ReplicateBatch
 
 KEYS = [f"key:{i}" for i in range(2000)]
 #: Virtual seconds a close may take here: well under one read_timeout per peer leaving too
@@ -199,3 +199,73 @@ def test_a_leaving_node_passes_over_a_member_that_crashed() -> None:
             assert sim.nodes["n3"].handoff.entries_abandoned == 0
 
     simulate(scenario)
+
+
+# -- found by a review: entries handed over with no HandoffDone after them ----------------
+
+STRAY_OPTS = {"replica_count": 1, "handoff_timeout": 2.0, "tombstone_ttl": 1.0}
+
+
+def test_entries_a_left_member_handed_without_handoff_done_are_passed_on() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=7, options=STRAY_OPTS) as sim:
+            await sim.start(3)
+            await sim.wait_until(sim.converged, timeout=10)
+            n0, n1 = sim.nodes["n0"], sim.nodes["n1"]
+            for i in range(200):
+                await sim.client("n0").set(f"k{i}", b"old")
+            await sim.leave("n2")
+            await sim.wait_until(lambda: sim.all_see("n2", "left"), timeout=10)
+            await sim.run_for(1.0)  # n0's handoff passes for n2's leave are over
+            table = n0.ensure_table()
+            key = next(
+                f"k{i}" for i in range(200) if table.owners(table.partition_of(f"k{i}")) == ("n1",)
+            )
+            p = table.partition_of(key)
+            stale = n1.storage.get_entry(p, key)
+            assert stale is not None and stale.value == b"old"
+            # n2 (left) hands n0 a stale copy of `key` (from an older view), then its give
+            # is cut short: no HandoffDone. Delivered through n0's router path.
+            ack = n0.coordinator.on_batch(ReplicateBatch("n2", [(p, stale)]))
+            assert ack.results[0] in (0, 1), ack  # STORED/HELD: taken though n0 is no replica
+            await sim.client("n1").delete(key)
+            await sim.run_for(10 * STRAY_OPTS["handoff_timeout"])
+            assert n0.storage.get_entry(p, key) is None, (
+                f"n0 still holds a stray copy of {key!r} in partition {p} it does not "
+                f"replicate, {10 * STRAY_OPTS['handoff_timeout']}s later; handoff pending="
+                f"{n0.handoff.pending}"
+            )
+
+    run_virtual(scenario())
+
+
+def test_a_stray_handed_entry_does_not_bring_a_deleted_key_back_later() -> None:
+    async def scenario() -> None:
+        async with Simulation(seed=7, options=STRAY_OPTS) as sim:
+            await sim.start(3)
+            await sim.wait_until(sim.converged, timeout=10)
+            n0, n1 = sim.nodes["n0"], sim.nodes["n1"]
+            for i in range(200):
+                await sim.client("n0").set(f"k{i}", b"old")
+            await sim.leave("n2")
+            await sim.wait_until(lambda: sim.all_see("n2", "left"), timeout=10)
+            await sim.run_for(1.0)
+            table = n0.ensure_table()
+            key = next(
+                f"k{i}" for i in range(200) if table.owners(table.partition_of(f"k{i}")) == ("n1",)
+            )
+            p = table.partition_of(key)
+            stale = n1.storage.get_entry(p, key)
+            assert stale is not None
+            n0.coordinator.on_batch(ReplicateBatch("n2", [(p, stale)]))
+            await sim.client("n1").delete(key)
+            # long enough for n1 to collect the tombstone (ttl 1 s, quiet 2*handoff_timeout)
+            await sim.run_for(120.0)
+            assert await sim.client("n1").get(key) is None
+            # a later, unrelated membership change: n0 passes its stray copy on
+            await sim.add("n3")
+            await sim.wait_until(sim.converged, timeout=10)
+            await sim.run_for(10.0)
+            assert await sim.client("n1").get(key) is None, f"deleted {key!r} came back"
+
+    run_virtual(scenario())

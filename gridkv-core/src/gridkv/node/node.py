@@ -173,6 +173,7 @@ class Node(Serving):
         self.anti_entropy = AntiEntropy(context, self.coordinator)
         #: Moves partitions to their new replicas when the view changes.
         self.handoff = Handoff(context, self.coordinator, self.refresh_local_reads)
+        self.coordinator.on_stray = self.handoff.view_changed
         #: Runs atomic operations on keys this node is primary owner of, or sends them there.
         self.mutator = Mutator(
             context,

@@ -104,6 +104,10 @@ class Coordinator:
         self.hot = self.reader.hot
         #: The keys this node watches for other nodes' near caches.
         self.watches = self.reader.watches
+        #: Called when an entry is taken for a partition this node does not replicate (a
+        #: member that left handed it over by its own view): the node schedules a handoff
+        #: pass that gives it to the replicas.
+        self.on_stray: Callable[[], None] = lambda: None
         #: Writes other threads stored here, waiting for the loop to queue them for the
         #: other replicas (see :meth:`replicate_soon`), and whether the loop is told.
         self._handed: deque[tuple[int, Entry, str]] = deque()
@@ -180,7 +184,8 @@ class Coordinator:
         hash_ = key_hash(entry.key)
         if hash_ % ctx.options.partition_count != partition:
             return WRONG_PARTITION
-        if not ctx.partitions.holds(partition) and not (handed and ctx.accepting()):
+        held = ctx.partitions.holds(partition)
+        if not held and not (handed and ctx.accepting()):
             return NOT_REPLICA
         if entry.version < oldest:
             self.entries_withheld += 1
@@ -193,6 +198,11 @@ class Coordinator:
             stored = ctx.storage.apply(partition, entry, hash_)
         except MemoryLimitExceeded:
             return NO_MEMORY
+        if not held:
+            # Taken for a partition this node does not replicate: a pass passes it on to the
+            # replicas soon (and again until they took it), whether or not the giver's
+            # HandoffDone ever comes.
+            self.on_stray()
         if not stored:
             return HELD
         self.watches.changed(entry.key)
