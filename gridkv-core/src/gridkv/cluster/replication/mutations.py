@@ -453,11 +453,8 @@ class Mutator:
         target = self.primary(partition)
         if target == self.ctx.node_id:
             return await self.leases.handle(partition, key, op, checked, target, level)
-        try:
-            return await self._send(target, partition, key, op, checked, level, timeout)
-        finally:
-            if op == "release":
-                self._invalidate(key)
+        # (The hot cache forgets the key when the flight lands: Singleflight._land.)
+        return await self._send(target, partition, key, op, checked, level, timeout)
 
     def busy(self, key: str) -> bool:
         """Whether an operation on ``key`` runs or waits here."""

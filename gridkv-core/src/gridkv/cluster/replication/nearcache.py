@@ -71,7 +71,6 @@ class Watches:
         #: key -> {watcher node id: until (clock seconds)}, oldest key first. Read without
         #: the lock (``key in``) by the write paths.
         self.keys: OrderedDict[str, dict[str, float]] = OrderedDict()
-        self._watched = self.keys
         self._count = 0
         #: UTF-8 bytes of the keys watched, and the most they may take.
         self._bytes = 0
@@ -100,12 +99,12 @@ class Watches:
             return
         until = self._clock() + lifetime
         with self._lock:
-            watchers = self._watched.get(key)
+            watchers = self.keys.get(key)
             if watchers is None:
-                watchers = self._watched[key] = {}
+                watchers = self.keys[key] = {}
                 self._bytes += _size(key)
             else:
-                self._watched.move_to_end(key)
+                self.keys.move_to_end(key)
             if watcher not in watchers:
                 self._count += 1
             watchers[watcher] = until
@@ -120,12 +119,12 @@ class Watches:
         """Drop the oldest keys' watches past the limit (and expired ones met on the way)."""
         dropped: list[tuple[str, dict[str, float]]] = []
         now = self._clock()
-        while self._watched:
-            key, watchers = next(iter(self._watched.items()))
+        while self.keys:
+            key, watchers = next(iter(self.keys.items()))
             expired = all(until <= now for until in watchers.values())
             if self._count <= self.limit and self._bytes <= self.byte_limit and not expired:
                 break
-            del self._watched[key]
+            del self.keys[key]
             self._count -= len(watchers)
             self._bytes -= _size(key)
             if not expired:
@@ -135,7 +134,7 @@ class Watches:
 
     def changed(self, key: str) -> None:
         """A new version of ``key`` was stored here: tell its watchers. Any thread."""
-        if key not in self._watched:
+        if key not in self.keys:
             return
         self._changed.append(key)
         if not self._scheduled:
@@ -154,7 +153,7 @@ class Watches:
         with self._lock:
             while changed:
                 key = changed.popleft()
-                watchers = self._watched.pop(key, None)
+                watchers = self.keys.pop(key, None)
                 if watchers is not None:
                     self._count -= len(watchers)
                     self._bytes -= _size(key)
@@ -210,7 +209,7 @@ class Watches:
         for task in self._sends:
             task.cancel()
         with self._lock:
-            self._watched.clear()
+            self.keys.clear()
             self._count = 0
             self._bytes = 0
             self._changed.clear()
